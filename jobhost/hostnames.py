@@ -1,0 +1,134 @@
+"""
+Turn user input into a normalised hostname, or say why not.
+
+A *hostname* in jobhost is always the output of :func:`normalise_hostname`:
+an IDNA 2008 A-label form (UTS 46 mapping applied), lower case, with no
+trailing dot, made of two or more LDH labels of 1-63 octets each and at most
+253 octets in all.  Nothing else may reach a file path, a store query or a CA.
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import idna
+
+from jobhost.errors import InvalidHostname
+
+MAX_HOSTNAME_OCTETS = 253
+MAX_LABEL_OCTETS = 63
+
+_LDH_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+_RESERVED_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def _refuse(value: str, reason: str) -> InvalidHostname:
+    return InvalidHostname(value=value[:300], reason=reason)
+
+
+def _looks_like_ip(text: str) -> bool:
+    candidate = text.strip("[]")
+    try:
+        ipaddress.ip_address(candidate)
+    except ValueError:
+        pass
+    else:
+        return True
+    # inet_aton also accepts forms like "127.1" or "0x7f.1"; a last label made only of
+    # digits (or a hex number) is never a valid top-level domain, so refuse it too.
+    last = text.rsplit(".", 1)[-1]
+    return bool(re.fullmatch(r"[0-9]+|0x[0-9a-f]*", last))
+
+
+def normalise_hostname(value: object) -> str:
+    """Return the normalised A-label form of ``value``.
+
+    Args:
+        value: A hostname as a user typed it: unicode or punycode, any case,
+            with or without a trailing dot.
+
+    Returns:
+        The normalised hostname, e.g. ``"xn--bcher-kva.example"`` for
+        ``"Bücher.Example."``.
+
+    Raises:
+        InvalidHostname: naming the reason (not text, empty, an IP address, a
+            wildcard, ``localhost``, an empty label, a label over 63 octets,
+            over 253 octets in all, a single label, or a character outside
+            letters, digits and hyphens).
+    """
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            raise _refuse(repr(value), "bytes that are not ASCII") from None
+    if not isinstance(value, str):
+        raise _refuse(repr(value), "a hostname must be text")
+    original = value
+    text = value.strip()
+    if not text:
+        raise _refuse(original, "empty")
+    if len(text) > 1024:
+        raise _refuse(original, f"longer than {MAX_HOSTNAME_OCTETS} octets")
+    if text.endswith(".") and not text.endswith(".."):
+        text = text[:-1]
+    if "*" in text:
+        raise _refuse(original, "wildcards are not allowed; register each hostname")
+    if any(c in text for c in "/\\:@?#%[] \t\r\n\x00"):
+        if _looks_like_ip(text):
+            raise _refuse(original, "IP addresses are not hostnames")
+        raise _refuse(original, "contains a character that is not allowed in a hostname")
+    if text.startswith(".") or ".." in text or text.endswith("."):
+        raise _refuse(original, "empty label (leading, trailing or doubled dot)")
+    if _looks_like_ip(text.lower()):
+        raise _refuse(original, "IP addresses are not hostnames")
+    if text.isascii():
+        lowered = text.lower()
+        labels = lowered.split(".")
+        if any(label.startswith("xn--") for label in labels):
+            # Punycode input: decoding then re-encoding checks it is a valid A-label.
+            try:
+                idna.decode(lowered)
+            except idna.IDNAError as e:
+                raise _refuse(original, f"not a valid IDNA name ({e})") from None
+        ascii_name = lowered
+    else:
+        try:
+            ascii_name = idna.encode(text, uts46=True, std3_rules=True).decode("ascii")
+        except idna.IDNAError as e:
+            raise _refuse(original, f"not a valid IDNA name ({e})") from None
+        except UnicodeError as e:
+            raise _refuse(original, f"not a valid IDNA name ({e})") from None
+    labels = ascii_name.split(".")
+    for label in labels:
+        if not label:
+            raise _refuse(original, "empty label (leading, trailing or doubled dot)")
+        if len(label) > MAX_LABEL_OCTETS:
+            raise _refuse(original, f"label {label[:20]!r}... is longer than {MAX_LABEL_OCTETS} octets")
+        if not _LDH_LABEL.match(label):
+            raise _refuse(
+                original,
+                f"label {label!r} must be letters, digits and inner hyphens",
+            )
+    if len(ascii_name) > MAX_HOSTNAME_OCTETS:
+        raise _refuse(original, f"longer than {MAX_HOSTNAME_OCTETS} octets")
+    if ascii_name in _RESERVED_NAMES or labels[-1] == "localhost":
+        raise _refuse(original, "localhost is not a public hostname")
+    if len(labels) < 2:
+        raise _refuse(original, "a single label is not a public hostname")
+    if _looks_like_ip(ascii_name):
+        raise _refuse(original, "IP addresses are not hostnames")
+    return ascii_name
+
+
+def to_unicode(hostname: str) -> str:
+    """Return the U-label (display) form of a normalised hostname."""
+    try:
+        return idna.decode(hostname)
+    except idna.IDNAError:
+        return hostname
+
+
+__all__ = ["MAX_HOSTNAME_OCTETS", "MAX_LABEL_OCTETS", "normalise_hostname", "to_unicode"]
