@@ -1,0 +1,444 @@
+"""
+The config file: TOML parsed once into frozen attrs sections.
+
+Every error is a :class:`jobhost.errors.ConfigError` naming the file and the
+key path (``[tls] cache_size: expected a positive integer, got "ten"``).
+Unknown sections and keys are errors too, so a typo never passes silently.
+Relative paths are resolved against ``base_dir`` (the directory twistd runs
+in) when the config is loaded, so nothing later depends on the process's
+working directory.  No I/O beyond reading the one file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import attrs
+
+from jobhost.errors import ConfigError, InvalidHostname
+from jobhost.hostnames import normalise_hostname
+
+#: Well-known ACME directories by name; anything else must be an https:// URL.
+ACME_DIRECTORIES = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+
+KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-4096")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def _quote(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value + '"'
+    return repr(value)
+
+
+@attrs.frozen
+class ListenConfig:
+    """``[listen]``: Twisted server endpoint strings for each listener."""
+
+    http: str = "tcp:8080"
+    https: str = "tcp:8443"
+    admin: str = "tcp:8081:interface=127.0.0.1"
+
+
+@attrs.frozen
+class StoreConfig:
+    """``[store]``: where records live (``directory:PATH``; SQL stores later)."""
+
+    url: str = "directory:var/store"
+
+
+@attrs.frozen
+class AcmeConfig:
+    """``[acme]``: the CA and how jobhost talks to it."""
+
+    directory: str = "letsencrypt-staging"
+    ca_bundle: str | None = None
+    contact: tuple[str, ...] = ()
+    key_type: str = "ecdsa-p256"
+    account_key_type: str = "ecdsa-p256"
+    terms_agreed: bool = True
+    eab_kid: str | None = None
+    eab_hmac_key: str | None = None
+    preferred_chain: str | None = None
+    profile: str | None = None
+    timeout: float = 30.0
+
+    @property
+    def directory_url(self) -> str:
+        return ACME_DIRECTORIES.get(self.directory, self.directory)
+
+
+@attrs.frozen
+class PreflightConfig:
+    """``[preflight]``: what a customer's DNS must point at, and which CA CAA must allow."""
+
+    enabled: bool = True
+    addresses: tuple[str, ...] = ()
+    cname_targets: tuple[str, ...] = ()
+    resolvers: tuple[str, ...] = ()
+    ca_identifiers: tuple[str, ...] = ("letsencrypt.org",)
+    timeout: float = 5.0
+    self_check: bool = True
+
+
+DEFAULT_FALLBACK_CERT = "var/fallback.pem"
+DEFAULT_TOKEN_FILE = "var/admin.token"
+
+
+@attrs.frozen
+class TlsConfig:
+    """``[tls]``: the SNI certificate cache and what unknown names get."""
+
+    fallback: str = "self-signed"
+    fallback_cert: str = DEFAULT_FALLBACK_CERT
+    cache_size: int = 10000
+    negative_ttl: float = 10.0
+    poll_interval: float = 2.0
+    hello_timeout: float = 10.0
+
+
+@attrs.frozen
+class AdminConfig:
+    """``[admin]``: the admin API's bearer token file."""
+
+    token_file: str = DEFAULT_TOKEN_FILE
+    max_body_bytes: int = 1048576
+
+
+@attrs.frozen
+class RenewalConfig:
+    """``[renewal]``: the issuing scheduler's policy."""
+
+    scan_interval: float = 600.0
+    backoff: tuple[float, ...] = (60.0, 600.0, 6000.0, 86400.0)
+    max_in_flight: int = 10
+    orders_per_window: int = 300
+    order_window: float = 10800.0
+    panic_interval: float = 7 * 86400.0
+    lease_duration: float = 600.0
+
+
+@attrs.frozen
+class WebConfig:
+    """``[web]``: how the HTTP listener redirects to HTTPS."""
+
+    https_redirect_port: int | None = None
+
+
+@attrs.frozen
+class Config:
+    """The whole parsed config file."""
+
+    base_dir: Path
+    file: str | None = None
+    listen: ListenConfig = ListenConfig()
+    store: StoreConfig = StoreConfig()
+    acme: AcmeConfig = AcmeConfig()
+    preflight: PreflightConfig = PreflightConfig()
+    tls: TlsConfig = TlsConfig()
+    admin: AdminConfig = AdminConfig()
+    renewal: RenewalConfig = RenewalConfig()
+    web: WebConfig = WebConfig()
+
+    def path(self, relative: str) -> Path:
+        """Resolve a path from the config against :attr:`base_dir`."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.base_dir / p
+
+
+# -- value parsers: each takes (value, fail) and returns the parsed value --------------------
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string like ``"90s"``, ``"10m"``, ``"1h"``, ``"7d"``.
+
+    Raises:
+        ValueError: with the reason, when it is not a non-negative duration.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like \"10s\" or \"5m\", got {_quote(value)}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration like \"10s\" or \"5m\", got {_quote(value)}")
+    if seconds < 0:
+        raise ValueError(f"expected a non-negative duration, got {_quote(value)}")
+    return seconds
+
+
+def _string(value):
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_quote(value)}")
+    return value
+
+
+def _nonempty_string(value):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a non-empty string, got {_quote(value)}")
+    return value.strip()
+
+
+def _optional_string(value):
+    value = _string(value)
+    return value or None
+
+
+def _bool(value):
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_quote(value)}")
+    return value
+
+
+def _positive_int(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"expected a positive integer, got {_quote(value)}")
+    return value
+
+
+def _port(value):
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError(f"expected a port number 1-65535, got {_quote(value)}")
+    return value
+
+
+def _positive_duration(value):
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"expected a positive duration, got {_quote(value)}")
+    return seconds
+
+
+def _list_of(item: Callable[[Any], Any]):
+    def parse(value):
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list, got {_quote(value)}")
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(item(v))
+            except ValueError as e:
+                raise ValueError(f"item {i}: {e}") from None
+        return tuple(out)
+
+    return parse
+
+
+def _one_of(*choices: str):
+    def parse(value):
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(_quote(c) for c in choices)}, got {_quote(value)}")
+        return value
+
+    return parse
+
+
+def _endpoint(value):
+    value = _nonempty_string(value)
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
+    try:
+        serverFromString(MemoryReactor(), value)
+    except Exception as e:  # the parser raises ValueError, KeyError, TypeError...
+        raise ValueError(f"not a Twisted endpoint description ({e.__class__.__name__}: {e}): {_quote(value)}") from None
+    return value
+
+
+def _ip_address(value):
+    try:
+        return str(ipaddress.ip_address(_string(value)))
+    except ValueError:
+        raise ValueError(f"expected an IP address, got {_quote(value)}") from None
+
+
+def _hostname(value):
+    try:
+        return normalise_hostname(_string(value))
+    except InvalidHostname as e:
+        raise ValueError(e.reason + f": {_quote(value)}") from None
+
+
+def _resolver(value):
+    value = _string(value)
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = value, "53"
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        if not 0 < int(port) < 65536:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"expected \"IP:port\", got {_quote(value)}") from None
+    return value
+
+
+def _directory(value):
+    value = _nonempty_string(value)
+    if value in ACME_DIRECTORIES or value.startswith(("https://", "http://")):
+        return value
+    raise ValueError(
+        f"expected {', '.join(_quote(k) for k in ACME_DIRECTORIES)} or a directory URL, got {_quote(value)}"
+    )
+
+
+def _store_url(value):
+    value = _nonempty_string(value)
+    if not re.match(r"^(directory:|memory:|sqlite:|postgresql://|postgres://)", value):
+        raise ValueError(
+            f"expected \"directory:PATH\" (SQL stores: \"sqlite:PATH\", \"postgresql://...\"), got {_quote(value)}"
+        )
+    return value
+
+
+_SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
+    "listen": (ListenConfig, {"http": _endpoint, "https": _endpoint, "admin": _endpoint}),
+    "store": (StoreConfig, {"url": _store_url}),
+    "acme": (
+        AcmeConfig,
+        {
+            "directory": _directory,
+            "ca_bundle": _optional_string,
+            "contact": _list_of(_nonempty_string),
+            "key_type": _one_of(*KEY_TYPES),
+            "account_key_type": _one_of(*KEY_TYPES),
+            "terms_agreed": _bool,
+            "eab_kid": _optional_string,
+            "eab_hmac_key": _optional_string,
+            "preferred_chain": _optional_string,
+            "profile": _optional_string,
+            "timeout": _positive_duration,
+        },
+    ),
+    "preflight": (
+        PreflightConfig,
+        {
+            "enabled": _bool,
+            "addresses": _list_of(_ip_address),
+            "cname_targets": _list_of(_hostname),
+            "resolvers": _list_of(_resolver),
+            "ca_identifiers": _list_of(_nonempty_string),
+            "timeout": _positive_duration,
+            "self_check": _bool,
+        },
+    ),
+    "tls": (
+        TlsConfig,
+        {
+            "fallback": _one_of("self-signed", "reject"),
+            "fallback_cert": _nonempty_string,
+            "cache_size": _positive_int,
+            "negative_ttl": parse_duration,
+            "poll_interval": _positive_duration,
+            "hello_timeout": _positive_duration,
+        },
+    ),
+    "admin": (AdminConfig, {"token_file": _nonempty_string, "max_body_bytes": _positive_int}),
+    "renewal": (
+        RenewalConfig,
+        {
+            "scan_interval": _positive_duration,
+            "backoff": _list_of(_positive_duration),
+            "max_in_flight": _positive_int,
+            "orders_per_window": _positive_int,
+            "order_window": _positive_duration,
+            "panic_interval": _positive_duration,
+            "lease_duration": _positive_duration,
+        },
+    ),
+    "web": (WebConfig, {"https_redirect_port": _port}),
+}
+
+#: Keys holding paths, resolved against base_dir at load time.
+_PATH_KEYS = {("tls", "fallback_cert"), ("admin", "token_file"), ("acme", "ca_bundle")}
+
+
+def parse_config(document: Mapping[str, Any], base_dir: Path, file: str | None = None) -> Config:
+    """Turn a parsed TOML document into a :class:`Config`.
+
+    Raises:
+        ConfigError: for the first wrong section, key or value, naming its path.
+    """
+    sections: dict[str, Any] = {}
+    for name, body in document.items():
+        if name not in _SECTIONS:
+            raise ConfigError(
+                f"unknown section; expected one of {', '.join(sorted(_SECTIONS))}", (name,), file
+            )
+        if not isinstance(body, dict):
+            raise ConfigError(f"expected a table, got {_quote(body)}", (name,), file)
+        cls, fields = _SECTIONS[name]
+        values: dict[str, Any] = {}
+        for key, raw in body.items():
+            if key not in fields:
+                raise ConfigError(f"unknown key; expected one of {', '.join(sorted(fields))}", (name, key), file)
+            try:
+                value = fields[key](raw)
+            except ValueError as e:
+                raise ConfigError(str(e), (name, key), file) from None
+            if (name, key) in _PATH_KEYS and value:
+                value = str(base_dir / value) if not Path(value).is_absolute() else value
+            values[key] = value
+        if name == "tls" and "fallback_cert" not in values:
+            values["fallback_cert"] = str(base_dir / DEFAULT_FALLBACK_CERT)
+        if name == "admin" and "token_file" not in values:
+            values["token_file"] = str(base_dir / DEFAULT_TOKEN_FILE)
+        sections[name] = cls(**values)
+    sections.setdefault("tls", TlsConfig(fallback_cert=str(base_dir / DEFAULT_FALLBACK_CERT)))
+    sections.setdefault("admin", AdminConfig(token_file=str(base_dir / DEFAULT_TOKEN_FILE)))
+    if "renewal" in sections and not sections["renewal"].backoff:
+        raise ConfigError("expected at least one delay", ("renewal", "backoff"), file)
+    return Config(base_dir=base_dir, file=file, **sections)
+
+
+def load_config(path: str | Path, base_dir: Path | None = None) -> Config:
+    """Read and parse a TOML config file.
+
+    Args:
+        path: The file.
+        base_dir: What relative paths resolve against; the current directory by default.
+
+    Raises:
+        ConfigError: if the file cannot be read, is not TOML, or has a wrong value.
+    """
+    path = Path(path)
+    base = (base_dir or Path.cwd()).resolve()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config file: {e.strerror}", (), str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("config file is not UTF-8 text", (), str(path)) from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"not valid TOML: {e}", (), str(path)) from None
+    return parse_config(document, base, str(path))
+
+
+__all__ = [
+    "ACME_DIRECTORIES",
+    "AcmeConfig",
+    "AdminConfig",
+    "Config",
+    "KEY_TYPES",
+    "ListenConfig",
+    "PreflightConfig",
+    "RenewalConfig",
+    "StoreConfig",
+    "TlsConfig",
+    "WebConfig",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+]

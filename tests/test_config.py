@@ -1,0 +1,95 @@
+"""Tests for jobhost.config: defaults, and errors that name the file and key path."""
+
+from pathlib import Path
+
+import pytest
+
+from jobhost.config import load_config, parse_config, parse_duration
+from jobhost.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_embedded_default_file_parses(tmp_path):
+    """etc/jobhost.toml loads, and its relative paths resolve against the base directory."""
+    config = load_config(ROOT / "etc" / "jobhost.toml", base_dir=tmp_path)
+    assert config.listen.https == "tcp:8443"
+    assert config.store.url == "directory:var/store"
+    assert config.tls.fallback_cert == str(tmp_path / "var" / "fallback.pem")
+    assert config.admin.token_file == str(tmp_path / "var" / "admin.token")
+    assert "127.0.0.1" in config.listen.admin
+
+
+def test_production_example_parses(tmp_path):
+    """The commented production example is a valid config."""
+    config = load_config(ROOT / "etc" / "jobhost.production.toml", base_dir=tmp_path)
+    assert config.listen.http == "tcp:80"
+    assert config.acme.directory_url.startswith("https://acme-v02.api.letsencrypt.org/")
+    assert config.renewal.backoff == (60.0, 600.0, 6000.0, 86400.0)
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    """An empty config is valid and uses the documented defaults."""
+    config = parse_config({}, tmp_path)
+    assert config.tls.cache_size == 10000
+    assert config.tls.fallback == "self-signed"
+    assert config.acme.key_type == "ecdsa-p256"
+
+
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        ({"tls": {"cache_size": "ten"}}, '[tls] cache_size: expected a positive integer, got "ten"'),
+        ({"tls": {"cache_size": 0}}, "[tls] cache_size: expected a positive integer, got 0"),
+        ({"tls": {"fallback": "none"}}, '[tls] fallback: expected one of "self-signed", "reject"'),
+        ({"tls": {"poll_interval": "soon"}}, "[tls] poll_interval: expected a duration"),
+        ({"tls": {"colour": 1}}, "[tls] colour: unknown key"),
+        ({"listen": {"https": "carrier-pigeon:443"}}, "[listen] https: not a Twisted endpoint"),
+        ({"listen": {"http": 80}}, "[listen] http: expected a non-empty string"),
+        ({"store": {"url": "mongodb://x"}}, "[store] url: expected"),
+        ({"acme": {"directory": "my-ca"}}, "[acme] directory: expected"),
+        ({"acme": {"key_type": "dsa"}}, "[acme] key_type: expected one of"),
+        ({"acme": {"contact": "ops@example.com"}}, "[acme] contact: expected a list"),
+        ({"preflight": {"addresses": ["1.2.3.999"]}}, "[preflight] addresses: item 0: expected an IP address"),
+        ({"preflight": {"cname_targets": ["*.x.com"]}}, "[preflight] cname_targets: item 0: wildcards"),
+        ({"preflight": {"resolvers": ["dns.google"]}}, '[preflight] resolvers: item 0: expected "IP:port"'),
+        ({"renewal": {"backoff": []}}, "[renewal] backoff: expected at least one delay"),
+        ({"nonsense": {}}, "[nonsense]: unknown section"),
+        ({"tls": "big"}, "[tls]: expected a table"),
+    ],
+)
+def test_errors_name_the_key_path(document, message):
+    """Each wrong value raises ConfigError whose text names the file, key path and cause."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(document, Path("/srv"), file="jobhost.toml")
+    assert str(info.value).startswith("jobhost.toml: ")
+    assert message in str(info.value)
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    """A missing file, non-UTF-8 bytes and broken TOML each name the file and the cause."""
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(bad)
+    bad.write_text("[tls\ncache_size = 1\n")
+    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [(5, 5.0), (2.5, 2.5), ("90s", 90.0), ("10m", 600.0), ("1h", 3600.0), ("7d", 604800.0), ("250ms", 0.25)],
+)
+def test_durations(text, seconds):
+    """Durations accept numbers of seconds and unit suffixes."""
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "fast", "-1", -1, True, "5 years"])
+def test_bad_durations(text):
+    """Anything else is refused with the value quoted."""
+    with pytest.raises(ValueError):
+        parse_duration(text)

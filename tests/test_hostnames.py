@@ -1,0 +1,115 @@
+"""Tests for jobhost.hostnames: one normal form, and a reason for every refusal."""
+
+import string
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jobhost.errors import InvalidHostname
+from jobhost.hostnames import normalise_hostname, to_unicode
+
+label = st.text(alphabet=string.ascii_lowercase + string.digits, min_size=1, max_size=20).filter(
+    lambda s: not s.isdigit()
+)
+hostnames = st.lists(label, min_size=2, max_size=5).map(".".join).filter(
+    lambda h: not h.rsplit(".", 1)[-1].isdigit() and "localhost" not in h.split(".")[-1:]
+)
+
+
+@pytest.mark.parametrize(
+    "given_name, expected",
+    [
+        ("jobs.acme-corp.com", "jobs.acme-corp.com"),
+        ("JOBS.Acme-Corp.COM", "jobs.acme-corp.com"),
+        ("jobs.acme-corp.com.", "jobs.acme-corp.com"),
+        ("  jobs.acme-corp.com ", "jobs.acme-corp.com"),
+        ("Bücher.Example", "xn--bcher-kva.example"),
+        ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ("XN--BCHER-KVA.EXAMPLE", "xn--bcher-kva.example"),
+        ("ｊｏｂｓ.example", "jobs.example"),  # UTS 46 maps full-width letters
+        ("a" * 63 + ".com", "a" * 63 + ".com"),
+    ],
+)
+def test_normalises(given_name, expected):
+    """Accepted names come out as lower-case A-labels without a trailing dot."""
+    assert normalise_hostname(given_name) == expected
+
+
+@pytest.mark.parametrize(
+    "bad, reason_part",
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("1.2.3.4", "IP address"),
+        ("::1", "IP address"),
+        ("[2001:db8::1]", "IP address"),
+        ("127.1", "IP address"),
+        ("*.acme-corp.com", "wildcard"),
+        ("localhost", "localhost"),
+        ("foo.localhost", "localhost"),
+        ("a..b.com", "empty label"),
+        (".a.com", "empty label"),
+        ("a.com..", "empty label"),
+        ("../x", "not allowed"),
+        ("../../etc/passwd", "not allowed"),
+        ("a/b.com", "not allowed"),
+        ("a\\b.com", "not allowed"),
+        ("a b.com", "not allowed"),
+        ("a\x00.com", "not allowed"),
+        ("host.com:443", "not allowed"),
+        ("a" * 64 + ".com", "63 octets"),
+        (".".join(["a" * 60] * 5), "253 octets"),
+        ("x" * 300, "octets"),
+        ("com", "single label"),
+        ("under_score.com", "letters, digits"),
+        ("-lead.com", "letters, digits"),
+        ("trail-.com", "letters, digits"),
+        ("xn--invalid-punycode-.com", "IDNA"),
+        (b"\xff.com", "ASCII"),
+        (42, "text"),
+        (None, "text"),
+    ],
+)
+def test_refuses_with_reason(bad, reason_part):
+    """Every refused input raises InvalidHostname whose reason names the cause."""
+    with pytest.raises(InvalidHostname) as info:
+        normalise_hostname(bad)
+    assert reason_part.lower() in info.value.reason.lower()
+    assert reason_part.lower() in str(info.value).lower()
+
+
+@given(hostnames)
+def test_idempotent(name):
+    """Normalising a normalised name gives it back unchanged."""
+    once = normalise_hostname(name)
+    assert normalise_hostname(once) == once
+
+
+@given(hostnames)
+def test_case_and_trailing_dot_insensitive(name):
+    """Upper case and a trailing dot name the same hostname."""
+    assert normalise_hostname(name.upper() + ".") == normalise_hostname(name)
+
+
+@given(st.text(max_size=300))
+def test_arbitrary_text_normalises_or_refuses(text):
+    """Any text either normalises to a safe LDH name or raises InvalidHostname, nothing else."""
+    try:
+        result = normalise_hostname(text)
+    except InvalidHostname:
+        return
+    assert len(result) <= 253
+    assert set(result) <= set(string.ascii_lowercase + string.digits + "-.")
+    assert ".." not in result and not result.startswith(".") and not result.endswith(".")
+    assert "/" not in result and "\\" not in result
+
+
+@given(st.text(alphabet="abcü日本-.", min_size=1, max_size=40))
+def test_unicode_round_trip(text):
+    """A unicode name that normalises has a U-label form that normalises back to it."""
+    try:
+        result = normalise_hostname(text)
+    except InvalidHostname:
+        return
+    assert normalise_hostname(to_unicode(result)) == result
