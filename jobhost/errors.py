@@ -157,15 +157,121 @@ class AuthorizationFailed(RemoteError):
         return f"authorization for {self.hostname} is {self.status}{why}"
 
 
+@attrs.define(eq=False, str=False)
+class AcmeTimeout(RemoteError):
+    """The CA did not finish an authorization or order before our polling deadline.
+
+    Attributes:
+        url: The authorization or order URL that was polled.
+        status: Its last status seen, e.g. ``pending`` or ``processing``.
+        seconds: How long jobhost polled before giving up.
+        retry_after: Seconds the CA last asked us to wait, when it said.
+    """
+
+    url: str
+    status: str
+    seconds: float
+    retry_after: float | None = None
+
+    def describe(self) -> str:
+        return f"{self.url} still {self.status} after {self.seconds:g} s"
+
+
+@attrs.define(eq=False, str=False)
+class AcmeUnsupported(LocalError):
+    """jobhost asked the CA for something its directory does not offer (e.g. a profile).
+
+    Attributes:
+        feature: What was asked for, e.g. ``"profile"``.
+        requested: The value asked for, e.g. ``"shortlived"``.
+        offered: What the directory offers instead (empty when nothing).
+        directory_url: The CA's directory URL.
+    """
+
+    feature: str
+    requested: str
+    offered: tuple[str, ...] = ()
+    directory_url: str | None = None
+
+    def describe(self) -> str:
+        offered = ", ".join(self.offered) if self.offered else "none"
+        where = f" at {self.directory_url}" if self.directory_url else ""
+        return f"the CA{where} does not offer {self.feature} {self.requested!r} (offered: {offered})"
+
+
+@attrs.define(eq=False, str=False)
+class PreflightFailed(RemoteError):
+    """DNS or CAA says the CA could not (or may not) validate this hostname for us.
+
+    Attributes:
+        hostname: The hostname checked.
+        reasons: The preflight reasons (``jobhost.preflight.PreflightReason``), first the main one.
+        retryable: True when the cause may be transient (DNS timeout, SERVFAIL).
+    """
+
+    hostname: str
+    reasons: tuple = ()
+    retryable: bool = False
+
+    @property
+    def code(self) -> str:
+        return self.reasons[0].code if self.reasons else "preflight_failed"
+
+    def describe(self) -> str:
+        if self.reasons:
+            return self.reasons[0].message
+        return f"preflight failed for {self.hostname}"
+
+
+@attrs.define(eq=False, str=False)
+class SelfCheckFailed(RemoteError):
+    """Our own challenge URL did not answer with the key authorization.
+
+    Raised before the CA is told to validate, so no failed validation is spent.
+    """
+
+    hostname: str
+    url: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"self-check of {self.url} failed: {self.reason}"
+
+
+@attrs.define(eq=False, str=False)
+class PageInvalid(LocalError):
+    """A careers page document does not follow the page schema.
+
+    Carries every problem found, not just the first, so the caller can fix
+    them all at once (see :func:`jobhost.web.pages.validate_page`).
+
+    Attributes:
+        errors: Field path -> message, e.g. ``{"jobs[2].title": "required"}``.
+            The path ``""`` stands for the document as a whole.
+    """
+
+    errors: Mapping[str, str]
+
+    def describe(self) -> str:
+        # In the order found, which is document order (jobs[2] before jobs[10]).
+        problems = "; ".join(f"{path or '(page)'}: {message}" for path, message in self.errors.items())
+        return f"invalid careers page: {problems}"
+
+
 __all__ = [
     "AcmeProblem",
+    "AcmeTimeout",
     "AcmeTransportError",
+    "AcmeUnsupported",
     "AuthorizationFailed",
     "ConfigError",
     "InvalidCertificate",
     "InvalidHostname",
     "JobhostError",
     "LocalError",
+    "PageInvalid",
+    "PreflightFailed",
     "RemoteError",
+    "SelfCheckFailed",
     "StoreError",
 ]

@@ -122,4 +122,115 @@ class TestCA:
         return private_key_pem(key), chain
 
 
-__all__ = ["TestCA"]
+@attrs.define
+class FakeIssuedChain:
+    """What :meth:`FakeAcmeClient.obtain_certificate` fires with (as the real client's result)."""
+
+    chain_pem: bytes
+    alternates: tuple = ()
+    order_url: str = ""
+    cert_url: str = ""
+
+
+@attrs.define
+class FakeAcmeClient:
+    """Stands in for :class:`jobhost.acme.client.AcmeClient` in unit tests of its callers.
+
+    Issues from a :class:`TestCA` with certificates valid from the clock's now for
+    ``lifetime``.  Controls: :meth:`pause` makes orders wait until :meth:`resume`;
+    :attr:`failures` is a list of exceptions raised by the next orders, in turn.
+    Records every call in :attr:`orders`, :attr:`registrations`, :attr:`revoked`.
+    """
+
+    ca: TestCA
+    clock: object
+    directory_url: str = "https://fake-ca.invalid/directory"
+    lifetime: timedelta = timedelta(days=90)
+    #: An AriWindow (or a callable ``chain_pem -> AriWindow | None``) for renewal_info.
+    renewal_window: object = None
+    failures: list = attrs.field(factory=list)
+    orders: list = attrs.field(factory=list)
+    registrations: list = attrs.field(factory=list)
+    revoked: list = attrs.field(factory=list)
+    accounts: dict = attrs.field(factory=dict)
+    _paused: list | None = None
+
+    def pause(self) -> None:
+        """Hold every following order until :meth:`resume`."""
+        self._paused = []
+
+    def resume(self, keep_paused: bool = False) -> None:
+        """Let held orders complete; with ``keep_paused`` the orders they free up are held too."""
+        held, self._paused = self._paused or [], ([] if keep_paused else None)
+        for d in held:
+            d.callback(None)
+
+    def register(self, account_key, contact=(), terms_agreed=True, eab=None, existing_only=False, account_url=None):
+        from twisted.internet.defer import fail, succeed
+
+        from jobhost.errors import AcmeProblem
+
+        thumb = private_key_pem(account_key)
+        self.registrations.append({"contact": tuple(contact), "existing_only": existing_only})
+        if thumb not in self.accounts:
+            if existing_only:
+                return fail(AcmeProblem(type="urn:ietf:params:acme:error:accountDoesNotExist", status=400))
+            self.accounts[thumb] = f"https://fake-ca.invalid/acct/{len(self.accounts) + 1}"
+        return succeed(self.accounts[thumb])
+
+    def obtain_certificate(self, hostnames, csr_pem, responder, self_check=None, replaces=None, profile=None):
+        from twisted.internet.defer import Deferred
+
+        async def run():
+            self.orders.append({"hostnames": list(hostnames), "replaces": replaces, "profile": profile})
+            token = f"token{len(self.orders)}"
+            await responder.start_responding(hostnames[0], token, token + ".thumb")
+            try:
+                if self_check is not None:
+                    await self_check(hostnames[0], token, token + ".thumb")
+                if self._paused is not None:
+                    wait: Deferred = Deferred()
+                    self._paused.append(wait)
+                    await wait
+                if self.failures:
+                    raise self.failures.pop(0)
+            finally:
+                await responder.stop_responding(hostnames[0], token)
+            return FakeIssuedChain(chain_pem=self._issue_matching(csr_pem, hostnames))
+
+        return Deferred.fromCoroutine(run())
+
+    def _issue_matching(self, csr_pem: bytes, hostnames) -> bytes:
+        csr = x509.load_pem_x509_csr(csr_pem)
+        start = datetime.fromtimestamp(self.clock.seconds(), tz=timezone.utc)
+        leaf = (
+            x509.CertificateBuilder()
+            .subject_name(_name(hostnames[0]))
+            .issuer_name(self.ca.intermediate.subject)
+            .public_key(csr.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + self.lifetime)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in hostnames]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca.intermediate_key.public_key()),
+                critical=False,
+            )
+            .sign(self.ca.intermediate_key, hashes.SHA256())
+        )
+        return leaf.public_bytes(serialization.Encoding.PEM) + self.ca.intermediate_pem
+
+    def renewal_info(self, chain_pem):
+        from twisted.internet.defer import succeed
+
+        window = self.renewal_window
+        return succeed(window(chain_pem) if callable(window) else window)
+
+    def revoke(self, chain_pem, reason=0):
+        from twisted.internet.defer import succeed
+
+        self.revoked.append(chain_pem)
+        return succeed(None)
+
+
+__all__ = ["FakeAcmeClient", "FakeIssuedChain", "TestCA"]

@@ -1,0 +1,709 @@
+"""
+The issuing service: keeps every registered hostname covered by a valid certificate.
+
+Driven by the store, not by traffic.  A hostname is worked on when
+
+- it is registered (the admin API calls :meth:`IssuingService.kick`),
+- its domain record's ``next_attempt`` has come (a renewal due time, or a
+  backoff after a failure), found by a periodic scan and by a timer set for
+  the earliest ``next_attempt`` seen, or
+- an operator forces it (:meth:`IssuingService.renew_now`).
+
+One attempt for one hostname (:meth:`IssuingService._attempt`)::
+
+    take lease "issue:<hostname>" (else another process works on it: skip)
+    re-read domain record and certificate (the lease holder before us may have finished)
+    not due? -> make sure the record says active with next_attempt = due time; done
+    order budget spent? -> next_attempt = when it frees; done
+    state issuing/renewing -> preflight (DNS, CAA) -> account (created once)
+      -> fresh key + CSR -> ACME order (challenges in the store, self-check first)
+      -> store certificate (key + chain, atomically) -> state active, next_attempt = due
+    failure -> state failing/paused, last_error, attempts + 1,
+               next_attempt = now + backoff(attempts) (or the CA's Retry-After)
+    release lease
+
+The old certificate is served until a new one is stored, so a CA outage
+never stops serving; the ``panic`` hook is told when renewal keeps failing
+close to expiry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+from collections import deque
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+import attrs
+from cryptography import x509
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, DeferredLock, DeferredSemaphore, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from jobhost.certs import (
+    certificate_record,
+    generate_private_key,
+    make_csr,
+    private_key_pem,
+    renewal_due_at,
+)
+from jobhost.errors import (
+    AcmeProblem,
+    AcmeTransportError,
+    AuthorizationFailed,
+    JobhostError,
+    PreflightFailed,
+    SelfCheckFailed,
+)
+from jobhost.store.records import Account, CertificateRecord, Challenge, DomainRecord, DomainState
+from jobhost.timeutil import now as clock_now
+from jobhost.timeutil import to_iso
+
+log = Logger()
+
+#: Problem types after which retrying the same order soon is pointless.
+RATE_LIMITED = "urn:ietf:params:acme:error:rateLimited"
+
+#: How often to re-ask the CA for renewal information when it gave no Retry-After (RFC 9773
+#: suggests clients check about twice a day; Let's Encrypt answers with Retry-After: 6 h).
+ARI_DEFAULT_RETRY = 6 * 3600.0
+
+
+def backoff_delay(attempts: int, schedule: tuple[float, ...], jitter: float = 0.0) -> float:
+    """Seconds to wait after the ``attempts``-th consecutive failure (1-based).
+
+    The schedule is used in order and its last entry repeats; ``jitter`` in
+    [0, 1) stretches the delay by up to 10% so a batch of failures spreads out.
+    """
+    base = schedule[min(max(attempts, 1), len(schedule)) - 1]
+    return base * (1.0 + 0.1 * jitter)
+
+
+def _unpause_url(problem: AcmeProblem) -> str | None:
+    for rel in ("help", "unpause"):
+        for url in problem.links.get(rel, ()):
+            return url
+    for word in problem.detail.split():
+        if word.startswith("https://") and "unpause" in word:
+            return word.rstrip(".,;)")
+    return None
+
+
+def describe_failure(failure: Failure) -> dict[str, Any]:
+    """The ``last_error`` document for a failed attempt: code, message, CA problem."""
+    err = failure.value
+    doc: dict[str, Any] = {"message": str(err) or err.__class__.__name__}
+    if isinstance(err, AcmeProblem):
+        doc["code"] = err.code
+        doc["problem"] = err.as_document()
+    elif isinstance(err, AuthorizationFailed):
+        doc["code"] = "authorization_failed"
+        if err.problem is not None:
+            doc["problem"] = err.problem.as_document()
+    elif isinstance(err, PreflightFailed):
+        doc["code"] = err.code
+        doc["reasons"] = [r.to_json() for r in err.reasons]
+    elif isinstance(err, SelfCheckFailed):
+        doc["code"] = "self_check_failed"
+        doc["url"] = err.url
+    elif isinstance(err, AcmeTransportError):
+        doc["code"] = "ca_unreachable"
+    elif isinstance(err, JobhostError):
+        doc["code"] = err.__class__.__name__
+    else:
+        doc["code"] = "internal"
+    return doc
+
+
+def log_panic(hostname: str, certificate: CertificateRecord, failure: Failure) -> None:
+    """The default panic hook: a CRITICAL log line naming the hostname and expiry."""
+    log.critical(
+        "Renewal for {hostname} keeps failing and its certificate expires at {not_after}: {error}",
+        hostname=hostname,
+        not_after=to_iso(certificate.not_after),
+        error=str(failure.value),
+    )
+
+
+@attrs.define
+class StoreResponder:
+    """Answers HTTP-01 by writing the key authorization to the shared store.
+
+    Any jobhost process or node sharing the store then serves it from
+    :class:`jobhost.acme.http01.ChallengeResource`.
+    """
+
+    store: Any
+    clock: IReactorTime
+
+    def start_responding(self, hostname: str, token: str, key_authorization: str) -> Deferred:
+        """Store the challenge; fires with None once stored."""
+        return self.store.put_challenge(
+            Challenge(token=token, key_authorization=key_authorization, hostname=hostname,
+                      created_at=clock_now(self.clock))
+        )
+
+    def stop_responding(self, hostname: str, token: str) -> Deferred:
+        """Forget the challenge; fires with None."""
+        return self.store.delete_challenge(token)
+
+
+def default_holder() -> str:
+    """The lease holder name of this node: its host name (stable across restarts)."""
+    return socket.gethostname()
+
+
+@attrs.define(eq=False)
+class IssuingService(Service):
+    """Obtains and renews a certificate for every registered hostname.
+
+    Attributes:
+        store: The IStore.
+        client: The ACME client (see :class:`jobhost.acme.client.AcmeClient`):
+            ``register``, ``obtain_certificate``, ``renewal_info``, ``revoke``.
+        clock: Time and scheduling.
+        directory_url: The CA directory (accounts are kept per directory).
+        preflight: DNS/CAA checks run before every order (``check(hostname)``), or None.
+        self_check: ``(hostname, token, key_authorization) -> Deferred`` run
+            before the CA is told to validate, or None.
+        key_type: Key type of certificate keys; account_key_type: of the account key.
+        backoff: Delays after the 1st, 2nd, ... failure; the last repeats.
+        max_in_flight: Orders worked on at once.
+        orders_per_window, order_window: The new-order budget (Let's Encrypt: 300 / 3 h).
+        panic_interval: Failing renewal closer than this to expiry calls ``panic``.
+        panic: ``(hostname, certificate, failure) -> None``.
+        on_certificate: Called with a hostname after its certificate is stored
+            (the TLS cache invalidates it).
+        metrics: An object with ``issuance_started/succeeded/failed``, ``rate_limited``, or None.
+        random: A ``() -> float in [0, 1)`` source for jitter.
+        holder: This node's lease holder name.
+    """
+
+    store: Any
+    client: Any
+    clock: IReactorTime
+    directory_url: str
+    preflight: Any = None
+    self_check: Callable[[str, str, str], Deferred] | None = None
+    key_type: str = "ecdsa-p256"
+    account_key_type: str = "ecdsa-p256"
+    contact: tuple[str, ...] = ()
+    terms_agreed: bool = True
+    eab: tuple[str, str] | None = None
+    profile: str | None = None
+    backoff: tuple[float, ...] = (60.0, 600.0, 6000.0, 86400.0)
+    max_in_flight: int = 10
+    orders_per_window: int = 300
+    order_window: float = 10800.0
+    scan_interval: float = 600.0
+    lease_duration: float = 600.0
+    panic_interval: float = 7 * 86400.0
+    panic: Callable[[str, CertificateRecord, Failure], None] = log_panic
+    on_certificate: Callable[[str], None] = lambda hostname: None
+    metrics: Any = None
+    random: Callable[[], float] = random.random
+    holder: str = attrs.field(factory=default_holder)
+
+    _in_flight: dict[str, Deferred] = attrs.field(factory=dict, init=False)
+    _semaphore: DeferredSemaphore = attrs.field(init=False)
+    _order_times: deque = attrs.field(factory=deque, init=False)
+    _account: Account | None = attrs.field(default=None, init=False)
+    _account_lock: DeferredLock = attrs.field(factory=DeferredLock, init=False)
+    _scan_loop: LoopingCall | None = attrs.field(default=None, init=False)
+    _wake_call: Any = attrs.field(default=None, init=False)
+    _scanning: Deferred | None = attrs.field(default=None, init=False)
+    _idle_waiters: list = attrs.field(factory=list, init=False)
+    ca_reachable: bool | None = attrs.field(default=None, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._semaphore = DeferredSemaphore(self.max_in_flight)
+
+    # -- service lifecycle -----------------------------------------------------------------
+
+    def startService(self) -> None:
+        """Start the periodic scan (its first run is immediate: catches up after a restart)."""
+        super().startService()
+        self._scan_loop = LoopingCall(self.scan)
+        self._scan_loop.clock = self.clock
+        self._scan_loop.start(self.scan_interval, now=True).addErrback(
+            lambda f: log.failure("Scan loop stopped", f)
+        )
+
+    def stopService(self) -> Deferred:
+        """Stop scanning and cancel work in flight (its pending authorizations are deactivated)."""
+        super().stopService()
+        if self._scan_loop is not None and self._scan_loop.running:
+            self._scan_loop.stop()
+        if self._wake_call is not None and self._wake_call.active():
+            self._wake_call.cancel()
+        self._wake_call = None
+        for d in list(self._in_flight.values()):
+            d.cancel()
+        return succeed(None)
+
+    # -- what other components call --------------------------------------------------------
+
+    def kick(self, hostname: str) -> None:
+        """Work on ``hostname`` soon (it was just registered or changed)."""
+        self._submit(hostname, force=False)
+
+    def renew_now(self, hostname: str) -> Deferred:
+        """Clear the backoff and force an attempt, even if the certificate is not due.
+
+        Fires with None once the request is recorded (not when the certificate is issued);
+        fails with KeyError if the hostname is not registered.
+        """
+
+        async def clear() -> None:
+            record = await self.store.get_domain(hostname)
+            await self.store.put_domain(attrs.evolve(record, attempts=0, next_attempt=None))
+            self._submit(hostname, force=True)
+
+        return Deferred.fromCoroutine(clear())
+
+    def forget(self, hostname: str) -> Deferred:
+        """Stop working on ``hostname`` at once: cancel its attempt in flight.
+
+        Cancelling makes the ACME client deactivate the order's pending authorizations.
+        Fires with None.
+        """
+        d = self._in_flight.get(hostname)
+        if d is not None:
+            d.cancel()
+        return succeed(None)
+
+    def revoke(self, hostname: str) -> Deferred:
+        """Revoke the stored certificate of ``hostname`` at the CA; fires with None.
+
+        Fails with KeyError if there is no certificate.
+        """
+
+        async def run() -> None:
+            record = await self.store.get_certificate(hostname)
+            await self._ensure_account()
+            await self.client.revoke(record.chain_pem)
+            log.info("Revoked certificate {serial} for {hostname}", serial=record.serial, hostname=hostname)
+
+        return Deferred.fromCoroutine(run())
+
+    def when_idle(self) -> Deferred:
+        """Fire with None once no attempt and no scan is in flight (for tests and health checks)."""
+        if not self._in_flight and self._scanning is None:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._idle_waiters.append(d)
+        return d
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def scan(self) -> Deferred:
+        """Walk every domain record; submit those whose ``next_attempt`` has come.
+
+        Sets a timer for the earliest future ``next_attempt`` so backoffs shorter than the
+        scan interval fire on time.  Fires with the number of hostnames submitted; a failure
+        to read the store is logged and the next scan tries again.
+        """
+        if self._scanning is not None:
+            return self._scanning
+        d = Deferred.fromCoroutine(self._scan())
+
+        def done(result):
+            self._scanning = None
+            self._maybe_idle()
+            return result
+
+        def failed(failure):
+            log.failure("Scan of domain records failed; next scan will retry", failure)
+            return 0
+
+        d.addErrback(failed).addBoth(done)
+        if not d.called:
+            self._scanning = d
+        return d
+
+    async def _scan(self) -> int:
+        now = self._now()
+        earliest: datetime | None = None
+        submitted = 0
+        after = None
+        while True:
+            page = await self.store.list_domains(after=after, limit=500)
+            for record in page:
+                if record.state == DomainState.REMOVED:
+                    continue
+                if record.next_attempt is None or record.next_attempt <= now:
+                    self._submit(record.hostname, force=False)
+                    submitted += 1
+                elif earliest is None or record.next_attempt < earliest:
+                    earliest = record.next_attempt
+            if len(page) < 500:
+                break
+            after = page[-1].hostname
+        if earliest is not None:
+            self._wake_at(earliest)
+        return submitted
+
+    def _wake_at(self, when: datetime) -> None:
+        """Make sure a scan runs at ``when`` (keeps only the earliest such timer)."""
+        delay = max(0.0, (when - self._now()).total_seconds())
+        if self.running is False and self._scan_loop is None:
+            return
+        if self._wake_call is not None and self._wake_call.active():
+            if self._wake_call.getTime() <= self.clock.seconds() + delay:
+                return
+            self._wake_call.cancel()
+        self._wake_call = self.clock.callLater(delay, self.scan)
+
+    def _submit(self, hostname: str, force: bool) -> Deferred:
+        """Queue one attempt for ``hostname``, or return the one already queued or running."""
+        existing = self._in_flight.get(hostname)
+        if existing is not None:
+            return existing
+        d = self._semaphore.run(lambda: Deferred.fromCoroutine(self._attempt(hostname, force)))
+        self._in_flight[hostname] = d
+
+        def finished(result):
+            self._in_flight.pop(hostname, None)
+            self._maybe_idle()
+            if isinstance(result, Failure):
+                if result.check(CancelledError):
+                    log.info("Stopped working on {hostname}", hostname=hostname)
+                else:
+                    log.failure("Attempt for {hostname} failed unexpectedly", result, hostname=hostname)
+            return None
+
+        d.addBoth(finished)
+        return d
+
+    def _maybe_idle(self) -> None:
+        if not self._in_flight and self._scanning is None:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for w in waiters:
+                w.callback(None)
+
+    # -- one attempt -----------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return clock_now(self.clock)
+
+    def _budget_frees_at(self, now: datetime) -> datetime | None:
+        """None when an order may be placed now; else when the oldest order leaves the window."""
+        window = timedelta(seconds=self.order_window)
+        while self._order_times and self._order_times[0] <= now - window:
+            self._order_times.popleft()
+        if len(self._order_times) < self.orders_per_window:
+            return None
+        return self._order_times[0] + window
+
+    async def _attempt(self, hostname: str, force: bool) -> None:
+        now = self._now()
+        lease = f"issue:{hostname}"
+        expires = now + timedelta(seconds=self.lease_duration)
+        if not await self.store.acquire_lease(lease, self.holder, expires, now):
+            log.debug("Another process is working on {hostname}", hostname=hostname)
+            return
+        try:
+            await self._attempt_leased(hostname, force)
+        finally:
+            await self.store.release_lease(lease, self.holder)
+
+    async def _attempt_leased(self, hostname: str, force: bool) -> None:
+        try:
+            record = await self.store.get_domain(hostname)
+        except KeyError:
+            return
+        if record.state == DomainState.REMOVED:
+            return
+        now = self._now()
+        if not force and record.next_attempt is not None and record.next_attempt > now:
+            self._wake_at(record.next_attempt)
+            return
+        try:
+            current = await self.store.get_certificate(hostname)
+        except KeyError:
+            current = None
+        if current is not None and not force:
+            current = await self._refresh_ari(current, now)
+            due = self._due(current)
+            if now < due and hostname in current.names and current.not_after > now:
+                wake = self._next_check(current, due)
+                if record.state != DomainState.ACTIVE or record.next_attempt != wake:
+                    await self.store.put_domain(
+                        record.with_state(DomainState.ACTIVE, now, next_attempt=wake)
+                    )
+                self._wake_at(wake)
+                return
+        frees_at = self._budget_frees_at(now)
+        if frees_at is not None:
+            log.warn(
+                "Order budget of {budget} per {window}s is spent; {hostname} waits until {next_attempt}",
+                budget=self.orders_per_window, window=self.order_window, hostname=hostname,
+                next_attempt=to_iso(frees_at),
+            )
+            await self.store.put_domain(
+                record.with_state(record.state, now, reason="waiting for the order budget", next_attempt=frees_at)
+            )
+            self._wake_at(frees_at)
+            return
+        renewing = current is not None
+        record = record.with_state(DomainState.RENEWING if renewing else DomainState.ISSUING, now)
+        await self.store.put_domain(record)
+        started = self.clock.seconds()
+        if self.metrics is not None:
+            self.metrics.issuance_started(hostname)
+        try:
+            new = await self._obtain(hostname, current)
+        except CancelledError:
+            raise
+        except Exception:
+            await self._record_failure(hostname, Failure(), current)
+            return
+        latest = await self._get_domain_or_none(hostname)
+        if latest is None or latest.state == DomainState.REMOVED:
+            log.info("{hostname} was removed while its certificate was ordered; discarding it", hostname=hostname)
+            return
+        done = self._now()
+        new = await self._refresh_ari(new, done, store=False)
+        await self.store.put_certificate(new)
+        self.on_certificate(hostname)
+        due = self._due(new)
+        await self.store.put_domain(
+            latest.with_state(
+                DomainState.ACTIVE, done, reason="renewed" if renewing else "issued",
+                attempts=0, last_error=None, next_attempt=self._next_check(new, due), unpause_url=None,
+            )
+        )
+        if self.metrics is not None:
+            self.metrics.issuance_succeeded(hostname, self.clock.seconds() - started)
+        log.info(
+            "{action} certificate for {hostname}, expires {not_after}, renewal due {due}",
+            action="Renewed" if renewing else "Issued", hostname=hostname,
+            not_after=to_iso(new.not_after), due=to_iso(due),
+        )
+
+    async def _get_domain_or_none(self, hostname: str) -> DomainRecord | None:
+        try:
+            return await self.store.get_domain(hostname)
+        except KeyError:
+            return None
+
+    def _due(self, certificate: CertificateRecord) -> datetime:
+        # The jitter is derived from the fingerprint, not drawn afresh, so the due time of one
+        # certificate is stable across scans and restarts while a batch still spreads out.
+        seed = int(certificate.fingerprint[:8], 16) / 0x100000000 if certificate.fingerprint else 0.0
+        due = renewal_due_at(certificate.not_before, certificate.not_after, certificate.ari, seed)
+        # Never renew a certificate in its first tenth of life (at most its first day) on the
+        # CA's word alone: an ARI window already past for a brand-new certificate would
+        # otherwise loop orders.  Operators can still force a renewal.
+        lifetime = certificate.not_after - certificate.not_before
+        floor = certificate.not_before + min(lifetime / 10, timedelta(days=1))
+        return max(due, floor)
+
+    def _next_check(self, certificate: CertificateRecord, due: datetime) -> datetime:
+        """When to look at an active certificate again: its due time, or sooner to re-ask ARI."""
+        if certificate.ari is not None and certificate.ari.retry_after is not None:
+            return min(due, certificate.ari.retry_after)
+        return due
+
+    async def _refresh_ari(self, current: CertificateRecord, now: datetime, store: bool = True) -> CertificateRecord:
+        """Ask the CA for the certificate's renewal window (RFC 9773) when it is time to.
+
+        It is time when no window is known yet or the last answer's Retry-After has
+        passed.  A CA without ARI, or an ARI request that fails, leaves the record as it
+        is (the lifetime rule applies).  The new window is stored unless ``store`` is False.
+        """
+        if current.ari_cert_id is None:
+            return current
+        if current.ari is not None and current.ari.retry_after is not None and current.ari.retry_after > now:
+            return current
+        renewal_info = getattr(self.client, "renewal_info", None)
+        if renewal_info is None:
+            return current
+        try:
+            answer = await renewal_info(current.chain_pem)
+        except Exception as e:
+            log.info("No renewal information for {hostname}: {error}", hostname=current.hostname, error=str(e))
+            return current
+        if answer is None:
+            return current
+        window, retry_after = answer if isinstance(answer, tuple) else (answer, None)
+        if window is None:
+            return current
+        if window.retry_after is None:
+            seconds = retry_after if retry_after is not None else ARI_DEFAULT_RETRY
+            window = attrs.evolve(window, retry_after=now + timedelta(seconds=seconds))
+        updated = attrs.evolve(current, ari=window)
+        if store:
+            await self.store.put_certificate(updated)
+        return updated
+
+    async def _obtain(self, hostname: str, current: CertificateRecord | None) -> CertificateRecord:
+        if self.preflight is not None:
+            result = await self.preflight.check(hostname)
+            if not result.ok:
+                raise PreflightFailed(hostname=hostname, reasons=tuple(result.reasons), retryable=result.retryable)
+        account = await self._ensure_account()
+        key = generate_private_key(self.key_type)
+        csr = make_csr(key, [hostname])
+        self._order_times.append(self._now())
+        replaces = current.ari_cert_id if current is not None and current.ari is not None else None
+        try:
+            issued = await self.client.obtain_certificate(
+                [hostname], csr,
+                responder=StoreResponder(self.store, self.clock),
+                self_check=self.self_check,
+                replaces=replaces,
+                profile=self.profile,
+            )
+        except (AcmeTransportError,):
+            self.ca_reachable = False
+            raise
+        self.ca_reachable = True
+        leaf = x509.load_pem_x509_certificates(issued.chain_pem)[0]
+        cert_id = _ari_cert_id(leaf)
+        return certificate_record(
+            hostname, private_key_pem(key), issued.chain_pem,
+            directory_url=self.directory_url, account_url=account.account_url, ari_cert_id=cert_id,
+        )
+
+    async def _ensure_account(self) -> Account:
+        """Return the one :class:`Account` for this directory, creating it only once.
+
+        Concurrent attempts wait on one lock, so only the first registers.
+        """
+        async with self._account_lock:
+            if self._account is None:
+                self._account = await self._load_or_create_account()
+            return self._account
+
+    async def _load_or_create_account(self) -> Account:
+        from jobhost.certs import load_private_key
+
+        try:
+            account = await self.store.get_account(self.directory_url)
+        except KeyError:
+            account = None
+        if account is not None and account.account_url:
+            await self.client.register(
+                load_private_key(account.key_pem), contact=account.contact,
+                terms_agreed=self.terms_agreed, eab=self.eab, existing_only=True,
+                account_url=account.account_url,
+            )
+            return account
+        name = "account:" + hashlib.sha256(self.directory_url.encode()).hexdigest()[:16]
+        now = self._now()
+        while not await self.store.acquire_lease(name, self.holder, now + timedelta(seconds=60), now):
+            await _sleep(self.clock, 1.0)
+            now = self._now()
+        try:
+            try:
+                account = await self.store.get_account(self.directory_url)
+            except KeyError:
+                account = Account(
+                    directory_url=self.directory_url,
+                    key_pem=private_key_pem(generate_private_key(self.account_key_type)),
+                    account_url="", created_at=now, contact=tuple(self.contact),
+                )
+                await self.store.put_account(account)
+            if not account.account_url:
+                url = await self.client.register(
+                    load_private_key(account.key_pem), contact=tuple(self.contact),
+                    terms_agreed=self.terms_agreed, eab=self.eab,
+                )
+                account = attrs.evolve(account, account_url=url)
+                await self.store.put_account(account)
+                log.info("Using ACME account {account_url} at {directory_url}",
+                         account_url=url, directory_url=self.directory_url)
+            else:
+                await self.client.register(
+                    load_private_key(account.key_pem), contact=account.contact,
+                    terms_agreed=self.terms_agreed, eab=self.eab, existing_only=True,
+                    account_url=account.account_url,
+                )
+            return account
+        finally:
+            await self.store.release_lease(name, self.holder)
+
+    async def _record_failure(self, hostname: str, failure: Failure, current: CertificateRecord | None) -> None:
+        err = failure.value
+        now = self._now()
+        record = await self._get_domain_or_none(hostname)
+        if record is None or record.state == DomainState.REMOVED:
+            return
+        attempts = record.attempts + 1
+        delay = backoff_delay(attempts, self.backoff, self.random())
+        state = DomainState.FAILING
+        unpause = None
+        if isinstance(err, AcmeProblem) and err.type == RATE_LIMITED:
+            state = DomainState.PAUSED
+            unpause = _unpause_url(err)
+            if self.metrics is not None:
+                self.metrics.rate_limited()
+            if err.retry_after is not None:
+                delay = err.retry_after  # the CA said when: honour it to the second
+        elif isinstance(err, (AcmeProblem, AcmeTransportError)) and getattr(err, "retry_after", None):
+            delay = max(delay, err.retry_after)
+        if isinstance(err, AcmeTransportError):
+            self.ca_reachable = False
+        next_attempt = now + timedelta(seconds=delay)
+        error_doc = describe_failure(failure)
+        error_doc["at"] = to_iso(now)
+        await self.store.put_domain(
+            record.with_state(
+                state, now, reason=error_doc["message"], attempts=attempts,
+                last_error=error_doc, next_attempt=next_attempt, unpause_url=unpause,
+            )
+        )
+        if self.metrics is not None:
+            self.metrics.issuance_failed(hostname, error_doc["code"])
+        log.warn(
+            "Certificate for {hostname} failed (attempt {attempts}): {error}; next attempt at {next_attempt}",
+            hostname=hostname, attempts=attempts, error=error_doc["message"], next_attempt=to_iso(next_attempt),
+        )
+        if not isinstance(err, JobhostError):
+            log.failure("Unexpected error while working on {hostname}", failure, hostname=hostname)
+        if current is not None and current.not_after - now < timedelta(seconds=self.panic_interval):
+            try:
+                self.panic(hostname, current, failure)
+            except Exception:
+                log.failure("panic hook failed for {hostname}", hostname=hostname)
+        self._wake_at(next_attempt)
+
+
+def _ari_cert_id(leaf: x509.Certificate) -> str | None:
+    """RFC 9773 certificate identifier: base64url(AKI keyIdentifier) "." base64url(serial)."""
+    import base64
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+    try:
+        aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    except x509.ExtensionNotFound:
+        return None
+    if aki is None:
+        return None
+    serial = leaf.serial_number
+    serial_bytes = serial.to_bytes((serial.bit_length() + 8) // 8, "big")
+    return f"{b64(aki)}.{b64(serial_bytes)}"
+
+
+def _sleep(clock: IReactorTime, seconds: float) -> Deferred:
+    from twisted.internet.task import deferLater
+
+    return deferLater(clock, seconds, lambda: None)
+
+
+__all__ = [
+    "IssuingService",
+    "StoreResponder",
+    "backoff_delay",
+    "default_holder",
+    "describe_failure",
+    "log_panic",
+]

@@ -1,0 +1,407 @@
+"""Tests for jobhost.issuing over a MemoryStore, a FakeAcmeClient and a Clock."""
+
+from datetime import datetime, timedelta, timezone
+
+import attrs
+import pytest
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
+
+from jobhost.errors import AcmeProblem, AcmeTransportError, PreflightFailed
+from jobhost.issuing import IssuingService, backoff_delay
+from jobhost.store.memory import MemoryStore
+from jobhost.store.records import AriWindow, DomainRecord, DomainState
+from jobhost.testing import FakeAcmeClient, TestCA
+
+T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+DAY = 86400.0
+HOST = "jobs.acme-corp.test"
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return TestCA.create()
+
+
+@attrs.define
+class FakePreflight:
+    """Preflight stand-in: every check fails with one canned reason when ``failing``."""
+
+    failing: bool = False
+    checked: list = attrs.field(factory=list)
+
+    def check(self, hostname):
+        self.checked.append(hostname)
+
+        @attrs.frozen
+        class Reason:
+            code: str = "points_elsewhere"
+            message: str = f"{hostname} has A 198.51.100.7, but must point at 203.0.113.10"
+            retryable: bool = False
+
+            def to_json(self):
+                return {"code": self.code, "message": self.message}
+
+        @attrs.frozen
+        class Result:
+            ok: bool
+            reasons: tuple
+            retryable: bool = False
+
+        return succeed(Result(ok=not self.failing, reasons=(Reason(),) if self.failing else ()))
+
+
+class Harness:
+    """A store, a fake CA client and a clock, wired into an IssuingService."""
+
+    def __init__(self, ca, store=None, clock=None, **kwargs):
+        self.clock = clock or Clock()
+        if clock is None:
+            self.clock.advance(T0.timestamp())
+        self.store = store or MemoryStore()
+        self.client = kwargs.pop("client", None) or FakeAcmeClient(ca=ca, clock=self.clock)
+        self.panics = []
+        self.stored = []
+        self.service = IssuingService(
+            store=self.store,
+            client=self.client,
+            clock=self.clock,
+            directory_url=self.client.directory_url,
+            panic=lambda h, c, f: self.panics.append((h, f.value)),
+            on_certificate=self.stored.append,
+            random=lambda: 0.0,
+            holder="node-a",
+            **kwargs,
+        )
+
+    def register(self, hostname=HOST):
+        now = datetime.fromtimestamp(self.clock.seconds(), tz=timezone.utc)
+        self.store.domains[hostname] = DomainRecord(hostname, DomainState.PENDING, now, now)
+
+    def record(self, hostname=HOST):
+        return self.store.domains[hostname]
+
+    def now(self):
+        return datetime.fromtimestamp(self.clock.seconds(), tz=timezone.utc)
+
+
+def test_new_hostname_is_issued(ca):
+    """A registered hostname gets a certificate and becomes active on start."""
+    h = Harness(ca)
+    h.register()
+    h.service.startService()
+    record = h.record()
+    assert record.state == DomainState.ACTIVE
+    assert record.attempts == 0 and record.last_error is None
+    cert = h.store.certificates[HOST]
+    assert cert.names == (HOST,)
+    assert cert.account_url == "https://fake-ca.invalid/acct/1"
+    assert h.stored == [HOST]
+    assert [c.state for c in record.history] == [DomainState.ISSUING, DomainState.ACTIVE]
+    assert h.store.challenges == {}, "challenge tokens are deleted after the order"
+
+
+def test_kick_issues_without_waiting_for_scan(ca):
+    """kick() works on a hostname registered after start at once."""
+    h = Harness(ca)
+    h.service.startService()
+    h.register()
+    h.service.kick(HOST)
+    assert h.record().state == DomainState.ACTIVE
+
+
+def test_one_account_for_many_hostnames_and_restarts(ca):
+    """Ten hostnames and two restarts create exactly one account, stored once."""
+    h = Harness(ca)
+    for i in range(10):
+        h.register(f"h{i}.acme-corp.test")
+    h.service.startService()
+    h.service.stopService()
+    for _ in range(2):
+        h2 = Harness(ca, store=h.store, clock=h.clock, client=h.client)
+        h2.service.startService()
+        h2.service.renew_now("h0.acme-corp.test")
+        h2.service.stopService()
+    assert len(h.client.accounts) == 1
+    assert len(h.store.accounts) == 1
+    assert all(r.state == DomainState.ACTIVE for r in h.store.domains.values())
+
+
+def test_ninety_day_certificate_renews_after_sixty_days(ca):
+    """A 90-day certificate is renewed between day 55.5 (jitter bound) and day 60, not before."""
+    h = Harness(ca)
+    h.register()
+    h.service.startService()
+    first = h.store.certificates[HOST]
+    due = h.record().next_attempt
+    assert T0 + timedelta(days=55.5) <= due <= T0 + timedelta(days=60)
+    h.clock.advance((due - T0).total_seconds() - 1)
+    assert h.store.certificates[HOST].fingerprint == first.fingerprint
+    h.clock.advance(1)
+    second = h.store.certificates[HOST]
+    assert second.fingerprint != first.fingerprint
+    assert h.record().state == DomainState.ACTIVE
+    assert h.record().history[-2].state == DomainState.RENEWING
+
+
+def test_six_day_certificate_renews_after_three_days(ca):
+    """A 6-day certificate is renewed at half its lifetime (within the jitter bound)."""
+    h = Harness(ca)
+    h.client.lifetime = timedelta(days=6)
+    h.register()
+    h.service.startService()
+    due = h.record().next_attempt
+    assert T0 + timedelta(days=2.7) <= due <= T0 + timedelta(days=3)
+    first = h.store.certificates[HOST].fingerprint
+    h.clock.advance((due - T0).total_seconds())
+    assert h.store.certificates[HOST].fingerprint != first
+
+
+def test_ari_window_wins(ca):
+    """When the CA offers an ARI window, renewal happens inside it, with `replaces`, not at day 60."""
+    h = Harness(ca)
+    window = AriWindow(start=T0 + timedelta(days=20), end=T0 + timedelta(days=21))
+    # The CA offers the window for the first certificate only.
+    h.client.renewal_window = lambda chain: window if len(h.client.orders) == 1 else None
+    h.register()
+    h.service.startService()
+    cert = h.store.certificates[HOST]
+    assert cert.ari.start == T0 + timedelta(days=20)
+    assert cert.ari.retry_after == T0 + timedelta(hours=6), "no Retry-After given: ask again in 6 h"
+    assert h.record().next_attempt == T0 + timedelta(hours=6)
+    h.clock.advance(6 * 3600)
+    assert h.record().next_attempt == T0 + timedelta(hours=12)
+    h.clock.advance((T0 + timedelta(days=20) - h.now()).total_seconds() - 1)
+    assert h.store.certificates[HOST].fingerprint == cert.fingerprint, "not renewed before the window"
+    h.clock.advance((T0 + timedelta(days=21) - h.now()).total_seconds())
+    assert h.store.certificates[HOST].fingerprint != cert.fingerprint
+    assert h.client.orders[-1]["replaces"] == cert.ari_cert_id
+
+
+def test_ari_window_moved_by_ca(ca):
+    """When a later ARI answer moves the window earlier (e.g. revocation), renewal follows it."""
+    h = Harness(ca)
+    h.client.renewal_window = AriWindow(
+        start=T0 + timedelta(days=60), end=T0 + timedelta(days=62), retry_after=T0 + timedelta(days=1)
+    )
+    later = AriWindow(start=T0 + timedelta(days=2), end=T0 + timedelta(days=2, seconds=1))
+    h.register()
+    h.service.startService()
+    first = h.store.certificates[HOST].fingerprint
+    h.client.renewal_window = lambda chain: later if len(h.client.orders) == 1 else None
+    h.clock.advance(DAY)
+    assert h.store.certificates[HOST].ari.start == T0 + timedelta(days=2)
+    h.clock.advance(DAY + 1)
+    assert h.store.certificates[HOST].fingerprint != first
+
+
+def test_backoff_follows_schedule(ca):
+    """Consecutive failures wait 1 min, 10 min, 100 min, then 24 h, and keep the reason."""
+    h = Harness(ca)
+    h.client.failures = [AcmeTransportError("connection refused", url="https://ca")] * 5
+    h.register()
+    h.service.startService()
+    delays = []
+    for _ in range(5):
+        record = h.record()
+        assert record.state == DomainState.FAILING
+        assert "connection refused" in record.last_error["message"]
+        assert record.last_error["code"] == "ca_unreachable"
+        delay = (record.next_attempt - h.now()).total_seconds()
+        delays.append(delay)
+        h.clock.advance(delay)
+    assert delays == [60.0, 600.0, 6000.0, 86400.0, 86400.0]
+    assert h.record().state == DomainState.ACTIVE
+    assert h.record().attempts == 0
+
+
+def test_backoff_delay_jitter_is_bounded():
+    """Jitter stretches a delay by at most 10%."""
+    assert backoff_delay(1, (60.0, 600.0)) == 60.0
+    assert backoff_delay(9, (60.0, 600.0)) == 600.0
+    assert 60.0 <= backoff_delay(1, (60.0,), 0.999) < 66.0
+
+
+def test_rate_limited_retry_after_honoured_to_the_second(ca):
+    """A rateLimited problem with Retry-After pauses the hostname exactly that long."""
+    h = Harness(ca)
+    h.client.failures = [
+        AcmeProblem(type="urn:ietf:params:acme:error:rateLimited", detail="too many", status=429,
+                    retry_after=1234.0, links={"help": ("https://ca.invalid/unpause?x=1",)})
+    ]
+    h.register()
+    h.service.startService()
+    record = h.record()
+    assert record.state == DomainState.PAUSED
+    assert record.next_attempt == T0 + timedelta(seconds=1234)
+    assert record.unpause_url == "https://ca.invalid/unpause?x=1"
+    assert record.last_error["problem"]["type"].endswith("rateLimited")
+    h.clock.advance(1233)
+    assert len(h.client.orders) == 1
+    h.clock.advance(1)
+    assert len(h.client.orders) == 2
+    assert h.record().state == DomainState.ACTIVE
+
+
+def test_restart_keeps_next_attempt(ca):
+    """A new service on the same store waits for the stored next attempt, not earlier."""
+    h = Harness(ca)
+    h.client.failures = [AcmeTransportError("down")] * 2
+    h.register()
+    h.service.startService()
+    h.clock.advance(60)
+    next_attempt = h.record().next_attempt
+    assert next_attempt == h.now() + timedelta(seconds=600)
+    h.service.stopService()
+    h2 = Harness(ca, store=h.store, clock=h.clock, client=h.client)
+    h2.service.startService()
+    assert len(h.client.orders) == 2
+    h.clock.advance(599)
+    assert len(h.client.orders) == 2
+    h.clock.advance(1)
+    assert len(h.client.orders) == 3
+    assert h.record().state == DomainState.ACTIVE
+
+
+def test_failed_renewal_keeps_old_certificate_and_panics_near_expiry(ca):
+    """A failing renewal leaves the old certificate stored; inside the panic interval the hook fires."""
+    h = Harness(ca, panic_interval=30 * DAY)
+    h.client.lifetime = timedelta(days=90)
+    h.register()
+    h.service.startService()
+    old = h.store.certificates[HOST]
+    h.client.failures = [AcmeTransportError("down")] * 100
+    h.clock.advance((h.record().next_attempt - h.now()).total_seconds())
+    assert h.store.certificates[HOST] == old
+    assert h.record().state == DomainState.FAILING
+    assert h.panics == []  # ~30+ days left: not yet
+    h.clock.advance(5 * DAY)
+    h.clock.advance(DAY)
+    assert h.panics and h.panics[-1][0] == HOST
+    assert h.store.certificates[HOST] == old
+
+
+def test_preflight_failure_spends_no_order(ca):
+    """A hostname that does not point at us is marked failing with the reason; nothing is ordered."""
+    preflight = FakePreflight(failing=True)
+    h = Harness(ca, preflight=preflight)
+    h.register()
+    h.service.startService()
+    record = h.record()
+    assert record.state == DomainState.FAILING
+    assert record.last_error["code"] == "points_elsewhere"
+    assert "198.51.100.7" in record.last_error["message"]
+    assert h.client.orders == []
+    preflight.failing = False
+    h.clock.advance(60)
+    assert h.record().state == DomainState.ACTIVE
+
+
+def test_self_check_failure_recorded(ca):
+    """A failing self-check is recorded with its own code (the fake CA is never asked to validate)."""
+    from twisted.internet.defer import fail
+
+    from jobhost.errors import SelfCheckFailed
+
+    def self_check(hostname, token, key_authorization):
+        return fail(SelfCheckFailed(hostname, f"http://{hostname}/.well-known/acme-challenge/{token}", "HTTP 404"))
+
+    h = Harness(ca, self_check=self_check)
+    h.register()
+    h.service.startService()
+    assert h.record().last_error["code"] == "self_check_failed"
+    assert HOST not in h.store.certificates
+
+
+def test_order_budget_defers_work(ca):
+    """With a budget of 2 orders per hour, a third hostname waits until the window frees."""
+    h = Harness(ca, orders_per_window=2, order_window=3600.0)
+    for name in ("a.acme-corp.test", "b.acme-corp.test", "c.acme-corp.test"):
+        h.register(name)
+    h.service.startService()
+    assert len(h.client.orders) == 2
+    waiting = h.record("c.acme-corp.test")
+    assert waiting.next_attempt == T0 + timedelta(hours=1)
+    assert waiting.state == DomainState.PENDING
+    h.clock.advance(3600)
+    assert len(h.client.orders) == 3
+    assert h.record("c.acme-corp.test").state == DomainState.ACTIVE
+
+
+def test_max_in_flight(ca):
+    """No more than max_in_flight orders run at once."""
+    h = Harness(ca, max_in_flight=2)
+    h.client.pause()
+    for i in range(5):
+        h.register(f"h{i}.acme-corp.test")
+    h.service.startService()
+    assert len(h.client.orders) == 2
+    h.client.resume(keep_paused=True)
+    assert len(h.client.orders) == 4
+    h.client.resume()
+    assert all(r.state == DomainState.ACTIVE for r in h.store.domains.values())
+
+
+def test_removed_while_ordering_discards_certificate(ca):
+    """A hostname removed while its order runs gets no certificate stored."""
+    h = Harness(ca)
+    h.client.pause()
+    h.register()
+    h.service.startService()
+    h.store.domains[HOST] = h.record().with_state(DomainState.REMOVED, h.now())
+    h.client.resume()
+    assert HOST not in h.store.certificates
+
+
+def test_forget_cancels_in_flight(ca):
+    """forget() cancels the attempt in flight; no certificate is stored afterwards."""
+    h = Harness(ca)
+    h.client.pause()
+    h.register()
+    h.service.startService()
+    assert HOST in h.service._in_flight
+    h.service.forget(HOST)
+    assert HOST not in h.service._in_flight
+    h.client.resume()
+    assert HOST not in h.store.certificates
+    assert h.store.challenges == {}
+
+
+def test_lease_held_elsewhere_skips(ca):
+    """When another node holds the hostname's lease, this node does not order."""
+    h = Harness(ca)
+    h.register()
+    h.store.acquire_lease(f"issue:{HOST}", "node-b", T0 + timedelta(minutes=10), T0)
+    h.service.startService()
+    assert h.client.orders == []
+    h.clock.advance(600)  # lease expired; the next scan takes over
+    assert len(h.client.orders) == 1
+
+
+def test_renew_now_forces_early_renewal(ca):
+    """renew_now clears backoff and renews even though the certificate is not due."""
+    h = Harness(ca)
+    h.register()
+    h.service.startService()
+    first = h.store.certificates[HOST].fingerprint
+    h.service.renew_now(HOST)
+    assert h.store.certificates[HOST].fingerprint != first
+
+
+def test_revoke(ca):
+    """revoke() sends the stored chain to the CA."""
+    h = Harness(ca)
+    h.register()
+    h.service.startService()
+    h.service.revoke(HOST)
+    assert h.client.revoked == [h.store.certificates[HOST].chain_pem]
+
+
+def test_past_ari_window_for_new_certificate_does_not_loop(ca):
+    """A CA that keeps answering with a window in the past gets at most one order per day."""
+    h = Harness(ca)
+    h.client.renewal_window = lambda chain: AriWindow(start=T0 - timedelta(days=2), end=T0 - timedelta(days=1))
+    h.register()
+    h.service.startService()
+    h.clock.advance(DAY * 3 + 10)
+    assert 3 <= len(h.client.orders) <= 4
