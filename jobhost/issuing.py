@@ -478,6 +478,7 @@ class IssuingService(Service):
                 attempts=0, last_error=None, next_attempt=self._next_check(new, due), unpause_url=None,
             )
         )
+        self._wake_at(self._next_check(new, due))
         if self.metrics is not None:
             self.metrics.issuance_succeeded(hostname, self.clock.seconds() - started)
         log.info(
