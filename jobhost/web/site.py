@@ -1,0 +1,401 @@
+"""
+Host routing for jobhost's public listeners, and the :class:`Site` that serves them.
+
+* :class:`HttpRootResource` (plain HTTP): ACME HTTP-01 challenges first, for
+  any ``Host``; otherwise a 301 to HTTPS for hostnames that have a
+  certificate, and a plain 404 for everything else.
+* :class:`HttpsRootResource` (HTTPS): each registered hostname's careers page
+  (see :mod:`jobhost.web.pages`); a generic 404 for any other ``Host``.
+
+Every store read is asynchronous: resources return ``NOT_DONE_YET``, and a
+request that is closed before the store answers cancels the read and is never
+written to.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from jobhost.acme.http01 import ACME_CHALLENGE_PATH, ChallengeResource
+from jobhost.errors import InvalidHostname, PageInvalid
+from jobhost.hostnames import normalise_hostname
+from jobhost.store.interfaces import IStore
+from jobhost.store.records import DomainRecord, DomainState
+from jobhost.web.pages import (
+    find_job,
+    render_empty_page,
+    render_job_page,
+    render_jobs_json,
+    render_list_page,
+    render_not_found_page,
+    validate_page,
+)
+
+#: The ``Server`` header of every response (no software version banner).
+SERVER_HEADER = b"jobhost"
+
+#: Pages run no scripts (JSON-LD is data, never executed), load nothing from
+#: elsewhere but images over HTTPS, and may not be framed or post forms.
+CONTENT_SECURITY_POLICY = (
+    b"default-src 'none'; style-src 'unsafe-inline'; img-src https:; "
+    b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+REFERRER_POLICY = b"strict-origin-when-cross-origin"
+
+#: ``Strict-Transport-Security`` max-age, in seconds.  Deliberately short: the
+#: hostname belongs to the customer, not to us.  When a customer points it
+#: elsewhere (leaves jobhost, or serves it over plain HTTP), a long max-age
+#: would keep their visitors' browsers refusing plain HTTP for that long.  Five
+#: minutes still upgrades links within a visit.  No ``includeSubDomains``:
+#: we do not control the customer's other names.
+HSTS_MAX_AGE = 300
+
+_HTML = b"text/html; charset=utf-8"
+_JSON = b"application/json; charset=utf-8"
+_PLAIN = b"text/plain; charset=utf-8"
+
+_JOB_PATH = re.compile(rb"/jobs/([A-Za-z0-9_-]{1,64})")
+_PORT = re.compile(r"[0-9]*")
+
+
+@attrs.frozen
+class _Response:
+    code: int
+    body: bytes
+    content_type: bytes = _PLAIN
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+# Identical for every unknown hostname, so it reveals nothing about customers.
+_NOT_FOUND = _Response(404, b"Not found\n")
+_NOT_ALLOWED = _Response(405, b"Method not allowed\n", headers=((b"Allow", b"GET, HEAD"),))
+_UNAVAILABLE = _Response(503, b"Service temporarily unavailable\n", headers=((b"Retry-After", b"30"),))
+_INTERNAL_ERROR = _Response(500, b"Internal server error\n")
+
+
+def request_hostname(request) -> str | None:
+    """The normalised hostname of the request's ``Host`` header, or None.
+
+    None when there is no ``Host`` header or more than one, when it is an IP
+    address (literal or bracketed), or when it is not a hostname
+    :func:`~jobhost.hostnames.normalise_hostname` accepts.  A ``:port`` suffix
+    is ignored.
+    """
+    values = request.requestHeaders.getRawHeaders(b"host")
+    if not values or len(values) != 1:
+        return None
+    try:
+        text = values[0].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if text.startswith("["):
+        return None
+    name, colon, port = text.rpartition(":")
+    if colon and _PORT.fullmatch(port):
+        text = name
+    try:
+        return normalise_hostname(text)
+    except InvalidHostname:
+        return None
+
+
+def _send(request, response: _Response, *, hsts: bool) -> None:
+    """Write ``response`` with the security headers, and finish the request."""
+    request.setResponseCode(response.code)
+    request.setHeader(b"Content-Type", response.content_type)
+    request.setHeader(b"Content-Length", b"%d" % (len(response.body),))
+    request.setHeader(b"Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    request.setHeader(b"Referrer-Policy", REFERRER_POLICY)
+    if hsts:
+        request.setHeader(b"Strict-Transport-Security", b"max-age=%d" % (HSTS_MAX_AGE,))
+    for name, value in response.headers:
+        request.setHeader(name, value)
+    request.write(response.body)
+    request.finish()
+
+
+def _respond_later(
+    request,
+    read: Deferred,
+    respond: Callable[[Any], Any],
+    store_failed: Callable[[Failure], _Response],
+    log: Logger,
+    *,
+    hsts: bool,
+) -> Any:
+    """Answer ``request`` from the store read ``read``; return NOT_DONE_YET.
+
+    ``respond`` maps the read's result to a :class:`_Response` (or a Deferred of
+    one); ``store_failed`` maps the read's failure to one.  If the client goes
+    away first the read is cancelled and nothing is written.
+    """
+    closed: list[Failure] = []
+
+    def on_closed(reason: Failure) -> None:
+        closed.append(reason)
+        read.cancel()
+
+    request.notifyFinish().addErrback(on_closed)
+
+    def read_failed(failure: Failure) -> _Response | None:
+        if closed and failure.check(CancelledError):
+            return None
+        return store_failed(failure)
+
+    def write(response: _Response | None) -> None:
+        if response is not None and not closed:
+            _send(request, response, hsts=hsts)
+
+    def bug(failure: Failure) -> None:
+        log.failure("Rendering {uri} failed", failure=failure, uri=request.uri)
+        if not closed and not request.finished:
+            _send(request, _INTERNAL_ERROR, hsts=hsts)
+
+    read.addCallbacks(lambda result: maybeDeferred(respond, result), read_failed)
+    read.addCallback(write)
+    read.addErrback(bug)
+    return NOT_DONE_YET
+
+
+@attrs.define(eq=False, slots=False)
+class HttpsRootResource(Resource):
+    """The HTTPS root: routes by ``Host`` to that hostname's careers page.
+
+    Paths: ``/`` (the list of openings, or "No open positions" when the
+    hostname has no page document), ``/jobs/{id}`` (one opening),
+    ``/jobs.json`` (the openings as JSON).  Any other path of a known hostname
+    gets that hostname's "page not found" (404).  Only GET and HEAD (405
+    otherwise).  A hostname with no domain record, or one in state
+    ``removed``, gets a plain 404 whose body is the same for every such name.
+    A store failure gives 503.  Every response carries
+    ``Strict-Transport-Security`` (see :data:`HSTS_MAX_AGE`): this resource is
+    only ever served over TLS, and browsers ignore the header otherwise.
+
+    Attributes:
+        store: The :class:`~jobhost.store.interfaces.IStore` to read domain records from.
+    """
+
+    store: IStore
+
+    isLeaf = True
+    log = Logger()
+
+    def __attrs_post_init__(self) -> None:
+        Resource.__init__(self)
+
+    def render(self, request):
+        """Answer the request asynchronously (NOT_DONE_YET); see the class docstring."""
+        if request.method not in (b"GET", b"HEAD"):
+            _send(request, _NOT_ALLOWED, hsts=True)
+            return NOT_DONE_YET
+        hostname = request_hostname(request)
+        if hostname is None:
+            _send(request, _NOT_FOUND, hsts=True)
+            return NOT_DONE_YET
+        return _respond_later(
+            request,
+            self.store.get_domain(hostname),
+            lambda record: self._page(record, request.path),
+            lambda failure: self._store_failed(failure, hostname),
+            self.log,
+            hsts=True,
+        )
+
+    def _store_failed(self, failure: Failure, hostname: str) -> _Response:
+        if failure.check(KeyError):
+            return _NOT_FOUND
+        self.log.failure(
+            "Could not read the domain record of {hostname}", failure=failure, hostname=hostname
+        )
+        return _UNAVAILABLE
+
+    def _page(self, record: DomainRecord, path: bytes) -> _Response | Deferred:
+        if record.state == DomainState.REMOVED:
+            return _NOT_FOUND
+        hostname = record.hostname
+        page = None
+        if record.page is not None:
+            try:
+                page = validate_page(record.page)
+            except PageInvalid as e:
+                # The admin API validates before storing, so this is a bug or a
+                # hand-edited store; say so rather than show a misleading page.
+                self.log.error(
+                    "The stored careers page of {hostname} is invalid: {problems}",
+                    hostname=hostname,
+                    problems=e.describe(),
+                )
+                return _INTERNAL_ERROR
+
+        def html(code: int) -> Callable[[bytes], _Response]:
+            return lambda body: _Response(code, body, _HTML)
+
+        if path == b"/":
+            rendered = render_empty_page(hostname) if page is None else render_list_page(hostname, page)
+            return rendered.addCallback(html(200))
+        if path == b"/jobs.json":
+            return _Response(200, render_jobs_json(hostname, page), _JSON)
+        match = _JOB_PATH.fullmatch(path)
+        if match is not None and page is not None:
+            job = find_job(page, match.group(1).decode("ascii"))
+            if job is not None:
+                return render_job_page(hostname, page, job).addCallback(html(200))
+        return render_not_found_page(hostname, page).addCallback(html(404))
+
+
+@attrs.define(eq=False, slots=False)
+class _HttpsRedirectResource(Resource):
+    """Plain-HTTP fallback: 301 to HTTPS for hostnames with a certificate, else 404."""
+
+    store: IStore
+    https_port: int | None
+
+    isLeaf = True
+    log = Logger()
+
+    def __attrs_post_init__(self) -> None:
+        Resource.__init__(self)
+
+    def render(self, request):
+        if request.method not in (b"GET", b"HEAD"):
+            _send(request, _NOT_ALLOWED, hsts=False)
+            return NOT_DONE_YET
+        hostname = request_hostname(request)
+        if hostname is None:
+            _send(request, _NOT_FOUND, hsts=False)
+            return NOT_DONE_YET
+        return _respond_later(
+            request,
+            self.store.get_certificate(hostname),
+            lambda _certificate: self._redirect(hostname, request.uri),
+            lambda failure: self._store_failed(failure, hostname),
+            self.log,
+            hsts=False,
+        )
+
+    def _store_failed(self, failure: Failure, hostname: str) -> _Response:
+        if failure.check(KeyError):
+            return _NOT_FOUND
+        self.log.failure(
+            "Could not read the certificate of {hostname}", failure=failure, hostname=hostname
+        )
+        return _UNAVAILABLE
+
+    def _redirect(self, hostname: str, uri: bytes) -> _Response:
+        target = uri
+        if not target.startswith(b"/"):
+            # absolute-form request target (RFC 9112 section 3.2.2): keep its path and query.
+            parts = urlsplit(target)
+            target = (parts.path or b"/") + (b"?" + parts.query if parts.query else b"")
+        authority = hostname.encode("ascii")
+        if self.https_port not in (None, 443):
+            authority += b":%d" % (self.https_port,)
+        location = b"https://" + authority + target
+        return _Response(301, b"Moved to " + location + b"\n", headers=((b"Location", location),))
+
+
+@attrs.define(eq=False, slots=False)
+class HttpRootResource(Resource):
+    """The plain-HTTP root: ACME challenges, then redirects to HTTPS.
+
+    Requests under :data:`~jobhost.acme.http01.ACME_CHALLENGE_PATH` go to a
+    :class:`~jobhost.acme.http01.ChallengeResource` whatever their ``Host``.
+    Any other request whose ``Host`` (port stripped, normalised) has a
+    certificate in the store gets a 301 to
+    ``https://{hostname}[:{https_port}]{path}?{query}``, path and query kept
+    exactly as sent (the port is left out when it is None or 443).  Hostnames
+    without a certificate, and invalid ``Host`` headers, get a plain 404.
+
+    Attributes:
+        store: The :class:`~jobhost.store.interfaces.IStore` holding challenges and certificates.
+        https_port: The port the HTTPS listener is reachable on, for redirects.
+    """
+
+    store: IStore
+    https_port: int | None = None
+
+    log = Logger()
+
+    def __attrs_post_init__(self) -> None:
+        Resource.__init__(self)
+        self._challenges = ChallengeResource(self.store)
+        self._redirect = _HttpsRedirectResource(self.store, self.https_port)
+
+    def getChildWithDefault(self, path, request):
+        """Route ``/.well-known/acme-challenge/...`` to the challenges, the rest to the redirect."""
+        if (
+            request.path.startswith(ACME_CHALLENGE_PATH)
+            and path == b".well-known"
+            and request.postpath[:1] == [b"acme-challenge"]
+        ):
+            # Consume "acme-challenge" too, so the challenge resource sees [token].
+            request.prepath.append(request.postpath.pop(0))
+            return self._challenges
+        return self._redirect
+
+    def render(self, request):
+        """Only reached with an empty path; redirect like any other path."""
+        return self._redirect.render(request)
+
+
+class _JobhostRequest(Request):
+    """A request that names no software version and refuses to make sessions."""
+
+    def setHeader(self, name, value):
+        lowered = name.lower() if isinstance(name, bytes) else name.lower().encode("ascii")
+        if lowered == b"server":
+            # Twisted sets "TwistedWeb/<version>" in process(); we name no version.
+            value = SERVER_HEADER
+        return super().setHeader(name, value)
+
+    def getSession(self, sessionInterface=None, forceNotSecure=False):
+        raise RuntimeError("jobhost does not use sessions")
+
+
+class _JobhostSite(Site):
+    requestFactory = _JobhostRequest
+    displayTracebacks = False
+
+    def makeSession(self):
+        raise RuntimeError("jobhost does not use sessions")
+
+
+def make_site(resource: Resource, clock: IReactorTime | None = None) -> Site:
+    """Wrap a root resource in the :class:`Site` a jobhost listener serves.
+
+    The site sends ``Server: jobhost`` (no version), never shows tracebacks,
+    makes no sessions (asking for one is an error), does not parse request
+    bodies into ``request.args``, and closes connections idle for a minute.
+
+    Args:
+        resource: The root, e.g. :class:`HttpRootResource` or :class:`HttpsRootResource`.
+        clock: Used for idle timeouts and log timestamps; None means the global reactor
+            (Twisted's default, chosen inside Twisted, not here).
+    """
+    site = _JobhostSite(resource, reactor=clock, timeout=60, parsePOSTFormSubmission=False)
+    site.displayTracebacks = False
+    site.noisy = False
+    return site
+
+
+__all__ = [
+    "CONTENT_SECURITY_POLICY",
+    "HSTS_MAX_AGE",
+    "REFERRER_POLICY",
+    "SERVER_HEADER",
+    "HttpRootResource",
+    "HttpsRootResource",
+    "make_site",
+    "request_hostname",
+]

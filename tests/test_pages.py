@@ -1,0 +1,357 @@
+"""Tests for jobhost.web.pages: the page schema, and HTML/JSON-LD/JSON that escape everything."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import string
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jobhost.errors import PageInvalid
+from jobhost.web import pages
+from jobhost.web.pages import EMPLOYMENT_TYPES, MAX_JOBS, json_for_script, validate_page
+
+
+def _page() -> dict[str, Any]:
+    return {
+        "company": "Acme Corp",
+        "intro": "We make anvils.\nCome work with us.",
+        "logo_url": "https://cdn.acme.example/logo.png",
+        "jobs": [
+            {
+                "id": "eng-1",
+                "title": "Anvil Engineer",
+                "location": "Berlin",
+                "employment_type": "FULL_TIME",
+                "description": "Design anvils.\nTest them on coyotes.",
+                "apply_url": "https://apply.acme.example/eng-1?src=careers&x=1",
+                "posted": "2024-02-29",
+            },
+            {"id": "ops_2", "title": "Rocket Operator"},
+        ],
+    }
+
+
+def _errors(doc: object) -> dict[str, str]:
+    with pytest.raises(PageInvalid) as info:
+        validate_page(doc)
+    return dict(info.value.errors)
+
+
+def _render(d) -> str:
+    """The result of a rendering Deferred (flattening plain tags completes at once)."""
+    results: list = []
+    d.addBoth(results.append)
+    assert len(results) == 1 and isinstance(results[0], bytes), results
+    return results[0].decode("utf-8")
+
+
+def _json_ld(html: str) -> list[Any]:
+    scripts = re.findall(r'<script type="application/ld\+json">(.*?)</script>', html, re.S)
+    return [json.loads(s) for s in scripts]
+
+
+# -- validation ------------------------------------------------------------------
+
+
+def test_valid_page_is_returned_normalised():
+    """A valid page comes back with text stripped, CRLF as LF, employment type upper-cased and empty optionals dropped."""
+    doc = _page()
+    doc["company"] = "  Acme Corp \n"
+    doc["intro"] = "Line one\r\nLine two  "
+    doc["jobs"][0]["employment_type"] = " part_time "
+    doc["jobs"][1]["location"] = "   "
+    doc["jobs"][1]["description"] = None
+    page = validate_page(doc)
+    assert page["company"] == "Acme Corp"
+    assert page["intro"] == "Line one\nLine two"
+    assert page["jobs"][0]["employment_type"] == "PART_TIME"
+    assert page["jobs"][1] == {"id": "ops_2", "title": "Rocket Operator"}
+    assert validate_page(page) == page
+
+
+def test_jobs_default_to_empty_list():
+    """A page without jobs validates with an empty job list."""
+    assert validate_page({"company": "Acme"}) == {"company": "Acme", "jobs": []}
+
+
+def test_input_is_not_modified():
+    """Validation builds a new document and leaves its input unchanged."""
+    doc = _page()
+    doc["company"] = " Acme "
+    before = copy.deepcopy(doc)
+    validate_page(doc)
+    assert doc == before
+
+
+@pytest.mark.parametrize(
+    "change, path, message_part",
+    [
+        (lambda d: d.pop("company"), "company", "required"),
+        (lambda d: d.update(company=""), "company", "empty"),
+        (lambda d: d.update(company="   "), "company", "empty"),
+        (lambda d: d.update(company="x" * 201), "company", "at most 200"),
+        (lambda d: d.update(company=7), "company", "string"),
+        (lambda d: d.update(company="Acme\x00"), "company", "control"),
+        (lambda d: d.update(company="Acme\nCorp"), "company", "single line"),
+        (lambda d: d.update(company="bad \ud800 surrogate"), "company", "Unicode"),
+        (lambda d: d.update(intro="x" * 5001), "intro", "at most 5000"),
+        (lambda d: d.update(intro=["x"]), "intro", "string"),
+        (lambda d: d.update(intro="bell\x07"), "intro", "control"),
+        (lambda d: d.update(logo_url="http://cdn.acme.example/logo.png"), "logo_url", "https"),
+        (lambda d: d.update(logo_url="javascript:alert(1)"), "logo_url", "https"),
+        (lambda d: d.update(logo_url="https://"), "logo_url", "https"),
+        (lambda d: d.update(logo_url="https://a b.example/x"), "logo_url", "spaces"),
+        (lambda d: d.update(logo_url="https://x.example:99999/"), "logo_url", "https"),
+        (lambda d: d.update(jobs={"id": "x"}), "jobs", "list"),
+        (lambda d: d.update(jobs=["nope"]), "jobs[0]", "object"),
+        (lambda d: d.update(surprise=1), "surprise", "unknown"),
+        (lambda d: d["jobs"][0].pop("id"), "jobs[0].id", "required"),
+        (lambda d: d["jobs"][0].update(id=""), "jobs[0].id", "1-64"),
+        (lambda d: d["jobs"][0].update(id="a" * 65), "jobs[0].id", "1-64"),
+        (lambda d: d["jobs"][0].update(id="../etc"), "jobs[0].id", "1-64"),
+        (lambda d: d["jobs"][0].update(id="a b"), "jobs[0].id", "1-64"),
+        (lambda d: d["jobs"][0].update(id=12), "jobs[0].id", "1-64"),
+        (lambda d: d["jobs"][1].update(id="eng-1"), "jobs[1].id", "duplicate"),
+        (lambda d: d["jobs"][1].pop("title"), "jobs[1].title", "required"),
+        (lambda d: d["jobs"][1].update(title=""), "jobs[1].title", "empty"),
+        (lambda d: d["jobs"][1].update(title="t" * 201), "jobs[1].title", "at most 200"),
+        (lambda d: d["jobs"][1].update(title={"en": "x"}), "jobs[1].title", "string"),
+        (lambda d: d["jobs"][0].update(location="l" * 201), "jobs[0].location", "at most 200"),
+        (lambda d: d["jobs"][0].update(location=False), "jobs[0].location", "string"),
+        (lambda d: d["jobs"][0].update(employment_type="FULLTIME"), "jobs[0].employment_type", "one of"),
+        (lambda d: d["jobs"][0].update(employment_type=1), "jobs[0].employment_type", "one of"),
+        (lambda d: d["jobs"][0].update(description="d" * 20001), "jobs[0].description", "at most 20000"),
+        (lambda d: d["jobs"][0].update(description="nul\x00"), "jobs[0].description", "control"),
+        (lambda d: d["jobs"][0].update(apply_url="ftp://x.example/"), "jobs[0].apply_url", "http"),
+        (lambda d: d["jobs"][0].update(apply_url="javascript:alert(1)"), "jobs[0].apply_url", "http"),
+        (lambda d: d["jobs"][0].update(apply_url="/relative"), "jobs[0].apply_url", "http"),
+        (lambda d: d["jobs"][0].update(apply_url="https://x.example\\@evil/"), "jobs[0].apply_url", "backslash"),
+        (lambda d: d["jobs"][0].update(apply_url="https://" + "a" * 2100 + ".example/"), "jobs[0].apply_url", "2048"),
+        (lambda d: d["jobs"][0].update(posted="2023-02-30"), "jobs[0].posted", "YYYY-MM-DD"),
+        (lambda d: d["jobs"][0].update(posted="29.02.2024"), "jobs[0].posted", "YYYY-MM-DD"),
+        (lambda d: d["jobs"][0].update(posted="2024-02-29T10:00:00"), "jobs[0].posted", "YYYY-MM-DD"),
+        (lambda d: d["jobs"][0].update(posted=20240229), "jobs[0].posted", "YYYY-MM-DD"),
+        (lambda d: d["jobs"][0].update(salary="lots"), "jobs[0].salary", "unknown"),
+    ],
+)
+def test_each_field_error_is_reported_at_its_path(change, path, message_part):
+    """Each kind of bad field raises PageInvalid naming exactly that field's path."""
+    doc = _page()
+    change(doc)
+    errors = _errors(doc)
+    assert list(errors) == [path]
+    assert message_part in errors[path]
+
+
+def test_every_error_is_reported_at_once():
+    """PageInvalid carries every problem in the document, in document order."""
+    doc = {
+        "company": "",
+        "extra": True,
+        "jobs": [{"id": "a", "title": "x"}, {"id": "a"}, {"title": "y", "posted": "soon"}],
+    }
+    errors = _errors(doc)
+    assert list(errors) == [
+        "extra",
+        "company",
+        "jobs[1].title",
+        "jobs[1].id",
+        "jobs[2].id",
+        "jobs[2].posted",
+    ]
+    described = str(PageInvalid(errors=errors))
+    for path, message in errors.items():
+        assert f"{path}: {message}" in described
+
+
+def test_document_that_is_not_an_object():
+    """A document that is not a JSON object is one error at the root path."""
+    for doc in (None, [], "page", 3):
+        assert list(_errors(doc)) == [""]
+
+
+def test_job_limit():
+    """Exactly MAX_JOBS jobs are accepted; one more is a single error on ``jobs``."""
+    jobs = [{"id": f"j{i}", "title": "T"} for i in range(MAX_JOBS)]
+    assert len(validate_page({"company": "A", "jobs": jobs})["jobs"]) == MAX_JOBS
+    errors = _errors({"company": "A", "jobs": jobs + [{"id": "extra", "title": "T"}]})
+    assert list(errors) == ["jobs"]
+    assert str(MAX_JOBS) in errors["jobs"]
+
+
+def test_limits_are_inclusive():
+    """Text and ids at exactly their maximum length are accepted."""
+    doc = {
+        "company": "c" * 200,
+        "intro": "i" * 5000,
+        "jobs": [
+            {
+                "id": "x" * 64,
+                "title": "t" * 200,
+                "location": "l" * 200,
+                "description": "d" * 20000,
+                "employment_type": "PER_DIEM",
+            }
+        ],
+    }
+    assert validate_page(doc)["jobs"][0]["id"] == "x" * 64
+
+
+def test_null_optionals_are_absent():
+    """Optional fields given as null are treated as absent."""
+    doc = {"company": "A", "intro": None, "logo_url": None, "jobs": None}
+    assert validate_page(doc) == {"company": "A", "jobs": []}
+
+
+json_junk = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(st.characters(exclude_categories=()), max_size=30),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=25,
+)
+field_names = st.sampled_from(
+    ["company", "intro", "logo_url", "jobs", "id", "title", "location", "employment_type",
+     "description", "apply_url", "posted", "other"]
+)
+job_junk = st.dictionaries(field_names, json_junk, max_size=8)
+page_junk = st.fixed_dictionaries(
+    {},
+    optional={
+        "company": json_junk,
+        "intro": json_junk,
+        "logo_url": json_junk,
+        "jobs": st.lists(job_junk | json_junk, max_size=5) | json_junk,
+    },
+)
+
+
+@given(json_junk | page_junk)
+def test_junk_raises_only_page_invalid(doc):
+    """Whatever JSON-shaped junk it is given, validate_page returns a page or raises PageInvalid."""
+    try:
+        page = validate_page(doc)
+    except PageInvalid as e:
+        assert e.errors
+        assert all(isinstance(path, str) and isinstance(msg, str) for path, msg in e.errors.items())
+        str(e)
+    else:
+        assert validate_page(page) == page
+
+
+job_ids = st.text(string.ascii_letters + string.digits + "_-", min_size=1, max_size=64)
+plain_text = st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=60).filter(
+    lambda s: s.strip()
+)
+valid_jobs = st.lists(
+    st.fixed_dictionaries(
+        {"id": job_ids, "title": plain_text},
+        optional={
+            "location": plain_text,
+            "employment_type": st.sampled_from(sorted(EMPLOYMENT_TYPES)),
+            "description": plain_text,
+            "posted": st.dates().map(lambda d: d.isoformat()),
+        },
+    ),
+    max_size=5,
+    unique_by=lambda j: j["id"],
+)
+
+
+@given(plain_text, valid_jobs)
+def test_generated_valid_pages_validate_and_render(company, jobs):
+    """Any page built from the schema validates, is stable under revalidation, and renders every title escaped."""
+    page = validate_page({"company": company, "jobs": jobs})
+    assert validate_page(page) == page
+    html = _render(pages.render_list_page("jobs.acme.example", page))
+    (item_list,) = _json_ld(html)
+    assert [e["name"] for e in item_list["itemListElement"]] == [j["title"] for j in page["jobs"]]
+    for job in page["jobs"]:
+        job_html = _render(pages.render_job_page("jobs.acme.example", page, job))
+        (posting,) = _json_ld(job_html)
+        assert posting["title"] == job["title"]
+
+
+# -- JSON-LD and rendering --------------------------------------------------------------
+
+
+@given(json_junk)
+def test_json_for_script_cannot_close_the_script(value):
+    """Script JSON never contains < > & (or the JS line separators) and decodes to the same value."""
+    text = json_for_script(value)
+    assert not set(text) & set("<>&\u2028\u2029")
+    # Compared re-serialised, since NaN != NaN.
+    assert json.dumps(json.loads(text)) == json.dumps(value)
+
+
+def test_css_survives_the_flattener():
+    """The inline CSS holds no character the flattener would turn into an entity."""
+    assert not set(pages._CSS) & set("<>&")
+    html = _render(pages.render_empty_page("jobs.acme.example"))
+    assert pages._CSS in html
+
+
+def test_job_posting_fields():
+    """The JobPosting names title, description, date, type, organisation, place and canonical URL."""
+    page = validate_page(_page())
+    posting = pages.job_posting("jobs.acme.example", page, page["jobs"][0])
+    assert posting["@context"] == "https://schema.org"
+    assert posting["@type"] == "JobPosting"
+    assert posting["title"] == "Anvil Engineer"
+    assert posting["description"] == "Design anvils.\nTest them on coyotes."
+    assert posting["datePosted"] == "2024-02-29"
+    assert posting["employmentType"] == "FULL_TIME"
+    assert posting["hiringOrganization"] == {
+        "@type": "Organization",
+        "name": "Acme Corp",
+        "logo": "https://cdn.acme.example/logo.png",
+    }
+    assert posting["jobLocation"] == {"@type": "Place", "address": "Berlin"}
+    assert posting["url"] == "https://jobs.acme.example/jobs/eng-1"
+    assert posting["directApply"] is False
+
+
+def test_job_posting_without_optional_fields():
+    """A bare job's JobPosting leaves out what is unknown and still has a description."""
+    page = validate_page(_page())
+    posting = pages.job_posting("jobs.acme.example", page, page["jobs"][1])
+    assert "datePosted" not in posting and "jobLocation" not in posting
+    assert "employmentType" not in posting
+    assert posting["description"] == "Rocket Operator at Acme Corp"
+
+
+def test_job_page_description_lines_become_paragraphs():
+    """Each line of a job's description is its own paragraph, and the apply link is escaped."""
+    page = validate_page(_page())
+    html = _render(pages.render_job_page("jobs.acme.example", page, page["jobs"][0]))
+    assert "<p>Design anvils.</p><p>Test them on coyotes.</p>" in html
+    assert 'href="https://apply.acme.example/eng-1?src=careers&amp;x=1"' in html
+    assert '<time datetime="2024-02-29">' in html
+    assert "Full-time" in html
+    assert html.startswith("<!DOCTYPE html>\n<html lang=\"en\">")
+
+
+def test_empty_page_shows_unicode_hostname():
+    """The no-page page names the hostname in its display (U-label) form."""
+    html = _render(pages.render_empty_page("xn--bcher-kva.example"))
+    assert "<h1>bücher.example</h1>" in html
+    assert "No open positions" in html
+
+
+def test_jobs_json_lists_openings_with_urls():
+    """/jobs.json's body has the company and each job with its canonical URL."""
+    page = validate_page(_page())
+    doc = json.loads(pages.render_jobs_json("jobs.acme.example", page))
+    assert doc["company"] == "Acme Corp"
+    assert [j["id"] for j in doc["jobs"]] == ["eng-1", "ops_2"]
+    assert doc["jobs"][1]["url"] == "https://jobs.acme.example/jobs/ops_2"
+    assert json.loads(pages.render_jobs_json("jobs.acme.example", None))["jobs"] == []

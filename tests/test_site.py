@@ -1,0 +1,483 @@
+"""Tests for jobhost.web.site: host routing on HTTPS and HTTP, and the Site settings."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import IResource, Resource
+from zope.interface.verify import verifyObject
+
+from jobhost.certs import certificate_record
+from jobhost.errors import StoreError
+from jobhost.store.memory import MemoryStore
+from jobhost.store.records import Challenge, DomainRecord, DomainState
+from jobhost.testing import TestCA
+from jobhost.web.site import (
+    CONTENT_SECURITY_POLICY,
+    HSTS_MAX_AGE,
+    HttpRootResource,
+    HttpsRootResource,
+    make_site,
+)
+
+HOST = "jobs.acme-corp.example"
+NOW = datetime(2025, 3, 1, tzinfo=timezone.utc)
+HOSTILE = "<script>alert(1)</script>"
+
+
+@functools.cache
+def _ca() -> TestCA:
+    """One test CA for this module, made on first use (never at import)."""
+    return TestCA.create()
+
+
+def _page() -> dict[str, Any]:
+    return {
+        "company": "Acme Corp",
+        "intro": "We make anvils.",
+        "jobs": [
+            {
+                "id": "eng-1",
+                "title": "Anvil Engineer",
+                "location": "Berlin",
+                "employment_type": "FULL_TIME",
+                "description": "Design anvils.\nTest them.",
+                "apply_url": "https://apply.acme-corp.example/eng-1",
+                "posted": "2025-02-01",
+            },
+            {"id": "ops-2", "title": "Rocket Operator"},
+        ],
+    }
+
+
+class FaultyStore(MemoryStore):
+    """A MemoryStore whose reads can be made to fail or stall (injected faults)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fault: Exception | None = None
+        self.stall = False
+        self.pending: list[Deferred] = []
+        self.cancelled: list[Deferred] = []
+
+    def _read(self, read, key):
+        if self.fault is not None:
+            return fail(self.fault)
+        if self.stall:
+            d: Deferred = Deferred(canceller=self.cancelled.append)
+            self.pending.append(d)
+            return d
+        return read(key)
+
+    def get_domain(self, hostname):
+        return self._read(super().get_domain, hostname)
+
+    def get_certificate(self, hostname):
+        return self._read(super().get_certificate, hostname)
+
+
+def _add_domain(store, hostname=HOST, page=None, state=DomainState.ACTIVE) -> None:
+    store.domains[hostname] = DomainRecord(
+        hostname=hostname, state=state, created_at=NOW, updated_at=NOW, page=page
+    )
+
+
+def _add_certificate(store, hostname=HOST) -> None:
+    key_pem, chain_pem = _ca().issue(hostname)
+    store.certificates[hostname] = certificate_record(hostname, key_pem, chain_pem)
+
+
+def _json_ld(html: str) -> list[Any]:
+    scripts = re.findall(r'<script type="application/ld\+json">(.*?)</script>', html, re.S)
+    return [json.loads(s) for s in scripts]
+
+
+class WebTestCase(SynchronousTestCase):
+    """Requests over StubTreq with every response read synchronously."""
+
+    def fetch(self, resource, url, method="GET", headers=None):
+        stub = StubTreq(resource)
+        d = stub.request(method, url, headers=headers, allow_redirects=False)
+        stub.flush()
+        response = self.successResultOf(d)
+        body = response.content()
+        stub.flush()
+        return response, self.successResultOf(body)
+
+    def header(self, response, name: str) -> str | None:
+        values = response.headers.getRawHeaders(name)
+        return None if values is None else values[-1]
+
+
+class HttpsRootResourceTests(WebTestCase):
+    """The careers pages served by HttpsRootResource."""
+
+    def setUp(self) -> None:
+        self.store = FaultyStore()
+        _add_domain(self.store, page=_page())
+        self.root = HttpsRootResource(self.store)
+
+    def get(self, path, host=HOST, **kw):
+        return self.fetch(self.root, f"https://{host}{path}", **kw)
+
+    def test_provides_iresource(self):
+        """HttpsRootResource is a twisted.web resource."""
+        verifyObject(IResource, self.root)
+
+    def test_list_page_for_registered_host(self):
+        """/ shows the company and every opening linked to /jobs/{id}, as an accessible HTML document."""
+        response, body = self.get("/")
+        html = body.decode("utf-8")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.header(response, "content-type"), "text/html; charset=utf-8")
+        self.assertTrue(html.startswith('<!DOCTYPE html>\n<html lang="en">'))
+        self.assertIn("<main>", html)
+        self.assertIn("<h1>Careers at Acme Corp</h1>", html)
+        self.assertIn('<a href="/jobs/eng-1">Anvil Engineer</a>', html)
+        self.assertIn('<a href="/jobs/ops-2">Rocket Operator</a>', html)
+        (item_list,) = _json_ld(html)
+        self.assertEqual(item_list["@type"], "ItemList")
+        self.assertEqual(
+            [e["url"] for e in item_list["itemListElement"]],
+            [f"https://{HOST}/jobs/eng-1", f"https://{HOST}/jobs/ops-2"],
+        )
+
+    def test_job_page_has_job_posting_json_ld(self):
+        """/jobs/{id} shows the opening and carries parseable JobPosting JSON-LD."""
+        response, body = self.get("/jobs/eng-1")
+        html = body.decode("utf-8")
+        self.assertEqual(response.code, 200)
+        self.assertIn("<h1>Anvil Engineer</h1>", html)
+        (posting,) = _json_ld(html)
+        self.assertEqual(posting["@type"], "JobPosting")
+        self.assertEqual(posting["title"], "Anvil Engineer")
+        self.assertEqual(posting["hiringOrganization"]["name"], "Acme Corp")
+        self.assertEqual(posting["datePosted"], "2025-02-01")
+        self.assertEqual(posting["employmentType"], "FULL_TIME")
+        self.assertEqual(posting["jobLocation"]["address"], "Berlin")
+        self.assertEqual(posting["url"], f"https://{HOST}/jobs/eng-1")
+
+    def test_jobs_json(self):
+        """/jobs.json is UTF-8 JSON listing the openings."""
+        response, body = self.get("/jobs.json")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.header(response, "content-type"), "application/json; charset=utf-8")
+        doc = json.loads(body.decode("utf-8"))
+        self.assertEqual(doc["company"], "Acme Corp")
+        self.assertEqual([j["title"] for j in doc["jobs"]], ["Anvil Engineer", "Rocket Operator"])
+
+    def test_hostile_titles_are_escaped(self):
+        """Titles holding <script> or </script> appear escaped in HTML and cannot end the JSON-LD script."""
+        page = _page()
+        page["company"] = "Evil & Co </script>"
+        page["jobs"][0]["title"] = HOSTILE
+        page["jobs"][1]["title"] = "</script><img src=x onerror=alert(2)>"
+        _add_domain(self.store, page=page)
+        for path in ("/", "/jobs/eng-1", "/jobs/ops-2"):
+            _, body = self.get(path)
+            html = body.decode("utf-8")
+            self.assertNotIn(HOSTILE, html)
+            self.assertNotIn("<img src=x", html)
+            # One <script> element (the JSON-LD), so exactly one closing tag.
+            self.assertEqual(html.count("</script>"), 1, path)
+            self.assertEqual(html.count("<script"), 1, path)
+        _, body = self.get("/")
+        html = body.decode("utf-8")
+        self.assertIn("&lt;script&gt;alert(1)&lt;/script&gt;", html)
+        (item_list,) = _json_ld(html)
+        self.assertEqual(
+            [e["name"] for e in item_list["itemListElement"]],
+            [HOSTILE, "</script><img src=x onerror=alert(2)>"],
+        )
+        _, body = self.get("/jobs/eng-1")
+        html = body.decode("utf-8")
+        self.assertIn("<h1>&lt;script&gt;alert(1)&lt;/script&gt;</h1>", html)
+        self.assertIn("\\u003cscript\\u003ealert(1)\\u003c/script\\u003e", html)
+        (posting,) = _json_ld(html)
+        self.assertEqual(posting["title"], HOSTILE)
+        self.assertEqual(posting["hiringOrganization"]["name"], "Evil & Co </script>")
+        _, body = self.get("/jobs.json")
+        self.assertEqual(json.loads(body)["jobs"][0]["title"], HOSTILE)
+
+    def test_unknown_hosts_get_identical_generic_404(self):
+        """Unregistered, removed and malformed hosts all get the same plain 404 naming nobody."""
+        _add_domain(self.store, hostname="gone.example", page=_page(), state=DomainState.REMOVED)
+        answers = []
+        for host, path in [
+            ("unknown-one.example", "/"),
+            ("other-unknown.example", "/jobs/eng-1"),
+            ("gone.example", "/"),
+            ("gone.example", "/jobs.json"),
+            ("127.0.0.1", "/"),
+        ]:
+            response, body = self.get(path, host=host)
+            answers.append((response.code, self.header(response, "content-type"), body))
+            self.assertNotIn(host.encode(), body)
+            self.assertNotIn(b"Acme", body)
+        answers.append(
+            (lambda r, b: (r.code, self.header(r, "content-type"), b))(
+                *self.get("/", headers={"Host": ["<b>.example"]})
+            )
+        )
+        self.assertEqual(answers[0][0], 404)
+        self.assertEqual(answers[0][1], "text/plain; charset=utf-8")
+        self.assertEqual(len(set(answers)), 1, answers)
+
+    def test_host_with_port_and_case_is_normalised(self):
+        """A Host header with upper case, a trailing dot or a port reaches the same page."""
+        for host in ("JOBS.Acme-Corp.example:8443", "jobs.acme-corp.example.:443"):
+            response, body = self.get("/", headers={"Host": [host]})
+            self.assertEqual(response.code, 200, host)
+            self.assertIn(b"Acme Corp", body)
+
+    def test_unknown_job_is_404(self):
+        """An id not on the page, or not an id at all, gets the host's 404 page."""
+        for path in ("/jobs/nope", "/jobs/", "/jobs/eng-1/extra", "/jobs/%65ng-1", "/elsewhere", "/jobs"):
+            response, body = self.get(path)
+            self.assertEqual(response.code, 404, path)
+            self.assertIn(b"Page not found", body)
+            self.assertIn(b'href="/"', body)
+
+    def test_host_without_page_shows_no_open_positions(self):
+        """A registered hostname without a page document shows "No open positions" with its name."""
+        _add_domain(self.store, hostname="xn--bcher-kva.example", page=None, state=DomainState.PENDING)
+        response, body = self.get("/", host="xn--bcher-kva.example")
+        html = body.decode("utf-8")
+        self.assertEqual(response.code, 200)
+        self.assertIn("No open positions", html)
+        self.assertIn("<h1>bücher.example</h1>", html)
+        response, body = self.get("/jobs.json", host="xn--bcher-kva.example")
+        self.assertEqual(json.loads(body)["jobs"], [])
+        response, _ = self.get("/jobs/eng-1", host="xn--bcher-kva.example")
+        self.assertEqual(response.code, 404)
+
+    def test_security_headers_on_every_response(self):
+        """Every response, pages and errors alike, carries CSP, nosniff, Referrer-Policy and HSTS."""
+        for host, path, method in [
+            (HOST, "/", "GET"),
+            (HOST, "/jobs/eng-1", "GET"),
+            (HOST, "/jobs.json", "GET"),
+            (HOST, "/jobs/missing", "GET"),
+            ("nobody.example", "/", "GET"),
+            (HOST, "/", "POST"),
+        ]:
+            response, _ = self.get(path, host=host, method=method)
+            self.assertEqual(self.header(response, "content-security-policy"), CONTENT_SECURITY_POLICY.decode())
+            self.assertIn("default-src 'none'", self.header(response, "content-security-policy"))
+            self.assertEqual(self.header(response, "x-content-type-options"), "nosniff")
+            self.assertIsNotNone(self.header(response, "referrer-policy"))
+            self.assertEqual(self.header(response, "strict-transport-security"), f"max-age={HSTS_MAX_AGE}")
+
+    def test_only_get_and_head(self):
+        """POST, PUT and DELETE get 405 naming GET and HEAD."""
+        for method in ("POST", "PUT", "DELETE"):
+            response, _ = self.get("/", method=method)
+            self.assertEqual(response.code, 405)
+            self.assertEqual(self.header(response, "allow"), "GET, HEAD")
+
+    def test_head_has_no_body(self):
+        """HEAD answers like GET without a body."""
+        response, body = self.get("/", method="HEAD")
+        self.assertEqual((response.code, body), (200, b""))
+        self.assertEqual(self.header(response, "content-type"), "text/html; charset=utf-8")
+
+    def test_store_failure_is_503(self):
+        """A store that fails gives 503 and the failure is logged."""
+        self.store.fault = StoreError("database gone")
+        response, body = self.get("/")
+        self.assertEqual(response.code, 503)
+        self.assertNotIn(b"database", body)
+        self.assertEqual(len(self.flushLoggedErrors(StoreError)), 1)
+
+    def test_invalid_stored_page_is_500(self):
+        """A stored page that fails validation is not rendered: 500, with nothing of it shown."""
+        _add_domain(self.store, page={"company": "Acme Corp", "jobs": [{"id": "x y", "title": HOSTILE}]})
+        response, body = self.get("/")
+        self.assertEqual(response.code, 500)
+        self.assertNotIn(b"Acme", body)
+        self.assertNotIn(b"alert", body)
+
+    def test_slow_store_answers_when_it_fires(self):
+        """The page waits for the store's Deferred and is sent once it fires."""
+        self.store.stall = True
+        stub = StubTreq(self.root)
+        d = stub.get(f"https://{HOST}/")
+        stub.flush()
+        self.assertNoResult(d)
+        self.store.pending[0].callback(self.store.domains[HOST])
+        stub.flush()
+        response = self.successResultOf(d)
+        body = response.content()
+        stub.flush()
+        self.assertIn(b"Anvil Engineer", self.successResultOf(body))
+
+
+class HttpRootResourceTests(WebTestCase):
+    """Challenges, redirects and 404s served by HttpRootResource."""
+
+    def setUp(self) -> None:
+        self.store = FaultyStore()
+        _add_domain(self.store, page=_page())
+        _add_certificate(self.store)
+        _add_domain(self.store, hostname="pending.example", state=DomainState.PENDING)
+
+    def test_provides_iresource(self):
+        """HttpRootResource is a twisted.web resource."""
+        verifyObject(IResource, HttpRootResource(self.store, 8443))
+
+    def test_redirects_hosts_with_certificate_keeping_path_and_query(self):
+        """A host with a certificate gets 301 to HTTPS with path and query exactly as sent."""
+        cases = [
+            (8443, "/", f"https://{HOST}:8443/"),
+            (8443, "/jobs/eng-1?utm_source=x&b=%20c", f"https://{HOST}:8443/jobs/eng-1?utm_source=x&b=%20c"),
+            (443, "/a%2Fb/../c", f"https://{HOST}/a%2Fb/../c"),
+            (None, "//evil.example/x?q=1", f"https://{HOST}//evil.example/x?q=1"),
+        ]
+        for port, path, location in cases:
+            root = HttpRootResource(self.store, port)
+            response, _ = self.fetch(root, f"http://{HOST}{path}")
+            self.assertEqual(response.code, 301, path)
+            self.assertEqual(self.header(response, "location"), location)
+            self.assertIsNone(self.header(response, "strict-transport-security"))
+
+    def test_redirect_keeps_raw_request_target(self):
+        """On the wire, the request target is copied byte for byte, and absolute-form keeps its path and query."""
+        for target, location in [
+            (b"/a?", b"https://%s:8443/a?" % HOST.encode()),
+            (b"/%7Ex;p=1?b=%ZZ&c&&", b"https://%s:8443/%%7Ex;p=1?b=%%ZZ&c&&" % HOST.encode()),
+            (b"http://elsewhere.example/p?q=1", b"https://%s:8443/p?q=1" % HOST.encode()),
+        ]:
+            _, protocol, transport = _connect(HttpRootResource(self.store, 8443))
+            protocol.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n")
+            head = transport.value().partition(b"\r\n\r\n")[0].split(b"\r\n")
+            self.assertEqual(head[0], b"HTTP/1.1 301 Moved Permanently", target)
+            self.assertIn(b"Location: " + location, head)
+
+    def test_redirect_uses_normalised_host(self):
+        """The redirect names the normalised hostname, whatever case and port the Host header had."""
+        root = HttpRootResource(self.store, 8443)
+        response, _ = self.fetch(root, f"http://{HOST}/x", headers={"Host": ["JOBS.ACME-CORP.EXAMPLE.:8080"]})
+        self.assertEqual(self.header(response, "location"), f"https://{HOST}:8443/x")
+
+    def test_hosts_without_certificate_get_404(self):
+        """Unknown hosts, registered hosts still without a certificate, and bad Host headers get the same 404."""
+        root = HttpRootResource(self.store, 8443)
+        answers = set()
+        for host in ("pending.example", "unknown.example", "127.0.0.1", "localhost"):
+            response, body = self.fetch(root, f"http://{host}/jobs/eng-1?x=1")
+            self.assertEqual(response.code, 404, host)
+            self.assertIsNone(self.header(response, "location"))
+            answers.add(body)
+        response, body = self.fetch(root, f"http://{HOST}/", headers={"Host": ["a b.example"]})
+        self.assertEqual(response.code, 404)
+        answers.add(body)
+        self.assertEqual(answers, {b"Not found\n"})
+
+    def test_challenge_path_comes_first_for_any_host(self):
+        """A challenge is answered even on a host that would otherwise be redirected or 404."""
+        self.store.challenges["tok"] = Challenge(
+            token="tok", key_authorization="tok.thumb", hostname="new.example", created_at=NOW
+        )
+        root = HttpRootResource(self.store, 8443)
+        for host in (HOST, "new.example", "127.0.0.1"):
+            response, body = self.fetch(root, f"http://{host}/.well-known/acme-challenge/tok")
+            self.assertEqual((response.code, body), (200, b"tok.thumb"), host)
+        response, _ = self.fetch(root, f"http://{HOST}/.well-known/acme-challenge/../x")
+        self.assertEqual(response.code, 400)
+
+    def test_near_miss_challenge_paths_are_not_challenges(self):
+        """Paths that only resemble the challenge path are treated as ordinary paths."""
+        root = HttpRootResource(self.store, 8443)
+        for path in ("/.well-known/acme-challenge", "/.well-known/other/tok", "/.well-known/"):
+            response, _ = self.fetch(root, f"http://{HOST}{path}")
+            self.assertEqual(response.code, 301, path)
+            self.assertEqual(self.header(response, "location"), f"https://{HOST}:8443{path}")
+
+    def test_store_failure_is_503(self):
+        """A failing certificate read gives 503 and is logged."""
+        self.store.fault = StoreError("gone")
+        response, _ = self.fetch(HttpRootResource(self.store, 8443), f"http://{HOST}/")
+        self.assertEqual(response.code, 503)
+        self.assertEqual(len(self.flushLoggedErrors(StoreError)), 1)
+
+    def test_other_methods_are_405(self):
+        """Outside the challenge path only GET and HEAD are served."""
+        response, _ = self.fetch(HttpRootResource(self.store, 8443), f"http://{HOST}/", method="POST")
+        self.assertEqual(response.code, 405)
+
+
+def _connect(resource, clock=None):
+    site = make_site(resource, clock=clock or Clock())
+    protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return site, protocol, transport
+
+
+class _SessionResource(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.getSession()
+        return b"unreachable"
+
+
+class MakeSiteTests(SynchronousTestCase):
+    """The Site wrapper: banner, tracebacks, sessions, and early closes, on the wire."""
+
+    def test_server_header_names_no_version(self):
+        """Responses say Server: jobhost and never TwistedWeb."""
+        store = MemoryStore()
+        _add_domain(store, page=_page())
+        _, protocol, transport = _connect(HttpsRootResource(store))
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n")
+        head = transport.value().partition(b"\r\n\r\n")[0].split(b"\r\n")
+        self.assertEqual(head[0], b"HTTP/1.1 200 OK")
+        self.assertIn(b"Server: jobhost", head)
+        self.assertNotIn(b"Twisted", transport.value())
+
+    def test_sessions_are_refused_without_traceback(self):
+        """Asking for a session fails the request with a 500 that shows no traceback."""
+        site, protocol, transport = _connect(_SessionResource())
+        self.assertFalse(site.displayTracebacks)
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        response = transport.value()
+        self.assertTrue(response.startswith(b"HTTP/1.1 500 "), response)
+        self.assertNotIn(b"Traceback", response)
+        self.assertNotIn(b"sessions", response)
+        self.assertNotIn(b"TWISTED_SESSION", response)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertRaises(RuntimeError, site.makeSession)
+
+    def test_closed_request_cancels_store_read(self):
+        """A client gone before the domain record arrives cancels the read; nothing is written."""
+        store = FaultyStore()
+        store.stall = True
+        _, protocol, transport = _connect(HttpsRootResource(store))
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n")
+        self.assertEqual(len(store.pending), 1)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(store.cancelled, store.pending)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_idle_connections_time_out_on_the_given_clock(self):
+        """An idle connection is closed after a minute of the injected clock."""
+        clock = Clock()
+        _, protocol, transport = _connect(HttpsRootResource(MemoryStore()), clock)
+        clock.advance(59)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(2)
+        self.assertTrue(transport.disconnecting)
