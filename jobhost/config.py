@@ -88,6 +88,8 @@ class PreflightConfig:
     ca_identifiers: tuple[str, ...] = ("letsencrypt.org",)
     timeout: float = 5.0
     self_check: bool = True
+    #: The port the CA connects to for HTTP-01 (always 80 for real CAs; Pebble can be told another).
+    self_check_port: int = 80
 
 
 DEFAULT_FALLBACK_CERT = "var/fallback.pem"
@@ -119,6 +121,8 @@ class RenewalConfig:
     """``[renewal]``: the issuing scheduler's policy."""
 
     scan_interval: float = 600.0
+    #: This node's name for issuance leases; stable across restarts (default: the host name).
+    node_id: str | None = None
     backoff: tuple[float, ...] = (60.0, 600.0, 6000.0, 86400.0)
     max_in_flight: int = 10
     orders_per_window: int = 300
@@ -330,6 +334,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "ca_identifiers": _list_of(_nonempty_string),
             "timeout": _positive_duration,
             "self_check": _bool,
+            "self_check_port": _port,
         },
     ),
     "tls": (
@@ -348,6 +353,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
         RenewalConfig,
         {
             "scan_interval": _positive_duration,
+            "node_id": _nonempty_string,
             "backoff": _list_of(_positive_duration),
             "max_in_flight": _positive_int,
             "orders_per_window": _positive_int,

@@ -561,8 +561,12 @@ class IssuingService(Service):
                 replaces=replaces,
                 profile=self.profile,
             )
-        except (AcmeTransportError,):
+        except AcmeTransportError:
             self.ca_reachable = False
+            raise
+        except AcmeProblem as e:
+            if e.code in ("accountDoesNotExist", "unauthorized", "malformed") and "account" in e.detail.lower():
+                self._account = None  # the CA forgot the account: register again next time
             raise
         self.ca_reachable = True
         leaf = x509.load_pem_x509_certificates(issued.chain_pem)[0]
@@ -583,19 +587,13 @@ class IssuingService(Service):
             return self._account
 
     async def _load_or_create_account(self) -> Account:
-        from jobhost.certs import load_private_key
+        """Load the account key (or make and store one), then find-or-create it at the CA.
 
-        try:
-            account = await self.store.get_account(self.directory_url)
-        except KeyError:
-            account = None
-        if account is not None and account.account_url:
-            await self.client.register(
-                load_private_key(account.key_pem), contact=account.contact,
-                terms_agreed=self.terms_agreed, eab=self.eab, existing_only=True,
-                account_url=account.account_url,
-            )
-            return account
+        The key is stored *before* registering, so a crash between registering and storing
+        the URL re-finds the same account (``onlyReturnExisting``) instead of creating a
+        second one.  Registering again on every start also heals a CA that forgot us (a
+        restarted Pebble): the same key gets a new URL, which is stored.
+        """
         name = "account:" + hashlib.sha256(self.directory_url.encode()).hexdigest()[:16]
         now = self._now()
         while not await self.store.acquire_lease(name, self.holder, now + timedelta(seconds=60), now):
@@ -611,21 +609,15 @@ class IssuingService(Service):
                     account_url="", created_at=now, contact=tuple(self.contact),
                 )
                 await self.store.put_account(account)
-            if not account.account_url:
-                url = await self.client.register(
-                    load_private_key(account.key_pem), contact=tuple(self.contact),
-                    terms_agreed=self.terms_agreed, eab=self.eab,
-                )
+            url = await self.client.register(
+                account_jwk(account.key_pem), contact=tuple(self.contact),
+                terms_agreed=self.terms_agreed, eab=self.eab,
+            )
+            if url != account.account_url:
                 account = attrs.evolve(account, account_url=url)
                 await self.store.put_account(account)
-                log.info("Using ACME account {account_url} at {directory_url}",
-                         account_url=url, directory_url=self.directory_url)
-            else:
-                await self.client.register(
-                    load_private_key(account.key_pem), contact=account.contact,
-                    terms_agreed=self.terms_agreed, eab=self.eab, existing_only=True,
-                    account_url=account.account_url,
-                )
+            log.info("Using ACME account {account_url} at {directory_url}",
+                     account_url=url, directory_url=self.directory_url)
             return account
         finally:
             await self.store.release_lease(name, self.holder)
@@ -692,6 +684,17 @@ def _ari_cert_id(leaf: x509.Certificate) -> str | None:
     serial = leaf.serial_number
     serial_bytes = serial.to_bytes((serial.bit_length() + 8) // 8, "big")
     return f"{b64(aki)}.{b64(serial_bytes)}"
+
+
+def account_jwk(key_pem: bytes):
+    """The josepy JWK the ACME library signs with, for a stored PEM account key."""
+    import josepy
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from jobhost.certs import load_private_key
+
+    key = load_private_key(key_pem)
+    return josepy.JWKRSA(key=key) if isinstance(key, rsa.RSAPrivateKey) else josepy.JWKEC(key=key)
 
 
 def _sleep(clock: IReactorTime, seconds: float) -> Deferred:

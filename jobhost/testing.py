@@ -165,16 +165,13 @@ class FakeAcmeClient:
         for d in held:
             d.callback(None)
 
-    def register(self, account_key, contact=(), terms_agreed=True, eab=None, existing_only=False, account_url=None):
-        from twisted.internet.defer import fail, succeed
+    def register(self, account_key, contact=(), terms_agreed=True, eab=None):
+        """Find-or-create the account for ``account_key`` (a josepy JWK), as the real client does."""
+        from twisted.internet.defer import succeed
 
-        from jobhost.errors import AcmeProblem
-
-        thumb = private_key_pem(account_key)
-        self.registrations.append({"contact": tuple(contact), "existing_only": existing_only})
+        thumb = account_key.thumbprint()
+        self.registrations.append({"contact": tuple(contact), "terms_agreed": terms_agreed})
         if thumb not in self.accounts:
-            if existing_only:
-                return fail(AcmeProblem(type="urn:ietf:params:acme:error:accountDoesNotExist", status=400))
             self.accounts[thumb] = f"https://fake-ca.invalid/acct/{len(self.accounts) + 1}"
         return succeed(self.accounts[thumb])
 

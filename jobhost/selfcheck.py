@@ -1,0 +1,117 @@
+"""
+The HTTP-01 self-check: fetch our own challenge URL the way the CA will, before telling the CA.
+
+Let's Encrypt allows only 5 failed validations per hostname per hour, so a
+hostname whose challenge we cannot serve must fail here, with a reason, and
+spend nothing at the CA.  The check resolves the hostname through the
+configured resolvers (``twisted.names``, never the blocking system call) and
+GETs ``http://{address}:{port}/.well-known/acme-challenge/{token}`` with the
+hostname as ``Host``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import attrs
+import treq
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from jobhost.errors import SelfCheckFailed
+from jobhost.store.records import Challenge
+from jobhost.timeutil import now as clock_now
+
+log = Logger()
+
+CHALLENGE_PATH = "/.well-known/acme-challenge/"
+
+
+@attrs.define
+class HttpSelfCheck:
+    """Checks that ``http://{hostname}{CHALLENGE_PATH}{token}`` answers ``key_authorization``.
+
+    Attributes:
+        resolver: A twisted.names IResolver (``getHostByName``).
+        http: A treq HTTPClient.
+        clock: For timeouts.
+        port: The port the CA will connect to (80 in production; tests use the HTTP listener's).
+        timeout: Seconds for the lookup and the request together.
+    """
+
+    resolver: Any
+    http: Any
+    clock: IReactorTime
+    port: int = 80
+    timeout: float = 5.0
+
+    @classmethod
+    def create(cls, reactor, resolvers: tuple[str, ...] = (), port: int = 80, timeout: float = 5.0) -> HttpSelfCheck:
+        """Build a self-check resolving through ``resolvers`` ("IP:port"; empty = resolv.conf)."""
+        from twisted.names import client
+        from twisted.web.client import Agent
+
+        servers = []
+        for spec in resolvers:
+            host, _, port_text = spec.rpartition(":")
+            servers.append((host.strip("[]"), int(port_text)))
+        resolver = client.createResolver(servers=servers or None, reactor=reactor)
+        http = treq.HTTPClient(Agent(reactor, connectTimeout=timeout))
+        return cls(resolver=resolver, http=http, clock=reactor, port=port, timeout=timeout)
+
+    def __call__(self, hostname: str, token: str, key_authorization: str) -> Deferred:
+        """Return a Deferred that fires with None when the URL answers exactly ``key_authorization``.
+
+        Fails with SelfCheckFailed naming the URL and what went wrong (no address,
+        connection refused, timeout, HTTP status, wrong body).
+        """
+        return Deferred.fromCoroutine(self._check(hostname, token, key_authorization))
+
+    async def _check(self, hostname: str, token: str, key_authorization: str) -> None:
+        display_url = f"http://{hostname}{CHALLENGE_PATH}{token}"
+        try:
+            address = await self.resolver.getHostByName(hostname, timeout=(self.timeout,))
+        except Exception as e:
+            raise SelfCheckFailed(hostname, display_url, f"cannot resolve {hostname}: {e.__class__.__name__}") from None
+        host = f"[{address}]" if ":" in address else address
+        url = f"http://{host}:{self.port}{CHALLENGE_PATH}{token}"
+        try:
+            response = await self.http.get(
+                url, headers={"Host": hostname}, timeout=self.timeout, allow_redirects=False
+            )
+            body = await response.content()
+        except Exception as e:
+            raise SelfCheckFailed(
+                hostname, display_url, f"no answer from {address}:{self.port} ({e.__class__.__name__}: {e})"
+            ) from None
+        if response.code != 200:
+            raise SelfCheckFailed(hostname, display_url, f"{address} answered HTTP {response.code}, not 200")
+        if body.strip() != key_authorization.encode("ascii"):
+            raise SelfCheckFailed(
+                hostname, display_url,
+                f"{address} answered, but not with our key authorization: is {hostname} served by another server?",
+            )
+
+    def probe(self, store, hostname: str) -> Deferred:
+        """Self-check with a throwaway challenge written to ``store`` (for diagnostics).
+
+        Fails with SelfCheckFailed as :meth:`__call__` does; the probe token is always removed.
+        """
+        return Deferred.fromCoroutine(self._probe(store, hostname))
+
+    async def _probe(self, store, hostname: str) -> None:
+        token = secrets.token_urlsafe(24)
+        key_authorization = f"{token}.jobhost-probe"
+        await store.put_challenge(
+            Challenge(token=token, key_authorization=key_authorization, hostname=hostname,
+                      created_at=clock_now(self.clock))
+        )
+        try:
+            await self._check(hostname, token, key_authorization)
+        finally:
+            await store.delete_challenge(token)
+
+
+__all__ = ["CHALLENGE_PATH", "HttpSelfCheck"]
