@@ -15,7 +15,7 @@ import secrets
 from typing import Any
 
 import attrs
-import treq
+from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -58,7 +58,7 @@ class HttpSelfCheck:
             host, _, port_text = spec.rpartition(":")
             servers.append((host.strip("[]"), int(port_text)))
         resolver = client.createResolver(servers=servers or None, reactor=reactor)
-        http = treq.HTTPClient(Agent(reactor, connectTimeout=timeout))
+        http = HTTPClient(Agent(reactor, connectTimeout=timeout))
         return cls(resolver=resolver, http=http, clock=reactor, port=port, timeout=timeout)
 
     def __call__(self, hostname: str, token: str, key_authorization: str) -> Deferred:

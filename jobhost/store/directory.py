@@ -1,0 +1,847 @@
+"""
+The directory store: every record is one JSON file an operator can read and back up.
+
+Layout under the store's root (directories are created 0700 on first use)::
+
+    domains/<hostname>.json          domain records
+    certificates/<hostname>.json     certificate records (0600: they hold the key)
+    challenges/<token>.json          HTTP-01 challenges
+    accounts/<sha256 of URL>.json    ACME accounts, one per CA directory URL (0600)
+    leases/<name>.json               leases; leases/<name>.lock is their flock file
+    changes.log                      the change feed (see below)
+    changes.log.1                    the previous change feed, after compaction
+    changes.lock                     flock file serialising appends and compaction
+
+Rules this module keeps:
+
+- Every write goes to a sibling temp file (``.<name>.<random>.tmp``, created
+  with its final mode), is flushed and fsynced, renamed over the target, and
+  the directory is fsynced.  Readers see the old file or the new one, never a
+  part.  Leftover temp files (a writer killed mid-write) start with a dot and
+  are ignored by every reader.
+- A file that cannot be parsed is never served: ``get_*`` fails with
+  :class:`StoreError` naming the file; ``list_*`` skips it and logs an error
+  naming it, so one bad file does not stop every other hostname being served.
+- Hostnames and tokens are re-validated before they become part of a path, so
+  nothing can name a file outside the store.
+- Every blocking call runs through the injected ``run_in_thread``, never on
+  the reactor thread.
+
+The change feed: each put/delete of a certificate or domain record appends
+``"<hostname>\\n"`` to ``changes.log`` with one ``O_APPEND`` write while holding
+an exclusive ``flock`` on ``changes.lock``.  A cursor is a *virtual* byte
+offset: each log starts with a header line ``# jobhost changes base=N`` and
+byte ``i`` of the file is at offset ``N + i``.  When the log outgrows
+``max_log_bytes`` it is compacted: hard-linked to ``changes.log.1`` and
+replaced (by rename, so there is never a moment without a log) by a fresh log
+whose base is the old log's end.  Offsets therefore only grow, a cursor never
+points into the wrong file, a reader one compaction behind still gets exact
+names from ``changes.log.1``, and a reader further behind (or holding a cursor
+past the end, e.g. after the log was deleted) gets None: "treat everything as
+changed".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, Callable, Iterator
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from jobhost.errors import InvalidHostname, StoreError
+from jobhost.hostnames import normalise_hostname
+from jobhost.store.interfaces import IStore
+from jobhost.store.records import Account, CertificateRecord, Challenge, DomainRecord, Lease
+
+DOMAINS = "domains"
+CERTIFICATES = "certificates"
+CHALLENGES = "challenges"
+ACCOUNTS = "accounts"
+LEASES = "leases"
+CHANGES_LOG = "changes.log"
+CHANGES_LOG_OLD = "changes.log.1"
+CHANGES_LOCK = "changes.lock"
+
+#: Mode of files holding private keys (certificates, accounts).
+SECRET_MODE = 0o600
+#: Mode of every other record file (the store's directories are 0700 anyway).
+PUBLIC_MODE = 0o644
+DIRECTORY_MODE = 0o700
+
+#: Compact the change log once it grows past this many bytes.
+DEFAULT_MAX_LOG_BYTES = 1 << 20
+
+_JSON = ".json"
+_HEADER_PREFIX = b"# jobhost changes base="
+_TOKEN = re.compile(r"\A[A-Za-z0-9_-]{1,256}\Z")
+_LEASE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:@=+-]{0,199}\Z")
+
+
+def _as_filepath(value: FilePath | str) -> FilePath:
+    if isinstance(value, FilePath):
+        return value
+    return FilePath(os.fspath(value))
+
+
+def is_normalised_hostname(value: object) -> bool:
+    """True when ``value`` is text that :func:`normalise_hostname` leaves unchanged."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return normalise_hostname(value) == value
+    except InvalidHostname:
+        return False
+
+
+def is_token(value: object) -> bool:
+    """True when ``value`` is base64url text (what an HTTP-01 token must be)."""
+    return isinstance(value, str) and _TOKEN.match(value) is not None
+
+
+def lease_file_stem(name: str) -> str:
+    """The file name (without extension) a lease called ``name`` is kept under.
+
+    Readable names (letters, digits and ``._:@=+-``, starting with a letter or
+    digit) are used as they are; anything else becomes ``_`` plus the SHA-256
+    of the name, which cannot collide with a readable one.
+    """
+    if _LEASE_NAME.match(name):
+        return name
+    return "_" + hashlib.sha256(name.encode("utf-8")).hexdigest()
+
+
+def account_file_stem(directory_url: str) -> str:
+    """The file name (without extension) of the account for ``directory_url``."""
+    return hashlib.sha256(directory_url.encode("utf-8")).hexdigest()
+
+
+# -- low-level file helpers (run in a worker thread) -----------------------------------
+
+
+def _fsync_directory(path: str) -> None:
+    """Make a rename or unlink in ``path`` durable; StoreError naming it on failure."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise StoreError(f"cannot sync directory {path}: {e.strerror}") from None
+
+
+def _ensure_directory(path: str) -> None:
+    try:
+        # The mode applies to the last component only; DirectoryStore._ensure makes the root first.
+        os.makedirs(path, mode=DIRECTORY_MODE, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create directory {path}: {e.strerror}") from None
+
+
+def _temp_sibling(path: str) -> str:
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}.{secrets.token_hex(8)}.tmp")
+
+
+def _write_temp(path: str, data: bytes, mode: int) -> str:
+    """Write ``data`` to a new fsynced temp file beside ``path``; return its name."""
+    temp = _temp_sibling(path)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        if mode == SECRET_MODE:
+            # The umask can only have removed bits; make the mode exact.
+            os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(temp)
+        raise
+    os.close(fd)
+    return temp
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def write_atomically(path: str, data: bytes, mode: int) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old or the new content only.
+
+    Raises:
+        StoreError: naming the file, when any step fails (the old file is then untouched).
+    """
+    temp = None
+    try:
+        temp = _write_temp(path, data, mode)
+        os.rename(temp, path)
+        temp = None
+        _fsync_directory(os.path.dirname(path))
+    except OSError as e:
+        if temp is not None:
+            _unlink_quietly(temp)
+        raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def create_exclusively(path: str, data: bytes, mode: int) -> bool:
+    """Create ``path`` with ``data`` unless it exists; True when this call created it.
+
+    The complete file is written to a temp file first and then hard-linked to
+    ``path``; ``link`` fails if ``path`` exists, which makes creation atomic
+    across processes without any reader seeing a partial file.
+    """
+    temp = None
+    try:
+        temp = _write_temp(path, data, mode)
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return False
+        _fsync_directory(os.path.dirname(path))
+        return True
+    except OSError as e:
+        raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        if temp is not None:
+            _unlink_quietly(temp)
+
+
+def _encode(doc: dict[str, Any]) -> bytes:
+    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing field {exc}"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    return str(exc) or exc.__class__.__name__
+
+
+def read_record(path: str, parse: Callable[[dict[str, Any]], Any], key: str) -> Any:
+    """Read and parse one record file.
+
+    Raises:
+        KeyError: ``key``, when the file does not exist.
+        StoreError: naming the file, when it cannot be read or parsed.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise KeyError(key) from None
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+        return parse(doc)
+    except Exception as e:
+        raise StoreError(f"cannot parse {path}: {_describe(e)}") from None
+
+
+@contextmanager
+def _flocked(path: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing).
+
+    ``flock`` locks belong to the open file description, so this excludes
+    other threads of this process as well as other processes.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SECRET_MODE)
+    except OSError as e:
+        raise StoreError(f"cannot open lock file {path}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+# -- the change log ---------------------------------------------------------------------
+
+
+def _log_header(base: int) -> bytes:
+    return _HEADER_PREFIX + b"%d\n" % base
+
+
+def _read_log_start(f) -> tuple[int, int]:
+    """Return ``(base, content_start)`` of an open change log."""
+    f.seek(0)
+    first = f.read(64)
+    if first.startswith(_HEADER_PREFIX):
+        end = first.find(b"\n")
+        if end > 0:
+            try:
+                return int(first[len(_HEADER_PREFIX) : end]), end + 1
+            except ValueError:
+                pass
+    # No (valid) header: an operator truncated or replaced the file; offsets start at 0.
+    return 0, 0
+
+
+def _read_names(f, start: int, stop: int) -> tuple[list[str] | None, int]:
+    """Read the complete lines in ``[start, stop)``; return ``(hostnames, bytes used)``.
+
+    A partial last line (a write in flight) is left for the next call.  A line
+    that is not a normalised hostname makes the names None: the log cannot be
+    trusted, so the caller must treat everything as changed.
+    """
+    if stop <= start:
+        return [], 0
+    f.seek(start)
+    data = f.read(stop - start)
+    used = data.rfind(b"\n") + 1
+    names: list[str] | None = []
+    for line in data[:used].split(b"\n")[:-1]:
+        name = line.decode("ascii", "replace")
+        if not is_normalised_hostname(name):
+            names = None
+            break
+        names.append(name)
+    return names, used
+
+
+def _last_line_end(f, start: int, size: int) -> int:
+    """File position just after the last complete line (at least ``start``)."""
+    position = size
+    while position > start:
+        chunk_start = max(start, position - 4096)
+        f.seek(chunk_start)
+        chunk = f.read(position - chunk_start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            return chunk_start + newline + 1
+        position = chunk_start
+    return start
+
+
+@implementer(IStore)
+@attrs.define
+class DirectoryStore:
+    """An :class:`IStore` kept as JSON files in one directory tree (see the module docstring).
+
+    Several processes may share one directory: writes are atomic renames,
+    ``add_domain`` uses an exclusive hard link, leases and the change log are
+    serialised with ``flock``.
+
+    Attributes:
+        path: The store's root directory (created 0700 on first write).
+        run_in_thread: ``f, *args -> Deferred`` running blocking ``f`` off the
+            reactor thread; tests may pass one that calls ``f`` at once.
+        max_log_bytes: Compact ``changes.log`` once it grows past this size.
+    """
+
+    path: FilePath = attrs.field(converter=_as_filepath)
+    run_in_thread: Callable[..., Deferred]
+    max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
+
+    _log = Logger()
+
+    @classmethod
+    def create(
+        cls,
+        reactor,
+        path: FilePath | str,
+        threadpool: ThreadPool | None = None,
+        max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
+    ) -> DirectoryStore:
+        """Build a store whose disk I/O runs in ``threadpool``.
+
+        Without a thread pool, a small one is made; it starts when the reactor
+        runs (not before: ``twistd`` may fork after building the service and
+        threads do not survive a fork) and stops at reactor shutdown.
+
+        Args:
+            reactor: Provides ``callFromThread``, ``callWhenRunning`` and
+                ``addSystemEventTrigger``.
+            path: The store's root directory.
+            threadpool: An already managed pool to use instead.
+        """
+        if threadpool is None:
+            threadpool = ThreadPool(minthreads=0, maxthreads=4, name="jobhost-directory-store")
+            reactor.callWhenRunning(threadpool.start)
+            reactor.addSystemEventTrigger("during", "shutdown", threadpool.stop)
+        return cls(path, partial(deferToThreadPool, reactor, threadpool), max_log_bytes)
+
+    # -- paths ---------------------------------------------------------------------------
+
+    @property
+    def _root(self) -> str:
+        return os.fsdecode(self.path.path)
+
+    def _dir(self, kind: str) -> str:
+        return os.path.join(self._root, kind)
+
+    def _file(self, kind: str, stem: str) -> str:
+        return os.path.join(self._root, kind, stem + _JSON)
+
+    def _ensure(self, kind: str) -> str:
+        """Create the root and ``kind`` directories (0700) if missing; return the latter."""
+        _ensure_directory(self._root)
+        directory = self._dir(kind)
+        _ensure_directory(directory)
+        return directory
+
+    def _write(self, kind: str, stem: str, doc: dict[str, Any], mode: int) -> None:
+        directory = self._ensure(kind)
+        write_atomically(os.path.join(directory, stem + _JSON), _encode(doc), mode)
+
+    def _checked_hostname_for_write(self, hostname: object) -> str:
+        if not is_normalised_hostname(hostname):
+            raise StoreError(f"refusing to store a record under {hostname!r}: not a normalised hostname")
+        return hostname  # type: ignore[return-value]
+
+    # -- generic record operations (worker thread) --------------------------------------
+
+    @staticmethod
+    def _parser(cls_, key_field: str, key: str) -> Callable[[dict[str, Any]], Any]:
+        def parse(doc: dict[str, Any]) -> Any:
+            record = cls_.from_json(doc)
+            if getattr(record, key_field) != key:
+                raise ValueError(f"it holds {key_field} {getattr(record, key_field)!r}, not {key!r}")
+            return record
+
+        return parse
+
+    def _list_sync(
+        self, kind: str, cls_, after: str | None, limit: int | None, keep=None
+    ) -> tuple[list[Any], list[tuple[str, str]]]:
+        """Return ``(records, problems)``: records by hostname, and files skipped with why."""
+        directory = self._dir(kind)
+        if limit is not None and limit <= 0:
+            return [], []
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return [], []
+        except OSError as e:
+            raise StoreError(f"cannot list {directory}: {e.strerror}") from None
+        stems = sorted(
+            n[: -len(_JSON)] for n in names if n.endswith(_JSON) and not n.startswith(".")
+        )
+        records: list[Any] = []
+        problems: list[tuple[str, str]] = []
+        for stem in stems:
+            if after is not None and stem <= after:
+                continue
+            path = os.path.join(directory, stem + _JSON)
+            if not is_normalised_hostname(stem):
+                problems.append((path, f"{path}: the file name is not a normalised hostname"))
+                continue
+            try:
+                record = read_record(path, self._parser(cls_, "hostname", stem), stem)
+            except KeyError:
+                continue  # deleted while we were listing
+            except StoreError as e:
+                problems.append((path, e.message))
+                continue
+            if keep is not None and not keep(record):
+                continue
+            records.append(record)
+            if limit is not None and len(records) >= limit:
+                break
+        return records, problems
+
+    def _report_problems(self, result: tuple[list[Any], list[tuple[str, str]]]) -> list[Any]:
+        records, problems = result
+        for path, reason in problems:
+            # ``reason`` names the file too; ``file`` keeps it as a field for JSON logs.
+            self._log.error("Skipping a store file: {reason}", file=path, reason=reason)
+        return records
+
+    def _report_change_failure(self, failure_message: str | None) -> None:
+        if failure_message is not None:
+            self._log.error(
+                "Stored the change but could not record it in the change feed: {reason}",
+                reason=failure_message,
+            )
+        return None
+
+    # -- domain records -----------------------------------------------------------------
+
+    def _get_domain_sync(self, hostname: str) -> DomainRecord:
+        if not is_normalised_hostname(hostname):
+            raise KeyError(hostname)
+        return read_record(
+            self._file(DOMAINS, hostname), self._parser(DomainRecord, "hostname", hostname), hostname
+        )
+
+    def get_domain(self, hostname: str) -> Deferred:
+        """Fire with the :class:`DomainRecord` for ``hostname``.
+
+        Fails with KeyError when there is none (or ``hostname`` is not a
+        normalised hostname), StoreError naming the file when it is corrupt.
+        """
+        return self.run_in_thread(self._get_domain_sync, hostname)
+
+    def _add_domain_sync(self, record: DomainRecord) -> tuple[tuple[DomainRecord, bool], str | None]:
+        hostname = self._checked_hostname_for_write(record.hostname)
+        self._ensure(DOMAINS)
+        path = self._file(DOMAINS, hostname)
+        if create_exclusively(path, _encode(record.to_json()), PUBLIC_MODE):
+            return (record, True), self._record_change(hostname)
+        try:
+            existing = self._get_domain_sync(hostname)
+        except KeyError:
+            # Deleted between our link attempt and the read: that is a lost race, not an error.
+            raise StoreError(f"{path} was deleted while registering {hostname}; try again") from None
+        return (existing, False), None
+
+    def add_domain(self, record: DomainRecord) -> Deferred:
+        """Store ``record`` unless its hostname has one, atomically across processes.
+
+        Fires with ``(stored_record, created)``.  Fails with StoreError when
+        the hostname is not normalised or the disk refuses.
+        """
+        d = self.run_in_thread(self._add_domain_sync, record)
+
+        def report(result):
+            outcome, change_failure = result
+            self._report_change_failure(change_failure)
+            return outcome
+
+        return d.addCallback(report)
+
+    def _put_domain_sync(self, record: DomainRecord) -> str | None:
+        hostname = self._checked_hostname_for_write(record.hostname)
+        self._write(DOMAINS, hostname, record.to_json(), PUBLIC_MODE)
+        return self._record_change(hostname)
+
+    def put_domain(self, record: DomainRecord) -> Deferred:
+        """Create or replace the domain record; fire with None (StoreError on failure)."""
+        return self.run_in_thread(self._put_domain_sync, record).addCallback(self._report_change_failure)
+
+    def _delete_domain_sync(self, hostname: str) -> str | None:
+        if not is_normalised_hostname(hostname):
+            raise KeyError(hostname)
+        path = self._file(DOMAINS, hostname)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            raise KeyError(hostname) from None
+        except OSError as e:
+            raise StoreError(f"cannot delete {path}: {e.strerror}") from None
+        _fsync_directory(self._dir(DOMAINS))
+        return self._record_change(hostname)
+
+    def delete_domain(self, hostname: str) -> Deferred:
+        """Delete the domain record; fire with None, or fail with KeyError if none."""
+        return self.run_in_thread(self._delete_domain_sync, hostname).addCallback(
+            self._report_change_failure
+        )
+
+    def list_domains(self, state: str | None = None, after: str | None = None, limit: int | None = None) -> Deferred:
+        """Fire with DomainRecords ordered by hostname (see :meth:`IStore.list_domains`).
+
+        Unreadable files are skipped and logged as errors naming the file.
+        """
+        keep = None if state is None else (lambda r: r.state == state)
+        return self.run_in_thread(self._list_sync, DOMAINS, DomainRecord, after, limit, keep).addCallback(
+            self._report_problems
+        )
+
+    # -- certificate records ----------------------------------------------------------------
+
+    def _get_certificate_sync(self, hostname: str) -> CertificateRecord:
+        if not is_normalised_hostname(hostname):
+            raise KeyError(hostname)
+        return read_record(
+            self._file(CERTIFICATES, hostname),
+            self._parser(CertificateRecord, "hostname", hostname),
+            hostname,
+        )
+
+    def get_certificate(self, hostname: str) -> Deferred:
+        """Fire with the :class:`CertificateRecord`.
+
+        Fails with KeyError when there is none, StoreError naming the file when
+        it is corrupt or its key does not match its leaf.
+        """
+        return self.run_in_thread(self._get_certificate_sync, hostname)
+
+    def _put_certificate_sync(self, record: CertificateRecord) -> str | None:
+        hostname = self._checked_hostname_for_write(record.hostname)
+        self._write(CERTIFICATES, hostname, record.to_json(), SECRET_MODE)
+        return self._record_change(hostname)
+
+    def put_certificate(self, record: CertificateRecord) -> Deferred:
+        """Atomically create or replace the certificate (file mode 0600); fire with None."""
+        return self.run_in_thread(self._put_certificate_sync, record).addCallback(
+            self._report_change_failure
+        )
+
+    def _delete_certificate_sync(self, hostname: str) -> str | None:
+        if not is_normalised_hostname(hostname):
+            return None
+        path = self._file(CERTIFICATES, hostname)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StoreError(f"cannot delete {path}: {e.strerror}") from None
+        _fsync_directory(self._dir(CERTIFICATES))
+        return self._record_change(hostname)
+
+    def delete_certificate(self, hostname: str) -> Deferred:
+        """Delete the certificate and record the change; fire with None (also when absent)."""
+        return self.run_in_thread(self._delete_certificate_sync, hostname).addCallback(
+            self._report_change_failure
+        )
+
+    def list_certificates(self, after: str | None = None, limit: int | None = None) -> Deferred:
+        """Fire with CertificateRecords ordered by hostname.
+
+        Unreadable files (and leftover temp files) are skipped; the former are
+        logged as errors naming the file.
+        """
+        return self.run_in_thread(self._list_sync, CERTIFICATES, CertificateRecord, after, limit).addCallback(
+            self._report_problems
+        )
+
+    # -- change feed -----------------------------------------------------------------------
+
+    def _new_log(self, base: int) -> None:
+        """Install a fresh, empty change log starting at ``base``.  Hold the log lock."""
+        write_atomically(os.path.join(self._root, CHANGES_LOG), _log_header(base), PUBLIC_MODE)
+
+    def _compact_log(self, log_path: str, size: int) -> None:
+        """Move the full log to ``changes.log.1`` and start a new one.  Hold the log lock.
+
+        The old log is hard-linked into place before the new one is renamed
+        over ``changes.log``, so a reader always finds a log.
+        """
+        with open(log_path, "rb") as f:
+            base, _ = _read_log_start(f)
+        linked = os.path.join(self._root, "." + CHANGES_LOG_OLD + ".tmp")
+        _unlink_quietly(linked)
+        os.link(log_path, linked)
+        os.rename(linked, os.path.join(self._root, CHANGES_LOG_OLD))
+        self._new_log(base + size)
+
+    def _record_change(self, hostname: str) -> str | None:
+        """Append ``hostname`` to the change log; return None, or why it failed.
+
+        Called after the record itself is safely on disk, so a reader who sees
+        the line also sees the new record.  A failure here does not undo the
+        write: it is reported (logged) and other processes find the change at
+        their next full reload.
+        """
+        log_path = os.path.join(self._root, CHANGES_LOG)
+        line = hostname.encode("ascii") + b"\n"
+        try:
+            with _flocked(os.path.join(self._root, CHANGES_LOCK)):
+                try:
+                    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    self._new_log(0)
+                    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                try:
+                    # One small write: atomic with respect to other appenders and readers.
+                    os.write(fd, line)
+                    size = os.fstat(fd).st_size
+                finally:
+                    os.close(fd)
+                if size > self.max_log_bytes:
+                    self._compact_log(log_path, size)
+        except (OSError, StoreError) as e:
+            return f"{log_path}: {getattr(e, 'strerror', None) or e}"
+        return None
+
+    def _changes_sync(self, cursor: int | None) -> tuple[int, frozenset[str] | None]:
+        log_path = os.path.join(self._root, CHANGES_LOG)
+        try:
+            f = open(log_path, "rb")
+        except FileNotFoundError:
+            # Nothing ever changed (or the log was removed): the feed is empty at 0.
+            if cursor is None or cursor == 0:
+                return 0, frozenset()
+            return 0, None
+        except OSError as e:
+            raise StoreError(f"cannot read {log_path}: {e.strerror}") from None
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            base, start = _read_log_start(f)
+            end = base + _last_line_end(f, start, size)
+            if cursor is None:
+                return end, frozenset()
+            if cursor > base + size:
+                return end, None  # the log was truncated or replaced
+            if cursor < base:
+                earlier = self._old_log_names(cursor, base)
+                if earlier is None:
+                    return end, None  # more than one compaction behind
+                position = start
+            else:
+                earlier = []
+                position = max(cursor - base, start)
+            names, used = _read_names(f, position, size)
+            if names is None:
+                return base + position + used, None
+            return base + position + used, frozenset(earlier + names)
+
+    def _old_log_names(self, cursor: int, base: int) -> list[str] | None:
+        """Names after ``cursor`` in ``changes.log.1``, if it is the log just before ``base``."""
+        try:
+            with open(os.path.join(self._root, CHANGES_LOG_OLD), "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                old_base, start = _read_log_start(f)
+                if old_base + size != base or cursor < old_base:
+                    return None
+                names, _ = _read_names(f, max(cursor - old_base, start), size)
+                return names
+        except OSError:
+            return None
+
+    def changes(self, cursor: int | None) -> Deferred:
+        """Report hostnames whose certificate or domain record changed since ``cursor``.
+
+        Fires with ``(new_cursor, hostnames)``: cursors are ints (virtual byte
+        offsets into the change log, see the module docstring); ``hostnames``
+        is a frozenset, or None when the store cannot tell (cursor from before
+        the last two logs, past the end, or an unreadable line).
+        """
+        return self.run_in_thread(self._changes_sync, cursor)
+
+    # -- challenges --------------------------------------------------------------------------
+
+    def _put_challenge_sync(self, challenge: Challenge) -> None:
+        if not is_token(challenge.token):
+            raise StoreError(f"refusing to store a challenge under {challenge.token!r}: not a base64url token")
+        self._write(CHALLENGES, challenge.token, challenge.to_json(), PUBLIC_MODE)
+
+    def put_challenge(self, challenge: Challenge) -> Deferred:
+        """Store an HTTP-01 challenge under its token; fire with None (StoreError if not base64url)."""
+        return self.run_in_thread(self._put_challenge_sync, challenge)
+
+    def _get_challenge_sync(self, token: str) -> Challenge:
+        if not is_token(token):
+            raise KeyError(token)
+        return read_record(self._file(CHALLENGES, token), self._parser(Challenge, "token", token), token)
+
+    def get_challenge(self, token: str) -> Deferred:
+        """Fire with the :class:`Challenge`; fail with KeyError if none (or not a token)."""
+        return self.run_in_thread(self._get_challenge_sync, token)
+
+    def _delete_challenge_sync(self, token: str) -> None:
+        if not is_token(token):
+            return
+        path = self._file(CHALLENGES, token)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise StoreError(f"cannot delete {path}: {e.strerror}") from None
+        _fsync_directory(self._dir(CHALLENGES))
+
+    def delete_challenge(self, token: str) -> Deferred:
+        """Forget a challenge; fire with None (also when absent)."""
+        return self.run_in_thread(self._delete_challenge_sync, token)
+
+    # -- accounts ------------------------------------------------------------------------------
+
+    def _get_account_sync(self, directory_url: str) -> Account:
+        path = self._file(ACCOUNTS, account_file_stem(directory_url))
+        return read_record(path, self._parser(Account, "directory_url", directory_url), directory_url)
+
+    def get_account(self, directory_url: str) -> Deferred:
+        """Fire with the :class:`Account` for that CA directory; fail with KeyError if none."""
+        return self.run_in_thread(self._get_account_sync, directory_url)
+
+    def _put_account_sync(self, account: Account) -> None:
+        self._write(ACCOUNTS, account_file_stem(account.directory_url), account.to_json(), SECRET_MODE)
+
+    def put_account(self, account: Account) -> Deferred:
+        """Create or replace the account for its directory URL (file mode 0600); fire with None."""
+        return self.run_in_thread(self._put_account_sync, account)
+
+    # -- leases ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def _lease_file(self, name: str) -> Iterator[str]:
+        directory = self._ensure(LEASES)
+        stem = lease_file_stem(name)
+        with _flocked(os.path.join(directory, stem + ".lock")):
+            yield os.path.join(directory, stem + _JSON)
+
+    def _read_lease(self, path: str, name: str) -> Lease | None:
+        try:
+            return read_record(path, self._parser(Lease, "name", name), name)
+        except KeyError:
+            return None
+
+    def _acquire_lease_sync(self, name, holder, expires_at, now) -> bool:
+        with self._lease_file(name) as path:
+            current = self._read_lease(path, name)
+            if current is not None and current.holder != holder and current.expires_at > now:
+                return False
+            lease = Lease(name=name, holder=holder, expires_at=expires_at)
+            write_atomically(path, _encode(lease.to_json()), PUBLIC_MODE)
+            return True
+
+    def acquire_lease(self, name: str, holder: str, expires_at, now) -> Deferred:
+        """Try to take lease ``name`` for ``holder`` until ``expires_at``; fire True or False.
+
+        Serialised across processes by ``flock`` on ``leases/<name>.lock``.
+        """
+        return self.run_in_thread(self._acquire_lease_sync, name, holder, expires_at, now)
+
+    def _release_lease_sync(self, name: str, holder: str) -> None:
+        with self._lease_file(name) as path:
+            current = self._read_lease(path, name)
+            if current is None or current.holder != holder:
+                return
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                raise StoreError(f"cannot delete {path}: {e.strerror}") from None
+
+    def release_lease(self, name: str, holder: str) -> Deferred:
+        """Give up ``name`` if ``holder`` holds it; fire with None."""
+        return self.run_in_thread(self._release_lease_sync, name, holder)
+
+
+__all__ = [
+    "ACCOUNTS",
+    "CERTIFICATES",
+    "CHALLENGES",
+    "CHANGES_LOG",
+    "CHANGES_LOG_OLD",
+    "DEFAULT_MAX_LOG_BYTES",
+    "DOMAINS",
+    "DirectoryStore",
+    "LEASES",
+    "PUBLIC_MODE",
+    "SECRET_MODE",
+    "account_file_stem",
+    "create_exclusively",
+    "is_normalised_hostname",
+    "is_token",
+    "lease_file_stem",
+    "read_record",
+    "write_atomically",
+]

@@ -1,0 +1,294 @@
+"""
+``jobhost-store``: look at and change a store from the command line.
+
+Subcommands::
+
+    jobhost-store --store directory:var/store put-certificate HOSTNAME --key KEY.pem --chain FULLCHAIN.pem
+    jobhost-store --store directory:var/store add-domain HOSTNAME [--page PAGE.json]
+    jobhost-store --store directory:var/store list
+    jobhost-store --store directory:var/store show HOSTNAME
+    jobhost-store --store directory:var/store delete-certificate HOSTNAME
+
+It goes through the same :class:`IStore` API as the daemon, so a running
+daemon sharing the store sees each change on its change feed.  Relative store
+paths start in the current directory.  Key material is never printed.  Errors
+the operator can fix (a bad hostname, a key that does not match its
+certificate, an unreadable file, a bad store URL) print one line to stderr and
+exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from typing import Any, Sequence, TextIO
+
+import attrs
+from twisted.internet.defer import Deferred, ensureDeferred
+
+from jobhost.certs import certificate_record
+from jobhost.errors import JobhostError
+from jobhost.hostnames import normalise_hostname
+from jobhost.store.factory import store_from_url
+from jobhost.store.interfaces import IStore
+from jobhost.store.records import DomainRecord, DomainState
+from jobhost.timeutil import now, to_iso
+
+PROG = "jobhost-store"
+#: Exit status for errors the operator can fix.
+EXIT_ERROR = 2
+_PAGE_SIZE = 500
+
+
+class ToolError(Exception):
+    """An operator error: its message is printed as one line and the tool exits 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``jobhost-store``."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Inspect and change a jobhost store.")
+    parser.add_argument(
+        "--store",
+        required=True,
+        metavar="URL",
+        help="the store, e.g. directory:var/store (relative to the current directory)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    put = commands.add_parser("put-certificate", help="store a key and certificate chain for a hostname")
+    put.add_argument("hostname")
+    put.add_argument("--key", required=True, metavar="KEY.pem", help="the private key (PEM)")
+    put.add_argument(
+        "--chain", required=True, metavar="FULLCHAIN.pem", help="leaf certificate then intermediates (PEM)"
+    )
+
+    add = commands.add_parser("add-domain", help="register a hostname (idempotent)")
+    add.add_argument("hostname")
+    add.add_argument("--page", metavar="PAGE.json", help="the careers page document (JSON)")
+
+    commands.add_parser("list", help="list hostnames with their state and certificate expiry")
+
+    show = commands.add_parser("show", help="show a hostname's domain record and certificate facts")
+    show.add_argument("hostname")
+
+    delete = commands.add_parser("delete-certificate", help="delete a hostname's certificate")
+    delete.add_argument("hostname")
+    return parser
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ToolError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _covers(names: Sequence[str], hostname: str) -> bool:
+    """True when a certificate for ``names`` is valid for ``hostname`` (one-label wildcards)."""
+    if hostname in names:
+        return True
+    parent = hostname.split(".", 1)[1] if "." in hostname else None
+    return parent is not None and f"*.{parent}" in names
+
+
+async def _get_or_none(d: Deferred) -> Any:
+    try:
+        return await d
+    except KeyError:
+        return None
+
+
+async def _put_certificate(reactor, store: IStore, args, out: TextIO, err: TextIO) -> int:
+    hostname = normalise_hostname(args.hostname)
+    key_pem = _read(args.key)
+    chain_pem = _read(args.chain)
+    record = certificate_record(hostname, key_pem, chain_pem)
+    if not _covers(record.names, hostname):
+        names = ", ".join(record.names) or "no DNS names"
+        raise ToolError(f"the certificate in {args.chain} is for {names}, not {hostname}")
+    if record.not_after <= now(reactor):
+        err.write(f"{PROG}: warning: the certificate for {hostname} expired at {to_iso(record.not_after)}\n")
+    await store.put_certificate(record)
+    out.write(
+        f"stored certificate for {hostname}: expires {to_iso(record.not_after)}, sha256 {record.fingerprint}\n"
+    )
+    return 0
+
+
+def _load_page(path: str) -> dict[str, Any]:
+    """Read, check and normalise a careers page document.
+
+    Raises:
+        ToolError: the file is unreadable, not JSON, or breaks the page schema
+            (every problem named).
+    """
+    # Imported here: only --page needs the page module (and its twisted.web imports).
+    from jobhost.web.pages import validate_page
+
+    try:
+        page = json.loads(_read(path))
+    except ValueError as e:
+        raise ToolError(f"cannot parse {path}: {e}") from None
+    try:
+        return validate_page(page)
+    except JobhostError as e:  # PageInvalid, naming every problem
+        raise ToolError(f"{path}: {e}") from None
+
+
+async def _add_domain(reactor, store: IStore, args, out: TextIO, err: TextIO) -> int:
+    hostname = normalise_hostname(args.hostname)
+    page = _load_page(args.page) if args.page else None
+    at = now(reactor)
+    record = DomainRecord(
+        hostname=hostname, state=DomainState.PENDING, created_at=at, updated_at=at, page=page
+    )
+    stored, created = await store.add_domain(record)
+    if created:
+        out.write(f"registered {hostname} ({stored.state})\n")
+    elif page is not None:
+        await store.put_domain(attrs.evolve(stored, page=page, updated_at=at))
+        out.write(f"{hostname} was already registered ({stored.state}); page replaced\n")
+    else:
+        out.write(f"{hostname} was already registered ({stored.state})\n")
+    return 0
+
+
+async def _all(list_page) -> list[Any]:
+    records: list[Any] = []
+    after = None
+    while True:
+        batch = await list_page(after)
+        records.extend(batch)
+        if len(batch) < _PAGE_SIZE:
+            return records
+        after = batch[-1].hostname
+
+
+async def _list(reactor, store: IStore, args, out: TextIO, err: TextIO) -> int:
+    domains = {
+        r.hostname: r for r in await _all(lambda after: store.list_domains(after=after, limit=_PAGE_SIZE))
+    }
+    certificates = {
+        r.hostname: r
+        for r in await _all(lambda after: store.list_certificates(after=after, limit=_PAGE_SIZE))
+    }
+    hostnames = sorted(set(domains) | set(certificates))
+    width = max([len("HOSTNAME")] + [len(h) for h in hostnames])
+    out.write(f"{'HOSTNAME':<{width}}  {'STATE':<10}  CERTIFICATE EXPIRES\n")
+    for hostname in hostnames:
+        state = domains[hostname].state if hostname in domains else "-"
+        expires = to_iso(certificates[hostname].not_after) if hostname in certificates else "-"
+        out.write(f"{hostname:<{width}}  {state:<10}  {expires}\n")
+    return 0
+
+
+async def _show(reactor, store: IStore, args, out: TextIO, err: TextIO) -> int:
+    hostname = normalise_hostname(args.hostname)
+    domain = await _get_or_none(store.get_domain(hostname))
+    certificate = await _get_or_none(store.get_certificate(hostname))
+    if domain is None and certificate is None:
+        raise ToolError(f"nothing is stored for {hostname}")
+    doc = {
+        "hostname": hostname,
+        "domain": domain.to_json() if domain is not None else None,
+        # public_json never includes the key.
+        "certificate": certificate.public_json() if certificate is not None else None,
+    }
+    out.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+async def _delete_certificate(reactor, store: IStore, args, out: TextIO, err: TextIO) -> int:
+    hostname = normalise_hostname(args.hostname)
+    try:
+        await store.get_certificate(hostname)
+    except KeyError:
+        raise ToolError(f"no certificate is stored for {hostname}") from None
+    except JobhostError:
+        pass  # unreadable: deleting it is exactly what the operator may want
+    await store.delete_certificate(hostname)
+    out.write(f"deleted certificate for {hostname}\n")
+    return 0
+
+
+_COMMANDS = {
+    "put-certificate": _put_certificate,
+    "add-domain": _add_domain,
+    "list": _list,
+    "show": _show,
+    "delete-certificate": _delete_certificate,
+}
+
+
+async def run(
+    reactor, args: argparse.Namespace, store: IStore, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Carry out one parsed command against ``store``; return the exit status.
+
+    Operator errors are written to ``err`` as one line (no traceback) and
+    give :data:`EXIT_ERROR`.
+
+    Args:
+        reactor: The clock for timestamps (``seconds()``).
+        args: From :func:`build_parser`.
+        store: The store to use.
+        out, err: Where to write results and errors (default: stdout, stderr).
+    """
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    try:
+        return await _COMMANDS[args.command](reactor, store, args, out, err)
+    except (ToolError, JobhostError) as e:
+        err.write(f"{PROG}: error: {e}\n")
+        return EXIT_ERROR
+
+
+async def _main(reactor, args: argparse.Namespace) -> None:
+    try:
+        store = store_from_url(args.store, reactor, os.getcwd())
+    except JobhostError as e:
+        sys.stderr.write(f"{PROG}: error: {e}\n")
+        raise SystemExit(EXIT_ERROR) from None
+    try:
+        code = await run(reactor, args, store)
+    except Exception:
+        sys.stderr.write(f"{PROG}: unexpected error:\n{traceback.format_exc()}")
+        code = 1
+    if code:
+        raise SystemExit(code)
+
+
+def _log_warnings_to_stderr() -> None:
+    """Show the store's warnings and errors (e.g. a skipped corrupt file) on stderr."""
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    observer = FilteringLogObserver(
+        textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)]
+    )
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``jobhost-store`` console script; exits with the status."""
+    from twisted.internet.task import react
+
+    args = build_parser().parse_args(argv)
+    _log_warnings_to_stderr()
+    react(lambda reactor: ensureDeferred(_main(reactor, args)))
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["EXIT_ERROR", "ToolError", "build_parser", "main", "run"]

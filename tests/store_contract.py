@@ -1,0 +1,453 @@
+"""
+The IStore contract, as a test mixin every store implementation runs.
+
+A test module subclasses :class:`StoreContractTests` together with
+``twisted.trial.unittest.TestCase`` and says how to make a fresh, empty store
+(:meth:`StoreContractTests.make_store`) and, when the store's data can be
+shared, a second store over the same data
+(:meth:`StoreContractTests.make_second_store`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import attrs
+from twisted.internet.defer import inlineCallbacks
+from zope.interface.verify import verifyObject
+
+from jobhost.certs import certificate_record, generate_private_key, private_key_pem
+from jobhost.store.interfaces import IStore
+from jobhost.store.records import (
+    Account,
+    AriWindow,
+    Challenge,
+    DomainRecord,
+    DomainState,
+    StateChange,
+)
+from jobhost.testing import TestCA
+
+T0 = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+
+_shared_ca: list[TestCA] = []
+
+
+def shared_ca() -> TestCA:
+    """One throwaway CA for the whole test run, made on first use (never at import)."""
+    if not _shared_ca:
+        _shared_ca.append(TestCA.create("store contract CA"))
+    return _shared_ca[0]
+
+
+def make_certificate(hostname: str, **extra):
+    """A valid CertificateRecord for ``hostname`` issued by :func:`shared_ca`."""
+    key_pem, chain_pem = shared_ca().issue(hostname)
+    return certificate_record(hostname, key_pem, chain_pem, **extra)
+
+
+def make_domain(hostname: str, state: str = DomainState.PENDING, **changes) -> DomainRecord:
+    """A DomainRecord for ``hostname`` with every field filled in."""
+    record = DomainRecord(
+        hostname=hostname,
+        state=state,
+        created_at=T0,
+        updated_at=T0 + timedelta(seconds=1),
+        page={"title": "Careers at Acme", "jobs": [{"title": "Engineer", "remote": True}]},
+        last_error={"code": "dns", "message": "no A record", "at": "2030-01-02T03:04:05Z"},
+        attempts=2,
+        next_attempt=T0 + timedelta(minutes=10),
+        unpause_url="https://ca.example/unpause?x=1",
+        history=(
+            StateChange(at=T0, state=DomainState.PENDING),
+            StateChange(at=T0 + timedelta(seconds=1), state=state, reason="test"),
+        ),
+    )
+    return attrs.evolve(record, **changes)
+
+
+def make_account(directory_url: str, account_url: str = "https://ca.example/acct/1") -> Account:
+    """An Account for ``directory_url`` with a fresh key."""
+    return Account(
+        directory_url=directory_url,
+        key_pem=private_key_pem(generate_private_key()),
+        account_url=account_url,
+        created_at=T0,
+        contact=("mailto:ops@example.com",),
+    )
+
+
+class StoreContractTests:
+    """What every IStore promises; mix into a ``twisted.trial.unittest.TestCase``."""
+
+    def make_store(self):
+        """Return a new, empty store (its own data, cleaned up by the test case)."""
+        raise NotImplementedError
+
+    def make_second_store(self):
+        """Return another store over the same data as the last :meth:`make_store`, or None.
+
+        None (the default) skips the tests that need two stores sharing data.
+        """
+        return None
+
+    def _second(self):
+        second = self.make_second_store()
+        if second is None:
+            from twisted.trial.unittest import SkipTest
+
+            raise SkipTest(f"{type(self).__name__} has no shared backing data")
+        return second
+
+    # -- the interface -----------------------------------------------------------------
+
+    def test_provides_istore(self):
+        """The store provides every IStore method with the declared signatures."""
+        self.assertTrue(verifyObject(IStore, self.make_store()))
+
+    # -- domain records ------------------------------------------------------------------
+
+    @inlineCallbacks
+    def test_get_domain_absent(self):
+        """Getting a domain record that was never stored fails with KeyError."""
+        store = self.make_store()
+        yield self.assertFailure(store.get_domain("absent.example.com"), KeyError)
+
+    @inlineCallbacks
+    def test_put_get_domain_round_trip(self):
+        """A domain record put with every field set reads back equal."""
+        store = self.make_store()
+        record = make_domain("jobs.acme-corp.com", DomainState.FAILING)
+        result = yield store.put_domain(record)
+        self.assertIsNone(result)
+        got = yield store.get_domain("jobs.acme-corp.com")
+        self.assertEqual(got, record)
+
+    @inlineCallbacks
+    def test_put_domain_replaces(self):
+        """Putting a domain record again replaces the stored one."""
+        store = self.make_store()
+        yield store.put_domain(make_domain("a.example.com"))
+        newer = make_domain("a.example.com", DomainState.ACTIVE, attempts=0, page=None)
+        yield store.put_domain(newer)
+        got = yield store.get_domain("a.example.com")
+        self.assertEqual(got, newer)
+
+    @inlineCallbacks
+    def test_add_domain_creates(self):
+        """add_domain of a new hostname stores it and fires with (record, True)."""
+        store = self.make_store()
+        record = make_domain("new.example.com")
+        stored, created = yield store.add_domain(record)
+        self.assertEqual((stored, created), (record, True))
+        got = yield store.get_domain("new.example.com")
+        self.assertEqual(got, record)
+
+    @inlineCallbacks
+    def test_add_domain_idempotent(self):
+        """add_domain of a registered hostname keeps the existing record and fires with (existing, False)."""
+        store = self.make_store()
+        first = make_domain("twice.example.com", DomainState.ACTIVE)
+        yield store.add_domain(first)
+        stored, created = yield store.add_domain(make_domain("twice.example.com", DomainState.PENDING))
+        self.assertEqual((stored, created), (first, False))
+        got = yield store.get_domain("twice.example.com")
+        self.assertEqual(got, first)
+
+    @inlineCallbacks
+    def test_delete_domain(self):
+        """A deleted domain record is gone; deleting an absent one fails with KeyError."""
+        store = self.make_store()
+        yield store.put_domain(make_domain("gone.example.com"))
+        result = yield store.delete_domain("gone.example.com")
+        self.assertIsNone(result)
+        yield self.assertFailure(store.get_domain("gone.example.com"), KeyError)
+        yield self.assertFailure(store.delete_domain("gone.example.com"), KeyError)
+
+    @inlineCallbacks
+    def _fill_domains(self, store):
+        states = {
+            "d.example.com": DomainState.ACTIVE,
+            "a.example.com": DomainState.PENDING,
+            "e.example.com": DomainState.ACTIVE,
+            "b.example.com": DomainState.ACTIVE,
+            "c.example.org": DomainState.FAILING,
+        }
+        for hostname, state in states.items():
+            yield store.put_domain(make_domain(hostname, state))
+        return states
+
+    @inlineCallbacks
+    def test_list_domains_ordered(self):
+        """list_domains fires with every record, ordered by hostname."""
+        store = self.make_store()
+        empty = yield store.list_domains()
+        self.assertEqual(empty, [])
+        states = yield self._fill_domains(store)
+        records = yield store.list_domains()
+        self.assertEqual([r.hostname for r in records], sorted(states))
+        self.assertEqual([r.state for r in records], [states[h] for h in sorted(states)])
+
+    @inlineCallbacks
+    def test_list_domains_state_filter(self):
+        """list_domains(state=...) keeps only records in that state."""
+        store = self.make_store()
+        yield self._fill_domains(store)
+        active = yield store.list_domains(state=DomainState.ACTIVE)
+        self.assertEqual([r.hostname for r in active], ["b.example.com", "d.example.com", "e.example.com"])
+        removed = yield store.list_domains(state=DomainState.REMOVED)
+        self.assertEqual(removed, [])
+
+    @inlineCallbacks
+    def test_list_domains_paging(self):
+        """after= starts strictly after a hostname and limit= caps the count, after filtering."""
+        store = self.make_store()
+        yield self._fill_domains(store)
+        page1 = yield store.list_domains(limit=2)
+        self.assertEqual([r.hostname for r in page1], ["a.example.com", "b.example.com"])
+        page2 = yield store.list_domains(after=page1[-1].hostname, limit=2)
+        self.assertEqual([r.hostname for r in page2], ["c.example.org", "d.example.com"])
+        page3 = yield store.list_domains(after=page2[-1].hostname, limit=2)
+        self.assertEqual([r.hostname for r in page3], ["e.example.com"])
+        active = yield store.list_domains(state=DomainState.ACTIVE, after="b.example.com", limit=1)
+        self.assertEqual([r.hostname for r in active], ["d.example.com"])
+        between = yield store.list_domains(after="b.example.co")
+        self.assertEqual(between[0].hostname, "b.example.com")
+
+    # -- certificate records ---------------------------------------------------------------
+
+    @inlineCallbacks
+    def test_get_certificate_absent(self):
+        """Getting a certificate that was never stored fails with KeyError."""
+        store = self.make_store()
+        yield self.assertFailure(store.get_certificate("absent.example.com"), KeyError)
+
+    @inlineCallbacks
+    def test_put_get_certificate_round_trip(self):
+        """A certificate record with every optional field reads back equal, key included."""
+        store = self.make_store()
+        record = make_certificate(
+            "jobs.acme-corp.com",
+            directory_url="https://ca.example/dir",
+            account_url="https://ca.example/acct/7",
+            ari_cert_id="aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE",
+            ari=AriWindow(
+                start=T0,
+                end=T0 + timedelta(days=2),
+                retry_after=T0 + timedelta(hours=6),
+                explanation_url="https://ca.example/why",
+            ),
+        )
+        result = yield store.put_certificate(record)
+        self.assertIsNone(result)
+        got = yield store.get_certificate("jobs.acme-corp.com")
+        self.assertEqual(got, record)
+        self.assertEqual(got.key_pem, record.key_pem)
+
+    @inlineCallbacks
+    def test_put_certificate_replaces(self):
+        """Putting a certificate again replaces the stored one."""
+        store = self.make_store()
+        yield store.put_certificate(make_certificate("a.example.com"))
+        newer = make_certificate("a.example.com")
+        yield store.put_certificate(newer)
+        got = yield store.get_certificate("a.example.com")
+        self.assertEqual(got.fingerprint, newer.fingerprint)
+        self.assertEqual(got, newer)
+
+    @inlineCallbacks
+    def test_delete_certificate(self):
+        """A deleted certificate is gone; deleting an absent one fires with None."""
+        store = self.make_store()
+        yield store.put_certificate(make_certificate("gone.example.com"))
+        result = yield store.delete_certificate("gone.example.com")
+        self.assertIsNone(result)
+        yield self.assertFailure(store.get_certificate("gone.example.com"), KeyError)
+        again = yield store.delete_certificate("gone.example.com")
+        self.assertIsNone(again)
+
+    @inlineCallbacks
+    def test_list_certificates_paging(self):
+        """list_certificates orders by hostname and pages with after= and limit=."""
+        store = self.make_store()
+        hostnames = ["c.example.com", "a.example.com", "b.example.com"]
+        for hostname in hostnames:
+            yield store.put_certificate(make_certificate(hostname))
+        everything = yield store.list_certificates()
+        self.assertEqual([r.hostname for r in everything], sorted(hostnames))
+        page = yield store.list_certificates(after="a.example.com", limit=1)
+        self.assertEqual([r.hostname for r in page], ["b.example.com"])
+        rest = yield store.list_certificates(after="b.example.com")
+        self.assertEqual([r.hostname for r in rest], ["c.example.com"])
+
+    # -- change feed ---------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def test_changes_start(self):
+        """changes(None) fires with a cursor and an empty set, and that cursor sees nothing new."""
+        store = self.make_store()
+        yield store.put_certificate(make_certificate("before.example.com"))
+        cursor, names = yield store.changes(None)
+        self.assertEqual(names, frozenset())
+        again, names = yield store.changes(cursor)
+        self.assertEqual(names, frozenset())
+        self.assertEqual(again, cursor)
+
+    @inlineCallbacks
+    def test_changes_report_writes(self):
+        """Puts and deletes of certificates and domain records appear once on the feed after the cursor."""
+        store = self.make_store()
+        cursor, _ = yield store.changes(None)
+        yield store.put_certificate(make_certificate("cert.example.com"))
+        cursor, names = yield store.changes(cursor)
+        self.assertEqual(names, frozenset({"cert.example.com"}))
+        yield store.put_domain(make_domain("put.example.com"))
+        yield store.add_domain(make_domain("added.example.com"))
+        yield store.delete_domain("put.example.com")
+        yield store.delete_certificate("cert.example.com")
+        cursor, names = yield store.changes(cursor)
+        self.assertEqual(
+            names, frozenset({"put.example.com", "added.example.com", "cert.example.com"})
+        )
+        cursor, names = yield store.changes(cursor)
+        self.assertEqual(names, frozenset())
+
+    @inlineCallbacks
+    def test_changes_seen_by_second_store(self):
+        """A change written through one store is on another store's feed over the same data."""
+        store = self.make_store()
+        other = self._second()
+        cursor, _ = yield other.changes(None)
+        yield store.put_certificate(make_certificate("shared.example.com"))
+        yield store.put_domain(make_domain("domain.example.com"))
+        cursor, names = yield other.changes(cursor)
+        self.assertEqual(names, frozenset({"shared.example.com", "domain.example.com"}))
+        got = yield other.get_certificate("shared.example.com")
+        self.assertEqual(got.hostname, "shared.example.com")
+        cursor, names = yield other.changes(cursor)
+        self.assertEqual(names, frozenset())
+
+    @inlineCallbacks
+    def test_second_store_shares_records(self):
+        """Every record kind written through one store reads back through another over the same data."""
+        store = self.make_store()
+        other = self._second()
+        yield store.put_domain(make_domain("a.example.com"))
+        account = make_account("https://ca.example/dir")
+        yield store.put_account(account)
+        yield store.put_challenge(Challenge("tok_en-1", "tok_en-1.thumb", "a.example.com", T0))
+        got = yield other.get_domain("a.example.com")
+        self.assertEqual(got, make_domain("a.example.com"))
+        got_account = yield other.get_account("https://ca.example/dir")
+        self.assertEqual(got_account, account)
+        challenge = yield other.get_challenge("tok_en-1")
+        self.assertEqual(challenge.key_authorization, "tok_en-1.thumb")
+        stored, created = yield other.add_domain(make_domain("a.example.com", DomainState.ACTIVE))
+        self.assertFalse(created)
+
+    # -- challenges --------------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def test_challenge_put_get_delete(self):
+        """A challenge reads back by token until deleted; deleting again fires with None."""
+        store = self.make_store()
+        challenge = Challenge(
+            token="LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0",
+            key_authorization="LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0.9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI",
+            hostname="jobs.acme-corp.com",
+            created_at=T0,
+        )
+        yield self.assertFailure(store.get_challenge(challenge.token), KeyError)
+        result = yield store.put_challenge(challenge)
+        self.assertIsNone(result)
+        got = yield store.get_challenge(challenge.token)
+        self.assertEqual(got, challenge)
+        result = yield store.delete_challenge(challenge.token)
+        self.assertIsNone(result)
+        yield self.assertFailure(store.get_challenge(challenge.token), KeyError)
+        again = yield store.delete_challenge(challenge.token)
+        self.assertIsNone(again)
+
+    # -- accounts ------------------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def test_account_per_directory(self):
+        """Accounts are kept per directory URL and replaced by a later put for the same URL."""
+        store = self.make_store()
+        yield self.assertFailure(store.get_account("https://ca.example/dir"), KeyError)
+        first = make_account("https://ca.example/dir", "https://ca.example/acct/1")
+        second = make_account("https://other-ca.example/directory", "https://other-ca.example/acct/9")
+        result = yield store.put_account(first)
+        self.assertIsNone(result)
+        yield store.put_account(second)
+        got_first = yield store.get_account("https://ca.example/dir")
+        got_second = yield store.get_account("https://other-ca.example/directory")
+        self.assertEqual((got_first, got_second), (first, second))
+        replacement = make_account("https://ca.example/dir", "https://ca.example/acct/2")
+        yield store.put_account(replacement)
+        got = yield store.get_account("https://ca.example/dir")
+        self.assertEqual(got, replacement)
+
+    # -- leases --------------------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def test_lease_exclusive_until_expiry(self):
+        """A held lease is denied to another holder until it expires, then granted."""
+        store = self.make_store()
+        name = "issue:jobs.acme-corp.com"
+        ok = yield store.acquire_lease(name, "node-a", T0 + timedelta(seconds=60), T0)
+        self.assertTrue(ok)
+        ok = yield store.acquire_lease(name, "node-b", T0 + timedelta(seconds=90), T0 + timedelta(seconds=59))
+        self.assertFalse(ok)
+        ok = yield store.acquire_lease(name, "node-b", T0 + timedelta(seconds=120), T0 + timedelta(seconds=60))
+        self.assertTrue(ok)
+        ok = yield store.acquire_lease(name, "node-a", T0 + timedelta(seconds=180), T0 + timedelta(seconds=61))
+        self.assertFalse(ok)
+
+    @inlineCallbacks
+    def test_lease_reentrant_extends(self):
+        """The holder re-acquires its lease, which moves the expiry to the new time."""
+        store = self.make_store()
+        name = "renew"
+        yield store.acquire_lease(name, "node-a", T0 + timedelta(seconds=60), T0)
+        ok = yield store.acquire_lease(name, "node-a", T0 + timedelta(seconds=300), T0 + timedelta(seconds=30))
+        self.assertTrue(ok)
+        ok = yield store.acquire_lease(name, "node-b", T0 + timedelta(seconds=400), T0 + timedelta(seconds=120))
+        self.assertFalse(ok)
+
+    @inlineCallbacks
+    def test_lease_release(self):
+        """Release by a non-holder does nothing; release by the holder frees the lease."""
+        store = self.make_store()
+        name = "issue:a.example.com"
+        yield store.acquire_lease(name, "node-a", T0 + timedelta(seconds=60), T0)
+        result = yield store.release_lease(name, "node-b")
+        self.assertIsNone(result)
+        ok = yield store.acquire_lease(name, "node-b", T0 + timedelta(seconds=60), T0)
+        self.assertFalse(ok)
+        yield store.release_lease(name, "node-a")
+        ok = yield store.acquire_lease(name, "node-b", T0 + timedelta(seconds=60), T0)
+        self.assertTrue(ok)
+        nothing = yield store.release_lease("never-held", "node-a")
+        self.assertIsNone(nothing)
+
+    @inlineCallbacks
+    def test_leases_independent(self):
+        """Leases with different names do not exclude each other."""
+        store = self.make_store()
+        first = yield store.acquire_lease("issue:a.example.com", "node-a", T0 + timedelta(seconds=60), T0)
+        second = yield store.acquire_lease("issue:b.example.com", "node-b", T0 + timedelta(seconds=60), T0)
+        self.assertEqual((first, second), (True, True))
+
+    @inlineCallbacks
+    def test_lease_seen_by_second_store(self):
+        """A lease taken through one store is denied through another over the same data."""
+        store = self.make_store()
+        other = self._second()
+        ok = yield store.acquire_lease("issue:a.example.com", "node-a", T0 + timedelta(seconds=60), T0)
+        self.assertTrue(ok)
+        ok = yield other.acquire_lease("issue:a.example.com", "node-b", T0 + timedelta(seconds=60), T0)
+        self.assertFalse(ok)
+
+
+__all__ = ["StoreContractTests", "T0", "make_account", "make_certificate", "make_domain", "shared_ca"]

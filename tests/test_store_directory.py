@@ -1,0 +1,639 @@
+"""DirectoryStore: the IStore contract, its on-disk layout and safety, the store factory and jobhost-store."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+
+import attrs
+from store_contract import T0, StoreContractTests, make_account, make_certificate, make_domain, shared_ca
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred, gatherResults, maybeDeferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor
+from twisted.logger import capturedLogs
+from twisted.python.filepath import FilePath
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from jobhost.errors import ConfigError, StoreError
+from jobhost.store.directory import (
+    CHANGES_LOG,
+    CHANGES_LOG_OLD,
+    DirectoryStore,
+    account_file_stem,
+    lease_file_stem,
+)
+from jobhost.store.factory import store_from_url
+from jobhost.store.memory import MemoryStore
+from jobhost.store.records import Challenge, DomainRecord, DomainState
+from jobhost.store.tool import EXIT_ERROR, build_parser, run
+from jobhost.timeutil import now
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def temp_dir(case) -> str:
+    """A fresh directory outside the repository, removed when ``case`` finishes."""
+    path = tempfile.mkdtemp(prefix="jobhost-store-test-")
+    case.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
+def run_now(f, *args):
+    """A ``run_in_thread`` that calls ``f`` at once, for synchronous tests."""
+    return maybeDeferred(f, *args)
+
+
+class DirectoryStoreContractTests(StoreContractTests, TestCase):
+    """DirectoryStore keeps the IStore contract, also between two instances on one directory."""
+
+    def make_store(self):
+        self.root = os.path.join(temp_dir(self), "store")
+        return DirectoryStore(self.root, run_now)
+
+    def make_second_store(self):
+        return DirectoryStore(FilePath(self.root), run_now)
+
+
+class ThreadedDirectoryStoreContractTests(StoreContractTests, TestCase):
+    """DirectoryStore keeps the IStore contract with its disk I/O in a real thread pool."""
+
+    def setUp(self):
+        self.pool = ThreadPool(minthreads=0, maxthreads=2, name="test-directory-store")
+        self.pool.start()
+        self.addCleanup(self.pool.stop)
+
+    def make_store(self):
+        self.root = os.path.join(temp_dir(self), "store")
+        return DirectoryStore.create(reactor, self.root, threadpool=self.pool)
+
+    def make_second_store(self):
+        return DirectoryStore.create(reactor, self.root, threadpool=self.pool)
+
+
+class _Base(SynchronousTestCase):
+    def setUp(self):
+        self.root = os.path.join(temp_dir(self), "store")
+        self.store = DirectoryStore(self.root, run_now)
+
+    def path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    def ok(self, d):
+        return self.successResultOf(d)
+
+    def mode(self, *parts):
+        return stat.S_IMODE(os.stat(self.path(*parts)).st_mode)
+
+
+class LayoutTests(_Base):
+    """Where and how DirectoryStore keeps its files."""
+
+    def test_layout(self):
+        """Each record kind is one readable JSON file at its documented path."""
+        self.ok(self.store.put_domain(make_domain("jobs.acme-corp.com")))
+        self.ok(self.store.put_certificate(make_certificate("jobs.acme-corp.com")))
+        self.ok(self.store.put_challenge(Challenge("tok-en_1", "tok-en_1.x", "jobs.acme-corp.com", T0)))
+        self.ok(self.store.put_account(make_account("https://ca.example/dir")))
+        self.ok(self.store.acquire_lease("issue:jobs.acme-corp.com", "node-a", T0, T0))
+        expected = {
+            ("domains", "jobs.acme-corp.com.json"): "hostname",
+            ("certificates", "jobs.acme-corp.com.json"): "chain_pem",
+            ("challenges", "tok-en_1.json"): "key_authorization",
+            ("accounts", account_file_stem("https://ca.example/dir") + ".json"): "account_url",
+            ("leases", "issue:jobs.acme-corp.com.json"): "holder",
+        }
+        for parts, field in expected.items():
+            with open(self.path(*parts)) as f:
+                self.assertIn(field, json.load(f), parts)
+        self.assertEqual(
+            account_file_stem("https://ca.example/dir"), hashlib.sha256(b"https://ca.example/dir").hexdigest()
+        )
+        with open(self.path(CHANGES_LOG), "rb") as f:
+            self.assertTrue(f.read().endswith(b"\njobs.acme-corp.com\njobs.acme-corp.com\n"))
+
+    def test_secret_files_are_0600_and_directories_0700(self):
+        """Certificate and account files are mode 0600 and every directory the store makes is 0700."""
+        self.ok(self.store.put_certificate(make_certificate("a.example.com")))
+        self.ok(self.store.put_account(make_account("https://ca.example/dir")))
+        self.ok(self.store.put_domain(make_domain("a.example.com")))
+        self.ok(self.store.put_challenge(Challenge("t", "t.k", "a.example.com", T0)))
+        self.ok(self.store.acquire_lease("x", "h", T0, T0))
+        self.assertEqual(self.mode("certificates", "a.example.com.json"), 0o600)
+        self.assertEqual(self.mode("accounts", account_file_stem("https://ca.example/dir") + ".json"), 0o600)
+        for directory in ("", "domains", "certificates", "challenges", "accounts", "leases"):
+            self.assertEqual(self.mode(directory), 0o700, directory)
+
+    def test_secret_mode_ignores_umask(self):
+        """A certificate written under a permissive umask is still exactly 0600."""
+        old = os.umask(0)
+        try:
+            self.ok(self.store.put_certificate(make_certificate("a.example.com")))
+        finally:
+            os.umask(old)
+        self.assertEqual(self.mode("certificates", "a.example.com.json"), 0o600)
+
+    def test_no_temp_files_left(self):
+        """Successful writes, replacements and registrations leave no temp files behind."""
+        for _ in range(2):
+            self.ok(self.store.put_certificate(make_certificate("a.example.com")))
+            self.ok(self.store.put_domain(make_domain("a.example.com")))
+            self.ok(self.store.add_domain(make_domain("b.example.com")))
+        for directory in ("domains", "certificates"):
+            self.assertEqual(
+                [n for n in os.listdir(self.path(directory)) if n.startswith(".")], [], directory
+            )
+
+    def test_leftover_temp_files_ignored(self):
+        """A half-written temp file from a killed writer is ignored by gets and lists."""
+        good = make_certificate("a.example.com")
+        self.ok(self.store.put_certificate(good))
+        self.ok(self.store.put_domain(make_domain("a.example.com")))
+        for directory in ("certificates", "domains"):
+            with open(self.path(directory, ".a.example.com.json.0123456789abcdef.tmp"), "w") as f:
+                f.write('{"hostname": "a.exa')
+            with open(self.path(directory, ".b.example.com.json"), "w") as f:
+                f.write("{")
+        self.assertEqual(self.ok(self.store.get_certificate("a.example.com")), good)
+        self.assertEqual([r.hostname for r in self.ok(self.store.list_certificates())], ["a.example.com"])
+        self.assertEqual([r.hostname for r in self.ok(self.store.list_domains())], ["a.example.com"])
+
+    def test_create_wires_thread_pool_to_reactor(self):
+        """create() without a pool starts its own pool when the reactor runs and stops it at shutdown."""
+        memory = MemoryReactor()
+        store = DirectoryStore.create(memory, self.root)
+        self.assertIsInstance(store, DirectoryStore)
+        [(start, _, _)] = memory.whenRunningHooks
+        [(stop, _, _)] = memory.triggers["during"]["shutdown"]
+        pool = start.__self__
+        self.assertFalse(pool.started)
+        start()
+        self.assertTrue(pool.started)
+        stop()
+        self.assertFalse(pool.started)
+
+
+class CorruptFileTests(_Base):
+    """Unparsable files are reported, never served."""
+
+    def corrupt(self, *parts, content="{not json"):
+        with open(self.path(*parts), "w") as f:
+            f.write(content)
+
+    def assert_store_error_names(self, d, *parts):
+        failure = self.failureResultOf(d, StoreError)
+        self.assertIn(self.path(*parts), str(failure.value))
+        return failure.value
+
+    def test_corrupt_certificate(self):
+        """A truncated certificate file fails get_certificate with a StoreError naming it."""
+        self.ok(self.store.put_certificate(make_certificate("a.example.com")))
+        with open(self.path("certificates", "a.example.com.json")) as f:
+            text = f.read()
+        self.corrupt("certificates", "a.example.com.json", content=text[: len(text) // 2])
+        self.assert_store_error_names(self.store.get_certificate("a.example.com"), "certificates", "a.example.com.json")
+
+    def test_certificate_key_mismatch(self):
+        """A certificate file whose key does not match its leaf is a StoreError, never served."""
+        self.ok(self.store.put_certificate(make_certificate("a.example.com")))
+        other_key, _ = shared_ca().issue("a.example.com")
+        with open(self.path("certificates", "a.example.com.json")) as f:
+            doc = json.load(f)
+        doc["key_pem"] = other_key.decode("ascii")
+        self.corrupt("certificates", "a.example.com.json", content=json.dumps(doc))
+        error = self.assert_store_error_names(
+            self.store.get_certificate("a.example.com"), "certificates", "a.example.com.json"
+        )
+        self.assertIn("does not match", str(error))
+        self.assertNotIn("PRIVATE KEY", str(error))
+
+    def test_record_under_wrong_name(self):
+        """A file holding another hostname's record (a misplaced copy) is a StoreError."""
+        self.ok(self.store.put_domain(make_domain("a.example.com")))
+        os.rename(self.path("domains", "a.example.com.json"), self.path("domains", "b.example.com.json"))
+        error = self.assert_store_error_names(self.store.get_domain("b.example.com"), "domains", "b.example.com.json")
+        self.assertIn("a.example.com", str(error))
+
+    def test_corrupt_domain_challenge_account_lease(self):
+        """Every record kind reports a corrupt file as a StoreError naming it, not KeyError."""
+        self.ok(self.store.put_domain(make_domain("a.example.com")))
+        self.ok(self.store.put_challenge(Challenge("tok", "tok.k", "a.example.com", T0)))
+        self.ok(self.store.put_account(make_account("https://ca.example/dir")))
+        self.ok(self.store.acquire_lease("issue", "node-a", T0, T0))
+        account = account_file_stem("https://ca.example/dir") + ".json"
+        self.corrupt("domains", "a.example.com.json", content="[1, 2]")
+        self.corrupt("challenges", "tok.json", content='{"token": "tok"}')
+        self.corrupt("accounts", account, content="")
+        self.corrupt("leases", "issue.json", content='{"name": "issue", "holder": "x", "expires_at": "soon"}')
+        self.assert_store_error_names(self.store.get_domain("a.example.com"), "domains", "a.example.com.json")
+        self.assert_store_error_names(self.store.get_challenge("tok"), "challenges", "tok.json")
+        self.assert_store_error_names(self.store.get_account("https://ca.example/dir"), "accounts", account)
+        self.assert_store_error_names(self.store.acquire_lease("issue", "node-b", T0, T0), "leases", "issue.json")
+        self.assert_store_error_names(
+            self.store.add_domain(make_domain("a.example.com")), "domains", "a.example.com.json"
+        )
+
+    def test_list_skips_and_logs_corrupt_files(self):
+        """list_certificates and list_domains skip corrupt files and log an error naming each."""
+        for hostname in ("a.example.com", "b.example.com", "c.example.com"):
+            self.ok(self.store.put_certificate(make_certificate(hostname)))
+            self.ok(self.store.put_domain(make_domain(hostname)))
+        self.corrupt("certificates", "b.example.com.json")
+        self.corrupt("domains", "c.example.com.json")
+        self.corrupt("domains", "Not A Hostname.json", content="{}")
+        with capturedLogs() as events:
+            certificates = self.ok(self.store.list_certificates())
+            domains = self.ok(self.store.list_domains())
+        self.assertEqual([r.hostname for r in certificates], ["a.example.com", "c.example.com"])
+        self.assertEqual([r.hostname for r in domains], ["a.example.com", "b.example.com"])
+        logged = sorted(e["file"] for e in events if e["log_level"].name == "error")
+        self.assertEqual(
+            logged,
+            sorted(
+                [
+                    self.path("certificates", "b.example.com.json"),
+                    self.path("domains", "c.example.com.json"),
+                    self.path("domains", "Not A Hostname.json"),
+                ]
+            ),
+        )
+        for event in events:
+            self.assertNotIn("PRIVATE KEY", repr(event))
+
+
+class PathSafetyTests(_Base):
+    """Nothing outside the store's directory can be named."""
+
+    BAD_HOSTNAMES = ["../../etc/passwd", "..", "a.example.com/../../x", "A.Example.COM", "a.example.com.", "", ".hidden.example.com"]
+    BAD_TOKENS = ["../x", "a/b", "..", "tok.en", "", "tok en", "x" * 300]
+
+    def test_bad_hostnames_rejected(self):
+        """Reads of non-normalised hostnames are KeyError, writes are StoreError, and nothing is written."""
+        for hostname in self.BAD_HOSTNAMES:
+            self.failureResultOf(self.store.get_domain(hostname), KeyError)
+            self.failureResultOf(self.store.get_certificate(hostname), KeyError)
+            self.failureResultOf(self.store.delete_domain(hostname), KeyError)
+            self.assertIsNone(self.ok(self.store.delete_certificate(hostname)))
+            record = DomainRecord(hostname=hostname, state=DomainState.PENDING, created_at=T0, updated_at=T0)
+            self.failureResultOf(self.store.put_domain(record), StoreError)
+            self.failureResultOf(self.store.add_domain(record), StoreError)
+        certificate = make_certificate("a.example.com")
+        self.failureResultOf(
+            self.store.put_certificate(attrs.evolve(certificate, hostname="../../x")), StoreError
+        )
+        self.assertFalse(os.path.exists(self.path("domains")) and os.listdir(self.path("domains")))
+        self.assertFalse(os.path.exists(os.path.join(os.path.dirname(self.root), "x.json")))
+
+    def test_bad_tokens_rejected(self):
+        """Challenge tokens that are not base64url read as absent and cannot be stored."""
+        for token in self.BAD_TOKENS:
+            self.failureResultOf(self.store.get_challenge(token), KeyError)
+            self.assertIsNone(self.ok(self.store.delete_challenge(token)))
+            self.failureResultOf(self.store.put_challenge(Challenge(token, "k", "a.example.com", T0)), StoreError)
+        self.assertFalse(os.path.exists(self.path("challenges")) and os.listdir(self.path("challenges")))
+
+    def test_lease_names_stay_inside(self):
+        """Lease names with path characters are kept under a hashed file name inside leases/."""
+        name = "../../escape/lease"
+        self.assertTrue(self.ok(self.store.acquire_lease(name, "node-a", T0 + timedelta(seconds=5), T0)))
+        self.assertFalse(self.ok(self.store.acquire_lease(name, "node-b", T0 + timedelta(seconds=5), T0)))
+        stem = lease_file_stem(name)
+        self.assertTrue(stem.startswith("_") and "/" not in stem)
+        self.assertTrue(os.path.exists(self.path("leases", stem + ".json")))
+        self.assertFalse(os.path.exists(os.path.join(os.path.dirname(self.root), "escape")))
+
+
+class ChangeLogTests(_Base):
+    """The change feed across instances, truncation and compaction."""
+
+    def setUp(self):
+        super().setUp()
+        self.store = DirectoryStore(self.root, run_now, max_log_bytes=200)
+        self.other = DirectoryStore(self.root, run_now, max_log_bytes=200)
+
+    def touch(self, hostname, store=None):
+        self.ok((store or self.store).put_domain(make_domain(hostname)))
+
+    def test_empty_store(self):
+        """A store that never changed starts its feed at 0 and reports nothing."""
+        self.assertEqual(self.ok(self.store.changes(None)), (0, frozenset()))
+        self.assertEqual(self.ok(self.store.changes(0)), (0, frozenset()))
+
+    def test_cursor_from_one_instance_works_on_another(self):
+        """Cursors are positions in the shared log, valid on any instance over the directory."""
+        cursor, _ = self.ok(self.store.changes(None))
+        self.touch("a.example.com", self.other)
+        cursor, names = self.ok(self.other.changes(cursor))
+        self.assertEqual(names, frozenset({"a.example.com"}))
+        self.touch("b.example.com", self.other)
+        self.assertEqual(self.ok(self.store.changes(cursor))[1], frozenset({"b.example.com"}))
+
+    def test_reader_keeping_up_sees_every_change_across_compactions(self):
+        """A reader polling after every write gets exactly that hostname, through several compactions."""
+        cursor, _ = self.ok(self.other.changes(None))
+        cursors = [cursor]
+        for i in range(60):
+            self.touch(f"h{i}.example.com")
+            cursor, names = self.ok(self.other.changes(cursor))
+            self.assertEqual(names, frozenset({f"h{i}.example.com"}))
+            cursors.append(cursor)
+        self.assertEqual(cursors, sorted(set(cursors)))
+        self.assertLessEqual(os.path.getsize(self.path(CHANGES_LOG)), 200 + 20)
+        self.assertTrue(os.path.exists(self.path(CHANGES_LOG_OLD)))
+
+    def test_reader_one_compaction_behind_gets_names(self):
+        """A cursor from before the latest compaction still gets exact names from changes.log.1."""
+        self.touch("first.example.com")
+        cursor, _ = self.ok(self.other.changes(None))
+        written = set()
+        i = 0
+        while not os.path.exists(self.path(CHANGES_LOG_OLD)):
+            name = f"n{i}.example.com"
+            self.touch(name)
+            written.add(name)
+            i += 1
+        self.touch("after.example.com")
+        _, names = self.ok(self.other.changes(cursor))
+        self.assertEqual(names, frozenset(written | {"after.example.com"}))
+
+    def test_reader_two_compactions_behind_gets_none(self):
+        """A cursor older than the previous log fires None: the reader must reload everything."""
+        cursor, _ = self.ok(self.other.changes(None))
+        for i in range(40):
+            self.touch(f"h{i}.example.com")
+        new_cursor, names = self.ok(self.other.changes(cursor))
+        self.assertIsNone(names)
+        self.assertGreater(new_cursor, cursor)
+        self.touch("fresh.example.com")
+        self.assertEqual(self.ok(self.other.changes(new_cursor))[1], frozenset({"fresh.example.com"}))
+
+    def test_log_removed_or_truncated(self):
+        """A cursor past the end of a removed or truncated log fires None and a usable new cursor."""
+        self.touch("a.example.com")
+        cursor, _ = self.ok(self.store.changes(None))
+        os.unlink(self.path(CHANGES_LOG))
+        new_cursor, names = self.ok(self.store.changes(cursor))
+        self.assertIsNone(names)
+        self.touch("b.example.com")
+        self.assertEqual(self.ok(self.store.changes(new_cursor))[1], frozenset({"b.example.com"}))
+        cursor, _ = self.ok(self.store.changes(None))
+        with open(self.path(CHANGES_LOG), "w"):
+            pass
+        new_cursor, names = self.ok(self.store.changes(cursor))
+        self.assertEqual((new_cursor, names), (0, None))
+        self.touch("c.example.com")
+        self.assertEqual(self.ok(self.store.changes(new_cursor))[1], frozenset({"c.example.com"}))
+
+    def test_partial_line_waits(self):
+        """A line still being written is not reported until it is complete."""
+        self.touch("a.example.com")
+        cursor, _ = self.ok(self.store.changes(None))
+        with open(self.path(CHANGES_LOG), "ab") as f:
+            f.write(b"half.exam")
+        cursor, names = self.ok(self.store.changes(cursor))
+        self.assertEqual(names, frozenset())
+        with open(self.path(CHANGES_LOG), "ab") as f:
+            f.write(b"ple.com\n")
+        self.assertEqual(self.ok(self.store.changes(cursor))[1], frozenset({"half.example.com"}))
+
+    def test_garbage_line_means_everything_changed(self):
+        """A line that is not a hostname makes the feed report None rather than guess."""
+        self.touch("a.example.com")
+        cursor, _ = self.ok(self.store.changes(None))
+        with open(self.path(CHANGES_LOG), "ab") as f:
+            f.write(b"../not a hostname\n")
+        self.assertIsNone(self.ok(self.store.changes(cursor))[1])
+
+    def test_absent_delete_records_no_change(self):
+        """Deleting a certificate that is not there leaves the feed unchanged."""
+        cursor, _ = self.ok(self.store.changes(None))
+        self.ok(self.store.delete_certificate("absent.example.com"))
+        self.assertEqual(self.ok(self.store.changes(cursor)), (cursor, frozenset()))
+
+
+class ConcurrencyTests(TestCase):
+    """add_domain and leases stay exclusive when many threads race on one directory."""
+
+    def setUp(self):
+        self.pool = ThreadPool(minthreads=8, maxthreads=8, name="test-directory-race")
+        self.pool.start()
+        self.addCleanup(self.pool.stop)
+        self.root = os.path.join(temp_dir(self), "store")
+        # A store per racer, as separate processes would have.
+        self.stores = [DirectoryStore.create(reactor, self.root, threadpool=self.pool) for _ in range(8)]
+
+    async def _race_add(self):
+        results = await gatherResults(
+            [s.add_domain(make_domain("race.example.com", DomainState.PENDING, attempts=i)) for i, s in enumerate(self.stores)]
+        )
+        return results
+
+    def test_add_domain_creates_once(self):
+        """Of eight concurrent add_domain calls for one hostname exactly one creates it; all see that record."""
+
+        def check(results):
+            created = [record for record, was_created in results if was_created]
+            self.assertEqual(len(created), 1)
+            self.assertEqual({record.attempts for record, _ in results}, {created[0].attempts})
+
+        return ensureDeferred(self._race_add()).addCallback(check)
+
+    def test_lease_granted_once(self):
+        """Of eight concurrent acquire_lease calls by different holders exactly one succeeds."""
+        d = gatherResults(
+            [
+                s.acquire_lease("issue:race.example.com", f"node-{i}", T0 + timedelta(seconds=60), T0)
+                for i, s in enumerate(self.stores)
+            ]
+        )
+        return d.addCallback(lambda results: self.assertEqual(sorted(results), [False] * 7 + [True]))
+
+
+class FactoryTests(SynchronousTestCase):
+    """store_from_url builds the configured store or names what is wrong."""
+
+    def test_directory_relative_to_base(self):
+        """directory:PATH is a DirectoryStore at PATH under the base directory."""
+        base = temp_dir(self)
+        store = store_from_url("directory:var/store", MemoryReactor(), FilePath(base))
+        self.assertIsInstance(store, DirectoryStore)
+        self.assertEqual(store.path, FilePath(os.path.join(base, "var", "store")))
+        store = store_from_url("directory:/srv/jobhost", MemoryReactor(), base)
+        self.assertEqual(store.path, FilePath("/srv/jobhost"))
+
+    def test_memory(self):
+        """memory: is a fresh MemoryStore."""
+        self.assertIsInstance(store_from_url("memory:", MemoryReactor(), "."), MemoryStore)
+
+    def test_unsupported(self):
+        """Other URLs raise ConfigError at [store] url listing the supported forms, without passwords."""
+        for url in ("sqlite:var/jobhost.db", "postgresql://jobhost:s3cret@db/jobhost", "var/store", "directory:"):
+            with self.assertRaises(ConfigError) as caught:
+                store_from_url(url, MemoryReactor(), ".")
+            self.assertEqual(caught.exception.path, ("store", "url"))
+            self.assertNotIn("s3cret", str(caught.exception))
+            self.assertIn("directory:", str(caught.exception))
+
+
+class ToolTests(SynchronousTestCase):
+    """jobhost-store commands against a directory store."""
+
+    def setUp(self):
+        self.dir = temp_dir(self)
+        self.store = DirectoryStore(os.path.join(self.dir, "store"), run_now)
+        self.clock = Clock()
+        self.clock.advance(time.time())
+
+    def run_tool(self, *argv):
+        """Run one command; return (exit status, stdout, stderr)."""
+        args = build_parser().parse_args(["--store", "directory:store", *argv])
+        out, err = io.StringIO(), io.StringIO()
+        code = self.successResultOf(ensureDeferred(run(self.clock, args, self.store, out, err)))
+        return code, out.getvalue(), err.getvalue()
+
+    def write(self, name, data):
+        path = os.path.join(self.dir, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def issue_files(self, hostname):
+        key_pem, chain_pem = shared_ca().issue(hostname)
+        return self.write("key.pem", key_pem), self.write("fullchain.pem", chain_pem)
+
+    def test_put_certificate(self):
+        """put-certificate stores the key and chain, records a change and prints no key material."""
+        cursor, _ = self.successResultOf(self.store.changes(None))
+        key, chain = self.issue_files("jobs.acme-corp.com")
+        code, out, err = self.run_tool("put-certificate", "Jobs.Acme-Corp.com", "--key", key, "--chain", chain)
+        self.assertEqual((code, err), (0, ""))
+        record = self.successResultOf(self.store.get_certificate("jobs.acme-corp.com"))
+        self.assertIn(record.fingerprint, out)
+        self.assertNotIn("PRIVATE", out)
+        self.assertEqual(self.successResultOf(self.store.changes(cursor))[1], frozenset({"jobs.acme-corp.com"}))
+
+    def test_put_expired_certificate_warns(self):
+        """An expired certificate is stored, with a one-line warning on stderr."""
+        key, chain = self.issue_files("a.example.com")
+        self.clock.advance(timedelta(days=365).total_seconds())
+        code, _, err = self.run_tool("put-certificate", "a.example.com", "--key", key, "--chain", chain)
+        self.assertEqual(code, 0)
+        self.assertIn("warning", err)
+        self.assertIn("expired", err)
+        self.successResultOf(self.store.get_certificate("a.example.com"))
+
+    def assert_one_line_error(self, result, *fragments):
+        code, out, err = result
+        self.assertEqual(code, EXIT_ERROR)
+        self.assertEqual(err.count("\n"), 1, err)
+        self.assertNotIn("Traceback", err)
+        for fragment in fragments:
+            self.assertIn(fragment, err)
+
+    def test_put_certificate_errors(self):
+        """A mismatched key, a bad hostname, an unreadable file or a certificate for another name exit 2 with one line."""
+        key, chain = self.issue_files("a.example.com")
+        other_key = self.write("other.pem", shared_ca().issue("a.example.com")[0])
+        self.assert_one_line_error(
+            self.run_tool("put-certificate", "a.example.com", "--key", other_key, "--chain", chain), "does not match"
+        )
+        self.assert_one_line_error(
+            self.run_tool("put-certificate", "../a", "--key", key, "--chain", chain), "invalid hostname"
+        )
+        self.assert_one_line_error(
+            self.run_tool("put-certificate", "a.example.com", "--key", "/nonexistent/key.pem", "--chain", chain),
+            "/nonexistent/key.pem",
+        )
+        self.assert_one_line_error(
+            self.run_tool("put-certificate", "b.example.com", "--key", key, "--chain", chain), "a.example.com"
+        )
+        self.failureResultOf(self.store.get_certificate("a.example.com"), KeyError)
+
+    def test_add_domain(self):
+        """add-domain registers a hostname once, and --page stores the validated page."""
+        code, out, _ = self.run_tool("add-domain", "jobs.acme-corp.com")
+        self.assertEqual(code, 0)
+        self.assertIn("registered jobs.acme-corp.com", out)
+        record = self.successResultOf(self.store.get_domain("jobs.acme-corp.com"))
+        self.assertEqual((record.state, record.created_at), (DomainState.PENDING, now(self.clock)))
+        page = self.write("page.json", json.dumps({"company": "  Acme  ", "jobs": []}).encode())
+        code, out, _ = self.run_tool("add-domain", "jobs.acme-corp.com", "--page", page)
+        self.assertEqual(code, 0)
+        self.assertIn("already registered", out)
+        record = self.successResultOf(self.store.get_domain("jobs.acme-corp.com"))
+        self.assertEqual(record.page, {"company": "Acme", "jobs": []})
+
+    def test_add_domain_bad_page(self):
+        """A page file that is not JSON or breaks the schema exits 2 naming the file; nothing is stored."""
+        not_json = self.write("page.json", b"{")
+        self.assert_one_line_error(self.run_tool("add-domain", "a.example.com", "--page", not_json), not_json)
+        invalid = self.write("invalid.json", b'{"jobs": 3}')
+        self.assert_one_line_error(self.run_tool("add-domain", "a.example.com", "--page", invalid), invalid, "company")
+        self.failureResultOf(self.store.get_domain("a.example.com"), KeyError)
+
+    def test_list_and_show(self):
+        """list shows every hostname with state and expiry; show prints the facts but never the key."""
+        key, chain = self.issue_files("a.example.com")
+        self.assertEqual(self.run_tool("put-certificate", "a.example.com", "--key", key, "--chain", chain)[0], 0)
+        self.assertEqual(self.run_tool("add-domain", "b.example.com")[0], 0)
+        code, out, _ = self.run_tool("list")
+        self.assertEqual(code, 0)
+        lines = out.splitlines()
+        self.assertEqual([line.split()[:2] for line in lines[1:]], [["a.example.com", "-"], ["b.example.com", "pending"]])
+        code, out, _ = self.run_tool("show", "a.example.com")
+        self.assertEqual(code, 0)
+        doc = json.loads(out)
+        record = self.successResultOf(self.store.get_certificate("a.example.com"))
+        self.assertEqual(doc["certificate"]["fingerprint_sha256"], record.fingerprint)
+        self.assertIsNone(doc["domain"])
+        self.assertNotIn("PRIVATE", out)
+        self.assertNotIn("key_pem", out)
+        self.assert_one_line_error(self.run_tool("show", "absent.example.com"), "absent.example.com")
+
+    def test_delete_certificate(self):
+        """delete-certificate removes a stored (even corrupt) certificate and exits 2 when there is none."""
+        key, chain = self.issue_files("a.example.com")
+        self.run_tool("put-certificate", "a.example.com", "--key", key, "--chain", chain)
+        code, out, _ = self.run_tool("delete-certificate", "a.example.com")
+        self.assertEqual(code, 0)
+        self.failureResultOf(self.store.get_certificate("a.example.com"), KeyError)
+        self.assert_one_line_error(self.run_tool("delete-certificate", "a.example.com"), "no certificate")
+        self.run_tool("put-certificate", "a.example.com", "--key", key, "--chain", chain)
+        with open(os.path.join(self.dir, "store", "certificates", "a.example.com.json"), "w") as f:
+            f.write("{")
+        self.assertEqual(self.run_tool("delete-certificate", "a.example.com")[0], 0)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "store", "certificates", "a.example.com.json")))
+
+    def test_command_line(self):
+        """The real entry point works on a relative directory store and reports errors in one line with status 2."""
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        tool = [sys.executable, "-m", "jobhost.store.tool", "--store", "directory:var/store"]
+        added = subprocess.run(
+            [*tool, "add-domain", "jobs.acme-corp.com"], cwd=self.dir, env=env, capture_output=True, text=True, timeout=60
+        )
+        self.assertEqual((added.returncode, added.stderr), (0, ""))
+        store = DirectoryStore(os.path.join(self.dir, "var", "store"), run_now)
+        self.assertEqual(self.successResultOf(store.get_domain("jobs.acme-corp.com")).state, DomainState.PENDING)
+        bad = subprocess.run(
+            [*tool, "show", "not a hostname"], cwd=self.dir, env=env, capture_output=True, text=True, timeout=60
+        )
+        self.assertEqual(bad.returncode, EXIT_ERROR)
+        self.assertEqual(bad.stderr.count("\n"), 1, bad.stderr)
+        self.assertIn("invalid hostname", bad.stderr)
+        bad_url = subprocess.run(
+            [sys.executable, "-m", "jobhost.store.tool", "--store", "sqlite:x.db", "list"],
+            cwd=self.dir, env=env, capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(bad_url.returncode, EXIT_ERROR)
+        self.assertIn("unsupported store URL", bad_url.stderr)
+        self.assertNotIn("Traceback", bad_url.stderr)
