@@ -10,6 +10,8 @@ from jobhost.store.records import Account, CertificateRecord, Challenge, DomainR
 
 
 def _page(items: dict, after, limit, keep=lambda r: True) -> list:
+    if limit is not None and limit <= 0:
+        return []
     keys = sorted(k for k in items if after is None or k > after)
     out = []
     for k in keys:
