@@ -1,0 +1,369 @@
+"""
+The HTTPS listener's protocol factory: hold each ClientHello until its certificate is in memory.
+
+pyOpenSSL's servername callback cannot wait for a Deferred, so the decision
+is made *before* OpenSSL sees a byte.  Each connection starts with a small
+hold protocol that buffers the client's first bytes and parses them with
+:func:`jobhost.tls.clienthello.parse_client_hello`::
+
+    reading --hello, name cached------------------------------> handed over (served)
+    reading --hello, name unknown to the cache--> loading --+--> handed over (served)
+    reading --hello, no SNI / known absent / invalid name --+--> fallback: handed over
+                                                            |    with the default
+                                                            |    certificate, or an
+                                                            |    unrecognized_name alert
+    reading --not TLS / too big / silent for hello_timeout-----> closed
+
+"Handed over" means: a ``TLSMemoryBIOProtocol`` is built from a
+``TLSMemoryBIOFactory`` wrapping the web factory, connected to the same
+transport, and given the buffered bytes; from then on the hold protocol only
+forwards ``dataReceived`` and ``connectionLost`` to it.  The TLS protocol's own
+transport is the real TCP transport, so ``getPeer``, ``getHost`` and the
+producer API work unchanged, and the web layer sees the TLS protocol (with
+``getPeerCertificate``, ``negotiatedProtocol``, ``ISSLTransport``) as its
+transport, as with a plain ``listenSSL``.
+
+OpenSSL then calls the servername callback of the fallback context with the
+same name, in the same reactor turn as the decision, and
+``CertificateCache.peek`` finds the context that the decision saw.
+
+Plain HTTP sent to the HTTPS port gets a minimal ``HTTP/1.0 400`` response
+telling the user to use https, then the connection is closed: it costs a
+few bytes and saves an operator a confused afternoon.  Everything else that
+is not TLS is closed without a reply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.internet.defer import TimeoutError
+from twisted.internet.interfaces import IAddress, IProtocolFactory, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from jobhost.certs import load_private_key, split_pem_chain
+from jobhost.errors import InvalidHostname
+from jobhost.hostnames import normalise_hostname
+from jobhost.tls.clienthello import MAX_HELLO_BYTES, ClientHello, NeedMore, NotTLS, parse_client_hello
+from jobhost.tls.sni import CertificateCache
+
+#: A fatal ``unrecognized_name`` (112) alert record (RFC 6066 section 3), TLS 1.2 record version.
+UNRECOGNIZED_NAME_ALERT = b"\x15\x03\x03\x00\x02\x02\x70"
+
+_BODY = b"This port speaks HTTPS. Use an https:// URL.\r\n"
+#: What a plain HTTP request to the HTTPS port receives before the connection is closed.
+PLAIN_HTTP_RESPONSE = (
+    b"HTTP/1.0 400 Bad Request\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: " + str(len(_BODY)).encode("ascii") + b"\r\n"
+    b"Connection: close\r\n"
+    b"\r\n" + _BODY
+)
+
+
+def fallback_context_factory(
+    key_pem: bytes | None,
+    cert_pem: bytes | None,
+    cache: CertificateCache,
+    alpn_protocols: tuple[bytes, ...] = (b"http/1.1",),
+) -> CertificateOptions:
+    """The server connection creator every HTTPS connection starts with.
+
+    Its context serves the fallback certificate and has a servername callback
+    that switches the connection to ``cache.peek(name)`` when that is not None.
+
+    Args:
+        key_pem, cert_pem: The fallback key and certificate (chain) PEM, or both
+            None for a listener that rejects unknown names (it never serves a
+            default certificate).
+        cache: Where the servername callback looks names up.
+        alpn_protocols: ALPN protocols offered on the fallback certificate.
+    """
+    key = certificate = None
+    chain: list[Any] = []
+    if key_pem is not None and cert_pem is not None:
+        key = load_private_key(key_pem)
+        certificate, *chain = split_pem_chain(cert_pem)
+    return CertificateOptions(
+        privateKey=key,
+        certificate=certificate,
+        extraCertChain=chain or None,
+        acceptableProtocols=list(alpn_protocols),
+        raiseMinimumTo=TLSVersion.TLSv1_2,
+        contextForServerName=cache.peek,
+    )
+
+
+class _HelloHold(Protocol):
+    """Buffers a connection's first bytes until its certificate is decided (module docstring)."""
+
+    _READING, _LOADING, _HANDED_OVER, _CLOSED = "reading", "loading", "handed over", "closed"
+
+    def __init__(self, factory: SNIServerFactory, address: IAddress) -> None:
+        self._factory = factory
+        self._address = address
+        self._buffer = bytearray()
+        self._progress: NeedMore | None = None
+        self._state = self._READING
+        self._timer: Any = None
+        self._tls: TLSMemoryBIOProtocol | None = None
+
+    def logPrefix(self) -> str:
+        return "HTTPS"
+
+    def connectionMade(self) -> None:
+        self._factory.connections.add(self)
+        self._timer = self._factory.clock.callLater(self._factory.hello_timeout, self._silent)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._tls is not None:
+            self._tls.dataReceived(data)
+            return
+        if self._state is self._CLOSED:
+            return
+        self._buffer += data
+        limit = self._factory.max_hello_bytes
+        if self._state is self._LOADING:
+            # A client has no reason to send much before the ServerHello.
+            if len(self._buffer) > limit:
+                self._refuse(NotTLS(f"more than {limit} bytes before the ServerHello"))
+            return
+        if self._progress is not None and len(self._buffer) < self._progress.needed:
+            return
+        result = parse_client_hello(self._buffer, limit, self._progress)
+        if isinstance(result, NeedMore):
+            self._progress = result
+        elif isinstance(result, NotTLS):
+            self._refuse(result)
+        else:
+            self._hello(result)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._cancel_timer()
+        self._factory.connections.discard(self)
+        self._state = self._CLOSED
+        if self._tls is not None:
+            self._tls.connectionLost(reason)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _silent(self) -> None:
+        self._timer = None
+        if self._state is not self._READING:
+            return
+        self._factory.timeout += 1
+        self._state = self._CLOSED
+        self._factory.log.debug(
+            "No ClientHello from {peer} within {timeout}s; closing",
+            peer=self._address,
+            timeout=self._factory.hello_timeout,
+        )
+        self.transport.abortConnection()
+
+    def _refuse(self, result: NotTLS) -> None:
+        self._cancel_timer()
+        self._state = self._CLOSED
+        self._factory.not_tls += 1
+        self._factory.log.debug("Closing {peer}: {reason}", peer=self._address, reason=result.reason)
+        if result.http:
+            self.transport.write(PLAIN_HTTP_RESPONSE)
+            self.transport.loseConnection()
+        else:
+            self.transport.abortConnection()
+
+    def _hello(self, hello: ClientHello) -> None:
+        self._cancel_timer()
+        cache = self._factory.cache
+        name = hello.server_name
+        if name is None:
+            self._unknown(None)
+            return
+        # The hot path: one dictionary lookup of the name as sent.
+        if cache.lookup(name) is not None:
+            self._hand_over(served=True)
+            return
+        try:
+            hostname = normalise_hostname(name)
+        except InvalidHostname:
+            self._unknown(name)
+            return
+        if cache.known_absent(hostname):
+            self._unknown(hostname)
+            return
+        self._state = self._LOADING
+        d = cache.load(hostname)
+        d.addTimeout(self._factory.load_timeout, self._factory.clock)
+        d.addCallbacks(self._loaded, self._load_failed, callbackArgs=(hostname,), errbackArgs=(hostname,))
+        d.addErrback(self._crashed)
+
+    def _loaded(self, found: bool, hostname: str) -> None:
+        if self._state is not self._LOADING:
+            return  # the client went away while we waited
+        if self._factory.cache.peek(hostname) is not None:
+            self._hand_over(served=True)
+        else:
+            self._unknown(hostname)
+
+    def _load_failed(self, failure: Failure, hostname: str) -> None:
+        if failure.check(TimeoutError):
+            self._factory.log.warn(
+                "Loading the certificate for {hostname} took over {timeout}s; serving the fallback",
+                hostname=hostname,
+                timeout=self._factory.load_timeout,
+            )
+        else:
+            self._factory.log.failure(
+                "Loading the certificate for {hostname} failed", failure, hostname=hostname
+            )
+        if self._state is self._LOADING:
+            self._unknown(hostname)
+
+    def _crashed(self, failure: Failure) -> None:
+        self._factory.log.failure("Handing over a held connection failed", failure)
+        self._state = self._CLOSED
+        self.transport.abortConnection()
+
+    def _unknown(self, hostname: str | None) -> None:
+        factory = self._factory
+        if factory.reject_unknown:
+            factory.rejected += 1
+            self._state = self._CLOSED
+            factory.log.debug(
+                "Rejecting {peer}: no certificate for {hostname}", peer=self._address, hostname=hostname
+            )
+            self.transport.write(UNRECOGNIZED_NAME_ALERT)
+            self.transport.loseConnection()
+        else:
+            self._hand_over(served=False)
+
+    def _hand_over(self, served: bool) -> None:
+        factory = self._factory
+        tls = factory.tls_factory.buildProtocol(self._address)
+        if tls is None:
+            self._state = self._CLOSED
+            self.transport.loseConnection()
+            return
+        if served:
+            factory.served += 1
+        else:
+            factory.fallback += 1
+        self._state = self._HANDED_OVER
+        self._tls = tls
+        buffered, self._buffer, self._progress = bytes(self._buffer), bytearray(), None
+        tls.makeConnection(self.transport)
+        # Same reactor turn as the decision: the servername callback sees the same cache.
+        tls.dataReceived(buffered)
+
+
+@implementer(IProtocolFactory)
+@attrs.define(eq=False, slots=False)
+class SNIServerFactory(Factory):
+    """Protocol factory for the HTTPS listener: per-hostname certificates chosen via SNI.
+
+    Use :meth:`create` to build one from a web factory and the fallback
+    certificate; the constructor only stores collaborators.
+
+    Attributes:
+        cache: The :class:`~jobhost.tls.sni.CertificateCache` names are looked up in and loaded into.
+        tls_factory: A ``TLSMemoryBIOFactory(creator, False, web_factory)`` whose creator is
+            :func:`fallback_context_factory` over the same cache.
+        clock: Schedules the hello and load timeouts.
+        reject_unknown: Send an ``unrecognized_name`` alert instead of the fallback certificate
+            to clients with no SNI or a name jobhost does not serve.
+        hello_timeout: Seconds a client may take to send its complete ClientHello.
+        load_timeout: Seconds to wait for the store before serving the fallback.
+        max_hello_bytes: The ClientHello must arrive within this many bytes.
+        served, fallback, rejected, not_tls, timeout: Connection outcomes.
+        connections: The connections not yet closed (hold protocols).
+    """
+
+    cache: CertificateCache
+    tls_factory: TLSMemoryBIOFactory
+    clock: IReactorTime
+    reject_unknown: bool = False
+    hello_timeout: float = 10.0
+    load_timeout: float = 5.0
+    max_hello_bytes: int = MAX_HELLO_BYTES
+    served: int = attrs.field(default=0, init=False)
+    fallback: int = attrs.field(default=0, init=False)
+    rejected: int = attrs.field(default=0, init=False)
+    not_tls: int = attrs.field(default=0, init=False)
+    timeout: int = attrs.field(default=0, init=False)
+    connections: set = attrs.field(factory=set, init=False, repr=False)
+
+    log = Logger()
+    noisy = False
+
+    @classmethod
+    def create(
+        cls,
+        wrapped_factory: IProtocolFactory,
+        cache: CertificateCache,
+        clock: IReactorTime,
+        key_pem: bytes | None = None,
+        cert_pem: bytes | None = None,
+        *,
+        reject_unknown: bool = False,
+        hello_timeout: float = 10.0,
+        load_timeout: float = 5.0,
+        max_hello_bytes: int = MAX_HELLO_BYTES,
+    ) -> SNIServerFactory:
+        """Build the listener factory around ``wrapped_factory`` (e.g. a ``twisted.web`` Site).
+
+        Args:
+            wrapped_factory: Builds the application protocol for each TLS connection.
+            cache: The certificate cache (shared with a :class:`~jobhost.tls.sni.ChangePoller`).
+            clock: The reactor (or a ``Clock`` in tests); also given to the TLS factory.
+            key_pem, cert_pem: The fallback certificate (see
+                :func:`jobhost.tls.fallback.load_or_create_fallback`); may be None only
+                with ``reject_unknown``.
+
+        Raises:
+            ValueError: when no fallback certificate is given and ``reject_unknown`` is False.
+        """
+        if (key_pem is None or cert_pem is None) and not reject_unknown:
+            raise ValueError("a fallback key and certificate are needed unless reject_unknown is set")
+        creator = fallback_context_factory(key_pem, cert_pem, cache, cache.alpn_protocols)
+        tls_factory = TLSMemoryBIOFactory(creator, False, wrapped_factory, clock=clock)
+        return cls(
+            cache=cache,
+            tls_factory=tls_factory,
+            clock=clock,
+            reject_unknown=reject_unknown,
+            hello_timeout=hello_timeout,
+            load_timeout=load_timeout,
+            max_hello_bytes=max_hello_bytes,
+        )
+
+    def buildProtocol(self, addr: IAddress) -> Protocol:
+        """Every connection starts with a ClientHello hold (module docstring)."""
+        return _HelloHold(self, addr)
+
+    def startFactory(self) -> None:
+        """Start the TLS factory, and through it the web factory (e.g. a Site's log timer)."""
+        self.tls_factory.doStart()
+
+    def stopFactory(self) -> None:
+        """Stop the TLS and web factories."""
+        self.tls_factory.doStop()
+
+    def logPrefix(self) -> str:
+        """The web factory's log prefix, marked as TLS."""
+        return self.tls_factory.logPrefix()
+
+
+__all__ = [
+    "PLAIN_HTTP_RESPONSE",
+    "SNIServerFactory",
+    "UNRECOGNIZED_NAME_ALERT",
+    "fallback_context_factory",
+]

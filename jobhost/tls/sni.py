@@ -1,0 +1,408 @@
+"""
+The in-memory certificate cache that the SNI callback reads, and what keeps it fresh.
+
+pyOpenSSL's servername callback is synchronous and runs in the middle of a
+handshake on the reactor thread, so it may only do a dictionary lookup
+(DESIGN.md, "TLS: choosing the certificate without blocking").  This module
+owns that dictionary:
+
+- :class:`CertificateCache` maps a normalised hostname to a ready
+  ``OpenSSL.SSL.Context`` (key, leaf and chain loaded, ALPN configured).  It
+  is filled asynchronously by :meth:`CertificateCache.load`, which the
+  listener calls while it holds a ClientHello, never from the callback.
+  Contexts are indexed by a fingerprint of the certificate chain plus a
+  hostname -> fingerprint map (certmagic's ``cache.go``), so a certificate
+  stored under several hostnames is held once.  The hostname map is an LRU
+  capped at ``max_entries``; names the store does not know get a short-lived
+  negative entry so a flood of unknown names does not become a flood of
+  store reads.
+- :class:`ChangePoller` asks the store's change feed every ``interval``
+  seconds which hostnames changed (in any process sharing the store) and
+  invalidates them, so a new certificate is served on the next connection.
+
+Lookup order (STYLE.md section 4): normalise the name, exact match, then the
+default.  The one-label wildcard step does not apply: the store holds
+certificates under normalised hostnames, and those are never wildcards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Any
+
+import attrs
+from OpenSSL import SSL
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from jobhost.certs import load_private_key, split_pem_chain
+from jobhost.errors import InvalidCertificate, InvalidHostname
+from jobhost.hostnames import normalise_hostname
+from jobhost.store.interfaces import IStore
+from jobhost.store.records import CertificateRecord
+
+
+def build_context(
+    key_pem: bytes, chain_pem: bytes, alpn_protocols: tuple[bytes, ...] = (b"http/1.1",)
+) -> SSL.Context:
+    """Make a server ``SSL.Context`` serving ``chain_pem`` (leaf first) with ``key_pem``.
+
+    The context is made by Twisted's ``CertificateOptions`` so that, after the
+    servername callback switches a connection to it, it still has Twisted's
+    ALPN selection callback, cipher list and TLS 1.2 minimum.
+
+    Raises:
+        InvalidCertificate: when the PEM does not parse or the key does not match.
+    """
+    certificates = split_pem_chain(chain_pem)
+    options = CertificateOptions(
+        privateKey=load_private_key(key_pem),
+        certificate=certificates[0],
+        extraCertChain=certificates[1:],
+        acceptableProtocols=list(alpn_protocols),
+        raiseMinimumTo=TLSVersion.TLSv1_2,
+    )
+    try:
+        return options.getContext()
+    except SSL.Error as e:
+        raise InvalidCertificate(f"OpenSSL refused the key or chain ({e})") from None
+
+
+def chain_fingerprint(record: CertificateRecord) -> str:
+    """The SHA-256 of the record's canonical chain PEM: one key per distinct served chain.
+
+    The leaf fingerprint alone is not enough: the same leaf can be served with
+    different intermediates (an ACME alternate chain), and each is its own context.
+    """
+    return hashlib.sha256(record.chain_pem).hexdigest()
+
+
+@attrs.define(eq=False)
+class _Material:
+    """One ready context and how many hostnames point at it."""
+
+    context: SSL.Context
+    references: int = 0
+
+
+@attrs.define(eq=False)
+class _PendingLoad:
+    """One store read in flight and everyone waiting for it."""
+
+    waiters: list[Deferred] = attrs.field(factory=list)
+
+
+def _fire(waiter: Deferred, value: bool) -> None:
+    # A waiter may already have been cancelled (the listener's bounded wait).
+    if not waiter.called:
+        waiter.callback(value)
+
+
+@attrs.define(eq=False)
+class CertificateCache:
+    """Hostname -> ready ``SSL.Context``, bounded, filled from the store off the callback path.
+
+    Attributes:
+        store: The :class:`~jobhost.store.interfaces.IStore` to read certificates from.
+        clock: Time source for negative entries.
+        max_entries: At most this many hostnames are cached (least recently used go first);
+            at most this many negative entries are kept too.
+        negative_ttl: Seconds a "the store has no certificate for this name" answer is trusted.
+        alpn_protocols: ALPN protocols every context offers (the wrapped web factory may add more).
+        hits, misses: :meth:`lookup` outcomes.
+        loads: Store reads started (shared loads count once).
+        evictions: Hostnames dropped to honour ``max_entries``.
+        load_failures: Store reads that failed with something other than "absent".
+    """
+
+    store: IStore
+    clock: IReactorTime
+    max_entries: int = attrs.field(default=10000, validator=attrs.validators.ge(1))
+    negative_ttl: float = 60.0
+    alpn_protocols: tuple[bytes, ...] = attrs.field(default=(b"http/1.1",), converter=tuple)
+    hits: int = attrs.field(default=0, init=False)
+    misses: int = attrs.field(default=0, init=False)
+    loads: int = attrs.field(default=0, init=False)
+    evictions: int = attrs.field(default=0, init=False)
+    load_failures: int = attrs.field(default=0, init=False)
+    _names: OrderedDict[str, str] = attrs.field(factory=OrderedDict, init=False, repr=False)
+    _materials: dict[str, _Material] = attrs.field(factory=dict, init=False, repr=False)
+    _negative: OrderedDict[str, float] = attrs.field(factory=OrderedDict, init=False, repr=False)
+    _inflight: dict[str, _PendingLoad] = attrs.field(factory=dict, init=False, repr=False)
+
+    log = Logger()
+
+    # -- the synchronous side (servername callback, ClientHello hold) -----------
+
+    def lookup(self, hostname: str | bytes | None) -> SSL.Context | None:
+        """Return the cached context for ``hostname``, counting a hit or a miss.
+
+        Memory only, never blocks: safe inside the servername callback.
+
+        Args:
+            hostname: A hostname as the client sent it (normalised on an exact-match miss).
+        """
+        context = self.peek(hostname)
+        if context is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return context
+
+    def peek(self, hostname: str | bytes | None) -> SSL.Context | None:
+        """Like :meth:`lookup` but without counting; what the servername callback calls.
+
+        The fast path is one dictionary lookup of the name as sent; only a miss
+        pays for :func:`~jobhost.hostnames.normalise_hostname`.
+        """
+        if hostname is None:
+            return None
+        if isinstance(hostname, bytes):
+            try:
+                hostname = hostname.decode("ascii")
+            except UnicodeDecodeError:
+                return None
+        fingerprint = self._names.get(hostname)
+        if fingerprint is None:
+            try:
+                normalised = normalise_hostname(hostname)
+            except InvalidHostname:
+                return None
+            fingerprint = self._names.get(normalised)
+            if fingerprint is None:
+                return None
+            hostname = normalised
+        self._names.move_to_end(hostname)
+        return self._materials[fingerprint].context
+
+    def known_absent(self, hostname: str) -> bool:
+        """True while a fresh negative entry says the store has no certificate for ``hostname``."""
+        expires = self._negative.get(hostname)
+        if expires is None:
+            return False
+        if expires <= self.clock.seconds():
+            del self._negative[hostname]
+            return False
+        return True
+
+    @property
+    def size(self) -> int:
+        """How many hostnames are cached."""
+        return len(self._names)
+
+    @property
+    def certificate_count(self) -> int:
+        """How many distinct certificate chains (contexts) are held."""
+        return len(self._materials)
+
+    # -- the asynchronous side ---------------------------------------------------
+
+    def load(self, hostname: str) -> Deferred:
+        """Read ``hostname``'s certificate from the store and cache a context for it.
+
+        Concurrent loads of one name share one store read; each caller gets its
+        own Deferred, which it may cancel without disturbing the others.
+
+        Args:
+            hostname: A normalised hostname.
+
+        Returns:
+            A Deferred firing with True when a context is now cached, False when
+            the store has none (a negative entry is kept), the record is unusable
+            (logged; a negative entry is kept) or the store failed (logged; no
+            negative entry, so the next connection tries again).  It never fails.
+        """
+        waiter: Deferred = Deferred()
+        pending = self._inflight.get(hostname)
+        if pending is not None:
+            pending.waiters.append(waiter)
+        else:
+            self._begin(hostname, [waiter])
+        return waiter
+
+    def _begin(self, hostname: str, waiters: list[Deferred]) -> None:
+        pending = _PendingLoad(waiters)
+        self._inflight[hostname] = pending
+        self.loads += 1
+        d = maybeDeferred(self.store.get_certificate, hostname)
+        d.addCallback(self._material_for)
+        d.addBoth(self._loaded, hostname, pending)
+        d.addErrback(self._bug, hostname)
+
+    def _bug(self, failure: Failure, hostname: str) -> None:
+        self.log.failure("Caching the certificate for {hostname} failed", failure, hostname=hostname)
+
+    def _material_for(self, record: CertificateRecord) -> tuple[str, SSL.Context]:
+        fingerprint = chain_fingerprint(record)
+        existing = self._materials.get(fingerprint)
+        if existing is not None:
+            return fingerprint, existing.context
+        return fingerprint, build_context(record.key_pem, record.chain_pem, self.alpn_protocols)
+
+    def _loaded(self, result: Any, hostname: str, pending: _PendingLoad) -> None:
+        if self._inflight.get(hostname) is not pending:
+            # Invalidated while the store was read: what we read may be the old
+            # certificate.  Read again for the same waiters rather than cache it.
+            current = self._inflight.get(hostname)
+            if current is not None:
+                current.waiters.extend(pending.waiters)
+            else:
+                self._begin(hostname, pending.waiters)
+            return
+        del self._inflight[hostname]
+        found = False
+        if not isinstance(result, Failure):
+            fingerprint, context = result
+            self._insert(hostname, fingerprint, context)
+            found = True
+        elif result.check(KeyError):
+            self._remember_absent(hostname)
+        elif result.check(InvalidCertificate):
+            self.log.error(
+                "Stored certificate for {hostname} is unusable: {error}",
+                hostname=hostname,
+                error=str(result.value),
+            )
+            self._remember_absent(hostname)
+        else:
+            self.load_failures += 1
+            self.log.failure(
+                "Reading the certificate for {hostname} failed; serving the fallback",
+                result,
+                hostname=hostname,
+            )
+        for waiter in pending.waiters:
+            _fire(waiter, found)
+
+    def _insert(self, hostname: str, fingerprint: str, context: SSL.Context) -> None:
+        self._negative.pop(hostname, None)
+        previous = self._names.pop(hostname, None)
+        if previous is not None:
+            self._release(previous)
+        material = self._materials.get(fingerprint)
+        if material is None:
+            material = self._materials[fingerprint] = _Material(context)
+        material.references += 1
+        self._names[hostname] = fingerprint
+        while len(self._names) > self.max_entries:
+            _, evicted = self._names.popitem(last=False)
+            self._release(evicted)
+            self.evictions += 1
+
+    def _release(self, fingerprint: str) -> None:
+        material = self._materials[fingerprint]
+        material.references -= 1
+        if material.references <= 0:
+            del self._materials[fingerprint]
+
+    def _remember_absent(self, hostname: str) -> None:
+        self._negative.pop(hostname, None)
+        self._negative[hostname] = self.clock.seconds() + self.negative_ttl
+        while len(self._negative) > self.max_entries:
+            self._negative.popitem(last=False)
+
+    # -- invalidation ------------------------------------------------------------
+
+    def invalidate(self, hostname: str) -> None:
+        """Forget ``hostname``: its context, its negative entry and any load in flight."""
+        fingerprint = self._names.pop(hostname, None)
+        if fingerprint is not None:
+            self._release(fingerprint)
+        self._negative.pop(hostname, None)
+        self._inflight.pop(hostname, None)
+
+    def invalidate_all(self) -> None:
+        """Forget every hostname (used when the change feed cannot say what changed)."""
+        self._names.clear()
+        self._materials.clear()
+        self._negative.clear()
+        self._inflight.clear()
+
+
+@attrs.define(eq=False, slots=False)
+class ChangePoller(Service):
+    """Every ``interval`` seconds, invalidate the hostnames the store's change feed reports.
+
+    The first poll only takes the feed's current cursor (and clears the cache,
+    which may predate it).  A feed answer of None ("cannot tell") clears the
+    whole cache.  A failed poll is logged and the next one retries from the
+    same cursor: the loop never stops on an error.
+
+    Attributes:
+        cache: The :class:`CertificateCache` to invalidate.
+        store: The store whose ``changes`` feed to read.
+        clock: Schedules the polls.
+        interval: Seconds between polls.
+        polls, failures: How many polls completed and failed.
+    """
+
+    cache: CertificateCache
+    store: IStore
+    clock: IReactorTime
+    interval: float = 5.0
+    polls: int = attrs.field(default=0, init=False)
+    failures: int = attrs.field(default=0, init=False)
+    _cursor: Any = attrs.field(default=None, init=False, repr=False)
+    _loop: LoopingCall | None = attrs.field(default=None, init=False, repr=False)
+    _done: Deferred | None = attrs.field(default=None, init=False, repr=False)
+
+    log = Logger()
+
+    def startService(self) -> None:
+        """Start polling at once, then every ``interval`` seconds."""
+        super().startService()
+        self._loop = LoopingCall(self.poll)
+        self._loop.clock = self.clock
+        self._done = self._loop.start(self.interval, now=True)
+
+    def stopService(self) -> Deferred | None:
+        """Stop polling; fires once a poll in progress has finished."""
+        super().stopService()
+        loop, done = self._loop, self._done
+        self._loop = self._done = None
+        if loop is not None and loop.running:
+            loop.stop()
+        return done
+
+    def poll(self) -> Deferred:
+        """Read the change feed once and invalidate what changed.
+
+        Returns:
+            A Deferred firing with None when done; it never fails (failures are logged).
+        """
+        d = maybeDeferred(self.store.changes, self._cursor)
+        d.addCallback(self._apply)
+        d.addErrback(self._failed)
+        return d
+
+    def _apply(self, answer: tuple[Any, frozenset[str] | None]) -> None:
+        cursor, hostnames = answer
+        first = self._cursor is None
+        self._cursor = cursor
+        self.polls += 1
+        if first or hostnames is None:
+            self.cache.invalidate_all()
+            return
+        for hostname in hostnames:
+            self.cache.invalidate(hostname)
+        if hostnames:
+            self.log.debug(
+                "Certificates changed for {count} hostnames", count=len(hostnames)
+            )
+
+    def _failed(self, failure: Failure) -> None:
+        self.failures += 1
+        self.log.failure(
+            "Polling the store's change feed failed; retrying in {interval}s",
+            failure,
+            interval=self.interval,
+        )
+
+
+__all__ = ["CertificateCache", "ChangePoller", "build_context", "chain_fingerprint"]
