@@ -37,7 +37,6 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 import attrs
-from cryptography import x509
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -45,6 +44,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from jobhost.acme.client import ari_cert_id
 from jobhost.certs import (
     certificate_record,
     generate_private_key,
@@ -56,6 +56,7 @@ from jobhost.errors import (
     AcmeProblem,
     AcmeTransportError,
     AuthorizationFailed,
+    InvalidCertificate,
     JobhostError,
     PreflightFailed,
     SelfCheckFailed,
@@ -569,8 +570,10 @@ class IssuingService(Service):
                 self._account = None  # the CA forgot the account: register again next time
             raise
         self.ca_reachable = True
-        leaf = x509.load_pem_x509_certificates(issued.chain_pem)[0]
-        cert_id = _ari_cert_id(leaf)
+        try:
+            cert_id = ari_cert_id(issued.chain_pem)
+        except InvalidCertificate:  # a leaf without an authority key identifier has no ARI id
+            cert_id = None
         return certificate_record(
             hostname, private_key_pem(key), issued.chain_pem,
             directory_url=self.directory_url, account_url=account.account_url, ari_cert_id=cert_id,
@@ -666,24 +669,6 @@ class IssuingService(Service):
             except Exception:
                 log.failure("panic hook failed for {hostname}", hostname=hostname)
         self._wake_at(next_attempt)
-
-
-def _ari_cert_id(leaf: x509.Certificate) -> str | None:
-    """RFC 9773 certificate identifier: base64url(AKI keyIdentifier) "." base64url(serial)."""
-    import base64
-
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-    try:
-        aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
-    except x509.ExtensionNotFound:
-        return None
-    if aki is None:
-        return None
-    serial = leaf.serial_number
-    serial_bytes = serial.to_bytes((serial.bit_length() + 8) // 8, "big")
-    return f"{b64(aki)}.{b64(serial_bytes)}"
 
 
 def account_jwk(key_pem: bytes):
