@@ -588,7 +588,7 @@ class ConnectionTests(TestCase):
         """A CA bundle that cannot be read names [acme] ca_bundle."""
         from twisted.internet import reactor
 
-        error = self.assertRaises(ConfigError, AcmeClient.create, reactor, "letsencrypt", self.mktemp())
+        error = self.assertRaises(ConfigError, AcmeClient.create, reactor, "letsencrypt", "/nonexistent/jobhost-test/ca.pem")
         self.assertEqual(error.path, ("acme", "ca_bundle"))
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import shutil
+import tempfile
 import stat
 from datetime import datetime, timedelta, timezone
 
@@ -582,7 +584,10 @@ class ListenerTests(SynchronousTestCase):
 
 class FallbackTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.path = FilePath(self.mktemp()).child("tls").child("fallback.pem")
+        # tempfile, not self.mktemp(): under pytest, mktemp() is relative to the repository.
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        self.path = FilePath(directory).child("tls").child("fallback.pem")
         self.now = now(Clock())
 
     def test_created_private_and_reused(self):
