@@ -57,7 +57,10 @@ class HttpSelfCheck:
         for spec in resolvers:
             host, _, port_text = spec.rpartition(":")
             servers.append((host.strip("[]"), int(port_text)))
-        resolver = client.createResolver(servers=servers or None, reactor=reactor)
+        # Like the CA, ask DNS (not /etc/hosts): the configured servers, else resolv.conf's.
+        resolver = client.Resolver(
+            resolv=None if servers else "/etc/resolv.conf", servers=servers or None, reactor=reactor
+        )
         http = HTTPClient(Agent(reactor, connectTimeout=timeout))
         return cls(resolver=resolver, http=http, clock=reactor, port=port, timeout=timeout)
 

@@ -1,0 +1,377 @@
+"""
+Prometheus metrics: one registry per daemon, and the names every module shares.
+
+This module owns :class:`Metrics`, which holds a private
+``prometheus_client.CollectorRegistry`` (never the process-global one, so
+tests and several daemons in one process do not collide) and the metric
+families jobhost exports:
+
+=================================================  =========  ====================================
+name                                               type       labels / meaning
+=================================================  =========  ====================================
+``jobhost_domains``                                gauge      ``state``: domain records per state
+``jobhost_certificates_expiring``                  gauge      ``window`` (``7d``, ``14d``):
+                                                              certificates whose ``not_after``
+                                                              is inside the window
+``jobhost_certificates``                           gauge      certificates in the store
+``jobhost_store_stats_refreshed_timestamp_seconds`` gauge     when the three above were counted
+                                                              (0: never)
+``jobhost_issuance_attempts_total``                counter    issuance/renewal attempts started
+``jobhost_issuance_success_total``                 counter    attempts that stored a certificate
+``jobhost_issuance_failures_total``                counter    ``reason``: failed attempts
+``jobhost_issuance_seconds``                       histogram  duration of successful attempts
+``jobhost_acme_requests_total``                    counter    ``endpoint``, ``status``: requests
+                                                              to the CA
+``jobhost_rate_limited_total``                     counter    rate-limit refusals (CA or budget)
+``jobhost_tls_handshakes_total``                   counter    ``outcome`` (served, fallback,
+                                                              rejected, not_tls, timeout): via a
+                                                              counter source
+``jobhost_cert_cache_total``                       counter    ``result`` (hit, miss): via a
+                                                              counter source
+=================================================  =========  ====================================
+
+The store-derived gauges are never computed at scrape time: a scrape only
+reads numbers cached by :meth:`Metrics.refresh_from_store`, which
+:class:`StoreStatsService` calls periodically.  A scrape therefore never
+waits on the store.
+
+Modules that already keep plain integer counters (the TLS listener, the SNI
+cache) do not import prometheus_client: whoever wires the service tree
+registers a callable with :meth:`Metrics.register_counter_source` and the
+numbers are read at scrape time::
+
+    metrics.register_counter_source(
+        "jobhost_tls_handshakes_total",
+        "TLS connections on the HTTPS listener by outcome.",
+        ("outcome",),
+        lambda: {(name,): count for name, count in listener.counts.items()},
+    )
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Callable, Iterable, Mapping, Sequence
+
+import attrs
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from jobhost.store.records import DomainState
+from jobhost.timeutil import now as clock_now
+
+log = Logger()
+
+#: Windows reported by ``jobhost_certificates_expiring``, label -> width.
+EXPIRY_WINDOWS: Mapping[str, timedelta] = {"7d": timedelta(days=7), "14d": timedelta(days=14)}
+
+#: Outcome label values of ``jobhost_tls_handshakes_total`` (for the TLS listener's source).
+TLS_HANDSHAKE_OUTCOMES = ("served", "fallback", "rejected", "not_tls", "timeout")
+
+#: Result label values of ``jobhost_cert_cache_total`` (for the SNI cache's source).
+CERT_CACHE_RESULTS = ("hit", "miss")
+
+#: Buckets of ``jobhost_issuance_seconds``: an order takes seconds to minutes.
+ISSUANCE_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
+
+#: How many records :meth:`Metrics.refresh_from_store` reads per store call.
+_PAGE = 500
+
+#: What a counter/gauge source returns: a number (no labels) or ``{label values: number}``.
+SourceValue = float | int | Mapping[tuple[str, ...], float | int]
+
+
+@attrs.frozen
+class _Source:
+    name: str
+    help: str
+    labels: tuple[str, ...]
+    read: Callable[[], SourceValue]
+    kind: str  # "counter" or "gauge"
+
+
+@attrs.define(eq=False)
+class _CallbackCollector:
+    """Yields one family per registered source, read at scrape time."""
+
+    sources: dict[str, _Source] = attrs.field(factory=dict)
+
+    def collect(self) -> Iterable[Metric]:
+        for source in list(self.sources.values()):
+            try:
+                value = source.read()
+            except Exception:
+                # A broken source must not break the whole scrape: log and skip it.
+                log.failure("Metric source {metric} failed", metric=source.name)
+                continue
+            family_type = CounterMetricFamily if source.kind == "counter" else GaugeMetricFamily
+            family = family_type(source.name, source.help, labels=source.labels)
+            if isinstance(value, Mapping):
+                for label_values, number in sorted(value.items()):
+                    family.add_metric([str(v) for v in label_values], float(number))
+            elif source.labels:
+                log.error(
+                    "Metric source {metric} has labels but returned a bare number", metric=source.name
+                )
+                continue
+            else:
+                family.add_metric([], float(value))
+            yield family
+
+    def describe(self) -> Iterable[Metric]:
+        # An empty description lets sources be added after registration.
+        return ()
+
+
+@attrs.define(eq=False)
+class _StoreStatsCollector:
+    """Yields the store-derived gauges from the numbers cached in :class:`Metrics`."""
+
+    metrics: Metrics
+
+    def collect(self) -> Iterable[Metric]:
+        m = self.metrics
+        domains = GaugeMetricFamily(
+            "jobhost_domains", "Domain records by state (cached; see jobhost_store_stats_refreshed_timestamp_seconds).",
+            labels=["state"],
+        )
+        for state in DomainState.ALL:
+            domains.add_metric([state], float(m.domain_counts.get(state, 0)))
+        yield domains
+        expiring = GaugeMetricFamily(
+            "jobhost_certificates_expiring",
+            "Certificates whose not_after falls inside the window (cached).",
+            labels=["window"],
+        )
+        for window in EXPIRY_WINDOWS:
+            expiring.add_metric([window], float(m.expiring_counts.get(window, 0)))
+        yield expiring
+        yield GaugeMetricFamily(
+            "jobhost_certificates", "Certificate records in the store (cached).", value=float(m.certificate_count)
+        )
+        # A timestamp rather than an age, so a scrape needs no clock: alert on
+        # time() - jobhost_store_stats_refreshed_timestamp_seconds.
+        yield GaugeMetricFamily(
+            "jobhost_store_stats_refreshed_timestamp_seconds",
+            "Unix time the store-derived gauges were last counted (0: never).",
+            value=m.refreshed_at or 0.0,
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+
+@attrs.define(eq=False)
+class Metrics:
+    """jobhost's Prometheus metrics, on a registry of their own.
+
+    Build one with ``Metrics()``.  The issuing service calls :meth:`issuance_started`,
+    :meth:`issuance_succeeded`, :meth:`issuance_failed`,
+    :meth:`acme_request` and :meth:`rate_limited`; the admin API serves
+    :meth:`exposition`.
+
+    Attributes:
+        registry: The registry every jobhost metric lives in.
+        domain_counts: Cached ``state -> count`` (set by :meth:`refresh_from_store`).
+        expiring_counts: Cached ``window -> count``.
+        certificate_count: Cached number of certificate records.
+        refreshed_at: Unix time of the last successful refresh, or None.
+    """
+
+    registry: CollectorRegistry = attrs.field(factory=CollectorRegistry)
+    domain_counts: dict[str, int] = attrs.field(factory=dict)
+    expiring_counts: dict[str, int] = attrs.field(factory=dict)
+    certificate_count: int = 0
+    refreshed_at: float | None = None
+    _sources: _CallbackCollector = attrs.field(init=False, factory=_CallbackCollector)
+    issuance_attempts: Counter = attrs.field(init=False)
+    issuance_success: Counter = attrs.field(init=False)
+    issuance_failures: Counter = attrs.field(init=False)
+    issuance_seconds: Histogram = attrs.field(init=False)
+    acme_requests: Counter = attrs.field(init=False)
+    rate_limited_total: Counter = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        r = self.registry
+        self.issuance_attempts = Counter(
+            "jobhost_issuance_attempts", "Issuance and renewal attempts started.", registry=r
+        )
+        self.issuance_success = Counter(
+            "jobhost_issuance_success", "Attempts that stored a new certificate.", registry=r
+        )
+        self.issuance_failures = Counter(
+            "jobhost_issuance_failures", "Failed attempts by reason code.", ["reason"], registry=r
+        )
+        self.issuance_seconds = Histogram(
+            "jobhost_issuance_seconds",
+            "Duration of successful attempts, from new order to stored certificate.",
+            buckets=ISSUANCE_BUCKETS,
+            registry=r,
+        )
+        self.acme_requests = Counter(
+            "jobhost_acme_requests", "Requests sent to the ACME server.", ["endpoint", "status"], registry=r
+        )
+        self.rate_limited_total = Counter(
+            "jobhost_rate_limited", "Attempts refused by a CA rate limit or the local order budget.", registry=r
+        )
+        r.register(_StoreStatsCollector(self))
+        r.register(self._sources)
+
+    # -- called by the issuing service ------------------------------------------------------
+
+    def issuance_started(self, hostname: str) -> None:
+        """Count one issuance or renewal attempt for ``hostname`` starting."""
+        self.issuance_attempts.inc()
+
+    def issuance_succeeded(self, hostname: str, seconds: float) -> None:
+        """Count one attempt that stored a certificate, which took ``seconds``."""
+        self.issuance_success.inc()
+        self.issuance_seconds.observe(max(0.0, seconds))
+
+    def issuance_failed(self, hostname: str, reason_code: str) -> None:
+        """Count one failed attempt; ``reason_code`` is a short stable code (e.g. ``rateLimited``)."""
+        self.issuance_failures.labels(reason=reason_code or "unknown").inc()
+
+    def acme_request(self, endpoint: str, status: int | str) -> None:
+        """Count one request to the CA's ``endpoint`` (e.g. ``newOrder``) answered with ``status``.
+
+        Use a status of ``"error"`` when no HTTP answer came back.
+        """
+        self.acme_requests.labels(endpoint=endpoint, status=str(status)).inc()
+
+    def rate_limited(self) -> None:
+        """Count one attempt refused by a rate limit."""
+        self.rate_limited_total.inc()
+
+    # -- sources owned by other modules -------------------------------------------------------
+
+    def register_counter_source(
+        self, name: str, help: str, labels: Sequence[str], read: Callable[[], SourceValue]
+    ) -> None:
+        """Export a counter that another module keeps as plain numbers.
+
+        Args:
+            name: The metric name, e.g. ``"jobhost_tls_handshakes_total"``.
+            help: One sentence for the ``# HELP`` line.
+            labels: The label names, e.g. ``("outcome",)``; empty for a bare number.
+            read: Called at every scrape on the reactor thread; must be cheap and
+                must not block.  Returns a number when ``labels`` is empty, else a
+                mapping from a tuple of label values to a number.
+
+        Raises:
+            ValueError: if a source of that name is already registered.
+        """
+        self._add_source(name, help, labels, read, "counter")
+
+    def register_gauge_source(
+        self, name: str, help: str, labels: Sequence[str], read: Callable[[], SourceValue]
+    ) -> None:
+        """Export a gauge read at scrape time; arguments as :meth:`register_counter_source`."""
+        self._add_source(name, help, labels, read, "gauge")
+
+    def _add_source(self, name, help, labels, read, kind) -> None:
+        base = name[: -len("_total")] if kind == "counter" and name.endswith("_total") else name
+        if base in self._sources.sources:
+            raise ValueError(f"metric source {name!r} is already registered")
+        self._sources.sources[base] = _Source(base, help, tuple(labels), read, kind)
+
+    # -- store-derived gauges --------------------------------------------------------------
+
+    @inlineCallbacks
+    def refresh_from_store(self, store, clock: IReactorTime) -> Deferred:
+        """Recount domain records by state and certificates by expiry window.
+
+        Args:
+            store: The IStore to count.
+            clock: Gives "now" for the expiry windows and :attr:`refreshed_at`.
+
+        Reads the store page by page; the cached numbers change only when the
+        whole count succeeded, so a scrape sees the old or the new numbers,
+        never a half count.
+
+        Returns:
+            A Deferred firing with None, or failing with the store's error
+            (the cached numbers are then left as they were).
+        """
+        counts = dict.fromkeys(DomainState.ALL, 0)
+        after = None
+        while True:
+            page = yield store.list_domains(after=after, limit=_PAGE)
+            for record in page:
+                counts[record.state] = counts.get(record.state, 0) + 1
+            if len(page) < _PAGE:
+                break
+            after = page[-1].hostname
+        now = clock_now(clock)
+        expiring = dict.fromkeys(EXPIRY_WINDOWS, 0)
+        certificates = 0
+        after = None
+        while True:
+            page = yield store.list_certificates(after=after, limit=_PAGE)
+            for record in page:
+                certificates += 1
+                for window, width in EXPIRY_WINDOWS.items():
+                    if record.not_after <= now + width:
+                        expiring[window] += 1
+            if len(page) < _PAGE:
+                break
+            after = page[-1].hostname
+        self.domain_counts = counts
+        self.expiring_counts = expiring
+        self.certificate_count = certificates
+        self.refreshed_at = clock.seconds()
+
+    # -- exposition -----------------------------------------------------------------------
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format (never touches the store)."""
+        return generate_latest(self.registry)
+
+
+@attrs.define(eq=False)
+class StoreStatsService(Service):
+    """Refreshes :class:`Metrics`' store-derived gauges every ``interval`` seconds.
+
+    A failed refresh is logged and retried at the next tick; the service keeps running.
+    """
+
+    metrics: Metrics
+    store: object
+    clock: IReactorTime
+    interval: float = 60.0
+    _loop: LoopingCall | None = attrs.field(init=False, default=None)
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self.clock
+        self._loop.start(self.interval, now=True)
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def _tick(self) -> Deferred:
+        d = self.metrics.refresh_from_store(self.store, self.clock)
+        d.addErrback(lambda f: log.failure("Refreshing store metrics failed; retrying later", f))
+        return d
+
+
+__all__ = [
+    "CERT_CACHE_RESULTS",
+    "CONTENT_TYPE_LATEST",
+    "EXPIRY_WINDOWS",
+    "ISSUANCE_BUCKETS",
+    "Metrics",
+    "SourceValue",
+    "StoreStatsService",
+    "TLS_HANDSHAKE_OUTCOMES",
+]

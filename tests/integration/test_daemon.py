@@ -1,0 +1,195 @@
+"""
+The daemon from the outside: ``twistd -n jobhost --config FILE`` as a subprocess.
+
+Checks the embedded defaults answer on all three listeners, bad configs exit
+non-zero naming the key path, and a certificate put into the store by another
+process is served by SNI with no restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from daemon import REPO, Daemon, free_port, run_twistd
+from jobhost.testing import TestCA
+
+
+def config_text(http: int, https: int, admin: int, extra: str = "") -> str:
+    """The embedded default config with the three ports replaced (so tests run in parallel)."""
+    text = (REPO / "etc" / "jobhost.toml").read_text()
+    text = text.replace('"tcp:8080"', f'"tcp:{http}:interface=127.0.0.1"')
+    text = text.replace('"tcp:8443"', f'"tcp:{https}:interface=127.0.0.1"')
+    text = text.replace('"tcp:8081:interface=127.0.0.1"', f'"tcp:{admin}:interface=127.0.0.1"')
+    return text + extra
+
+
+def peer_certificate(port: int, server_name: str | None, cafile: str | None = None) -> x509.Certificate:
+    """Handshake with 127.0.0.1:port (SNI ``server_name``) and return the leaf the server sent."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cafile:
+        context.load_verify_locations(cafile)
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=server_name) as tls:
+            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+
+
+def https_get(port: int, hostname: str, path: str, cafile: str) -> tuple[int, bytes]:
+    """GET https://hostname{path} on 127.0.0.1:port, verifying against ``cafile``."""
+    context = ssl.create_default_context(cafile=cafile)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=hostname) as tls:
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {hostname}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def store_tool(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run ``jobhost-store`` (the installed console script's code) in ``workdir``."""
+    return subprocess.run(
+        [sys.executable, "-m", "jobhost.store.tool", "--store", "directory:var/store", *args],
+        cwd=workdir, capture_output=True, text=True, timeout=60,
+    )
+
+
+@pytest.fixture
+def ports():
+    return free_port(), free_port(), free_port()
+
+
+@pytest.fixture
+def daemon(tmp_path, ports):
+    http, https, admin = ports
+    d = Daemon(tmp_path, config_text(http, https, admin, '\n[renewal]\nscan_interval = "1s"\n'))
+    d.start()
+    yield d
+    d.stop()
+
+
+def test_embedded_defaults_answer_on_every_port(daemon, ports, tmp_path):
+    """With etc/jobhost.toml the daemon answers HTTP, HTTPS (fallback certificate) and admin."""
+    http, https, admin = ports
+    daemon.wait_listening(http, https, admin)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"http://127.0.0.1:{http}/", timeout=5)
+    assert info.value.code == 404
+    leaf = peer_certificate(https, "unknown.example.test")
+    assert leaf.subject.rfc4514_string() == "CN=fallback.jobhost.invalid"
+    assert peer_certificate(https, None).subject == leaf.subject, "no SNI gets the fallback too"
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/healthz", timeout=5) as response:
+        assert response.status in (200, 503)
+        json.loads(response.read())
+    token_file = tmp_path / "var" / "admin.token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "var" / "fallback.pem").stat().st_mode & 0o777 == 0o600
+    # twistd re-raises the signal it stopped on, so a clean SIGTERM shutdown exits by SIGTERM.
+    assert daemon.stop() in (0, -15), daemon.log()
+    assert "Server Shut Down." in daemon.log()
+    assert "Traceback" not in daemon.log()
+
+
+def test_certificate_put_by_another_process_is_served_without_restart(daemon, ports, tmp_path):
+    """A certificate added with jobhost-store is served by SNI within the poll interval; removal falls back."""
+    http, https, admin = ports
+    daemon.wait_listening(https, admin)
+    ca = TestCA.create("walkthrough CA")
+    key, chain = ca.issue("jobs.acme-corp.test")
+    (tmp_path / "jobs.key").write_bytes(key)
+    (tmp_path / "jobs.pem").write_bytes(chain)
+    (tmp_path / "ca.pem").write_bytes(ca.root_pem)
+    page = {"company": "ACME Corp", "jobs": [{"id": "eng-1", "title": "Rocket Engineer"}]}
+    (tmp_path / "page.json").write_text(json.dumps(page))
+    added = store_tool(tmp_path, "put-certificate", "jobs.acme-corp.test", "--key", "jobs.key", "--chain", "jobs.pem")
+    assert added.returncode == 0, added.stderr
+    added = store_tool(tmp_path, "add-domain", "jobs.acme-corp.test", "--page", "page.json")
+    assert added.returncode == 0, added.stderr
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        leaf = peer_certificate(https, "jobs.acme-corp.test")
+        if "jobs.acme-corp.test" in leaf.subject.rfc4514_string():
+            break
+        time.sleep(0.2)
+    status, body = https_get(https, "jobs.acme-corp.test", "/", str(tmp_path / "ca.pem"))
+    assert status == 200
+    assert b"Rocket Engineer" in body and b"ACME Corp" in body
+    removed = store_tool(tmp_path, "delete-certificate", "jobs.acme-corp.test")
+    assert removed.returncode == 0, removed.stderr
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        leaf = peer_certificate(https, "jobs.acme-corp.test")
+        if leaf.subject.rfc4514_string() == "CN=fallback.jobhost.invalid":
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the removed certificate is still served")
+
+
+@pytest.mark.parametrize(
+    "bad, expected",
+    [
+        ('[tls]\ncache_size = "ten"\n', '[tls] cache_size: expected a positive integer, got "ten"'),
+        ("[listen]\nhttps = 443\n", "[listen] https: expected a non-empty string"),
+        ("[tls\n", "not valid TOML"),
+        ("[nonsense]\n", "[nonsense]: unknown section"),
+    ],
+)
+def test_bad_config_exits_nonzero_naming_the_key(tmp_path, bad, expected):
+    """A bad config file makes twistd exit non-zero with the key path in the message, no traceback."""
+    path = tmp_path / "bad.toml"
+    path.write_text(bad)
+    result = run_twistd(tmp_path, path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert expected in output
+    assert str(path) in output
+    assert "Traceback" not in output
+
+
+def test_missing_config_file(tmp_path):
+    """A config path that does not exist is named in the error."""
+    result = run_twistd(tmp_path, tmp_path / "nope.toml")
+    assert result.returncode != 0
+    assert "nope.toml" in result.stdout + result.stderr
+    assert "cannot read config file" in result.stdout + result.stderr
+
+
+def test_port_in_use_exits_nonzero(tmp_path):
+    """A listener port that is taken makes start-up fail instead of running half the service."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "jobhost.toml"
+        path.write_text(config_text(port, free_port(), free_port()))
+        result = run_twistd(tmp_path, path)
+    assert result.returncode != 0
+    assert "Address already in use" in result.stdout + result.stderr or "CannotListen" in result.stdout + result.stderr
+
+
+def test_plugin_is_discovered():
+    """twistd finds the jobhost plugin through getPlugins(IServiceMaker), and it verifies."""
+    from twisted.application.service import IServiceMaker
+    from twisted.plugin import getPlugins
+    from zope.interface.verify import verifyObject
+
+    makers = {p.tapname: p for p in getPlugins(IServiceMaker)}
+    assert "jobhost" in makers
+    verifyObject(IServiceMaker, makers["jobhost"])
+    assert makers["jobhost"].options is not None

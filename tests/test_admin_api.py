@@ -1,0 +1,853 @@
+"""Tests for jobhost.admin.api: the real AdminResource over StubTreq, every route and every refusal."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from admin_helpers import (
+    INVALID_PATH_HOSTNAMES,
+    T0,
+    TOKEN,
+    ApiClient,
+    FakeIssuerWithoutRevoke,
+    FakePreflight,
+    assert_error,
+    make_domain,
+    spec,
+)
+from openapi_spec_validator import validate as validate_openapi
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import TestCase
+from twisted.web.server import Site
+
+from jobhost.admin.api import ROUTES, AdminResource, admin_site, decode_cursor, encode_cursor
+from jobhost.admin.errors import ApiError
+from jobhost.certs import certificate_record
+from jobhost.errors import AcmeProblem, SelfCheckFailed
+from jobhost.store.memory import MemoryStore
+from jobhost.store.records import DomainState
+from jobhost.testing import TestCA
+
+HOST = "jobs.acme-corp.example"
+PAGE = {"company": "Acme Corp", "jobs": [{"id": "eng-1", "title": "Engineer"}]}
+
+#: (method, path template, JSON body or None) for every route that needs the token.
+TOKEN_ROUTES = [
+    ("POST", "/api/v1/domains", {"hostname": "new.example.com"}),
+    ("GET", "/api/v1/domains", None),
+    ("GET", "/api/v1/domains/{hostname}", None),
+    ("DELETE", "/api/v1/domains/{hostname}", None),
+    ("POST", "/api/v1/domains/{hostname}/renew", None),
+    ("GET", "/api/v1/domains/{hostname}/page", None),
+    ("PUT", "/api/v1/domains/{hostname}/page", PAGE),
+    ("GET", "/api/v1/domains/{hostname}/diagnostics", None),
+    ("GET", "/metrics", None),
+]
+HOSTNAME_ROUTES = [r for r in TOKEN_ROUTES if "{hostname}" in r[1]]
+BODY_ROUTES = [r for r in TOKEN_ROUTES if r[2] is not None]
+
+
+@pytest.fixture(scope="module")
+def ca() -> TestCA:
+    """One throwaway CA for the module (made when first asked for, not at import)."""
+    return TestCA.create()
+
+
+def add_certificate(api: ApiClient, ca: TestCA, hostname: str, lifetime=timedelta(days=90)):
+    """Store a real certificate for ``hostname``, valid from T0 - 1 day."""
+    key_pem, chain_pem = ca.issue(hostname, not_before=T0 - timedelta(days=1), lifetime=lifetime)
+    record = certificate_record(hostname, key_pem, chain_pem)
+    api.store.certificates[hostname] = record
+    return record
+
+
+def registered(**options) -> ApiClient:
+    """A client whose store holds HOST (active, with PAGE)."""
+    api = ApiClient.create(**options)
+    api.store.domains[HOST] = make_domain(HOST, page=dict(PAGE, jobs=list(PAGE["jobs"])))
+    return api
+
+
+def send(api: ApiClient, method: str, template: str, body, hostname: str = HOST, **kwargs):
+    path = template.replace("{hostname}", hostname)
+    return api.request(method, path, json_body=body, **kwargs)
+
+
+# -- the document ----------------------------------------------------------------------------
+
+
+def test_openapi_document_is_valid_openapi_3_1():
+    """openapi.json is a valid OpenAPI 3.1 document."""
+    document = spec()
+    assert document["openapi"].startswith("3.1")
+    validate_openapi(document)
+
+
+def test_every_route_is_documented_and_every_documented_route_is_served():
+    """The routes the resource serves and the operations openapi.json documents are the same set."""
+    served = {(method.lower(), route.template) for route in ROUTES for method in route.methods}
+    documented = {
+        (method, path)
+        for path, item in spec()["paths"].items()
+        for method in item
+        if method in ("get", "put", "post", "delete", "patch", "head", "options")
+    }
+    assert served == documented
+
+
+def test_openapi_is_served_without_a_token():
+    """GET /api/v1/openapi.json answers the document itself, with no token."""
+    api = ApiClient.create()
+    answer = api.request("GET", "/api/v1/openapi.json", token=None)
+    assert answer.status == 200
+    assert answer.json == spec()
+
+
+def test_every_error_code_the_api_can_raise_is_in_the_error_enum():
+    """Each code in jobhost.admin.errors appears in the documented Error schema."""
+    import re
+
+    import jobhost.admin.errors as module
+
+    source = open(module.__file__).read()
+    codes = set(re.findall(r'ApiError\(\s*\d{3},\s*"([a-z_]+)"', source))
+    enum = set(spec()["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"])
+    assert codes and codes <= enum
+
+
+# -- authentication ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,template,body", TOKEN_ROUTES)
+@pytest.mark.parametrize("token", [None, "wrong-token-0123456789", ""])
+def test_token_routes_refuse_missing_or_wrong_token(method, template, body, token):
+    """Every token route answers 401 with WWW-Authenticate and touches neither store nor issuer."""
+    api = registered()
+    before = api.store.snapshot()
+    answer = send(api, method, template, body, token=token)
+    assert_error(answer, 401, "unauthorized")
+    assert answer.header("www-authenticate") == 'Bearer realm="jobhost"'
+    assert api.store.snapshot() == before
+    assert api.store.calls == []
+    assert api.issuer.calls == []
+
+
+def test_basic_auth_with_the_right_token_is_refused():
+    """Only the Bearer scheme is accepted, even with the right secret."""
+    api = registered()
+    answer = api.request("GET", "/api/v1/domains", token=None, headers={"Authorization": f"Basic {TOKEN}"})
+    assert_error(answer, 401, "unauthorized")
+
+
+def test_unknown_api_path_needs_the_token_before_saying_not_found():
+    """Unknown /api/v1 paths answer 401 without a token (no probing) and 404 with one."""
+    api = ApiClient.create()
+    assert_error(api.request("GET", "/api/v1/nothing", token=None), 401, "unauthorized")
+    assert_error(api.request("GET", "/api/v1/nothing"), 404, "not_found")
+    assert_error(api.request("GET", "/nothing", token=None), 404, "not_found")
+
+
+def test_metrics_needs_the_token_unless_public():
+    """/metrics is token-protected by default and open when metrics_public is set."""
+    assert_error(ApiClient.create().request("GET", "/metrics", token=None), 401, "unauthorized")
+    answer = ApiClient.create(metrics_public=True).request("GET", "/metrics", token=None)
+    assert answer.status == 200
+    assert b"jobhost_domains" in answer.body
+
+
+# -- hostnames in the path ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,template,body", HOSTNAME_ROUTES)
+@pytest.mark.parametrize("label", sorted(INVALID_PATH_HOSTNAMES))
+def test_invalid_hostname_in_path_is_422_and_never_reaches_the_store(method, template, body, label):
+    """IPs, wildcards, ../etc (plain or encoded), 300 characters and empty names answer 422."""
+    api = registered()
+    before = api.store.snapshot()
+    answer = send(api, method, template, body, hostname=INVALID_PATH_HOSTNAMES[label])
+    error = assert_error(answer, 422, "invalid_hostname")
+    assert error["details"]["reason"]
+    assert api.store.calls == []
+    assert api.store.snapshot() == before
+    assert api.issuer.calls == []
+
+
+@pytest.mark.parametrize("method,template,body", HOSTNAME_ROUTES)
+def test_unknown_hostname_is_404(method, template, body):
+    """Every hostname route answers 404 not_found for a hostname that is not registered."""
+    api = registered()
+    before = api.store.snapshot()
+    answer = send(api, method, template, body, hostname="unknown.example.com")
+    error = assert_error(answer, 404, "not_found")
+    assert error["details"] == {"hostname": "unknown.example.com"}
+    assert api.store.snapshot() == before
+    assert api.issuer.calls == []
+
+
+def test_unicode_hostname_in_path_finds_the_punycode_record():
+    """A URL-encoded unicode hostname is normalised to its A-label before the lookup."""
+    api = ApiClient.create()
+    api.store.domains["xn--bcher-kva.example"] = make_domain("xn--bcher-kva.example")
+    answer = api.request("GET", "/api/v1/domains/B%C3%BCcher.Example")
+    assert answer.status == 200
+    assert answer.json["hostname"] == "xn--bcher-kva.example"
+    assert answer.json["hostname_unicode"] == "bücher.example"
+
+
+# -- bodies ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,template,body", BODY_ROUTES)
+@pytest.mark.parametrize(
+    "raw",
+    [b"{", b'{"a": NaN}', b'{"a": 1, "a": 2}', b"\xff\xfe", b"", b"[" * 3000],
+    ids=["truncated", "nan", "duplicate-key", "not-utf8", "empty", "deep"],
+)
+def test_malformed_json_is_400_bad_json(method, template, body, raw):
+    """Unparsable, non-UTF-8, empty, NaN, duplicate-key and absurdly nested bodies answer 400 bad_json."""
+    api = registered()
+    before = api.store.snapshot()
+    answer = send(api, method, template, None, data=raw, headers={"Content-Type": "application/json"})
+    assert_error(answer, 400, "bad_json")
+    assert api.store.snapshot() == before
+    assert api.issuer.calls == []
+
+
+@pytest.mark.parametrize("method,template,body", BODY_ROUTES)
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"]
+)
+def test_wrong_content_type_is_415(method, template, body, content_type):
+    """POST and PUT bodies must be application/json (UTF-8); anything else answers 415."""
+    api = registered()
+    before = api.store.snapshot()
+    headers = {"Content-Type": content_type} if content_type else {}
+    answer = send(api, method, template, None, data=json.dumps(body).encode(), headers=headers)
+    assert_error(answer, 415, "unsupported_media_type")
+    assert api.store.snapshot() == before
+    assert api.issuer.calls == []
+
+
+def test_json_with_charset_utf8_is_accepted():
+    """application/json; charset=utf-8 is application/json."""
+    api = ApiClient.create()
+    answer = api.request(
+        "POST",
+        "/api/v1/domains",
+        data=json.dumps({"hostname": HOST}).encode(),
+        headers={"Content-Type": "application/json; charset=UTF-8"},
+    )
+    assert answer.status == 201
+
+
+@pytest.mark.parametrize("method,template,body", BODY_ROUTES)
+def test_body_over_the_limit_is_413(method, template, body):
+    """A body over max_body_bytes answers 413 before it is parsed."""
+    api = registered(max_body_bytes=100)
+    before = api.store.snapshot()
+    big = dict(body, padding="x" * 200)
+    answer = send(api, method, template, big)
+    error = assert_error(answer, 413, "body_too_large")
+    assert error["details"] == {"max_body_bytes": 100}
+    assert api.store.snapshot() == before
+    assert api.issuer.calls == []
+
+
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ([HOST], None),
+        ({}, "hostname"),
+        ({"hostname": 5}, "hostname"),
+        ({"hostname": HOST, "skip_preflight": "yes"}, "skip_preflight"),
+        ({"hostname": HOST, "colour": "red"}, "colour"),
+    ],
+)
+def test_register_with_wrong_fields_is_400(body, field):
+    """A registration body that is not {hostname, page?, skip_preflight?} answers 400 bad_request."""
+    api = ApiClient.create()
+    error = assert_error(api.request("POST", "/api/v1/domains", json_body=body), 400, "bad_request")
+    if field:
+        assert error["details"]["field"] == field
+    assert api.store.domains == {}
+
+
+# -- registering -------------------------------------------------------------------------------
+
+
+def test_register_runs_preflight_stores_pending_and_kicks_the_issuer():
+    """POST /api/v1/domains normalises, preflights, stores a pending record, answers 201 and kicks."""
+    api = ApiClient.create()
+    answer = api.request("POST", "/api/v1/domains", json_body={"hostname": "Jobs.Acme-Corp.Example.", "page": PAGE})
+    assert answer.status == 201
+    assert answer.header("location") == f"/api/v1/domains/{HOST}"
+    doc = answer.json
+    assert doc["hostname"] == HOST
+    assert doc["state"] == "pending"
+    assert doc["certificate"] is None
+    assert doc["page"] == {"company": "Acme Corp", "jobs": [{"id": "eng-1", "title": "Engineer"}]}
+    assert api.preflight.asked == [HOST]
+    stored = api.store.domains[HOST]
+    assert stored.state == DomainState.PENDING
+    assert stored.created_at == T0
+    assert stored.page == doc["page"]
+    assert api.issuer.calls == [("kick", HOST)]
+
+
+def test_register_accepts_a_unicode_hostname():
+    """A unicode hostname is stored under its A-label form."""
+    api = ApiClient.create()
+    answer = api.request("POST", "/api/v1/domains", json_body={"hostname": "Bücher.example"})
+    assert answer.status == 201
+    assert list(api.store.domains) == ["xn--bcher-kva.example"]
+
+
+@pytest.mark.parametrize("hostname", ["192.0.2.1", "*.example.com", "../etc", "a" * 300, "", "localhost"])
+def test_register_invalid_hostname_is_422_and_stores_nothing(hostname):
+    """An invalid hostname in the body answers 422 invalid_hostname before preflight or the store."""
+    api = ApiClient.create()
+    answer = api.request("POST", "/api/v1/domains", json_body={"hostname": hostname})
+    error = assert_error(answer, 422, "invalid_hostname")
+    assert error["details"]["reason"]
+    assert api.store.calls == []
+    assert api.preflight.asked == []
+    assert api.issuer.calls == []
+
+
+def test_failed_preflight_is_422_with_reasons_and_stores_nothing():
+    """When DNS points elsewhere the answer carries the first reason's message and all reasons."""
+    api = ApiClient.create(preflight=FakePreflight(passes=False))
+    answer = api.request("POST", "/api/v1/domains", json_body={"hostname": HOST})
+    error = assert_error(answer, 422, "preflight_failed")
+    assert error["message"] == f"{HOST} has A 198.51.100.7, but must point at 203.0.113.10 (A)."
+    (reason,) = error["details"]["reasons"]
+    assert reason["code"] == "points_elsewhere"
+    assert reason["found"] == [f"{HOST} A 198.51.100.7"]
+    assert reason["retryable"] is False
+    assert api.store.domains == {}
+    assert api.issuer.calls == []
+
+
+def test_skip_preflight_registers_without_asking_dns():
+    """skip_preflight: true registers even when preflight would fail, and records why in history."""
+    api = ApiClient.create(preflight=FakePreflight(passes=False))
+    answer = api.request("POST", "/api/v1/domains", json_body={"hostname": HOST, "skip_preflight": True})
+    assert answer.status == 201
+    assert api.preflight.asked == []
+    assert "preflight skipped" in answer.json["history"][-1]["reason"]
+
+
+def test_disabled_preflight_registers_without_asking_dns():
+    """With no preflight configured a registration goes straight to the store."""
+    api = ApiClient.create(preflight=None)
+    assert api.request("POST", "/api/v1/domains", json_body={"hostname": HOST}).status == 201
+
+
+def test_invalid_page_on_register_is_422_before_preflight():
+    """A bad page answers 422 invalid_page with every field error; no DNS query, nothing stored."""
+    api = ApiClient.create()
+    body = {"hostname": HOST, "page": {"company": "", "jobs": [{"title": "x"}], "extra": 1}}
+    error = assert_error(api.request("POST", "/api/v1/domains", json_body=body), 422, "invalid_page")
+    assert set(error["details"]["errors"]) == {"company", "jobs[0].id", "extra"}
+    assert api.preflight.asked == []
+    assert api.store.domains == {}
+
+
+def test_registering_twice_is_idempotent():
+    """A second identical registration answers 200 with the stored record and changes nothing."""
+    api = ApiClient.create()
+    first = api.request("POST", "/api/v1/domains", json_body={"hostname": HOST, "page": PAGE})
+    before = api.store.snapshot()
+    calls = list(api.issuer.calls)
+    again = api.request("POST", "/api/v1/domains", json_body={"hostname": HOST.upper(), "page": PAGE})
+    assert again.status == 200
+    assert again.json == first.json
+    assert api.store.snapshot() == before
+    assert api.issuer.calls == calls
+    without_page = api.request("POST", "/api/v1/domains", json_body={"hostname": HOST})
+    assert without_page.status == 200
+    assert api.store.snapshot() == before
+
+
+def test_registering_again_with_a_different_page_is_409():
+    """A registration whose page differs from the stored one answers 409 conflict."""
+    api = registered()
+    before = api.store.snapshot()
+    answer = api.request("POST", "/api/v1/domains", json_body={"hostname": HOST, "page": {"company": "Other"}})
+    error = assert_error(answer, 409, "conflict")
+    assert error["details"] == {"hostname": HOST}
+    assert api.store.snapshot() == before
+    assert api.issuer.calls == []
+
+
+def test_registering_a_removed_hostname_starts_afresh_and_keeps_history():
+    """A removed record is replaced by a fresh pending one whose history follows the old one."""
+    api = ApiClient.create()
+    api.store.domains[HOST] = make_domain(HOST, state=DomainState.REMOVED, attempts=3)
+    answer = api.request("POST", "/api/v1/domains", json_body={"hostname": HOST})
+    assert answer.status == 201
+    stored = api.store.domains[HOST]
+    assert stored.state == DomainState.PENDING
+    assert stored.attempts == 0
+    assert [h.state for h in stored.history] == ["removed", "pending"]
+    assert api.issuer.calls == [("kick", HOST)]
+
+
+# -- listing -----------------------------------------------------------------------------------
+
+
+def test_list_pages_with_a_cursor_until_null():
+    """GET /api/v1/domains pages through every record in hostname order."""
+    api = ApiClient.create()
+    names = [f"host{i:02}.example.com" for i in range(7)]
+    for name in reversed(names):
+        api.store.domains[name] = make_domain(name)
+    seen, cursor, pages = [], None, 0
+    while True:
+        query = "?limit=3" + (f"&cursor={cursor}" if cursor else "")
+        doc = api.request("GET", "/api/v1/domains" + query).json
+        seen += [d["hostname"] for d in doc["domains"]]
+        pages += 1
+        cursor = doc["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == names
+    assert pages == 3
+
+
+def test_list_filters_by_state_and_prefix():
+    """state= and q= narrow the listing."""
+    api = ApiClient.create()
+    for name, state in [
+        ("a.example.com", "active"),
+        ("jobs.a.example", "failing"),
+        ("jobs.b.example", "active"),
+        ("jobsite.example", "active"),
+        ("z.example.com", "active"),
+    ]:
+        api.store.domains[name] = make_domain(name, state=state)
+    listed = lambda q: [d["hostname"] for d in api.request("GET", "/api/v1/domains" + q).json["domains"]]
+    assert listed("?state=failing") == ["jobs.a.example"]
+    assert listed("?q=jobs.") == ["jobs.a.example", "jobs.b.example"]
+    assert listed("?q=JOBS&state=active") == ["jobs.b.example", "jobsite.example"]
+    assert listed("?q=nothing") == []
+
+
+def test_list_filters_by_expiry_and_shows_certificates(ca):
+    """expires_before= keeps hostnames whose certificate ends before that time, with the certificate."""
+    api = ApiClient.create()
+    for name in ("short.example.com", "long.example.com", "none.example.com"):
+        api.store.domains[name] = make_domain(name)
+    add_certificate(api, ca, "short.example.com", lifetime=timedelta(days=6))
+    add_certificate(api, ca, "long.example.com", lifetime=timedelta(days=90))
+    doc = api.request("GET", "/api/v1/domains?expires_before=2030-01-30T00:00:00Z").json
+    assert [d["hostname"] for d in doc["domains"]] == ["short.example.com"]
+    assert doc["domains"][0]["certificate"]["not_after"] == "2030-01-20T12:00:00Z"
+    lower_case = api.request("GET", "/api/v1/domains?expires_before=2030-01-30t00:00:00z").json
+    assert [d["hostname"] for d in lower_case["domains"]] == ["short.example.com"]
+    everything = api.request("GET", "/api/v1/domains").json["domains"]
+    assert [d["certificate"] is not None for d in everything] == [True, False, True]
+
+
+@pytest.mark.parametrize(
+    "query,parameter",
+    [
+        ("state=bogus", "state"),
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=%21%21", "cursor"),
+        ("cursor=" + encode_cursor("ok.example.com")[:-2] + "AA", "cursor"),
+        ("expires_before=yesterday", "expires_before"),
+        ("q=%3Cscript%3E", "q"),
+    ],
+)
+def test_list_with_a_bad_query_is_400(query, parameter):
+    """Each malformed query parameter answers 400 bad_request naming it."""
+    api = ApiClient.create()
+    error = assert_error(api.request("GET", "/api/v1/domains?" + query), 400, "bad_request")
+    assert error["details"]["parameter"] == parameter
+
+
+def test_cursor_round_trips_and_rejects_non_hostnames():
+    """encode_cursor/decode_cursor round-trip a hostname and refuse anything else."""
+    assert decode_cursor(encode_cursor("a.example.com")) == "a.example.com"
+    with pytest.raises(ApiError):
+        decode_cursor(encode_cursor("A.Example.com"))
+
+
+# -- one domain --------------------------------------------------------------------------------
+
+
+def test_show_domain_has_the_certificate_facts_but_never_the_key(ca):
+    """GET /api/v1/domains/{hostname} shows issuer, serial, validity and fingerprint, not key_pem."""
+    api = registered()
+    record = add_certificate(api, ca, HOST)
+    doc = api.request("GET", f"/api/v1/domains/{HOST}").json
+    certificate = doc["certificate"]
+    assert certificate["serial"] == record.serial
+    assert certificate["fingerprint_sha256"] == record.fingerprint
+    assert certificate["issuer"] == record.issuer
+    assert certificate["not_after"] == "2030-04-14T12:00:00Z"
+    assert "key_pem" not in certificate and "chain_pem" not in certificate
+    assert doc["history"][0]["state"] == "active"
+    assert doc["attempts"] == 0 and doc["next_attempt"] is None and doc["last_error"] is None
+
+
+def test_remove_stops_serving_and_renewing(ca):
+    """DELETE marks the record removed (history kept), forgets it, deletes and uncaches the certificate."""
+    api = registered()
+    add_certificate(api, ca, HOST)
+    answer = api.request("DELETE", f"/api/v1/domains/{HOST}")
+    assert answer.status == 200
+    assert answer.json["state"] == "removed"
+    assert answer.json["certificate"] is None
+    assert HOST not in api.store.certificates
+    stored = api.store.domains[HOST]
+    assert stored.state == DomainState.REMOVED
+    assert [h.state for h in stored.history] == ["active", "removed"]
+    assert api.cache.invalidated == [HOST]
+    assert api.issuer.calls == [("forget", HOST)]
+
+
+def test_remove_twice_is_harmless():
+    """Removing a removed hostname answers 200 and adds no history entry."""
+    api = registered()
+    api.request("DELETE", f"/api/v1/domains/{HOST}")
+    before = api.store.snapshot()
+    assert api.request("DELETE", f"/api/v1/domains/{HOST}").status == 200
+    assert api.store.snapshot() == before
+
+
+def test_remove_with_revoke_revokes_before_deleting(ca):
+    """revoke=true asks the issuer to revoke while the certificate is still stored, then removes."""
+    api = registered()
+    add_certificate(api, ca, HOST)
+    answer = api.request("DELETE", f"/api/v1/domains/{HOST}?revoke=true")
+    assert answer.status == 200
+    assert api.issuer.calls == [("revoke", HOST), ("forget", HOST)]
+    assert api.issuer.certificate_at_revoke == [True]
+    assert "certificate revoked" in api.store.domains[HOST].history[-1].reason
+
+
+def test_remove_with_revoke_refused_by_the_ca_changes_nothing(ca):
+    """When the CA refuses the revocation the answer is 502 ca_error and the hostname is still served."""
+    api = registered()
+    add_certificate(api, ca, HOST)
+    api.issuer.revoke_error = AcmeProblem("urn:ietf:params:acme:error:unauthorized", "no", 403)
+    before = api.store.snapshot()
+    error = assert_error(api.request("DELETE", f"/api/v1/domains/{HOST}?revoke=true"), 502, "ca_error")
+    assert error["details"]["problem"]["status"] == 403
+    assert api.store.snapshot() == before
+    assert api.cache.invalidated == []
+
+
+def test_remove_with_revoke_when_revocation_is_unavailable_is_400(ca):
+    """An issuer without revoke() makes revoke=true a 400, with nothing removed."""
+    api = registered(issuer=FakeIssuerWithoutRevoke())
+    add_certificate(api, ca, HOST)
+    before = api.store.snapshot()
+    assert_error(api.request("DELETE", f"/api/v1/domains/{HOST}?revoke=true"), 400, "bad_request")
+    assert_error(api.request("DELETE", f"/api/v1/domains/{HOST}?revoke=perhaps"), 400, "bad_request")
+    assert api.store.snapshot() == before
+    assert api.issuer.calls == []
+
+
+def test_renew_is_202_and_asks_the_issuer():
+    """POST .../renew answers 202 with the record and calls renew_now."""
+    api = registered()
+    answer = api.request("POST", f"/api/v1/domains/{HOST}/renew")
+    assert answer.status == 202
+    assert answer.json["hostname"] == HOST
+    assert api.issuer.calls == [("renew_now", HOST)]
+
+
+def test_renew_a_removed_hostname_is_409():
+    """A removed hostname cannot be renewed."""
+    api = ApiClient.create()
+    api.store.domains[HOST] = make_domain(HOST, state=DomainState.REMOVED)
+    assert_error(api.request("POST", f"/api/v1/domains/{HOST}/renew"), 409, "conflict")
+    assert api.issuer.calls == []
+
+
+# -- pages -------------------------------------------------------------------------------------
+
+
+def test_put_page_validates_stores_and_returns_the_normalised_page():
+    """PUT .../page stores the normalised page and answers it; GET answers the same."""
+    api = registered()
+    body = {"company": "  New Co ", "jobs": [{"id": "a", "title": "T", "employment_type": "full_time"}]}
+    answer = api.request("PUT", f"/api/v1/domains/{HOST}/page", json_body=body)
+    assert answer.status == 200
+    expected = {"company": "New Co", "jobs": [{"id": "a", "title": "T", "employment_type": "FULL_TIME"}]}
+    assert answer.json == expected
+    assert api.store.domains[HOST].page == expected
+    assert api.request("GET", f"/api/v1/domains/{HOST}/page").json == expected
+
+
+def test_put_invalid_page_is_422_with_field_errors():
+    """Every problem in the page is reported; the stored page is untouched."""
+    api = registered()
+    before = api.store.snapshot()
+    body = {"company": "Co", "jobs": [{"id": "a", "title": "T"}, {"id": "a", "title": ""}]}
+    error = assert_error(api.request("PUT", f"/api/v1/domains/{HOST}/page", json_body=body), 422, "invalid_page")
+    assert set(error["details"]["errors"]) == {"jobs[1].id", "jobs[1].title"}
+    assert api.store.snapshot() == before
+
+
+def test_put_page_that_is_not_an_object_is_422():
+    """A JSON array is not a page."""
+    api = registered()
+    error = assert_error(api.request("PUT", f"/api/v1/domains/{HOST}/page", json_body=[1]), 422, "invalid_page")
+    assert error["details"]["errors"] == {"": "a careers page must be a JSON object"}
+
+
+def test_get_page_when_there_is_none_is_404_no_page():
+    """A registered hostname without a page answers 404 no_page."""
+    api = ApiClient.create()
+    api.store.domains[HOST] = make_domain(HOST)
+    assert_error(api.request("GET", f"/api/v1/domains/{HOST}/page"), 404, "no_page")
+
+
+def test_put_page_on_a_removed_hostname_is_409():
+    """A removed hostname's page cannot be set."""
+    api = ApiClient.create()
+    api.store.domains[HOST] = make_domain(HOST, state=DomainState.REMOVED)
+    before = api.store.snapshot()
+    assert_error(api.request("PUT", f"/api/v1/domains/{HOST}/page", json_body=PAGE), 409, "conflict")
+    assert api.store.snapshot() == before
+
+
+# -- diagnostics -------------------------------------------------------------------------------
+
+
+def test_diagnostics_all_passing(ca):
+    """An active hostname pointing at us with a valid certificate passes every check."""
+    api = registered(self_check=lambda hostname: succeed(None))
+    add_certificate(api, ca, HOST)
+    doc = api.request("GET", f"/api/v1/domains/{HOST}/diagnostics").json
+    assert doc["ok"] is True
+    assert [c["name"] for c in doc["checks"]] == ["state", "dns", "caa", "self_check", "certificate"]
+    assert all(c["passed"] is True for c in doc["checks"])
+    assert "89 days left" in doc["checks"][-1]["message"]
+
+
+def test_diagnostics_explain_failures():
+    """Failing DNS, a failing self-check and a missing certificate each fail with a hint."""
+
+    def self_check(hostname):
+        return fail(SelfCheckFailed(hostname, f"http://{hostname}/.well-known/acme-challenge/x", "connection refused"))
+
+    api = ApiClient.create(preflight=FakePreflight(passes=False), self_check=self_check)
+    api.store.domains[HOST] = make_domain(
+        HOST, state=DomainState.FAILING, last_error={"code": "ca_unreachable", "message": "timed out"}
+    )
+    doc = api.request("GET", f"/api/v1/domains/{HOST}/diagnostics").json
+    assert doc["ok"] is False
+    checks = {c["name"]: c for c in doc["checks"]}
+    assert checks["state"]["passed"] is False and "timed out" in checks["state"]["message"]
+    assert checks["dns"]["passed"] is False and "203.0.113.10" in checks["dns"]["hint"]
+    assert checks["dns"]["details"]["found"] == [f"{HOST} A 198.51.100.7"]
+    assert checks["caa"]["passed"] is True
+    assert checks["self_check"]["passed"] is False and "connection refused" in checks["self_check"]["message"]
+    assert checks["certificate"]["passed"] is False
+
+
+def test_diagnostics_with_checks_disabled_reports_them_as_not_run():
+    """Without preflight or self-check those checks are present with passed = null."""
+    api = registered(preflight=None)
+    doc = api.request("GET", f"/api/v1/domains/{HOST}/diagnostics").json
+    checks = {c["name"]: c for c in doc["checks"]}
+    assert checks["preflight"]["passed"] is None
+    assert checks["self_check"]["passed"] is None
+
+
+def test_diagnostics_survive_a_crashing_check():
+    """A self-check that raises is reported as failed and logged, not a 500."""
+    api = registered(self_check=lambda hostname: fail(RuntimeError("boom")))
+    with capturedLogs() as events:
+        doc = api.request("GET", f"/api/v1/domains/{HOST}/diagnostics").json
+    assert {c["name"]: c["passed"] for c in doc["checks"]}["self_check"] is False
+    assert any(e.get("log_failure") is not None for e in events)
+
+
+# -- health, metrics, failures -----------------------------------------------------------------
+
+
+def test_healthz_is_open_and_reports_the_store():
+    """/healthz answers 200 with the store's status, without a token."""
+    answer = ApiClient.create().request("GET", "/healthz", token=None)
+    assert answer.status == 200
+    assert answer.json["status"] == "ok"
+    assert answer.json["components"]["store"]["ok"] is True
+
+
+def test_healthz_is_503_when_the_store_fails():
+    """A store that cannot answer makes /healthz 503 unavailable."""
+    api = ApiClient.create()
+    api.store.broken = True
+    answer = api.request("GET", "/healthz", token=None)
+    assert answer.status == 503
+    assert answer.json["status"] == "unavailable"
+    assert answer.json["components"]["store"]["ok"] is False
+
+
+def test_healthz_with_a_non_critical_failure_is_degraded():
+    """A failing non-critical component (the CA) gives 200 degraded; a critical one gives 503."""
+    api = ApiClient.create(
+        health=lambda: {"ca": {"ok": False, "message": "unreachable", "critical": False}, "listeners": True}
+    )
+    answer = api.request("GET", "/healthz", token=None)
+    assert (answer.status, answer.json["status"]) == (200, "degraded")
+    assert answer.json["components"]["listeners"] == {"ok": True, "message": None, "critical": True}
+    api = ApiClient.create(health=lambda: succeed({"listeners": {"ok": False, "message": "https not bound"}}))
+    assert api.request("GET", "/healthz", token=None).status == 503
+
+
+@pytest.mark.parametrize(
+    "method,path,body",
+    [
+        ("GET", "/api/v1/domains", None),
+        ("GET", f"/api/v1/domains/{HOST}", None),
+        ("POST", "/api/v1/domains", {"hostname": HOST}),
+        ("PUT", f"/api/v1/domains/{HOST}/page", PAGE),
+    ],
+)
+def test_store_failure_is_503_store_unavailable(method, path, body):
+    """A StoreError anywhere answers 503 store_unavailable."""
+    api = registered()
+    api.store.broken = True
+    assert_error(api.request(method, path, json_body=body), 503, "store_unavailable")
+
+
+def test_unexpected_error_is_500_without_details_and_logged():
+    """An unexpected exception answers 500 internal, logs the traceback, and sends none of it."""
+    api = registered()
+    api.issuer.renew_error = RuntimeError("secret internals")
+    with capturedLogs() as events:
+        answer = api.request("POST", f"/api/v1/domains/{HOST}/renew")
+    error = assert_error(answer, 500, "internal")
+    assert b"secret internals" not in answer.body and b"Traceback" not in answer.body
+    assert error["details"] == {}
+    failures = [e for e in events if e.get("log_failure") is not None]
+    assert failures and "secret internals" in str(failures[0]["log_failure"].value)
+
+
+@pytest.mark.parametrize(
+    "method,path,allowed",
+    [
+        ("PATCH", "/api/v1/domains", "GET, POST"),
+        ("PUT", f"/api/v1/domains/{HOST}", "DELETE, GET"),
+        ("GET", f"/api/v1/domains/{HOST}/renew", "POST"),
+        ("DELETE", f"/api/v1/domains/{HOST}/page", "GET, PUT"),
+        ("POST", "/healthz", "GET"),
+    ],
+)
+def test_wrong_method_is_405_with_allow(method, path, allowed):
+    """A method a route does not take answers 405 with the Allow header."""
+    api = registered()
+    before = api.store.snapshot()
+    answer = api.request(method, path)
+    assert_error(answer, 405, "method_not_allowed")
+    assert answer.header("allow") == allowed
+    assert api.store.snapshot() == before
+
+
+def test_unknown_subresource_is_404():
+    """A path below a valid hostname that is no route answers 404."""
+    api = registered()
+    assert_error(api.request("GET", f"/api/v1/domains/{HOST}/nothing"), 404, "not_found")
+
+
+# -- a real listener ---------------------------------------------------------------------------
+
+
+class _RawClient(Protocol):
+    """Sends raw bytes, collects the whole answer until the server closes."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.received = b""
+        self.done: Deferred = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.payload)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason) -> None:
+        self.done.callback(self.received)
+
+
+def _admin_site(resource):
+    return admin_site(resource, clock=reactor)
+
+
+class AdminSiteTests(TestCase):
+    """admin_site() on a real loopback socket."""
+
+    def _listen(self, max_body_bytes: int, site=_admin_site):
+        store = MemoryStore()
+        resource = AdminResource(
+            store=store, issuer=FakeIssuerWithoutRevoke(), clock=reactor, token=TOKEN, max_body_bytes=max_body_bytes
+        )
+        port = reactor.listenTCP(0, site(resource), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return store, port.getHost().port
+
+    async def _exchange(self, port: int, payload: bytes) -> bytes:
+        client = _RawClient(payload)
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        return await client.done
+
+    def test_chunked_body_over_the_limit_is_discarded_and_refused(self):
+        """A chunked upload past max_body_bytes is not buffered and answers 413."""
+        return self._chunked_upload_is_refused(_admin_site)
+
+    def test_chunked_body_over_the_limit_is_refused_by_the_resource_on_a_plain_site(self):
+        """Without the body limit on the site the resource itself measures a body with no Content-Length."""
+        return self._chunked_upload_is_refused(Site)
+
+    def _chunked_upload_is_refused(self, site):
+        store, port = self._listen(max_body_bytes=64, site=site)
+        chunk = b"x" * 1000
+        payload = (
+            b"POST /api/v1/domains HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            + (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 50
+            + b"0\r\n\r\n"
+        )
+
+        async def run():
+            answer = await self._exchange(port, payload)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            self.assertIn(b" 413 ", head.split(b"\r\n")[0])
+            self.assertEqual(json.loads(body)["error"]["code"], "body_too_large")
+            self.assertEqual(store.domains, {})
+
+        return Deferred.fromCoroutine(run())
+
+    def test_declared_length_over_the_limit_is_refused(self):
+        """A Content-Length over max_body_bytes answers 413 once the body is in, without keeping it."""
+        store, port = self._listen(max_body_bytes=64)
+        body = b'{"hostname": "' + b"a" * 200 + b'.example.com"}'
+        payload = (
+            b"POST /api/v1/domains HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+
+        async def run():
+            answer = await self._exchange(port, payload)
+            self.assertIn(b" 413 ", answer.split(b"\r\n")[0])
+            self.assertEqual(store.domains, {})
+
+        return Deferred.fromCoroutine(run())
