@@ -12,6 +12,7 @@ hostname as ``Host``.
 from __future__ import annotations
 
 import secrets
+import socket
 from typing import Any
 
 import attrs
@@ -75,9 +76,11 @@ class HttpSelfCheck:
     async def _check(self, hostname: str, token: str, key_authorization: str) -> None:
         display_url = f"http://{hostname}{CHALLENGE_PATH}{token}"
         try:
-            address = await self.resolver.getHostByName(hostname, timeout=(self.timeout,))
+            address = await self._address(hostname)
         except Exception as e:
             raise SelfCheckFailed(hostname, display_url, f"cannot resolve {hostname}: {e.__class__.__name__}") from None
+        if address is None:
+            raise SelfCheckFailed(hostname, display_url, f"{hostname} has no A or AAAA record")
         host = f"[{address}]" if ":" in address else address
         url = f"http://{host}:{self.port}{CHALLENGE_PATH}{token}"
         try:
@@ -96,6 +99,28 @@ class HttpSelfCheck:
                 hostname, display_url,
                 f"{address} answered, but not with our key authorization: is {hostname} served by another server?",
             )
+
+    async def _address(self, hostname: str) -> str | None:
+        """The first IPv4 address of ``hostname`` (else IPv6), following CNAMEs as the answer gives them.
+
+        Asks A and AAAA explicitly: ``getHostByName`` sends an ANY query, which many servers
+        (and pebble-challtestsrv) refuse.
+        """
+        from twisted.names import dns
+
+        for lookup, record_type in ((self.resolver.lookupAddress, dns.A), (self.resolver.lookupIPV6Address, dns.AAAA)):
+            try:
+                answers, _, _ = await lookup(hostname, timeout=(self.timeout,))
+            except Exception:
+                if record_type == dns.AAAA:
+                    raise
+                continue
+            for rr in answers:
+                if rr.type == record_type:
+                    return rr.payload.dottedQuad() if record_type == dns.A else socket.inet_ntop(
+                        socket.AF_INET6, rr.payload.address
+                    )
+        return None
 
     def probe(self, store, hostname: str) -> Deferred:
         """Self-check with a throwaway challenge written to ``store`` (for diagnostics).

@@ -3,6 +3,7 @@
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import fail, succeed
+from twisted.names import dns
 from twisted.names.error import DNSNameError
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -16,15 +17,19 @@ HOST = "jobs.acme-corp.test"
 
 
 class FakeResolver:
-    """Answers every name with one address, or NXDOMAIN when address is None."""
+    """Answers A queries for every name with one address, or NXDOMAIN when address is None."""
 
     def __init__(self, address):
         self.address = address
 
-    def getHostByName(self, name, timeout=None):
+    def lookupAddress(self, name, timeout=None):
         if self.address is None:
             return fail(DNSNameError(name))
-        return succeed(self.address)
+        rr = dns.RRHeader(name=name, type=dns.A, payload=dns.Record_A(self.address))
+        return succeed(([rr], [], []))
+
+    def lookupIPV6Address(self, name, timeout=None):
+        return fail(DNSNameError(name))
 
 
 class SelfCheckTests(TestCase):
