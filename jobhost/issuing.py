@@ -262,7 +262,9 @@ class IssuingService(Service):
 
         async def clear() -> None:
             record = await self.store.get_domain(hostname)
-            await self.store.put_domain(attrs.evolve(record, attempts=0, next_attempt=None))
+            await self.store.put_domain(
+                attrs.evolve(record, attempts=0, next_attempt=None, renew_requested=True)
+            )
             self._submit(hostname, force=True)
 
         return Deferred.fromCoroutine(clear())
@@ -421,7 +423,9 @@ class IssuingService(Service):
         if record.state == DomainState.REMOVED:
             return
         now = self._now()
-        if not force and record.next_attempt is not None and record.next_attempt > now:
+        # Backoff applies to forced renewals too: renew_now clears next_attempt itself.
+        force = force or record.renew_requested
+        if record.next_attempt is not None and record.next_attempt > now:
             self._wake_at(record.next_attempt)
             return
         try:
@@ -477,6 +481,7 @@ class IssuingService(Service):
             latest.with_state(
                 DomainState.ACTIVE, done, reason="renewed" if renewing else "issued",
                 attempts=0, last_error=None, next_attempt=self._next_check(new, due), unpause_url=None,
+                renew_requested=False,
             )
         )
         self._wake_at(self._next_check(new, due))

@@ -406,3 +406,22 @@ def test_past_ari_window_for_new_certificate_does_not_loop(ca):
     for _ in range(3 * 24 * 6):
         h.clock.advance(600)
     assert len(h.client.orders) == 4, "issued at day 0, then renewed once a day (the 1-day floor)"
+
+
+def test_forced_renewal_survives_failure(ca):
+    """A forced renewal that fails is retried with backoff until a new certificate is issued."""
+    h = Harness(ca)
+    h.register()
+    h.service.startService()
+    first = h.store.certificates[HOST].fingerprint
+    h.client.failures = [AcmeTransportError("down")] * 2
+    h.service.renew_now(HOST)
+    assert h.record().state == DomainState.FAILING
+    assert h.record().renew_requested
+    h.clock.advance(59)
+    assert len(h.client.orders) == 2, "backoff is honoured"
+    h.clock.advance(1)
+    h.clock.advance(600)
+    assert h.store.certificates[HOST].fingerprint != first
+    assert not h.record().renew_requested
+    assert h.record().state == DomainState.ACTIVE

@@ -74,6 +74,8 @@ class DomainRecord:
         attempts: Consecutive failed attempts since the last success.
         next_attempt: When the issuing service will next try, or None.
         unpause_url: The CA's link to lift a pause, when it gave one.
+        renew_requested: An operator asked for a new certificate before it is due; kept until
+            one is issued, so a forced renewal survives failures and restarts.
         history: The latest state changes, oldest first (at most :data:`HISTORY_LIMIT`).
     """
 
@@ -87,6 +89,7 @@ class DomainRecord:
     next_attempt: datetime | None = None
     unpause_url: str | None = None
     history: tuple[StateChange, ...] = ()
+    renew_requested: bool = False
 
     def with_state(self, state: str, at: datetime, reason: str | None = None, **changes: Any) -> DomainRecord:
         """Return a copy in ``state`` with the change appended to its history."""
@@ -107,6 +110,7 @@ class DomainRecord:
             "next_attempt": to_iso(self.next_attempt),
             "unpause_url": self.unpause_url,
             "history": [h.to_json() for h in self.history],
+            "renew_requested": self.renew_requested,
         }
 
     @classmethod
@@ -122,6 +126,7 @@ class DomainRecord:
             next_attempt=from_iso(doc.get("next_attempt")),
             unpause_url=doc.get("unpause_url"),
             history=tuple(StateChange.from_json(h) for h in doc.get("history", ())),
+            renew_requested=bool(doc.get("renew_requested", False)),
         )
 
 

@@ -66,6 +66,11 @@ class Stack:
         self.pebble = pebble
         self.daemon = daemon
         self.http, self.https, self.admin_port = ports
+        self.refresh_root()
+
+    def refresh_root(self) -> None:
+        """Fetch Pebble's root (a restarted Pebble has a new one); handshakes verify against it."""
+        self.root_pem = self.pebble.root_pem().decode()
 
     @classmethod
     def start(cls, workdir: Path, nonce_reject: int = 5, extra_config: str = "", pebble_env=None) -> Stack:
@@ -146,7 +151,7 @@ class Stack:
 
     def verified_leaf(self, hostname: str) -> x509.Certificate:
         """Handshake with SNI ``hostname``, verifying the chain against Pebble's root only."""
-        context = ssl.create_default_context(cadata=self.pebble.root_pem().decode())
+        context = ssl.create_default_context(cadata=self.root_pem)
         with socket.create_connection(("127.0.0.1", self.https), timeout=5) as raw:
             with context.wrap_socket(raw, server_hostname=hostname) as tls:
                 return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
@@ -164,7 +169,7 @@ class Stack:
         raise AssertionError(f"{hostname} not served with a Pebble certificate: {last}\n{self.daemon.log()[-4000:]}")
 
     def https_get(self, hostname: str, path: str = "/") -> tuple[int, bytes]:
-        context = ssl.create_default_context(cadata=self.pebble.root_pem().decode())
+        context = ssl.create_default_context(cadata=self.root_pem)
         with socket.create_connection(("127.0.0.1", self.https), timeout=5) as raw:
             with context.wrap_socket(raw, server_hostname=hostname) as tls:
                 tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {hostname}\r\nConnection: close\r\n\r\n".encode())
