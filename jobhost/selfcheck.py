@@ -49,11 +49,21 @@ class HttpSelfCheck:
     timeout: float = 5.0
 
     @classmethod
-    def create(cls, reactor, resolvers: tuple[str, ...] = (), port: int = 80, timeout: float = 5.0) -> HttpSelfCheck:
-        """Build a self-check resolving through ``resolvers`` ("IP:port"; empty = resolv.conf)."""
+    def create(
+        cls, reactor, resolvers: tuple[str, ...] = (), port: int = 80, timeout: float = 5.0, resolver=None
+    ) -> HttpSelfCheck:
+        """Build a self-check resolving through ``resolver``, else through ``resolvers``.
+
+        Args:
+            resolvers: "IP:port" strings; empty means the servers in /etc/resolv.conf.
+            resolver: An existing twisted.names resolver to share (the preflight's).
+        """
         from twisted.names import client
         from twisted.web.client import Agent
 
+        if resolver is not None:
+            http = HTTPClient(Agent(reactor, connectTimeout=timeout))
+            return cls(resolver=resolver, http=http, clock=reactor, port=port, timeout=timeout)
         servers = []
         for spec in resolvers:
             host, _, port_text = spec.rpartition(":")

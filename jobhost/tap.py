@@ -30,8 +30,10 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
+from jobhost import __version__
 from jobhost.config import Config, load_config
 from jobhost.errors import ConfigError, InvalidCertificate
+from jobhost.store.factory import redacted_url
 
 log = Logger()
 
@@ -57,6 +59,19 @@ class JobhostService(MultiService):
     (``MultiService`` stops children concurrently; jobhost needs listeners closed before
     the issuing service stops, and that before the store goes away.)
     """
+
+    config: Config | None = None
+
+    def startService(self) -> None:
+        MultiService.startService(self)
+        if self.config is not None:
+            c = self.config
+            log.info(
+                "jobhost {version} serving: http {http}, https {https}, admin {admin}; store {store}; "
+                "CA {directory}; unknown names get {fallback}",
+                version=__version__, http=c.listen.http, https=c.listen.https, admin=c.listen.admin,
+                store=redacted_url(c.store.url), directory=c.acme.directory_url, fallback=c.tls.fallback,
+            )
 
     def stopService(self) -> Deferred:
         Service.stopService(self)
@@ -161,7 +176,7 @@ def build_service(reactor, config: Config) -> JobhostService:
     if config.preflight.self_check:
         self_check = HttpSelfCheck.create(
             reactor, config.preflight.resolvers, port=config.preflight.self_check_port,
-            timeout=config.preflight.timeout,
+            timeout=config.preflight.timeout, resolver=preflight.resolver if preflight is not None else None,
         )
 
     eab = None
@@ -251,6 +266,7 @@ def build_service(reactor, config: Config) -> JobhostService:
         listener._raiseSynchronously = True
         listener.setName(name)
         listener.setServiceParent(root)
+    root.config = config
     root.store = store
     root.cache = cache
     root.issuing = issuing

@@ -23,7 +23,7 @@ _PATH = ("store", "url")
 _SUPPORTED = "directory:PATH, memory:"
 
 
-def _redacted(url: str) -> str:
+def redacted_url(url: str) -> str:
     """``url`` with any password replaced, fit for an error message or a log line."""
     try:
         parts = urlsplit(url)
@@ -90,9 +90,9 @@ def store_from_url(url: str, reactor, base_dir: FilePath | str) -> IStore:
     builder = _BUILDERS.get(scheme.lower())
     if builder is None:
         raise ConfigError(
-            f"unsupported store URL {_redacted(url)!r}; supported: {_SUPPORTED}", path=_PATH
+            f"unsupported store URL {redacted_url(url)!r}; supported: {_SUPPORTED}", path=_PATH
         )
     return builder(url, rest, reactor, base_dir)
 
 
-__all__ = ["store_from_url"]
+__all__ = ["redacted_url", "store_from_url"]
