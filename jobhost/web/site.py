@@ -15,7 +15,7 @@ written to.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -169,7 +169,60 @@ def _respond_later(
 
 
 @attrs.define(eq=False, slots=False)
-class HttpsRootResource(Resource):
+class _ByHostResource(Resource):
+    """GET/HEAD only: look the request's ``Host`` up in the store, then answer from what was found.
+
+    Subclasses say what to read (:meth:`_lookup`) and how to answer (:meth:`_answer`);
+    an absent record is a 404, a store failure a logged 503.
+    """
+
+    store: IStore
+
+    isLeaf = True
+    log = Logger()
+    #: Send Strict-Transport-Security (only meaningful over TLS).
+    hsts: ClassVar[bool] = False
+    #: What :meth:`_lookup` reads, for the log line when the store fails.
+    record_kind: ClassVar[str] = "record"
+
+    def __attrs_post_init__(self) -> None:
+        Resource.__init__(self)
+
+    def _lookup(self, hostname: str) -> Deferred:
+        raise NotImplementedError
+
+    def _answer(self, found: Any, hostname: str, request) -> _Response | Deferred:
+        raise NotImplementedError
+
+    def render(self, request):
+        """Answer the request asynchronously (NOT_DONE_YET)."""
+        if request.method not in (b"GET", b"HEAD"):
+            _send(request, _NOT_ALLOWED, hsts=self.hsts)
+            return NOT_DONE_YET
+        hostname = request_hostname(request)
+        if hostname is None:
+            _send(request, _NOT_FOUND, hsts=self.hsts)
+            return NOT_DONE_YET
+        return _respond_later(
+            request,
+            self._lookup(hostname),
+            lambda found: self._answer(found, hostname, request),
+            lambda failure: self._store_failed(failure, hostname),
+            self.log,
+            hsts=self.hsts,
+        )
+
+    def _store_failed(self, failure: Failure, hostname: str) -> _Response:
+        if failure.check(KeyError):
+            return _NOT_FOUND
+        self.log.failure(
+            "Could not read the {kind} of {hostname}", failure=failure, hostname=hostname, kind=self.record_kind
+        )
+        return _UNAVAILABLE
+
+
+@attrs.define(eq=False, slots=False)
+class HttpsRootResource(_ByHostResource):
     """The HTTPS root: routes by ``Host`` to that hostname's careers page.
 
     Paths: ``/`` (the list of openings, or "No open positions" when the
@@ -186,39 +239,14 @@ class HttpsRootResource(Resource):
         store: The :class:`~jobhost.store.interfaces.IStore` to read domain records from.
     """
 
-    store: IStore
+    hsts = True
+    record_kind = "domain record"
 
-    isLeaf = True
-    log = Logger()
+    def _lookup(self, hostname: str) -> Deferred:
+        return self.store.get_domain(hostname)
 
-    def __attrs_post_init__(self) -> None:
-        Resource.__init__(self)
-
-    def render(self, request):
-        """Answer the request asynchronously (NOT_DONE_YET); see the class docstring."""
-        if request.method not in (b"GET", b"HEAD"):
-            _send(request, _NOT_ALLOWED, hsts=True)
-            return NOT_DONE_YET
-        hostname = request_hostname(request)
-        if hostname is None:
-            _send(request, _NOT_FOUND, hsts=True)
-            return NOT_DONE_YET
-        return _respond_later(
-            request,
-            self.store.get_domain(hostname),
-            lambda record: self._page(record, request.path),
-            lambda failure: self._store_failed(failure, hostname),
-            self.log,
-            hsts=True,
-        )
-
-    def _store_failed(self, failure: Failure, hostname: str) -> _Response:
-        if failure.check(KeyError):
-            return _NOT_FOUND
-        self.log.failure(
-            "Could not read the domain record of {hostname}", failure=failure, hostname=hostname
-        )
-        return _UNAVAILABLE
+    def _answer(self, record: DomainRecord, hostname: str, request) -> _Response | Deferred:
+        return self._page(record, request.path)
 
     def _page(self, record: DomainRecord, path: bytes) -> _Response | Deferred:
         if record.state == DomainState.REMOVED:
@@ -255,42 +283,18 @@ class HttpsRootResource(Resource):
 
 
 @attrs.define(eq=False, slots=False)
-class _HttpsRedirectResource(Resource):
+class _HttpsRedirectResource(_ByHostResource):
     """Plain-HTTP fallback: 301 to HTTPS for hostnames with a certificate, else 404."""
 
-    store: IStore
-    https_port: int | None
+    https_port: int | None = None
 
-    isLeaf = True
-    log = Logger()
+    record_kind = "certificate"
 
-    def __attrs_post_init__(self) -> None:
-        Resource.__init__(self)
+    def _lookup(self, hostname: str) -> Deferred:
+        return self.store.get_certificate(hostname)
 
-    def render(self, request):
-        if request.method not in (b"GET", b"HEAD"):
-            _send(request, _NOT_ALLOWED, hsts=False)
-            return NOT_DONE_YET
-        hostname = request_hostname(request)
-        if hostname is None:
-            _send(request, _NOT_FOUND, hsts=False)
-            return NOT_DONE_YET
-        return _respond_later(
-            request,
-            self.store.get_certificate(hostname),
-            lambda _certificate: self._redirect(hostname, request.uri),
-            lambda failure: self._store_failed(failure, hostname),
-            self.log,
-            hsts=False,
-        )
-
-    def _store_failed(self, failure: Failure, hostname: str) -> _Response:
-        if failure.check(KeyError):
-            return _NOT_FOUND
-        self.log.failure(
-            "Could not read the certificate of {hostname}", failure=failure, hostname=hostname
-        )
-        return _UNAVAILABLE
+    def _answer(self, certificate: Any, hostname: str, request) -> _Response:
+        return self._redirect(hostname, request.uri)
 
     def _redirect(self, hostname: str, uri: bytes) -> _Response:
         target = uri
