@@ -532,17 +532,21 @@ class DirectoryStore:
         """Create or replace the domain record; fire with None (StoreError on failure)."""
         return self.run_in_thread(self._put_domain_sync, record).addCallback(self._report_change_failure)
 
-    def _delete_domain_sync(self, hostname: str) -> str | None:
-        if not is_normalised_hostname(hostname):
-            raise KeyError(hostname)
-        path = self._file(DOMAINS, hostname)
+    def _unlink(self, kind: str, stem: str) -> bool:
+        """Delete one record file durably; False when it was not there."""
+        path = self._file(kind, stem)
         try:
             os.unlink(path)
         except FileNotFoundError:
-            raise KeyError(hostname) from None
+            return False
         except OSError as e:
             raise StoreError(f"cannot delete {path}: {e.strerror}") from None
-        _fsync_directory(self._dir(DOMAINS))
+        _fsync_directory(self._dir(kind))
+        return True
+
+    def _delete_domain_sync(self, hostname: str) -> str | None:
+        if not is_normalised_hostname(hostname) or not self._unlink(DOMAINS, hostname):
+            raise KeyError(hostname)
         return self._record_change(hostname)
 
     def delete_domain(self, hostname: str) -> Deferred:
@@ -592,16 +596,8 @@ class DirectoryStore:
         )
 
     def _delete_certificate_sync(self, hostname: str) -> str | None:
-        if not is_normalised_hostname(hostname):
+        if not is_normalised_hostname(hostname) or not self._unlink(CERTIFICATES, hostname):
             return None
-        path = self._file(CERTIFICATES, hostname)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise StoreError(f"cannot delete {path}: {e.strerror}") from None
-        _fsync_directory(self._dir(CERTIFICATES))
         return self._record_change(hostname)
 
     def delete_certificate(self, hostname: str) -> Deferred:
