@@ -741,16 +741,8 @@ class DirectoryStore:
         return self.run_in_thread(self._get_challenge_sync, token)
 
     def _delete_challenge_sync(self, token: str) -> None:
-        if not is_token(token):
-            return
-        path = self._file(CHALLENGES, token)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return
-        except OSError as e:
-            raise StoreError(f"cannot delete {path}: {e.strerror}") from None
-        _fsync_directory(self._dir(CHALLENGES))
+        if is_token(token):
+            self._unlink(CHALLENGES, token)
 
     def delete_challenge(self, token: str) -> Deferred:
         """Forget a challenge; fire with None (also when absent)."""
