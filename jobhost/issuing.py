@@ -541,9 +541,11 @@ class IssuingService(Service):
         window, retry_after = answer if isinstance(answer, tuple) else (answer, None)
         if window is None:
             return current
-        if window.retry_after is None:
-            seconds = retry_after if retry_after is not None else ARI_DEFAULT_RETRY
-            window = attrs.evolve(window, retry_after=now + timedelta(seconds=seconds))
+        # When to ask again is counted on our clock from the seconds the CA gave.
+        if retry_after is not None:
+            window = attrs.evolve(window, retry_after=now + timedelta(seconds=retry_after))
+        elif window.retry_after is None:
+            window = attrs.evolve(window, retry_after=now + timedelta(seconds=ARI_DEFAULT_RETRY))
         updated = attrs.evolve(current, ari=window)
         if store:
             await self.store.put_certificate(updated)
