@@ -123,6 +123,16 @@ def normalise_hostname(value: object) -> str:
     return ascii_name
 
 
+def is_normalised_hostname(value: object) -> bool:
+    """True when ``value`` is text that :func:`normalise_hostname` leaves unchanged."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return normalise_hostname(value) == value
+    except InvalidHostname:
+        return False
+
+
 def to_unicode(hostname: str) -> str:
     """Return the U-label (display) form of a normalised hostname."""
     try:
@@ -131,4 +141,4 @@ def to_unicode(hostname: str) -> str:
         return hostname
 
 
-__all__ = ["MAX_HOSTNAME_OCTETS", "MAX_LABEL_OCTETS", "normalise_hostname", "to_unicode"]
+__all__ = ["MAX_HOSTNAME_OCTETS", "MAX_LABEL_OCTETS", "is_normalised_hostname", "normalise_hostname", "to_unicode"]

@@ -44,7 +44,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from jobhost.acme.client import ari_cert_id
+from jobhost.acme.resources import ari_cert_id
 from jobhost.certs import (
     certificate_record,
     generate_private_key,

@@ -52,6 +52,9 @@ CAA (check ``"caa"``, RFC 8659 section 3):
 4. A timeout or SERVFAIL on any name up to the relevant one is a retryable
    failure: the CA refuses to issue when it cannot read CAA.
 
+Rules 2 and 3 (parsing the records and deciding) are :mod:`jobhost.caa`,
+which does no I/O; this module asks DNS and puts the answer into words.
+
 :attr:`PreflightResult.retryable` is true only when every reason is retryable:
 a result that also needs a DNS change from the customer is not worth retrying
 unchanged.
@@ -61,7 +64,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import re
 from typing import Any, Iterable, Sequence
 
 import attrs
@@ -72,34 +74,18 @@ from twisted.logger import Logger
 from twisted.names import client, dns
 from twisted.names import error as dns_error
 
+from jobhost.caa import CAA, decide_caa, parse_caa_record, quote_caa_value
 from jobhost.errors import ConfigError, InvalidHostname
 from jobhost.hostnames import normalise_hostname
 
 #: The most CNAME records followed from one name before we give up.
 MAX_CNAME_HOPS = 8
 
-#: RR type of CAA (RFC 8659); twisted.names has no record class for it and
-#: hands its RDATA over as :class:`twisted.names.dns.UnknownRecord`.
-CAA = 257
-
-#: The ACME challenge jobhost answers; CAA ``validationmethods`` must allow it.
-HTTP_01 = "http-01"
-
 #: CAA issuer domain names accepted when the operator configures none.
 DEFAULT_CA_IDENTIFIERS = ("letsencrypt.org",)
 
 #: Where the system's resolvers are listed when none are configured.
 RESOLV_CONF = "/etc/resolv.conf"
-
-#: CAA tags Let's Encrypt understands; a critical record with any other tag forbids issuance.
-KNOWN_CAA_TAGS = frozenset({"issue", "issuewild", "iodef"})
-
-_CAA_CRITICAL_BITS = 128 | 1
-_CAA_TAG = re.compile(r"^[A-Za-z0-9]{1,15}$")
-_ISSUER_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_ISSUER = re.compile(rf"^{_ISSUER_LABEL}(?:\.{_ISSUER_LABEL})*$")
-_PARAMETER_TAG = re.compile(r"^[A-Za-z0-9](?:-*[A-Za-z0-9])*$")
-_PARAMETER_VALUE = re.compile(r"^[\x21-\x3a\x3c-\x7e]*$")
 
 # Failure kinds of one lookup (internal): the first two are retryable.
 _TIMEOUT = "timeout"
@@ -343,76 +329,6 @@ def _matches(rr: Any, qtype: int) -> bool:
     if qtype == dns.AAAA:
         return isinstance(payload, dns.Record_AAAA)
     return getattr(rr, "type", None) == qtype and payload is not None
-
-
-@attrs.frozen
-class _CaaRecord:
-    """One CAA resource record, parsed (RFC 8659 section 4.1)."""
-
-    owner: str
-    flags: int
-    tag: str
-    value: str
-
-    @property
-    def critical(self) -> bool:
-        return bool(self.flags & _CAA_CRITICAL_BITS)
-
-    def presentation(self) -> str:
-        return f"{self.owner} CAA {self.flags} {self.tag} {_quote(self.value)}"
-
-
-def _quote(value: str) -> str:
-    out = []
-    for char in value:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif " " <= char <= "~":
-            out.append(char)
-        else:
-            out.append(f"\\{ord(char):03d}")
-    return '"' + "".join(out) + '"'
-
-
-def _parse_caa(owner: str, rr: Any) -> _CaaRecord | None:
-    """Parse CAA RDATA: flags byte, tag length byte, tag, value; None if malformed."""
-    data = getattr(getattr(rr, "payload", None), "data", None)
-    if not isinstance(data, bytes) or len(data) < 2:
-        return None
-    flags, tag_length = data[0], data[1]
-    tag_bytes = data[2 : 2 + tag_length]
-    if len(tag_bytes) != tag_length:
-        return None
-    tag = tag_bytes.decode("latin-1")
-    if not _CAA_TAG.match(tag):
-        return None
-    return _CaaRecord(owner, flags, tag.lower(), data[2 + tag_length :].decode("latin-1"))
-
-
-@attrs.frozen
-class _IssueValue:
-    issuer: str
-    parameters: dict[str, str]
-
-
-def _parse_issue_value(value: str) -> _IssueValue | None:
-    """Parse an ``issue`` property value (RFC 8659 section 4.2); None if malformed."""
-    issuer_part, semicolon, rest = value.partition(";")
-    issuer = issuer_part.strip(" \t")
-    if issuer and not _ISSUER.match(issuer):
-        return None
-    parameters: dict[str, str] = {}
-    if semicolon:
-        for piece in rest.split(";"):
-            piece = piece.strip(" \t")
-            if not piece:
-                continue
-            key, equals, parameter_value = piece.partition("=")
-            key, parameter_value = key.strip(" \t"), parameter_value.strip(" \t")
-            if not equals or not _PARAMETER_TAG.match(key) or not _PARAMETER_VALUE.match(parameter_value):
-                return None
-            parameters.setdefault(key.lower(), parameter_value)
-    return _IssueValue(issuer.lower(), parameters)
 
 
 # ---------------------------------------------------------------- one lookup, CNAMEs followed
@@ -800,23 +716,6 @@ class Preflight:
 
     # ------------------------------------------------------------ CAA
 
-    def _issue_refusal(self, record: _CaaRecord) -> str | None:
-        """Why this ``issue`` record does not allow us; None when it does."""
-        value = _parse_issue_value(record.value)
-        if value is None:
-            return "is malformed"
-        if not value.issuer:
-            return "forbids every CA"
-        if value.issuer not in self.ca_identifiers:
-            return f"allows only {value.issuer}"
-        account = value.parameters.get("accounturi")
-        if account is not None and self.account_uri is not None and account != self.account_uri:
-            return f"allows only the ACME account {account}, not ours ({self.account_uri})"
-        methods = value.parameters.get("validationmethods")
-        if methods is not None and HTTP_01 not in [m.strip() for m in methods.split(",")]:
-            return f"allows only the validation methods {methods}, not {HTTP_01}"
-        return None
-
     async def _check_caa(self, hostname: str) -> tuple[Check, PreflightReason | None]:
         labels = hostname.split(".")
         names = [".".join(labels[i:]) for i in range(len(labels))]
@@ -836,7 +735,7 @@ class Preflight:
 
         owner = lookup.chain[-1]
         found = [f"{a} CNAME {b}" for a, b in zip(lookup.chain, lookup.chain[1:])]
-        parsed = [_parse_caa(owner, rr) for rr in lookup.records]
+        parsed = [parse_caa_record(owner, rr) for rr in lookup.records]
         found += [
             r.presentation() if r is not None else f"{owner} CAA (malformed RDATA)" for r in parsed
         ]
@@ -858,29 +757,25 @@ class Preflight:
             r = PreflightReason(ReasonCode.CAA_FORBIDS, message, tuple(found), expected, False, fix)
             return Check("caa", False, message, fix, r.found, expected), r
 
-        if any(r is None for r in parsed):
+        decision = decide_caa(parsed, self.ca_identifiers, self.account_uri)
+        if decision.malformed:
             return forbid("a CAA record there cannot be parsed, and the CA refuses to issue")
-        critical = [r for r in parsed if r.critical and r.tag not in KNOWN_CAA_TAGS]
-        if critical:
-            record = critical[0]
+        if decision.critical is not None:
+            record = decision.critical
             return forbid(
                 f"{record.presentation()} marks the property {record.tag!r} critical, "
                 "and the CA does not understand it, so it must not issue at all",
-                f"Remove the CAA record {record.flags} {record.tag} {_quote(record.value)} at "
+                f"Remove the CAA record {record.flags} {record.tag} {quote_caa_value(record.value)} at "
                 f"{owner}, or set its flags to 0.",
             )
-        issue = [r for r in parsed if r.tag == "issue"]
-        if not issue:
+        if decision.allowed and decision.allowed_by is None:
             message = f"CAA at {where} has no issue property, so any CA may issue for {hostname}."
             return Check("caa", True, message, "", tuple(found), expected), None
-        refusals = []
-        for record in issue:
-            refusal = self._issue_refusal(record)
-            if refusal is None:
-                message = f"CAA at {where} allows {record.value.split(';')[0].strip()} ({record.presentation()})."
-                return Check("caa", True, message, "", tuple(found), expected), None
-            refusals.append(f"{_quote(record.value)} {refusal}")
-        return forbid("; ".join(refusals))
+        if decision.allowed:
+            record = decision.allowed_by
+            message = f"CAA at {where} allows {record.value.split(';')[0].strip()} ({record.presentation()})."
+            return Check("caa", True, message, "", tuple(found), expected), None
+        return forbid("; ".join(f"{quote_caa_value(record.value)} {refusal}" for record, refusal in decision.refusals))
 
     def _caa_lookup_failed(
         self, name: str, lookup: _Lookup, expected: tuple[str, ...]
@@ -916,10 +811,7 @@ class Preflight:
 
 
 __all__ = [
-    "CAA",
     "DEFAULT_CA_IDENTIFIERS",
-    "HTTP_01",
-    "KNOWN_CAA_TAGS",
     "MAX_CNAME_HOPS",
     "RESOLV_CONF",
     "Check",

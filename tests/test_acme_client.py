@@ -29,7 +29,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from jobhost.acme.client import AcmeClient, ari_cert_id, select_chain
+from jobhost.acme.client import AcmeClient
+from jobhost.acme.resources import ari_cert_id, select_chain
 from jobhost.acme.transport import parse_link_header, parse_retry_after
 from jobhost.acme.urls import DIRECTORIES, resolve_directory_url
 from jobhost.certs import generate_private_key, make_csr, split_pem_chain

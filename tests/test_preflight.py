@@ -18,9 +18,9 @@ from twisted.names import error as dns_error
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from jobhost.caa import CAA
 from jobhost.errors import ConfigError, InvalidHostname
 from jobhost.preflight import (
-    CAA,
     MAX_CNAME_HOPS,
     RESOLV_CONF,
     Preflight,

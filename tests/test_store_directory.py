@@ -26,14 +26,9 @@ from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from jobhost.errors import ConfigError, StoreError
-from jobhost.store.directory import (
-    CHANGES_LOG,
-    CHANGES_LOG_OLD,
-    DirectoryStore,
-    account_file_stem,
-    lease_file_stem,
-)
+from jobhost.store.directory import DirectoryStore, account_file_stem, lease_file_stem
 from jobhost.store.factory import store_from_url
+from jobhost.store.files import CHANGES_LOG, CHANGES_LOG_OLD
 from jobhost.store.memory import MemoryStore
 from jobhost.store.records import Challenge, DomainRecord, DomainState
 from jobhost.store.tool import EXIT_ERROR, build_parser, run

@@ -8,7 +8,11 @@ revocation, deactivation and ACME Renewal Information (RFC 9773).  Message
 types, JWS signing and key authorizations come from certbot's ``acme``
 package and ``josepy``; its blocking ``ClientV2`` is never used.  The wire
 (nonces, ``badNonce`` retries, timeouts, problem documents) lives in
-:mod:`jobhost.acme.transport`.
+:mod:`jobhost.acme.transport`; the records this flow returns (orders,
+authorizations, issued chains), their parsing and the pure chain helpers
+(:func:`~jobhost.acme.resources.ari_cert_id`,
+:func:`~jobhost.acme.resources.select_chain`) live in
+:mod:`jobhost.acme.resources`.
 
 Authorization lifecycle (RFC 8555 section 7.1.6)::
 
@@ -45,7 +49,6 @@ import josepy as jose
 from acme import messages
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
@@ -63,15 +66,19 @@ from jobhost.errors import (
     ConfigError,
     InvalidCertificate,
 )
-from jobhost.hostnames import normalise_hostname
 from jobhost.store.records import AriWindow
 from jobhost.timeutil import from_iso, now
-from jobhost.acme.transport import (
-    PEM_CHAIN_CONTENT_TYPE,
-    AcmeResponse,
-    JWSTransport,
-    problem_from_document,
+from jobhost.acme.resources import (
+    AcmeAuthorization,
+    AcmeOrder,
+    IssuedChain,
+    ari_cert_id,
+    authorization_from,
+    normalise_all,
+    order_from,
+    select_chain,
 )
+from jobhost.acme.transport import PEM_CHAIN_CONTENT_TYPE, AcmeResponse, JWSTransport
 from jobhost.acme.urls import resolve_directory_url
 
 #: RFC 9773 section 4.3: without a ``Retry-After`` ask again in six hours; clamp what the CA says.
@@ -100,177 +107,6 @@ class IHTTP01Responder(Interface):
         Returns:
             Deferred firing when done.
         """
-
-
-@attrs.frozen
-class AcmeOrder:
-    """An order as the CA last described it.
-
-    Attributes:
-        url: The order URL.
-        status: ``pending``, ``ready``, ``processing``, ``valid`` or ``invalid``.
-        hostnames: The order's DNS identifiers.
-        authorizations: Authorization URLs.
-        finalize: The finalize URL.
-        certificate: The certificate URL once ``valid``.
-        error: The CA's problem when ``invalid``.
-        retry_after: Seconds from the last response's ``Retry-After``.
-        body: The parsed :class:`acme.messages.Order`.
-    """
-
-    url: str
-    status: str
-    hostnames: tuple[str, ...]
-    authorizations: tuple[str, ...]
-    finalize: str
-    certificate: str | None = None
-    error: AcmeProblem | None = None
-    retry_after: float | None = None
-    body: messages.Order | None = attrs.field(default=None, repr=False, eq=False)
-
-
-@attrs.frozen
-class AcmeAuthorization:
-    """An authorization as the CA last described it.
-
-    Attributes:
-        url: The authorization URL.
-        status: ``pending``, ``valid``, ``invalid``, ``deactivated``, ``expired`` or ``revoked``.
-        hostname: The DNS identifier it authorizes.
-        retry_after: Seconds from the last response's ``Retry-After``.
-        challenges: The raw challenge documents.
-        body: The parsed :class:`acme.messages.Authorization`.
-    """
-
-    url: str
-    status: str
-    hostname: str
-    retry_after: float | None = None
-    challenges: tuple[Mapping[str, Any], ...] = attrs.field(default=(), repr=False)
-    body: messages.Authorization | None = attrs.field(default=None, repr=False, eq=False)
-
-    def http01(self) -> messages.ChallengeBody | None:
-        """The HTTP-01 challenge, or None when the CA offers none."""
-        for challb in self.body.challenges if self.body else ():
-            if challb.chall.typ == "http-01":
-                return challb
-        return None
-
-    def problem(self) -> AcmeProblem | None:
-        """The first challenge's problem document (why validation failed), or None."""
-        for doc in self.challenges:
-            error = doc.get("error")
-            if isinstance(error, Mapping):
-                return problem_from_document(error, url=doc.get("url"))
-        return None
-
-
-@attrs.frozen
-class IssuedChain:
-    """A downloaded certificate chain.
-
-    Attributes:
-        chain_pem: The chosen chain, leaf first (the ``preferred_chain`` one, else the default).
-        alternates: The other chains the CA offered, in the CA's order.
-        order_url: The order it was issued for.
-        cert_url: The order's certificate URL.
-    """
-
-    chain_pem: bytes
-    alternates: tuple[bytes, ...]
-    order_url: str
-    cert_url: str
-
-
-def ari_cert_id(leaf_pem: bytes) -> str:
-    """The RFC 9773 certificate identifier of the first certificate in ``leaf_pem``.
-
-    ``base64url(AKI keyIdentifier) "." base64url(serial as DER INTEGER content)``,
-    unpadded.
-
-    Raises:
-        InvalidCertificate: when the PEM does not parse or the leaf has no
-            authority key identifier.
-    """
-    leaf = split_pem_chain(leaf_pem)[0]
-    try:
-        aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        raise InvalidCertificate("the certificate has no authority key identifier") from None
-    if not aki.key_identifier:
-        raise InvalidCertificate("the authority key identifier has no keyIdentifier")
-    serial = leaf.serial_number
-    # DER INTEGER content: big-endian two's complement, so a leading 0x00 when the top bit is set.
-    serial_bytes = serial.to_bytes(serial.bit_length() // 8 + 1, "big")
-    return jose.b64encode(aki.key_identifier).decode("ascii") + "." + jose.b64encode(serial_bytes).decode("ascii")
-
-
-def _issuer_names(chain_pem: bytes) -> set[str]:
-    names = set()
-    for cert in split_pem_chain(chain_pem):
-        for attribute in cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME):
-            names.add(str(attribute.value))
-    return names
-
-
-def select_chain(chains: list[bytes], preferred_issuer: str | None) -> int:
-    """Index of the first chain any of whose certificates was issued by ``preferred_issuer``.
-
-    Matches the issuer common name (as certbot's ``--preferred-chain`` does);
-    0 (the CA's default) when nothing matches or no preference is given.
-    """
-    if preferred_issuer:
-        for index, chain in enumerate(chains):
-            if preferred_issuer in _issuer_names(chain):
-                return index
-    return 0
-
-
-def _normalise_all(hostnames: Iterable[str]) -> tuple[str, ...]:
-    names: list[str] = []
-    for hostname in hostnames:
-        name = normalise_hostname(hostname)
-        if name not in names:
-            names.append(name)
-    if not names:
-        raise ValueError("an order needs at least one hostname")
-    return tuple(names)
-
-
-def _parse(cls: Any, response: AcmeResponse, what: str) -> tuple[dict[str, Any], Any]:
-    doc = response.json()
-    try:
-        return doc, cls.from_json(dict(doc))
-    except (jose.DeserializationError, TypeError, ValueError) as e:
-        raise AcmeTransportError(f"malformed {what} from the CA ({e})", url=response.url) from None
-
-
-def _order_from(url: str, response: AcmeResponse) -> AcmeOrder:
-    doc, body = _parse(messages.Order, response, "order")
-    error = doc.get("error")
-    return AcmeOrder(
-        url=url,
-        status=str(doc.get("status", "")),
-        hostnames=tuple(i.value for i in body.identifiers or ()),
-        authorizations=tuple(body.authorizations or ()),
-        finalize=str(doc.get("finalize", "")),
-        certificate=doc.get("certificate"),
-        error=problem_from_document(error, url=url) if isinstance(error, Mapping) else None,
-        retry_after=response.retry_after,
-        body=body,
-    )
-
-
-def _authorization_from(url: str, response: AcmeResponse) -> AcmeAuthorization:
-    doc, body = _parse(messages.Authorization, response, "authorization")
-    return AcmeAuthorization(
-        url=url,
-        status=str(doc.get("status", "")),
-        hostname=body.identifier.value if body.identifier else "",
-        retry_after=response.retry_after,
-        challenges=tuple(c for c in doc.get("challenges", ()) if isinstance(c, Mapping)),
-        body=body,
-    )
 
 
 @inlineCallbacks
@@ -531,7 +367,7 @@ class AcmeClient:
             :class:`AcmeProblem` (e.g. ``rateLimited`` with ``retry_after``) or
             :class:`AcmeTransportError`.
         """
-        names = _normalise_all(hostnames)
+        names = normalise_all(hostnames)
         directory = yield self.directory()
         payload: dict[str, Any] = {"identifiers": [{"type": "dns", "value": n} for n in names]}
         if profile is not None:
@@ -547,7 +383,7 @@ class AcmeClient:
         response = yield self._post(directory["newOrder"], payload)
         if not response.location:
             raise AcmeTransportError("newOrder answered without a Location header", url=response.url)
-        order = _order_from(response.location, response)
+        order = order_from(response.location, response)
         self.log.info(
             "Created order {order_url} for {hostnames} ({status})",
             order_url=order.url,
@@ -559,11 +395,11 @@ class AcmeClient:
     def fetch_order(self, order: AcmeOrder | str) -> Deferred:
         """POST-as-GET an order (or its URL); Deferred firing with a fresh :class:`AcmeOrder`."""
         url = order if isinstance(order, str) else order.url
-        return self._post(url, None).addCallback(lambda r: _order_from(url, r))
+        return self._post(url, None).addCallback(lambda r: order_from(url, r))
 
     def authorization(self, url: str) -> Deferred:
         """POST-as-GET an authorization; Deferred firing with an :class:`AcmeAuthorization`."""
-        return self._post(url, None).addCallback(lambda r: _authorization_from(url, r))
+        return self._post(url, None).addCallback(lambda r: authorization_from(url, r))
 
     def answer_challenge(self, challenge_url: str) -> Deferred:
         """Tell the CA to validate a challenge (POST ``{}``); Deferred firing with its JSON."""
@@ -578,7 +414,7 @@ class AcmeClient:
             when it is already invalid) or :class:`AcmeTransportError`.
         """
         d = self._post(url, {"status": "deactivated"})
-        d.addCallback(lambda r: _authorization_from(url, r))
+        d.addCallback(lambda r: authorization_from(url, r))
         d.addCallback(self._log_deactivated)
         return d
 
@@ -663,7 +499,7 @@ class AcmeClient:
             raise InvalidCertificate(f"cannot parse the CSR ({e})") from None
         der = csr.public_bytes(serialization.Encoding.DER)
         response = yield self._post(order.finalize, {"csr": jose.b64encode(der).decode("ascii")})
-        return _order_from(order.url, response)
+        return order_from(order.url, response)
 
     @inlineCallbacks
     def download_certificate(self, order: AcmeOrder) -> Any:
@@ -910,11 +746,6 @@ class AcmeClient:
 __all__ = [
     "ARI_DEFAULT_RETRY_AFTER",
     "ARI_RETRY_AFTER_BOUNDS",
-    "AcmeAuthorization",
     "AcmeClient",
-    "AcmeOrder",
     "IHTTP01Responder",
-    "IssuedChain",
-    "ari_cert_id",
-    "select_chain",
 ]

@@ -28,27 +28,18 @@ Rules this module keeps:
   the reactor thread.
 
 The change feed: each put/delete of a certificate or domain record appends
-``"<hostname>\\n"`` to ``changes.log`` with one ``O_APPEND`` write while holding
-an exclusive ``flock`` on ``changes.lock``.  A cursor is a *virtual* byte
-offset: each log starts with a header line ``# jobhost changes base=N`` and
-byte ``i`` of the file is at offset ``N + i``.  When the log outgrows
-``max_log_bytes`` it is compacted: hard-linked to ``changes.log.1`` and
-replaced (by rename, so there is never a moment without a log) by a fresh log
-whose base is the old log's end.  Offsets therefore only grow, a cursor never
-points into the wrong file, a reader one compaction behind still gets exact
-names from ``changes.log.1``, and a reader further behind (or holding a cursor
-past the end, e.g. after the log was deleted) gets None: "treat everything as
-changed".
+the hostname to ``changes.log``; cursors are virtual byte offsets that survive
+compaction.  The log's format, appending and compaction, and every other
+file-level step (atomic write, exclusive create, ``flock``, reading a record)
+are :mod:`jobhost.store.files`; this module owns the layout and the
+:class:`DirectoryStore` built on them.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
 import os
 import re
-import secrets
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Iterator
@@ -61,8 +52,21 @@ from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from jobhost.errors import InvalidHostname, StoreError
-from jobhost.hostnames import normalise_hostname
+from jobhost.errors import StoreError
+from jobhost.hostnames import is_normalised_hostname
+from jobhost.store.files import (
+    PUBLIC_MODE,
+    SECRET_MODE,
+    append_change,
+    create_exclusively,
+    encode_record,
+    ensure_directory,
+    flocked,
+    fsync_directory,
+    read_changes,
+    read_record,
+    write_atomically,
+)
 from jobhost.store.interfaces import IStore
 from jobhost.store.records import Account, CertificateRecord, Challenge, DomainRecord, Lease
 
@@ -71,21 +75,11 @@ CERTIFICATES = "certificates"
 CHALLENGES = "challenges"
 ACCOUNTS = "accounts"
 LEASES = "leases"
-CHANGES_LOG = "changes.log"
-CHANGES_LOG_OLD = "changes.log.1"
-CHANGES_LOCK = "changes.lock"
-
-#: Mode of files holding private keys (certificates, accounts).
-SECRET_MODE = 0o600
-#: Mode of every other record file (the store's directories are 0700 anyway).
-PUBLIC_MODE = 0o644
-DIRECTORY_MODE = 0o700
 
 #: Compact the change log once it grows past this many bytes.
 DEFAULT_MAX_LOG_BYTES = 1 << 20
 
 _JSON = ".json"
-_HEADER_PREFIX = b"# jobhost changes base="
 _TOKEN = re.compile(r"\A[A-Za-z0-9_-]{1,256}\Z")
 _LEASE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:@=+-]{0,199}\Z")
 
@@ -94,16 +88,6 @@ def _as_filepath(value: FilePath | str) -> FilePath:
     if isinstance(value, FilePath):
         return value
     return FilePath(os.fspath(value))
-
-
-def is_normalised_hostname(value: object) -> bool:
-    """True when ``value`` is text that :func:`normalise_hostname` leaves unchanged."""
-    if not isinstance(value, str):
-        return False
-    try:
-        return normalise_hostname(value) == value
-    except InvalidHostname:
-        return False
 
 
 def is_token(value: object) -> bool:
@@ -126,214 +110,6 @@ def lease_file_stem(name: str) -> str:
 def account_file_stem(directory_url: str) -> str:
     """The file name (without extension) of the account for ``directory_url``."""
     return hashlib.sha256(directory_url.encode("utf-8")).hexdigest()
-
-
-# -- low-level file helpers (run in a worker thread) -----------------------------------
-
-
-def _fsync_directory(path: str) -> None:
-    """Make a rename or unlink in ``path`` durable; StoreError naming it on failure."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise StoreError(f"cannot sync directory {path}: {e.strerror}") from None
-
-
-def _ensure_directory(path: str) -> None:
-    try:
-        # The mode applies to the last component only; DirectoryStore._ensure makes the root first.
-        os.makedirs(path, mode=DIRECTORY_MODE, exist_ok=True)
-    except OSError as e:
-        raise StoreError(f"cannot create directory {path}: {e.strerror}") from None
-
-
-def _temp_sibling(path: str) -> str:
-    head, tail = os.path.split(path)
-    return os.path.join(head, f".{tail}.{secrets.token_hex(8)}.tmp")
-
-
-def _write_temp(path: str, data: bytes, mode: int) -> str:
-    """Write ``data`` to a new fsynced temp file beside ``path``; return its name."""
-    temp = _temp_sibling(path)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        if mode == SECRET_MODE:
-            # The umask can only have removed bits; make the mode exact.
-            os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        _unlink_quietly(temp)
-        raise
-    os.close(fd)
-    return temp
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def write_atomically(path: str, data: bytes, mode: int) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new content only.
-
-    Raises:
-        StoreError: naming the file, when any step fails (the old file is then untouched).
-    """
-    temp = None
-    try:
-        temp = _write_temp(path, data, mode)
-        os.rename(temp, path)
-        temp = None
-        _fsync_directory(os.path.dirname(path))
-    except OSError as e:
-        if temp is not None:
-            _unlink_quietly(temp)
-        raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
-
-
-def create_exclusively(path: str, data: bytes, mode: int) -> bool:
-    """Create ``path`` with ``data`` unless it exists; True when this call created it.
-
-    The complete file is written to a temp file first and then hard-linked to
-    ``path``; ``link`` fails if ``path`` exists, which makes creation atomic
-    across processes without any reader seeing a partial file.
-    """
-    temp = None
-    try:
-        temp = _write_temp(path, data, mode)
-        try:
-            os.link(temp, path)
-        except FileExistsError:
-            return False
-        _fsync_directory(os.path.dirname(path))
-        return True
-    except OSError as e:
-        raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if temp is not None:
-            _unlink_quietly(temp)
-
-
-def _encode(doc: dict[str, Any]) -> bytes:
-    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, KeyError):
-        return f"missing field {exc}"
-    if isinstance(exc, json.JSONDecodeError):
-        return f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-    return str(exc) or exc.__class__.__name__
-
-
-def read_record(path: str, parse: Callable[[dict[str, Any]], Any], key: str) -> Any:
-    """Read and parse one record file.
-
-    Raises:
-        KeyError: ``key``, when the file does not exist.
-        StoreError: naming the file, when it cannot be read or parsed.
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise KeyError(key) from None
-    except OSError as e:
-        raise StoreError(f"cannot read {path}: {e.strerror or e}") from None
-    try:
-        doc = json.loads(data)
-        if not isinstance(doc, dict):
-            raise ValueError("not a JSON object")
-        return parse(doc)
-    except Exception as e:
-        raise StoreError(f"cannot parse {path}: {_describe(e)}") from None
-
-
-@contextmanager
-def _flocked(path: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing).
-
-    ``flock`` locks belong to the open file description, so this excludes
-    other threads of this process as well as other processes.
-    """
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SECRET_MODE)
-    except OSError as e:
-        raise StoreError(f"cannot open lock file {path}: {e.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-# -- the change log ---------------------------------------------------------------------
-
-
-def _log_header(base: int) -> bytes:
-    return _HEADER_PREFIX + b"%d\n" % base
-
-
-def _read_log_start(f) -> tuple[int, int]:
-    """Return ``(base, content_start)`` of an open change log."""
-    f.seek(0)
-    first = f.read(64)
-    if first.startswith(_HEADER_PREFIX):
-        end = first.find(b"\n")
-        if end > 0:
-            try:
-                return int(first[len(_HEADER_PREFIX) : end]), end + 1
-            except ValueError:
-                pass
-    # No (valid) header: an operator truncated or replaced the file; offsets start at 0.
-    return 0, 0
-
-
-def _read_names(f, start: int, stop: int) -> tuple[list[str] | None, int]:
-    """Read the complete lines in ``[start, stop)``; return ``(hostnames, bytes used)``.
-
-    A partial last line (a write in flight) is left for the next call.  A line
-    that is not a normalised hostname makes the names None: the log cannot be
-    trusted, so the caller must treat everything as changed.
-    """
-    if stop <= start:
-        return [], 0
-    f.seek(start)
-    data = f.read(stop - start)
-    used = data.rfind(b"\n") + 1
-    names: list[str] | None = []
-    for line in data[:used].split(b"\n")[:-1]:
-        name = line.decode("ascii", "replace")
-        if not is_normalised_hostname(name):
-            names = None
-            break
-        names.append(name)
-    return names, used
-
-
-def _last_line_end(f, start: int, size: int) -> int:
-    """File position just after the last complete line (at least ``start``)."""
-    position = size
-    while position > start:
-        chunk_start = max(start, position - 4096)
-        f.seek(chunk_start)
-        chunk = f.read(position - chunk_start)
-        newline = chunk.rfind(b"\n")
-        if newline >= 0:
-            return chunk_start + newline + 1
-        position = chunk_start
-    return start
 
 
 @implementer(IStore)
@@ -398,14 +174,14 @@ class DirectoryStore:
 
     def _ensure(self, kind: str) -> str:
         """Create the root and ``kind`` directories (0700) if missing; return the latter."""
-        _ensure_directory(self._root)
+        ensure_directory(self._root)
         directory = self._dir(kind)
-        _ensure_directory(directory)
+        ensure_directory(directory)
         return directory
 
     def _write(self, kind: str, stem: str, doc: dict[str, Any], mode: int) -> None:
         directory = self._ensure(kind)
-        write_atomically(os.path.join(directory, stem + _JSON), _encode(doc), mode)
+        write_atomically(os.path.join(directory, stem + _JSON), encode_record(doc), mode)
 
     def _checked_hostname_for_write(self, hostname: object) -> str:
         if not is_normalised_hostname(hostname):
@@ -499,7 +275,7 @@ class DirectoryStore:
         hostname = self._checked_hostname_for_write(record.hostname)
         self._ensure(DOMAINS)
         path = self._file(DOMAINS, hostname)
-        if create_exclusively(path, _encode(record.to_json()), PUBLIC_MODE):
+        if create_exclusively(path, encode_record(record.to_json()), PUBLIC_MODE):
             return (record, True), self._record_change(hostname)
         try:
             existing = self._get_domain_sync(hostname)
@@ -541,7 +317,7 @@ class DirectoryStore:
             return False
         except OSError as e:
             raise StoreError(f"cannot delete {path}: {e.strerror}") from None
-        _fsync_directory(self._dir(kind))
+        fsync_directory(self._dir(kind))
         return True
 
     def _delete_domain_sync(self, hostname: str) -> str | None:
@@ -618,107 +394,19 @@ class DirectoryStore:
 
     # -- change feed -----------------------------------------------------------------------
 
-    def _new_log(self, base: int) -> None:
-        """Install a fresh, empty change log starting at ``base``.  Hold the log lock."""
-        write_atomically(os.path.join(self._root, CHANGES_LOG), _log_header(base), PUBLIC_MODE)
-
-    def _compact_log(self, log_path: str, size: int) -> None:
-        """Move the full log to ``changes.log.1`` and start a new one.  Hold the log lock.
-
-        The old log is hard-linked into place before the new one is renamed
-        over ``changes.log``, so a reader always finds a log.
-        """
-        with open(log_path, "rb") as f:
-            base, _ = _read_log_start(f)
-        linked = os.path.join(self._root, "." + CHANGES_LOG_OLD + ".tmp")
-        _unlink_quietly(linked)
-        os.link(log_path, linked)
-        os.rename(linked, os.path.join(self._root, CHANGES_LOG_OLD))
-        self._new_log(base + size)
-
     def _record_change(self, hostname: str) -> str | None:
-        """Append ``hostname`` to the change log; return None, or why it failed.
-
-        Called after the record itself is safely on disk, so a reader who sees
-        the line also sees the new record.  A failure here does not undo the
-        write: it is reported (logged) and other processes find the change at
-        their next full reload.
-        """
-        log_path = os.path.join(self._root, CHANGES_LOG)
-        line = hostname.encode("ascii") + b"\n"
-        try:
-            with _flocked(os.path.join(self._root, CHANGES_LOCK)):
-                try:
-                    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    self._new_log(0)
-                    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-                try:
-                    # One small write: atomic with respect to other appenders and readers.
-                    os.write(fd, line)
-                    size = os.fstat(fd).st_size
-                finally:
-                    os.close(fd)
-                if size > self.max_log_bytes:
-                    self._compact_log(log_path, size)
-        except (OSError, StoreError) as e:
-            return f"{log_path}: {getattr(e, 'strerror', None) or e}"
-        return None
-
-    def _changes_sync(self, cursor: int | None) -> tuple[int, frozenset[str] | None]:
-        log_path = os.path.join(self._root, CHANGES_LOG)
-        try:
-            f = open(log_path, "rb")
-        except FileNotFoundError:
-            # Nothing ever changed (or the log was removed): the feed is empty at 0.
-            if cursor is None or cursor == 0:
-                return 0, frozenset()
-            return 0, None
-        except OSError as e:
-            raise StoreError(f"cannot read {log_path}: {e.strerror}") from None
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            base, start = _read_log_start(f)
-            end = base + _last_line_end(f, start, size)
-            if cursor is None:
-                return end, frozenset()
-            if cursor > base + size:
-                return end, None  # the log was truncated or replaced
-            if cursor < base:
-                earlier = self._old_log_names(cursor, base)
-                if earlier is None:
-                    return end, None  # more than one compaction behind
-                position = start
-            else:
-                earlier = []
-                position = max(cursor - base, start)
-            names, used = _read_names(f, position, size)
-            if names is None:
-                return base + position + used, None
-            return base + position + used, frozenset(earlier + names)
-
-    def _old_log_names(self, cursor: int, base: int) -> list[str] | None:
-        """Names after ``cursor`` in ``changes.log.1``, if it is the log just before ``base``."""
-        try:
-            with open(os.path.join(self._root, CHANGES_LOG_OLD), "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                old_base, start = _read_log_start(f)
-                if old_base + size != base or cursor < old_base:
-                    return None
-                names, _ = _read_names(f, max(cursor - old_base, start), size)
-                return names
-        except OSError:
-            return None
+        """Append ``hostname`` to the change log; return None, or why it failed (see :func:`append_change`)."""
+        return append_change(self._root, hostname, self.max_log_bytes)
 
     def changes(self, cursor: int | None) -> Deferred:
         """Report hostnames whose certificate or domain record changed since ``cursor``.
 
         Fires with ``(new_cursor, hostnames)``: cursors are ints (virtual byte
-        offsets into the change log, see the module docstring); ``hostnames``
+        offsets into the change log, see :mod:`jobhost.store.files`); ``hostnames``
         is a frozenset, or None when the store cannot tell (cursor from before
         the last two logs, past the end, or an unreadable line).
         """
-        return self.run_in_thread(self._changes_sync, cursor)
+        return self.run_in_thread(read_changes, self._root, cursor)
 
     # -- challenges --------------------------------------------------------------------------
 
@@ -771,7 +459,7 @@ class DirectoryStore:
     def _lease_file(self, name: str) -> Iterator[str]:
         directory = self._ensure(LEASES)
         stem = lease_file_stem(name)
-        with _flocked(os.path.join(directory, stem + ".lock")):
+        with flocked(os.path.join(directory, stem + ".lock")):
             yield os.path.join(directory, stem + _JSON)
 
     def _read_lease(self, path: str, name: str) -> Lease | None:
@@ -786,7 +474,7 @@ class DirectoryStore:
             if current is not None and current.holder != holder and current.expires_at > now:
                 return False
             lease = Lease(name=name, holder=holder, expires_at=expires_at)
-            write_atomically(path, _encode(lease.to_json()), PUBLIC_MODE)
+            write_atomically(path, encode_record(lease.to_json()), PUBLIC_MODE)
             return True
 
     def acquire_lease(self, name: str, holder: str, expires_at, now) -> Deferred:
@@ -817,19 +505,11 @@ __all__ = [
     "ACCOUNTS",
     "CERTIFICATES",
     "CHALLENGES",
-    "CHANGES_LOG",
-    "CHANGES_LOG_OLD",
     "DEFAULT_MAX_LOG_BYTES",
     "DOMAINS",
     "DirectoryStore",
     "LEASES",
-    "PUBLIC_MODE",
-    "SECRET_MODE",
     "account_file_stem",
-    "create_exclusively",
-    "is_normalised_hostname",
     "is_token",
     "lease_file_stem",
-    "read_record",
-    "write_atomically",
 ]

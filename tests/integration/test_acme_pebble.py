@@ -28,7 +28,8 @@ from zope.interface.verify import verifyObject
 
 from acme_proxy import AcmeDirectoryProxy
 from acme_servers import PebbleServer, ServerStartError, free_port
-from jobhost.acme.client import AcmeClient, IHTTP01Responder, ari_cert_id
+from jobhost.acme.client import AcmeClient, IHTTP01Responder
+from jobhost.acme.resources import ari_cert_id
 from jobhost.acme.urls import HTTP01_PATH_PREFIX
 from jobhost.certs import dns_names, generate_private_key, make_csr, split_pem_chain
 from jobhost.errors import AcmeProblem, AcmeTransportError, AcmeUnsupported, AuthorizationFailed

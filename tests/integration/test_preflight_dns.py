@@ -11,7 +11,8 @@ from twisted.names import authority, common, dns, server
 from twisted.names import error as dns_error
 from twisted.trial.unittest import TestCase
 
-from jobhost.preflight import CAA, Preflight, ReasonCode
+from jobhost.caa import CAA
+from jobhost.preflight import Preflight, ReasonCode
 
 OURS = "203.0.113.10"
 TARGET = "hosts.example.test"
