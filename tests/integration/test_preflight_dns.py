@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 from twisted.internet import defer, reactor
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import deferLater
 from twisted.names import authority, common, dns, server
@@ -111,10 +112,20 @@ class PreflightOverDNSTests(TestCase):
 
     def setUp(self):
         self.factory = TruncatingServerFactory(authorities=zones())
-        udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(self.factory), interface="127.0.0.1")
+        # UDP and TCP must share one port number; another process may take the TCP side of
+        # the number the kernel gave us for UDP, so try again with a fresh number.
+        for _ in range(20):
+            udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(self.factory), interface="127.0.0.1")
+            self.port = udp.getHost().port
+            try:
+                tcp = reactor.listenTCP(self.port, self.factory, interface="127.0.0.1")
+            except CannotListenError:
+                udp.stopListening()
+                continue
+            break
+        else:
+            self.fail("no port number free for both UDP and TCP")
         self.addCleanup(udp.stopListening)
-        self.port = udp.getHost().port
-        tcp = reactor.listenTCP(self.port, self.factory, interface="127.0.0.1")
         self.addCleanup(tcp.stopListening)
         self.preflight = Preflight.create(
             reactor, [f"127.0.0.1:{self.port}"], [OURS], [TARGET], timeout=5.0
