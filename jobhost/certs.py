@@ -185,6 +185,23 @@ def renewal_due_at(
     return due - (lifetime / 20) * jitter
 
 
+def renewal_time(record: CertificateRecord) -> datetime:
+    """When jobhost renews ``record``: :func:`renewal_due_at` with a per-certificate jitter.
+
+    The jitter is derived from the certificate's fingerprint, not drawn afresh, so
+    one certificate's time is the same across scans, restarts and processes (the
+    admin API shows the time the issuing service will use) while a batch issued
+    together still spreads out.  A certificate is never renewed in its first tenth
+    of life (at most its first day) on the CA's word alone: an ARI window already
+    past for a brand-new certificate would otherwise loop orders.  Operators can
+    still force a renewal.
+    """
+    seed = int(record.fingerprint[:8], 16) / 0x100000000 if record.fingerprint else 0.0
+    due = renewal_due_at(record.not_before, record.not_after, record.ari, seed)
+    lifetime = record.not_after - record.not_before
+    return max(due, record.not_before + min(lifetime / 10, timedelta(days=1)))
+
+
 def needs_renewal(record: CertificateRecord, now: datetime, jitter: float = 0.0) -> bool:
     """True when ``record`` is due for renewal at ``now`` (see :func:`renewal_due_at`)."""
     return now >= renewal_due_at(record.not_before, record.not_after, record.ari, jitter)
@@ -207,6 +224,7 @@ __all__ = [
     "needs_renewal",
     "private_key_pem",
     "renewal_due_at",
+    "renewal_time",
     "self_signed_certificate",
     "split_pem_chain",
     "utc",

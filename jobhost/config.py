@@ -114,6 +114,8 @@ class AdminConfig:
 
     token_file: str = DEFAULT_TOKEN_FILE
     max_body_bytes: int = 1048576
+    #: How often the store-derived metrics (domains by state, expiring certificates) refresh.
+    stats_interval: float = 60.0
 
 
 @attrs.frozen
@@ -348,7 +350,10 @@ _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "hello_timeout": _positive_duration,
         },
     ),
-    "admin": (AdminConfig, {"token_file": _nonempty_string, "max_body_bytes": _positive_int}),
+    "admin": (
+        AdminConfig,
+        {"token_file": _nonempty_string, "max_body_bytes": _positive_int, "stats_interval": _positive_duration},
+    ),
     "renewal": (
         RenewalConfig,
         {

@@ -50,7 +50,7 @@ from jobhost.certs import (
     generate_private_key,
     make_csr,
     private_key_pem,
-    renewal_due_at,
+    renewal_time,
 )
 from jobhost.errors import (
     AcmeProblem,
@@ -500,16 +500,7 @@ class IssuingService(Service):
             return None
 
     def _due(self, certificate: CertificateRecord) -> datetime:
-        # The jitter is derived from the fingerprint, not drawn afresh, so the due time of one
-        # certificate is stable across scans and restarts while a batch still spreads out.
-        seed = int(certificate.fingerprint[:8], 16) / 0x100000000 if certificate.fingerprint else 0.0
-        due = renewal_due_at(certificate.not_before, certificate.not_after, certificate.ari, seed)
-        # Never renew a certificate in its first tenth of life (at most its first day) on the
-        # CA's word alone: an ARI window already past for a brand-new certificate would
-        # otherwise loop orders.  Operators can still force a renewal.
-        lifetime = certificate.not_after - certificate.not_before
-        floor = certificate.not_before + min(lifetime / 10, timedelta(days=1))
-        return max(due, floor)
+        return renewal_time(certificate)
 
     def _next_check(self, certificate: CertificateRecord, due: datetime) -> datetime:
         """When to look at an active certificate again: its due time, or sooner to re-ask ARI."""
@@ -561,21 +552,28 @@ class IssuingService(Service):
         csr = make_csr(key, [hostname])
         self._order_times.append(self._now())
         replaces = current.ari_cert_id if current is not None and current.ari is not None else None
-        try:
-            issued = await self.client.obtain_certificate(
-                [hostname], csr,
-                responder=StoreResponder(self.store, self.clock),
-                self_check=self.self_check,
-                replaces=replaces,
-                profile=self.profile,
-            )
-        except AcmeTransportError:
-            self.ca_reachable = False
-            raise
-        except AcmeProblem as e:
-            if e.code in ("accountDoesNotExist", "unauthorized", "malformed") and "account" in e.detail.lower():
-                self._account = None  # the CA forgot the account: register again next time
-            raise
+        for retry in (False, True):
+            try:
+                issued = await self.client.obtain_certificate(
+                    [hostname], csr,
+                    responder=StoreResponder(self.store, self.clock),
+                    self_check=self.self_check,
+                    replaces=replaces,
+                    profile=self.profile,
+                )
+                break
+            except AcmeTransportError:
+                self.ca_reachable = False
+                raise
+            except AcmeProblem as e:
+                if retry or not _account_unknown(e):
+                    raise
+                # The CA forgot our account (a reset test CA, a deactivated account):
+                # register the same key again and retry this order once.
+                log.warn("The CA does not know account {account_url}; registering again",
+                         account_url=account.account_url)
+                self._account = None
+                account = await self._ensure_account()
         self.ca_reachable = True
         try:
             cert_id = ari_cert_id(issued.chain_pem)
@@ -676,6 +674,13 @@ class IssuingService(Service):
             except Exception:
                 log.failure("panic hook failed for {hostname}", hostname=hostname)
         self._wake_at(next_attempt)
+
+
+def _account_unknown(problem: AcmeProblem) -> bool:
+    """True when the CA says it does not know (or no longer accepts) our account."""
+    if problem.code == "accountDoesNotExist":
+        return True
+    return problem.code in ("unauthorized", "malformed") and "account" in problem.detail.lower()
 
 
 def account_jwk(key_pem: bytes):

@@ -158,7 +158,7 @@ def build_service(reactor, config: Config) -> JobhostService:
 
     client = AcmeClient.create(
         reactor, config.acme.directory_url, config.acme.ca_bundle, timeout=config.acme.timeout,
-        preferred_chain=config.acme.preferred_chain,
+        preferred_chain=config.acme.preferred_chain, on_response=metrics.acme_request,
     )
     _CallOnStop("acme-client", client.close).setServiceParent(root)
 
@@ -209,7 +209,7 @@ def build_service(reactor, config: Config) -> JobhostService:
     issuing.setName("issuing")
     issuing.setServiceParent(root)
 
-    stats = StoreStatsService(metrics=metrics, store=store, clock=reactor)
+    stats = StoreStatsService(metrics=metrics, store=store, clock=reactor, interval=config.admin.stats_interval)
     stats.setName("store-stats")
     stats.setServiceParent(root)
 

@@ -807,6 +807,19 @@ class ObtainTests(_Base):
         self.assertEqual([c[0] for c in responder.calls], ["start", "stop"])
         self.assertEqual(self.server.published, {})
 
+    def test_requests_are_reported_by_endpoint(self) -> None:
+        """on_response sees every request with a bounded endpoint name and the status."""
+        seen: list[tuple[str, str]] = []
+        client = self.registered(on_response=lambda endpoint, status: seen.append((endpoint, status)))
+        key = generate_private_key()
+        self.result(client.obtain_certificate(["jobs.acme-corp.test"], make_csr(key, ["jobs.acme-corp.test"]),
+                                              DictResponder(self.server)))
+        endpoints = {endpoint for endpoint, _ in seen}
+        self.assertTrue({"directory", "newNonce", "newAccount", "newOrder", "resource"} <= endpoints, endpoints)
+        self.assertTrue(endpoints <= {"directory", "newNonce", "newAccount", "newOrder", "resource", "renewalInfo",
+                                      "revokeCert", "keyChange"}, endpoints)
+        self.assertIn(("newOrder", "201"), seen)
+
     def test_self_check_failure_aborts_before_the_ca(self) -> None:
         """A failing self-check raises its error, sends no challenge POST, deactivates the authorizations and withdraws tokens."""
         client = self.registered()

@@ -425,3 +425,15 @@ def test_forced_renewal_survives_failure(ca):
     assert h.store.certificates[HOST].fingerprint != first
     assert not h.record().renew_requested
     assert h.record().state == DomainState.ACTIVE
+
+
+def test_forgotten_account_is_registered_again_in_the_same_attempt(ca):
+    """When the CA no longer knows the account, it is registered again and the order retried at once."""
+    h = Harness(ca)
+    h.client.failures = [AcmeProblem(type="urn:ietf:params:acme:error:accountDoesNotExist", detail="no account", status=400)]
+    h.register()
+    h.service.startService()
+    assert h.record().state == DomainState.ACTIVE
+    assert len(h.client.orders) == 2
+    assert len(h.client.registrations) == 2
+    assert len(h.store.accounts) == 1

@@ -152,6 +152,8 @@ class AcmeClient:
     poll_timeout: float = 300.0
     max_bad_nonce_retries: int = 10
     pool: Any = None
+    #: Called with ``(endpoint_name, status)`` after every request (metrics); None for none.
+    on_response: Any = None
     account_key: jose.JWK | None = attrs.field(default=None, init=False, repr=False)
     account_url: str | None = attrs.field(default=None, init=False)
     _transport: JWSTransport = attrs.field(init=False, repr=False)
@@ -160,8 +162,28 @@ class AcmeClient:
 
     def __attrs_post_init__(self) -> None:
         self._transport = JWSTransport(
-            self.http_client, self.clock, timeout=self.timeout, max_bad_nonce_retries=self.max_bad_nonce_retries
+            self.http_client, self.clock, timeout=self.timeout, max_bad_nonce_retries=self.max_bad_nonce_retries,
+            on_response=self._report_response,
         )
+
+    def _report_response(self, method: str, url: str, status: str) -> None:
+        if self.on_response is not None:
+            self.on_response(self.endpoint_name(url), status)
+
+    def endpoint_name(self, url: str) -> str:
+        """A bounded label for a request URL: the directory's name for it, else ``"directory"``
+        for the directory itself and ``"resource"`` for orders, authorizations, challenges
+        and certificates (whose URLs carry identifiers)."""
+        if url == self.directory_url:
+            return "directory"
+        for name, value in (self._directory or {}).items():
+            if value == url:
+                return name
+        if self._directory and isinstance(self._directory.get("renewalInfo"), str) and url.startswith(
+            self._directory["renewalInfo"]
+        ):
+            return "renewalInfo"
+        return "resource"
 
     @classmethod
     def create(

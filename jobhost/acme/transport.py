@@ -282,6 +282,8 @@ class JWSTransport:
         max_bad_nonce_retries: How often one POST is re-signed after ``badNonce``.
         user_agent: Sent on every request (RFC 8555 section 6.1 requires one).
         nonce_pool_size: How many unused nonces to keep (newest are used first).
+        on_response: Called with ``(method, url, status)`` for every answer, status
+            ``"error"`` when none came (for metrics); None for no reporting.
     """
 
     log = Logger()
@@ -292,6 +294,7 @@ class JWSTransport:
     max_bad_nonce_retries: int = 10
     user_agent: str = "jobhost-acme/0.1 (treq)"
     nonce_pool_size: int = 32
+    on_response: Any = None
     _nonces: list[str] = attrs.field(factory=list, init=False, repr=False)
 
     def get(self, url: str, accept: str = "application/json") -> Deferred:
@@ -414,6 +417,8 @@ class JWSTransport:
         d.addBoth(settled)
 
         def failed(failure: Failure) -> Failure:
+            if self.on_response is not None and not failure.check(CancelledError):
+                self.on_response(method, url, "error")
             if timed_out:
                 raise AcmeTransportError(f"no complete answer within {self.timeout:g} s", url=url)
             if failure.check(AcmeProblem, AcmeTransportError, CancelledError):
@@ -431,6 +436,8 @@ class JWSTransport:
         )
         links = parse_link_header(headers.getRawHeaders("link") or (), url)
         code = response.code
+        if self.on_response is not None:
+            self.on_response(method, url, str(code))
         self.log.debug(
             "ACME {method} {url} -> {code} in {elapsed:.3f} s",
             method=method,

@@ -49,7 +49,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from jobhost.admin import errors as api_errors
 from jobhost.admin.auth import token_matches
-from jobhost.certs import renewal_due_at
+from jobhost.certs import renewal_time
 from jobhost.errors import InvalidHostname, PreflightFailed, SelfCheckFailed
 from jobhost.hostnames import normalise_hostname, to_unicode
 from jobhost.metrics import CONTENT_TYPE_LATEST
@@ -787,7 +787,7 @@ class AdminResource(Resource):
             else:
                 hint = "See the state check's last error; renew to try again."
             return _check("certificate", False, "no certificate has been issued yet", hint)
-        due = renewal_due_at(certificate.not_before, certificate.not_after, certificate.ari)
+        due = renewal_time(certificate)
         left = certificate.not_after - now
         details = {
             "serial": certificate.serial,
