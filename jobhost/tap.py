@@ -6,7 +6,7 @@ listeners close before the issuing service stops and the store closes last)::
 
     JobhostService
       store service          (the store's thread pool lives with the reactor)
-      ChangePoller           certificates changed by any process reach the SNI cache
+      ChangePoller           changes by any process reach the SNI and page caches
       IssuingService         issues and renews, store-driven
       StoreStatsService      refreshes the store-derived metrics
       http listener          ACME challenges, redirects to HTTPS
@@ -91,6 +91,21 @@ async def _maybe_await(result):
     return result
 
 
+class _Caches:
+    """Fans invalidations out to every per-hostname cache (SNI contexts, rendered pages)."""
+
+    def __init__(self, caches) -> None:
+        self._caches = tuple(caches)
+
+    def invalidate(self, hostname: str) -> None:
+        for cache in self._caches:
+            cache.invalidate(hostname)
+
+    def invalidate_all(self) -> None:
+        for cache in self._caches:
+            cache.invalidate_all()
+
+
 class _CallOnStop(Service):
     """Runs a callable (returning a Deferred or None) when stopped."""
 
@@ -131,7 +146,7 @@ def build_service(reactor, config: Config) -> JobhostService:
     from jobhost.tls.fallback import load_or_create_fallback
     from jobhost.tls.listener import SNIServerFactory
     from jobhost.tls.sni import CertificateCache, ChangePoller
-    from jobhost.web.site import HttpRootResource, HttpsRootResource, make_site
+    from jobhost.web.site import HttpRootResource, HttpsRootResource, PageCache, make_site
 
     root = JobhostService()
     store = store_from_url(config.store.url, reactor, str(config.base_dir))
@@ -152,7 +167,9 @@ def build_service(reactor, config: Config) -> JobhostService:
     cache = CertificateCache(
         store=store, clock=reactor, max_entries=config.tls.cache_size, negative_ttl=config.tls.negative_ttl
     )
-    poller = ChangePoller(cache=cache, store=store, clock=reactor, interval=config.tls.poll_interval)
+    page_cache = PageCache(max_entries=config.tls.cache_size)
+    caches = _Caches((cache, page_cache))
+    poller = ChangePoller(cache=caches, store=store, clock=reactor, interval=config.tls.poll_interval)
     poller.setName("changes")
     poller.setServiceParent(root)
 
@@ -202,7 +219,7 @@ def build_service(reactor, config: Config) -> JobhostService:
         scan_interval=config.renewal.scan_interval,
         lease_duration=config.renewal.lease_duration,
         panic_interval=config.renewal.panic_interval,
-        on_certificate=cache.invalidate,
+        on_certificate=caches.invalidate,
         metrics=metrics,
         holder=config.renewal.node_id or default_holder(),
     )
@@ -214,7 +231,7 @@ def build_service(reactor, config: Config) -> JobhostService:
     stats.setServiceParent(root)
 
     http_site = make_site(HttpRootResource(store=store, https_port=_https_port(config)), clock=reactor)
-    https_site = make_site(HttpsRootResource(store=store), clock=reactor)
+    https_site = make_site(HttpsRootResource(store=store, page_cache=page_cache), clock=reactor)
     tls_factory = SNIServerFactory.create(
         https_site, cache, reactor, key_pem, cert_pem,
         reject_unknown=config.tls.fallback == "reject",
@@ -235,12 +252,18 @@ def build_service(reactor, config: Config) -> JobhostService:
         ("result",),
         lambda: {("hit",): cache.hits, ("miss",): cache.misses},
     )
+    metrics.register_counter_source(
+        "jobhost_page_cache_total",
+        "Rendered careers-page cache lookups by result.",
+        ("result",),
+        lambda: {("hit",): page_cache.hits, ("miss",): page_cache.misses},
+    )
     admin = AdminResource(
         store=store,
         issuer=issuing,
         preflight=preflight,
         self_check=(lambda hostname: self_check.probe(store, hostname)) if self_check else None,
-        certificate_cache=cache,
+        certificate_cache=caches,
         metrics=metrics,
         clock=reactor,
         token=token,

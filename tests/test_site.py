@@ -29,6 +29,7 @@ from jobhost.web.site import (
     HSTS_MAX_AGE,
     HttpRootResource,
     HttpsRootResource,
+    PageCache,
     make_site,
 )
 
@@ -481,3 +482,62 @@ class MakeSiteTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         clock.advance(2)
         self.assertTrue(transport.disconnecting)
+
+
+class PageCacheTests(WebTestCase):
+    """Rendered careers pages are kept until the domain record changes."""
+
+    def setUp(self) -> None:
+        self.store = FaultyStore()
+        _add_domain(self.store, page=_page())
+        self.cache = PageCache(max_entries=3)
+        self.root = HttpsRootResource(self.store, page_cache=self.cache)
+
+    def get(self, path="/", host=HOST):
+        return self.fetch(self.root, f"https://{host}{path}")
+
+    def test_second_request_is_served_without_the_store(self):
+        """Once rendered, a page is served from memory: the store is not read again."""
+        first = self.get()[1]
+        self.store.fault = StoreError("the disk is gone")
+        response, body = self.get()
+        self.assertEqual((response.code, body), (200, first))
+        self.assertEqual((self.cache.hits, self.cache.misses), (1, 1))
+
+    def test_invalidation_shows_the_new_page(self):
+        """After invalidate(hostname) the next request renders the changed record."""
+        self.get()
+        page = _page()
+        page["company"] = "Wile E. Industries"
+        _add_domain(self.store, page=page)
+        self.assertNotIn(b"Wile E. Industries", self.get()[1], "cached until invalidated")
+        self.cache.invalidate(HOST)
+        self.assertIn(b"Wile E. Industries", self.get()[1])
+
+    def test_change_during_render_is_not_cached(self):
+        """A response rendered from a record read before an invalidation is not kept."""
+        self.store.stall = True
+        stub = StubTreq(self.root)
+        d = stub.request("GET", f"https://{HOST}/", allow_redirects=False)
+        stub.flush()
+        self.cache.invalidate(HOST)
+        self.store.stall = False
+        self.store.pending.pop().callback(self.store.domains[HOST])
+        stub.flush()
+        self.assertEqual(self.successResultOf(d).code, 200)
+        self.assertIsNone(self.cache.get(HOST, b"/"))
+
+    def test_only_successes_are_cached_and_size_is_bounded(self):
+        """404s are not kept, and no more than max_entries responses are."""
+        self.get("/jobs/nope")
+        self.assertIsNone(self.cache.get(HOST, b"/jobs/nope"))
+        for path in ("/", "/jobs.json", "/jobs/eng-1", "/jobs/ops-2"):
+            self.get(path)
+        self.assertIsNone(self.cache.get(HOST, b"/"), "the least recently used entry went first")
+        self.assertIsNotNone(self.cache.get(HOST, b"/jobs/ops-2"))
+
+    def test_invalidate_all(self):
+        """invalidate_all forgets every response."""
+        self.get()
+        self.cache.invalidate_all()
+        self.assertIsNone(self.cache.get(HOST, b"/"))

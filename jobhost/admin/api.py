@@ -266,7 +266,7 @@ class AdminResource(Resource):
         preflight: Has ``check(hostname) -> Deferred[PreflightResult]``, or None when disabled.
         self_check: ``hostname -> Deferred`` firing with a check (``passed``, ``message``,
             ...) or None for "passed", failing with ``SelfCheckFailed``; or None.
-        certificate_cache: Has ``invalidate(hostname)`` (the SNI cache), or None.
+        certificate_cache: Has ``invalidate(hostname)`` (the SNI and page caches), or None.
         health: ``() -> dict or Deferred[dict]`` of component name -> ``{"ok": bool,
             "message": str, "critical": bool}`` (or a bare bool) for ``/healthz``, e.g.
             listeners and CA; the store is always probed here.  Or None.
@@ -652,13 +652,17 @@ class AdminResource(Resource):
         except Exception:
             self.log.failure("Could not stop issuance for {hostname}", hostname=hostname)
         await self.store.delete_certificate(hostname)
+        self._invalidate(hostname)
+        self.log.info("Removed {hostname} (revoked: {revoked})", hostname=hostname, revoked=revoked)
+        return _Response(200, domain_json(record, None))
+
+    def _invalidate(self, hostname: str) -> None:
+        """Drop ``hostname`` from this process's caches now (other processes follow the change feed)."""
         if self.certificate_cache is not None:
             try:
                 self.certificate_cache.invalidate(hostname)
             except Exception:
-                self.log.failure("Could not drop {hostname} from the certificate cache", hostname=hostname)
-        self.log.info("Removed {hostname} (revoked: {revoked})", hostname=hostname, revoked=revoked)
-        return _Response(200, domain_json(record, None))
+                self.log.failure("Could not drop {hostname} from the caches", hostname=hostname)
 
     async def _renew(self, request: Request, hostname: str) -> _Response:
         record = await self._get_domain(hostname)
@@ -685,6 +689,7 @@ class AdminResource(Resource):
         if record.state == DomainState.REMOVED:
             raise api_errors.conflict(f"{hostname} was removed; register it again first", hostname=hostname)
         await self.store.put_domain(attrs.evolve(record, page=page, updated_at=self._now()))
+        self._invalidate(hostname)
         self.log.info("Careers page of {hostname} replaced", hostname=hostname)
         return _Response(200, page)
 

@@ -15,6 +15,7 @@ written to.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from typing import Any, Callable, ClassVar
 from urllib.parse import urlsplit
 
@@ -168,6 +169,72 @@ def _respond_later(
     return NOT_DONE_YET
 
 
+@attrs.define(eq=False)
+class PageCache:
+    """Rendered careers-page responses (200s only), bounded, least recently used first out.
+
+    Rendering and validating a page costs milliseconds; the answer only changes
+    when the domain record does.  Entries are dropped per hostname by
+    :meth:`invalidate`, which the store's change feed (``ChangePoller``) and the
+    admin API call.  A response rendered from a record read before an
+    invalidation is not kept (see :meth:`token`).
+
+    Attributes:
+        max_entries: At most this many (hostname, path) responses are kept.
+        hits, misses: :meth:`get` outcomes.
+    """
+
+    max_entries: int = 10000
+    hits: int = attrs.field(default=0, init=False)
+    misses: int = attrs.field(default=0, init=False)
+    _entries: OrderedDict = attrs.field(factory=OrderedDict, init=False, repr=False)
+    _paths: dict[str, set[bytes]] = attrs.field(factory=dict, init=False, repr=False)
+    _epochs: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
+    _epoch: int = attrs.field(default=0, init=False, repr=False)
+
+    def get(self, hostname: str, path: bytes) -> _Response | None:
+        """The cached response for ``hostname`` and ``path``, or None."""
+        response = self._entries.get((hostname, path))
+        if response is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end((hostname, path))
+        self.hits += 1
+        return response
+
+    def token(self, hostname: str) -> tuple[int, int]:
+        """A token to take before reading the record a response will be rendered from."""
+        return (self._epoch, self._epochs.get(hostname, 0))
+
+    def put(self, hostname: str, path: bytes, response: _Response, token: tuple[int, int] | None) -> None:
+        """Keep ``response`` unless ``hostname`` was invalidated since ``token`` was taken."""
+        if token != self.token(hostname):
+            return
+        self._entries[(hostname, path)] = response
+        self._entries.move_to_end((hostname, path))
+        self._paths.setdefault(hostname, set()).add(path)
+        while len(self._entries) > self.max_entries:
+            (old_host, old_path), _ = self._entries.popitem(last=False)
+            paths = self._paths.get(old_host)
+            if paths is not None:
+                paths.discard(old_path)
+                if not paths:
+                    del self._paths[old_host]
+
+    def invalidate(self, hostname: str) -> None:
+        """Forget every response of ``hostname`` (its domain record changed)."""
+        self._epochs[hostname] = self._epochs.get(hostname, 0) + 1
+        for path in self._paths.pop(hostname, ()):
+            self._entries.pop((hostname, path), None)
+
+    def invalidate_all(self) -> None:
+        """Forget everything (the change feed could not tell what changed)."""
+        self._epoch += 1
+        self._epochs.clear()
+        self._entries.clear()
+        self._paths.clear()
+
+
 @attrs.define(eq=False, slots=False)
 class _ByHostResource(Resource):
     """GET/HEAD only: look the request's ``Host`` up in the store, then answer from what was found.
@@ -194,6 +261,10 @@ class _ByHostResource(Resource):
     def _answer(self, found: Any, hostname: str, request) -> _Response | Deferred:
         raise NotImplementedError
 
+    def _cached(self, hostname: str, request) -> _Response | None:
+        """A response ready in memory for this request, or None (the default: always read)."""
+        return None
+
     def render(self, request):
         """Answer the request asynchronously (NOT_DONE_YET)."""
         if request.method not in (b"GET", b"HEAD"):
@@ -202,6 +273,10 @@ class _ByHostResource(Resource):
         hostname = request_hostname(request)
         if hostname is None:
             _send(request, _NOT_FOUND, hsts=self.hsts)
+            return NOT_DONE_YET
+        cached = self._cached(hostname, request)
+        if cached is not None:
+            _send(request, cached, hsts=self.hsts)
             return NOT_DONE_YET
         return _respond_later(
             request,
@@ -239,14 +314,34 @@ class HttpsRootResource(_ByHostResource):
         store: The :class:`~jobhost.store.interfaces.IStore` to read domain records from.
     """
 
+    page_cache: PageCache | None = None
+
     hsts = True
     record_kind = "domain record"
 
-    def _lookup(self, hostname: str) -> Deferred:
-        return self.store.get_domain(hostname)
+    def _cached(self, hostname: str, request) -> _Response | None:
+        if self.page_cache is None:
+            return None
+        return self.page_cache.get(hostname, request.path)
 
-    def _answer(self, record: DomainRecord, hostname: str, request) -> _Response | Deferred:
-        return self._page(record, request.path)
+    def _lookup(self, hostname: str) -> Deferred:
+        # Taken before the read: a change that lands while the page renders voids the result.
+        token = self.page_cache.token(hostname) if self.page_cache is not None else None
+        return self.store.get_domain(hostname).addCallback(lambda record: (record, token))
+
+    def _answer(self, found: tuple[DomainRecord, Any], hostname: str, request) -> _Response | Deferred:
+        record, token = found
+        path = request.path
+        response = maybeDeferred(self._page, record, path)
+        if self.page_cache is not None:
+
+            def remember(response: _Response) -> _Response:
+                if response.code == 200:
+                    self.page_cache.put(hostname, path, response, token)
+                return response
+
+            response.addCallback(remember)
+        return response
 
     def _page(self, record: DomainRecord, path: bytes) -> _Response | Deferred:
         if record.state == DomainState.REMOVED:
@@ -400,6 +495,7 @@ __all__ = [
     "SERVER_HEADER",
     "HttpRootResource",
     "HttpsRootResource",
+    "PageCache",
     "make_site",
     "request_hostname",
 ]

@@ -53,6 +53,12 @@ def test_registration_to_served_certificate_and_page(stack):
     assert status == 200 and b"Rocket Engineer" in body
     status, body = stack.https_get("jobs.acme-corp.test", "/jobs.json")
     assert status == 200 and json.loads(body)
+    # A page update through the admin API is served at once (the rendered page is cached).
+    updated = dict(PAGE, jobs=[{"id": "ops-9", "title": "Anvil Tester"}])
+    status, _ = stack.api("PUT", "/api/v1/domains/jobs.acme-corp.test/page", updated)
+    assert status == 200
+    status, body = stack.https_get("jobs.acme-corp.test", "/")
+    assert status == 200 and b"Anvil Tester" in body and b"Rocket Engineer" not in body
     doc = stack.wait_state("jobs.acme-corp.test", ("active",))
     assert doc["certificate"]["names"] == ["jobs.acme-corp.test"]
     assert "key_pem" not in json.dumps(doc)
