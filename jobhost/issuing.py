@@ -544,7 +544,9 @@ class IssuingService(Service):
 
     async def _obtain(self, hostname: str, current: CertificateRecord | None) -> CertificateRecord:
         if self.preflight is not None:
-            result = await self.preflight.check(hostname)
+            # A pass from moments ago (the admin API checked at registration) is reused.
+            check = getattr(self.preflight, "recent_or_check", self.preflight.check)
+            result = await check(hostname)
             if not result.ok:
                 raise PreflightFailed(hostname=hostname, reasons=tuple(result.reasons), retryable=result.retryable)
         account = await self._ensure_account()

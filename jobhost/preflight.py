@@ -419,6 +419,7 @@ class Preflight:
     account_uri: str | None = None
     clock: IReactorTime | None = None
     timeout: float = 5.0
+    _passed: dict = attrs.field(factory=dict, init=False, repr=False)
 
     @classmethod
     def create(
@@ -488,6 +489,30 @@ class Preflight:
         """
         return defer.Deferred.fromCoroutine(self._check(hostname))
 
+    def recent_or_check(self, hostname: str, max_age: float = 60.0) -> defer.Deferred[PreflightResult]:
+        """A pass from the last ``max_age`` seconds, else a fresh :meth:`check`.
+
+        The admin API checks a hostname when it is registered and the issuing
+        service orders moments later: it need not ask DNS the same ten questions
+        again.  Only passes are reused (a failure is always checked afresh), and
+        only for a short while, so a customer who moves away still stops costing
+        orders.  Without a clock every call is fresh.
+        """
+        remembered = self._passed.get(normalise_hostname(hostname))
+        if remembered is not None and self.clock is not None:
+            at, result = remembered
+            if self.clock.seconds() - at <= max_age:
+                return defer.succeed(result)
+        return self.check(hostname)
+
+    def _remember_pass(self, hostname: str, result: PreflightResult) -> None:
+        if self.clock is None:
+            return
+        now = self.clock.seconds()
+        if len(self._passed) >= 1000:  # keep the memo small: drop what is too old to reuse
+            self._passed = {h: v for h, v in self._passed.items() if now - v[0] <= 600}
+        self._passed[hostname] = (now, result)
+
     async def _check(self, hostname: str) -> PreflightResult:
         hostname = normalise_hostname(hostname)
         (dns_check, dns_reason), (caa_check, caa_reason) = await _gather(
@@ -506,7 +531,9 @@ class Preflight:
         )
         if result.ok:
             self.log.info("Preflight passed for {hostname}", hostname=hostname)
+            self._remember_pass(hostname, result)
         else:
+            self._passed.pop(hostname, None)
             self.log.info(
                 "Preflight failed for {hostname}: {codes} (retryable: {retryable})",
                 hostname=hostname,

@@ -971,3 +971,23 @@ class PropertyTests(SynchronousTestCase):
         elif not any("letsencrypt.org" in v.lower() for v in issue_values):
             self.assertFalse(check.passed)
             self.assertEqual(result.reasons[-1].code, ReasonCode.CAA_FORBIDS)
+
+
+
+class RecentPassTests(PreflightTestCase):
+    def test_recent_pass_is_reused_but_failures_are_not(self):
+        """recent_or_check reuses a pass for max_age seconds; failures and older passes are asked afresh."""
+        preflight, resolver, clock = make({HOST: [dns.Record_A(OURS)]})
+        first = self.successResultOf(preflight.check(HOST))
+        self.assertTrue(first.ok)
+        asked = len(resolver.queries)
+        self.assertIs(self.successResultOf(preflight.recent_or_check(HOST)), first)
+        self.assertEqual(len(resolver.queries), asked, "no DNS query for a recent pass")
+        clock.advance(61)
+        self.assertTrue(self.successResultOf(preflight.recent_or_check(HOST)).ok)
+        self.assertGreater(len(resolver.queries), asked)
+        resolver.zone[HOST] = [dns.Record_A("198.51.100.7")]
+        self.assertFalse(self.successResultOf(preflight.check(HOST)).ok)
+        asked = len(resolver.queries)
+        self.assertFalse(self.successResultOf(preflight.recent_or_check(HOST)).ok)
+        self.assertGreater(len(resolver.queries), asked, "a failure is never reused")
