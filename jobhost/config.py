@@ -409,6 +409,12 @@ def parse_config(document: Mapping[str, Any], base_dir: Path, file: str | None =
     sections.setdefault("admin", AdminConfig(token_file=str(base_dir / DEFAULT_TOKEN_FILE)))
     if "renewal" in sections and not sections["renewal"].backoff:
         raise ConfigError("expected at least one delay", ("renewal", "backoff"), file)
+    preflight = sections.get("preflight", PreflightConfig())
+    if preflight.enabled and not preflight.addresses and not preflight.cname_targets:
+        raise ConfigError(
+            "set addresses or cname_targets (where customers' DNS must point), or enabled = false",
+            ("preflight",), file,
+        )
     return Config(base_dir=base_dir, file=file, **sections)
 
 

@@ -20,6 +20,7 @@ touches the global reactor.
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
 
 from twisted.application.internet import StreamServerEndpointService
@@ -304,7 +305,12 @@ def makeService(options: Options) -> JobhostService:
     try:
         return build_service(reactor, options.config)
     except ConfigError as e:
-        raise usage.UsageError(f"config error: {e}") from None
+        if e.file is None:
+            e.file = options.config.file
+        # twistd prints a traceback for anything makeService raises (even UsageError), so say
+        # what is wrong in one line and exit non-zero, as postOptions errors do.
+        sys.stderr.write(f"jobhost: config error: {e}\n")
+        raise SystemExit(1) from None
 
 
 __all__ = ["JobhostService", "Options", "build_service", "makeService"]

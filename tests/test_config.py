@@ -28,12 +28,20 @@ def test_production_example_parses(tmp_path):
     assert config.renewal.backoff == (60.0, 600.0, 6000.0, 86400.0)
 
 
-def test_empty_file_gives_defaults(tmp_path):
-    """An empty config is valid and uses the documented defaults."""
-    config = parse_config({}, tmp_path)
+def test_defaults(tmp_path):
+    """With only the one key jobhost cannot guess (where customers point), the defaults apply."""
+    config = parse_config({"preflight": {"addresses": ["203.0.113.10"]}}, tmp_path)
     assert config.tls.cache_size == 10000
     assert config.tls.fallback == "self-signed"
     assert config.acme.key_type == "ecdsa-p256"
+    assert config.preflight.self_check_port == 80
+
+
+def test_empty_file_names_preflight(tmp_path):
+    """An empty config is refused: preflight needs addresses or CNAME targets (or to be disabled)."""
+    with pytest.raises(ConfigError, match=r"\[preflight\]: set addresses or cname_targets"):
+        parse_config({}, tmp_path)
+    assert parse_config({"preflight": {"enabled": False}}, tmp_path).preflight.enabled is False
 
 
 @pytest.mark.parametrize(

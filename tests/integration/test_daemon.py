@@ -148,6 +148,8 @@ def test_certificate_put_by_another_process_is_served_without_restart(daemon, po
         ("[listen]\nhttps = 443\n", "[listen] https: expected a non-empty string"),
         ("[tls\n", "not valid TOML"),
         ("[nonsense]\n", "[nonsense]: unknown section"),
+        ('[store]\nurl = "sqlite:var/x.db"\n[preflight]\naddresses = ["127.0.0.1"]\n', "[store] url"),
+        ('[acme]\nca_bundle = "missing.pem"\n[preflight]\naddresses = ["127.0.0.1"]\n', "[acme] ca_bundle"),
     ],
 )
 def test_bad_config_exits_nonzero_naming_the_key(tmp_path, bad, expected):
