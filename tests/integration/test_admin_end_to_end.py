@@ -348,8 +348,16 @@ def test_no_private_key_bytes_in_responses_or_logs(stack):
 # -- 3. /metrics ---------------------------------------------------------------------------------
 
 
-def test_metrics_move_with_issuance_and_handshakes(stack):
+@pytest.fixture
+def fast_stats_stack(tmp_path):
+    s = Stack.start(tmp_path, extra_config='\n[admin]\nstats_interval = "0.5s"\n')
+    yield s
+    s.stop()
+
+
+def test_metrics_move_with_issuance_and_handshakes(fast_stats_stack):
     """/metrics needs the token, parses, and its issuance, handshake and domain numbers move as those happen."""
+    stack = fast_stats_stack
     status, doc = stack.api("GET", "/metrics", token="not-the-token-at-all")
     assert status == 401 and doc["error"]["code"] == "unauthorized"
     before = scrape(stack)
@@ -392,12 +400,13 @@ def test_metrics_move_with_issuance_and_handshakes(stack):
     assert metric(renewed, "jobhost_issuance_success_total") == 3
     assert metric(renewed, "jobhost_issuance_attempts_total") >= metric(after, "jobhost_issuance_attempts_total") + 1
 
-    # The store-derived gauges are recounted by StoreStatsService every 60 s (no config key);
-    # a restart recounts at once, and then they show the two active hostnames.
-    stack.restart_daemon()
-    restarted = scrape(stack)
-    assert metric(restarted, "jobhost_domains", state="active") == 2
-    assert metric(restarted, "jobhost_domains", state="pending") == 0
+    # The store-derived gauges are recounted every [admin] stats_interval (0.5 s here).
+    deadline = time.monotonic() + 10
+    while metric(scrape(stack), "jobhost_domains", state="active") != 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    counted = scrape(stack)
+    assert metric(counted, "jobhost_domains", state="active") == 2
+    assert metric(counted, "jobhost_domains", state="pending") == 0
     assert metric(restarted, "jobhost_certificates") == 2
     assert metric(restarted, "jobhost_certificates_expiring", window="7d") == 0
     refreshed = metric(restarted, "jobhost_store_stats_refreshed_timestamp_seconds")
