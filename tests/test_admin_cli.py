@@ -295,7 +295,8 @@ class CliTests(TestCase):
         config = self.write(
             "jobhost.toml",
             f'[listen]\nadmin = "tcp:{self.port.getHost().port}:interface=127.0.0.1"\n'
-            f'[admin]\ntoken_file = "{self.token_file}"\n',
+            f'[admin]\ntoken_file = "{self.token_file}"\n'
+            '[preflight]\naddresses = ["127.0.0.1"]\n',
         )
         self.store.domains[HOST] = make_domain(HOST)
 
