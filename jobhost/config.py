@@ -16,6 +16,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -94,6 +95,7 @@ class PreflightConfig:
 
 DEFAULT_FALLBACK_CERT = "var/fallback.pem"
 DEFAULT_TOKEN_FILE = "var/admin.token"
+DEFAULT_WEBHOOK_SECRET_FILE = "var/webhook.secret"
 
 
 @attrs.frozen
@@ -141,6 +143,18 @@ class WebConfig:
 
 
 @attrs.frozen
+class EventsConfig:
+    """``[events]``: webhooks on certificate state changes (see :mod:`jobhost.events`)."""
+
+    #: Where deliveries are POSTed; None (the default, or ``""``) sends none.
+    webhook_url: str | None = None
+    #: The HMAC secret, created 0600 on first start if missing (read only when webhook_url is set).
+    webhook_secret_file: str = DEFAULT_WEBHOOK_SECRET_FILE
+    timeout: float = 10.0
+    backoff: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 3600.0)
+
+
+@attrs.frozen
 class Config:
     """The whole parsed config file."""
 
@@ -154,6 +168,7 @@ class Config:
     admin: AdminConfig = AdminConfig()
     renewal: RenewalConfig = RenewalConfig()
     web: WebConfig = WebConfig()
+    events: EventsConfig = EventsConfig()
 
     def path(self, relative: str) -> Path:
         """Resolve a path from the config against :attr:`base_dir`."""
@@ -307,6 +322,23 @@ def _store_url(value):
     return value
 
 
+def _webhook_url(value):
+    value = _string(value).strip()
+    if not value:
+        return None
+    problem = f"expected an http:// or https:// URL, or \"\" for no webhooks, got {_quote(value)}"
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(problem)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number 0-65535
+    except ValueError:
+        raise ValueError(problem) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(problem)
+    return value
+
+
 _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "listen": (ListenConfig, {"http": _endpoint, "https": _endpoint, "admin": _endpoint}),
     "store": (StoreConfig, {"url": _store_url}),
@@ -368,10 +400,24 @@ _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
         },
     ),
     "web": (WebConfig, {"https_redirect_port": _port}),
+    "events": (
+        EventsConfig,
+        {
+            "webhook_url": _webhook_url,
+            "webhook_secret_file": _nonempty_string,
+            "timeout": _positive_duration,
+            "backoff": _list_of(_positive_duration),
+        },
+    ),
 }
 
 #: Keys holding paths, resolved against base_dir at load time.
-_PATH_KEYS = {("tls", "fallback_cert"), ("admin", "token_file"), ("acme", "ca_bundle")}
+_PATH_KEYS = {
+    ("tls", "fallback_cert"),
+    ("admin", "token_file"),
+    ("acme", "ca_bundle"),
+    ("events", "webhook_secret_file"),
+}
 
 
 def parse_config(document: Mapping[str, Any], base_dir: Path, file: str | None = None) -> Config:
@@ -404,11 +450,16 @@ def parse_config(document: Mapping[str, Any], base_dir: Path, file: str | None =
             values["fallback_cert"] = str(base_dir / DEFAULT_FALLBACK_CERT)
         if name == "admin" and "token_file" not in values:
             values["token_file"] = str(base_dir / DEFAULT_TOKEN_FILE)
+        if name == "events" and "webhook_secret_file" not in values:
+            values["webhook_secret_file"] = str(base_dir / DEFAULT_WEBHOOK_SECRET_FILE)
         sections[name] = cls(**values)
     sections.setdefault("tls", TlsConfig(fallback_cert=str(base_dir / DEFAULT_FALLBACK_CERT)))
     sections.setdefault("admin", AdminConfig(token_file=str(base_dir / DEFAULT_TOKEN_FILE)))
+    sections.setdefault("events", EventsConfig(webhook_secret_file=str(base_dir / DEFAULT_WEBHOOK_SECRET_FILE)))
     if "renewal" in sections and not sections["renewal"].backoff:
         raise ConfigError("expected at least one delay", ("renewal", "backoff"), file)
+    if not sections["events"].backoff:
+        raise ConfigError("expected at least one delay", ("events", "backoff"), file)
     preflight = sections.get("preflight", PreflightConfig())
     if preflight.enabled and not preflight.addresses and not preflight.cname_targets:
         raise ConfigError(
@@ -448,6 +499,7 @@ __all__ = [
     "AcmeConfig",
     "AdminConfig",
     "Config",
+    "EventsConfig",
     "KEY_TYPES",
     "ListenConfig",
     "PreflightConfig",

@@ -181,6 +181,11 @@ class IssuingService(Service):
         on_certificate: Called with a hostname after its certificate is stored
             (the TLS cache invalidates it).
         metrics: An object with ``issuance_started/succeeded/failed``, ``rate_limited``, or None.
+        events: An object with ``notify(event, record, certificate=None)`` (see
+            :class:`jobhost.events.WebhookNotifier`), or None.  Told ``active`` (first
+            certificate, or back to active from failing/paused without a new one),
+            ``renewed``, and ``failing``/``paused`` when a hostname starts failing or its
+            error code changes (not for every repeated failure); it must not block.
         random: A ``() -> float in [0, 1)`` source for jitter.
         holder: This node's lease holder name.
     """
@@ -209,6 +214,7 @@ class IssuingService(Service):
     metrics: Any = None
     random: Callable[[], float] = random.random
     holder: str = attrs.field(factory=default_holder)
+    events: Any = None
 
     _in_flight: dict[str, Deferred] = attrs.field(factory=dict, init=False)
     _semaphore: DeferredSemaphore = attrs.field(init=False)
@@ -438,9 +444,11 @@ class IssuingService(Service):
             if now < due and hostname in current.names and current.not_after > now:
                 wake = self._next_check(current, due)
                 if record.state != DomainState.ACTIVE or record.next_attempt != wake:
-                    await self.store.put_domain(
-                        record.with_state(DomainState.ACTIVE, now, next_attempt=wake)
-                    )
+                    recovered = record.state in (DomainState.FAILING, DomainState.PAUSED)
+                    record = record.with_state(DomainState.ACTIVE, now, next_attempt=wake)
+                    await self.store.put_domain(record)
+                    if recovered:
+                        self._notify("active", record, current)
                 self._wake_at(wake)
                 return
         frees_at = self._budget_frees_at(now)
@@ -477,13 +485,13 @@ class IssuingService(Service):
         await self.store.put_certificate(new)
         self.on_certificate(hostname)
         due = self._due(new)
-        await self.store.put_domain(
-            latest.with_state(
-                DomainState.ACTIVE, done, reason="renewed" if renewing else "issued",
-                attempts=0, last_error=None, next_attempt=self._next_check(new, due), unpause_url=None,
-                renew_requested=False,
-            )
+        active = latest.with_state(
+            DomainState.ACTIVE, done, reason="renewed" if renewing else "issued",
+            attempts=0, last_error=None, next_attempt=self._next_check(new, due), unpause_url=None,
+            renew_requested=False,
         )
+        await self.store.put_domain(active)
+        self._notify("renewed" if renewing else "active", active, new)
         self._wake_at(self._next_check(new, due))
         if self.metrics is not None:
             self.metrics.issuance_succeeded(hostname, self.clock.seconds() - started)
@@ -656,12 +664,14 @@ class IssuingService(Service):
         next_attempt = now + timedelta(seconds=delay)
         error_doc = describe_failure(failure)
         error_doc["at"] = to_iso(now)
-        await self.store.put_domain(
-            record.with_state(
-                state, now, reason=error_doc["message"], attempts=attempts,
-                last_error=error_doc, next_attempt=next_attempt, unpause_url=unpause,
-            )
+        changed = _failure_changed(record, state, error_doc["code"])
+        record = record.with_state(
+            state, now, reason=error_doc["message"], attempts=attempts,
+            last_error=error_doc, next_attempt=next_attempt, unpause_url=unpause,
         )
+        await self.store.put_domain(record)
+        if changed:
+            self._notify(state, record, current)
         if self.metrics is not None:
             self.metrics.issuance_failed(hostname, error_doc["code"])
         log.warn(
@@ -676,6 +686,33 @@ class IssuingService(Service):
             except Exception:
                 log.failure("panic hook failed for {hostname}", hostname=hostname)
         self._wake_at(next_attempt)
+
+
+    def _notify(self, event: str, record: DomainRecord, certificate: CertificateRecord | None) -> None:
+        """Tell :attr:`events` (if any); whatever it does, issuance goes on."""
+        if self.events is None:
+            return
+        try:
+            self.events.notify(event, record, certificate)
+        except Exception:
+            log.failure("Event {event} for {hostname} could not be sent", event=event, hostname=record.hostname)
+
+
+def _failure_changed(previous: DomainRecord, state: str, code: Any) -> bool:
+    """Whether a failure is news: the hostname was not in ``state`` before this attempt,
+    or it was but with another error code.
+
+    ``previous`` is the record as the attempt found it (issuing/renewing; its history
+    and ``last_error`` still say how the attempt before ended).
+    """
+    before = next(
+        (c.state for c in reversed(previous.history)
+         if c.state not in (DomainState.ISSUING, DomainState.RENEWING)),
+        None,
+    )
+    if before != state:
+        return True
+    return (previous.last_error or {}).get("code") != code
 
 
 def _account_unknown(problem: AcmeProblem) -> bool:

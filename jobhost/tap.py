@@ -7,6 +7,7 @@ listeners close before the issuing service stops and the store closes last)::
     JobhostService
       store service          (the store's thread pool lives with the reactor)
       ChangePoller           changes by any process reach the SNI and page caches
+      (events)               webhooks, when [events] webhook_url is set
       IssuingService         issues and renews, store-driven
       StoreStatsService      refreshes the store-derived metrics
       http listener          ACME challenges, redirects to HTTPS
@@ -180,6 +181,27 @@ def build_service(reactor, config: Config) -> JobhostService:
     )
     _CallOnStop("acme-client", client.close).setServiceParent(root)
 
+    events = None
+    if config.events.webhook_url:
+        from jobhost.events import WebhookNotifier
+
+        secret = load_or_create_token(
+            config.events.webhook_secret_file, key=("events", "webhook_secret_file"), what="webhook secret"
+        )
+        events = WebhookNotifier.create(
+            reactor, config.events.webhook_url, secret.encode("ascii"),
+            timeout=config.events.timeout, backoff=config.events.backoff,
+        )
+        # Before the issuing service and the admin listener, so it stops after both.
+        _CallOnStop("events", events.close).setServiceParent(root)
+        metrics.register_counter_source(
+            "jobhost_webhook_deliveries_total",
+            "Webhook deliveries by outcome; retried counts retries scheduled.",
+            ("outcome",),
+            lambda: {("delivered",): events.delivered, ("failed",): events.failed,
+                     ("dropped",): events.dropped, ("retried",): events.retries},
+        )
+
     preflight = None
     if config.preflight.enabled:
         preflight = Preflight.create(
@@ -223,6 +245,7 @@ def build_service(reactor, config: Config) -> JobhostService:
         on_certificate=caches.invalidate,
         metrics=metrics,
         holder=config.renewal.node_id or default_holder(),
+        events=events,
     )
     issuing.setName("issuing")
     issuing.setServiceParent(root)
@@ -269,6 +292,7 @@ def build_service(reactor, config: Config) -> JobhostService:
         clock=reactor,
         token=token,
         max_body_bytes=config.admin.max_body_bytes,
+        events=events,
         health=lambda: {
             "ca": {
                 "ok": issuing.ca_reachable is not False,
@@ -295,6 +319,7 @@ def build_service(reactor, config: Config) -> JobhostService:
     root.cache = cache
     root.issuing = issuing
     root.metrics = metrics
+    root.events = events
     return root
 
 

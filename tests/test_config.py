@@ -101,3 +101,74 @@ def test_bad_durations(text):
     """Anything else is refused with the value quoted."""
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_events_defaults_send_no_webhooks(tmp_path):
+    """Without an [events] section no webhook URL is set, and the secret file resolves under base_dir."""
+    config = parse_config({"preflight": {"addresses": ["203.0.113.10"]}}, tmp_path)
+    assert config.events.webhook_url is None
+    assert config.events.webhook_secret_file == str(tmp_path / "var" / "webhook.secret")
+    assert config.events.backoff == (5.0, 30.0, 120.0, 600.0, 3600.0)
+    empty = parse_config({"preflight": {"enabled": False}, "events": {"webhook_url": ""}}, tmp_path)
+    assert empty.events.webhook_url is None
+
+
+def test_events_section_parses(tmp_path):
+    """[events] keys parse: the URL is kept, the secret path resolves, durations become seconds."""
+    config = parse_config(
+        {
+            "preflight": {"enabled": False},
+            "events": {
+                "webhook_url": "https://hooks.example.com/jobhost",
+                "webhook_secret_file": "secrets/hook",
+                "timeout": "3s",
+                "backoff": ["1s", "1m"],
+            },
+        },
+        tmp_path,
+    )
+    assert config.events.webhook_url == "https://hooks.example.com/jobhost"
+    assert config.events.webhook_secret_file == str(tmp_path / "secrets" / "hook")
+    assert config.events.timeout == 3.0
+    assert config.events.backoff == (1.0, 60.0)
+    absolute = parse_config(
+        {"preflight": {"enabled": False}, "events": {"webhook_secret_file": "/etc/jobhost/hook"}}, tmp_path
+    )
+    assert absolute.events.webhook_secret_file == "/etc/jobhost/hook"
+
+
+def test_production_example_documents_events(tmp_path):
+    """The production example has every [events] key, with webhooks off."""
+    import tomllib
+
+    document = tomllib.loads((ROOT / "etc" / "jobhost.production.toml").read_text())
+    assert set(document["events"]) == {"webhook_url", "webhook_secret_file", "timeout", "backoff"}
+    config = load_config(ROOT / "etc" / "jobhost.production.toml", base_dir=tmp_path)
+    assert config.events.webhook_url is None
+    assert config.events.webhook_secret_file == str(tmp_path / "webhook.secret")
+
+
+@pytest.mark.parametrize(
+    "events, message",
+    [
+        ({"webhook_url": "ftp://hooks.example.com/"}, "[events] webhook_url: expected an http:// or https:// URL"),
+        ({"webhook_url": "hooks.example.com/x"}, "[events] webhook_url: expected an http:// or https:// URL"),
+        ({"webhook_url": "https://"}, "[events] webhook_url: expected an http:// or https:// URL"),
+        ({"webhook_url": "https://hooks.example.com:99999/"}, "[events] webhook_url: expected an http://"),
+        ({"webhook_url": "https://hooks.example.com/a b"}, "[events] webhook_url: expected an http://"),
+        ({"webhook_url": 443}, "[events] webhook_url: expected a string, got 443"),
+        ({"webhook_secret_file": ""}, '[events] webhook_secret_file: expected a non-empty string, got ""'),
+        ({"timeout": 0}, "[events] timeout: expected a positive duration, got 0"),
+        ({"timeout": "soon"}, "[events] timeout: expected a duration"),
+        ({"backoff": "5s"}, '[events] backoff: expected a list, got "5s"'),
+        ({"backoff": ["5s", "never"]}, "[events] backoff: item 1: expected a duration"),
+        ({"backoff": []}, "[events] backoff: expected at least one delay"),
+        ({"secret": "x"}, "[events] secret: unknown key; expected one of backoff, timeout, webhook_secret_file"),
+    ],
+)
+def test_events_errors_name_the_key_path(events, message):
+    """Each wrong [events] value raises ConfigError naming the file, the key and the cause."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"preflight": {"enabled": False}, "events": events}, Path("/srv"), file="jobhost.toml")
+    assert str(info.value).startswith("jobhost.toml: ")
+    assert message in str(info.value)

@@ -277,6 +277,9 @@ class AdminResource(Resource):
             on a trusted network).  Default False: scrapers send the token with
             ``authorization: {credentials_file: ...}``.
         health_timeout: Seconds ``/healthz`` waits for each probe.
+        events: Has ``notify(event, record, certificate=None)`` (see
+            :class:`jobhost.events.WebhookNotifier`), told ``removed`` when a DELETE removes
+            a hostname; or None.
     """
 
     log = Logger()
@@ -295,6 +298,7 @@ class AdminResource(Resource):
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     metrics_public: bool = False
     health_timeout: float = HEALTH_TIMEOUT
+    events: Any = None
 
     def __attrs_post_init__(self) -> None:
         Resource.__init__(self)
@@ -633,6 +637,7 @@ class AdminResource(Resource):
         if revoke and revoker is None:
             raise api_errors.bad_request("this daemon cannot revoke certificates", parameter="revoke")
         revoked = False
+        removing = record.state != DomainState.REMOVED
         if revoke and await self._certificate(hostname) is not None:
             # Before anything changes: the issuer reads the certificate from the store, and a
             # CA refusal (502) leaves the hostname as it was, so the call can be repeated.
@@ -641,7 +646,7 @@ class AdminResource(Resource):
                 revoked = True
             except KeyError:
                 pass  # removed by someone else meanwhile: nothing left to revoke
-        if record.state != DomainState.REMOVED:
+        if removing:
             reason = "removed by the operator" + ("; certificate revoked" if revoked else "")
             # The state goes first so that the issuing service, which re-reads the record
             # under its lease, stops; then the attempt in flight is cancelled; then serving stops.
@@ -654,6 +659,11 @@ class AdminResource(Resource):
         await self.store.delete_certificate(hostname)
         self._invalidate(hostname)
         self.log.info("Removed {hostname} (revoked: {revoked})", hostname=hostname, revoked=revoked)
+        if removing and self.events is not None:
+            try:
+                self.events.notify("removed", record)
+            except Exception:
+                self.log.failure("Event removed for {hostname} could not be sent", hostname=hostname)
         return _Response(200, domain_json(record, None))
 
     def _invalidate(self, hostname: str) -> None:

@@ -12,10 +12,18 @@ from pathlib import Path
 from jobhost.errors import ConfigError
 
 
-def load_or_create_token(path: str | Path) -> str:
-    """Return the admin token stored at ``path``, creating it (mode 0600) if missing.
+def load_or_create_token(
+    path: str | Path, key: tuple[str, ...] = ("admin", "token_file"), what: str = "admin token"
+) -> str:
+    """Return the secret token stored at ``path``, creating it (mode 0600) if missing.
 
     Runs once at start-up, before the reactor runs, so plain blocking file I/O is fine.
+    Used for the admin token and the webhook secret.
+
+    Args:
+        path: The file.
+        key: The config key naming the file, for errors.
+        what: What the token is, for errors (``"admin token"``, ``"webhook secret"``).
 
     Raises:
         ConfigError: if the file exists but is empty or unreadable, or cannot be created.
@@ -31,14 +39,14 @@ def load_or_create_token(path: str | Path) -> str:
             with os.fdopen(fd, "w") as f:
                 f.write(token + "\n")
         except FileExistsError:
-            return load_or_create_token(path)
+            return load_or_create_token(path, key, what)
         except OSError as e:
-            raise ConfigError(f"cannot create admin token file {path}: {e.strerror}", ("admin", "token_file")) from None
+            raise ConfigError(f"cannot create {what} file {path}: {e.strerror}", key) from None
         return token
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read admin token file {path}: {e}", ("admin", "token_file")) from None
+        raise ConfigError(f"cannot read {what} file {path}: {e}", key) from None
     if len(token) < 16:
-        raise ConfigError(f"admin token in {path} is shorter than 16 characters", ("admin", "token_file"))
+        raise ConfigError(f"{what} in {path} is shorter than 16 characters", key)
     return token
 
 
