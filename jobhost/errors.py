@@ -258,6 +258,22 @@ class PageInvalid(LocalError):
         return f"invalid careers page: {problems}"
 
 
+def describe_exception(exc: BaseException) -> str:
+    """One line naming an exception and its cause, unwrapping Twisted's nested ``reasons``.
+
+    Twisted's HTTP client wraps the real cause (``ResponseNeverReceived([Failure(...)])``);
+    this shows it: ``ResponseNeverReceived(ConnectionLost: ...)``.
+    """
+    from twisted.python.failure import Failure
+
+    reasons = getattr(exc, "reasons", None)
+    if reasons:
+        inner = "; ".join(describe_exception(r.value if isinstance(r, Failure) else r) for r in reasons)
+        return f"{type(exc).__name__}({inner})"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 __all__ = [
     "AcmeProblem",
     "AcmeTimeout",
@@ -265,6 +281,7 @@ __all__ = [
     "AcmeUnsupported",
     "AuthorizationFailed",
     "ConfigError",
+    "describe_exception",
     "InvalidCertificate",
     "InvalidHostname",
     "JobhostError",

@@ -80,6 +80,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
+from jobhost.errors import describe_exception
 from jobhost import __version__
 from jobhost.acme.transport import parse_retry_after
 from jobhost.issuing import backoff_delay
@@ -217,15 +218,6 @@ def _read_snippet(response: Any) -> Deferred:
     protocol = _Collect(finished)
     response.deliverBody(protocol)
     return finished
-
-
-def _describe(exc: BaseException) -> str:
-    reasons = getattr(exc, "reasons", None)
-    if reasons:
-        inner = "; ".join(_describe(r.value if isinstance(r, Failure) else r) for r in reasons)
-        return f"{type(exc).__name__}({inner})"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @attrs.define(eq=False)
@@ -452,7 +444,7 @@ class WebhookNotifier:
         try:
             d = self.http.request("POST", self.url, data=delivery.body, headers=headers, allow_redirects=False)
         except Exception as e:  # a URL the HTTP client cannot use at all: retrying will not help
-            return _Outcome("final", reason=_describe(e))
+            return _Outcome("final", reason=describe_exception(e))
         d.addCallback(lambda response: _read_snippet(response).addCallback(lambda kept: (response, kept)))
         # Not addTimeout: the Agent turns a cancellation into ResponseNeverReceived.
         timed_out: list[bool] = []
@@ -469,7 +461,7 @@ class WebhookNotifier:
                 return _Outcome("retry", reason=f"no answer within {self.timeout:g} s")
             if self._closed:
                 raise CancelledError() from None
-            return _Outcome("retry", reason=_describe(e))
+            return _Outcome("retry", reason=describe_exception(e))
         finally:
             if timer.active():
                 timer.cancel()

@@ -7,7 +7,7 @@ import pytest
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
-from jobhost.errors import AcmeProblem, AcmeTransportError, PreflightFailed
+from jobhost.errors import AcmeProblem, AcmeTransportError
 from jobhost.issuing import IssuingService, backoff_delay
 from jobhost.store.memory import MemoryStore
 from jobhost.store.records import AriWindow, DomainRecord, DomainState

@@ -45,6 +45,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
 from jobhost.errors import AcmeProblem, AcmeTransportError
+from jobhost.errors import describe_exception
 from jobhost.timeutil import now
 
 #: The prefix of every ACME problem type (RFC 8555 section 6.7).
@@ -159,15 +160,6 @@ def jws_algorithm(key: jose.JWK) -> jose.JWASignature:
     if isinstance(key, jose.JWKRSA):
         return jose.RS256
     raise ValueError(f"unsupported account key type {type(key).__name__}")
-
-
-def _describe_exception(exc: BaseException) -> str:
-    reasons = getattr(exc, "reasons", None)
-    if reasons:
-        inner = "; ".join(_describe_exception(r.value if isinstance(r, Failure) else r) for r in reasons)
-        return f"{type(exc).__name__}({inner})"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _BodyReader(Protocol):
@@ -423,7 +415,7 @@ class JWSTransport:
                 raise AcmeTransportError(f"no complete answer within {self.timeout:g} s", url=url)
             if failure.check(AcmeProblem, AcmeTransportError, CancelledError):
                 return failure
-            raise AcmeTransportError(_describe_exception(failure.value), url=url)
+            raise AcmeTransportError(describe_exception(failure.value), url=url)
 
         d.addCallbacks(lambda result: self._classify(method, url, started, *result), failed)
         return d

@@ -9,8 +9,6 @@ process is served by SNI with no restart.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import ssl
 import subprocess

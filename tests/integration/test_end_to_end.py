@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import time
-from pathlib import Path
 
 import pytest
 from cryptography import x509
