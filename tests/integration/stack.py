@@ -103,8 +103,8 @@ class Stack:
     def token(self) -> str:
         return (self.workdir / "var" / "admin.token").read_text().strip()
 
-    def api(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-        """Call the admin API; return (status, parsed JSON body or None)."""
+    def api_raw(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, bytes]:
+        """Call the admin API; return (status, raw body)."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.admin_port}{path}", data=data, method=method,
@@ -112,9 +112,13 @@ class Stack:
         )
         try:
             with urllib.request.urlopen(request, timeout=15) as response:
-                raw, status = response.read(), response.status
+                return response.status, response.read()
         except urllib.error.HTTPError as e:
-            raw, status = e.read(), e.code
+            return e.code, e.read()
+
+    def api(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        """Call the admin API; return (status, parsed JSON body or None)."""
+        status, raw = self.api_raw(method, path, body, token)
         try:
             return status, json.loads(raw) if raw else None
         except ValueError:

@@ -67,16 +67,7 @@ class Recorder:
         self.bodies: list[tuple[str, bytes]] = []
 
     def raw(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.stack.admin_port}{path}", data=data, method=method,
-            headers={"Authorization": f"Bearer {self.stack.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=15) as response:
-                raw, status = response.read(), response.status
-        except urllib.error.HTTPError as e:
-            raw, status = e.read(), e.code
+        status, raw = self.stack.api_raw(method, path, body)
         self.bodies.append((f"{method} {path} -> {status}", raw))
         return status, raw
 
