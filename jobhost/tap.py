@@ -120,6 +120,33 @@ class _CallOnStop(Service):
         return self._on_stop()
 
 
+def _health(root: MultiService, issuing) -> dict:
+    """``/healthz`` parts beyond the store: the listeners (critical) and the CA as last seen."""
+    listeners = [s for s in root if isinstance(s, StreamServerEndpointService)]
+    down = [s.name for s in listeners if not _listening(s)]
+    return {
+        "listeners": {
+            "ok": not down,
+            "message": f"not listening: {', '.join(down)}" if down else "http, https and admin are listening",
+            "critical": True,
+        },
+        "ca": {
+            "ok": issuing.ca_reachable is not False,
+            "message": {None: "no order placed yet", True: "reachable at the last order",
+                        False: "unreachable at the last order"}[issuing.ca_reachable],
+            "critical": False,
+        },
+    }
+
+
+def _listening(service: StreamServerEndpointService) -> bool:
+    """True once the listener's port is bound (its Deferred fired with a listening port)."""
+    waiting = getattr(service, "_waitingForPort", None)
+    if not service.running or waiting is None or not waiting.called:
+        return False
+    return hasattr(waiting.result, "getHost")
+
+
 def _https_port(config: Config) -> int | None:
     """The HTTPS port for redirects: ``[web] https_redirect_port`` or the listener's TCP port."""
     if config.web.https_redirect_port is not None:
@@ -293,14 +320,7 @@ def build_service(reactor, config: Config) -> JobhostService:
         token=token,
         max_body_bytes=config.admin.max_body_bytes,
         events=events,
-        health=lambda: {
-            "ca": {
-                "ok": issuing.ca_reachable is not False,
-                "message": {None: "no order placed yet", True: "reachable at the last order",
-                            False: "unreachable at the last order"}[issuing.ca_reachable],
-                "critical": False,
-            }
-        },
+        health=lambda: _health(root, issuing),
     )
     admin_factory = admin_site(admin, clock=reactor)
 

@@ -72,3 +72,22 @@ def test_build_errors_exit_without_traceback(tmp_path, capsys):
     assert info.value.code == 1
     err = capsys.readouterr().err
     assert f"jobhost: config error: {path}: [store] url" in err
+
+
+def test_health_reports_listeners(tmp_path):
+    """/healthz's listener part is critical and names listeners that are not bound yet."""
+    from jobhost.tap import _health
+
+    config = parse_config(
+        {"listen": {"http": "tcp:0", "https": "tcp:0", "admin": "tcp:0"}, "preflight": {"addresses": ["127.0.0.1"]}},
+        tmp_path,
+    )
+    root = build_service(MemoryReactorClock(), config)
+    health = _health(root, root.issuing)
+    assert health["listeners"] == {"ok": False, "message": "not listening: http, https, admin", "critical": True}
+    assert health["ca"]["ok"] is True and health["ca"]["critical"] is False
+    root.startService()
+    try:
+        assert _health(root, root.issuing)["listeners"]["ok"] is True
+    finally:
+        root.stopService()
