@@ -166,12 +166,9 @@ def make_certificate(directory: Path) -> dict[str, Path]:
 
 def jobhost_config(http: int, https: int, admin: int) -> str:
     """Production defaults, but loopback ports, no preflight and a CA nobody answers for."""
-    return f"""
-[listen]
-http = "tcp:{http}:interface=127.0.0.1"
-https = "tcp:{https}:interface=127.0.0.1"
-admin = "tcp:{admin}:interface=127.0.0.1"
+    from daemon import listen_section  # tests/integration, see _harness
 
+    return listen_section(http, https, admin) + f"""
 [store]
 url = "directory:var/store"
 
@@ -186,9 +183,10 @@ self_check = false
 
 
 def store_tool(workdir: Path, *args: str) -> None:
-    """Run ``jobhost-store --store directory:var/store ARGS`` in ``workdir``."""
-    done = subprocess.run([sys.executable, "-m", "jobhost.store.tool", "--store", "directory:var/store", *args],
-                          cwd=workdir, capture_output=True, text=True, timeout=60)
+    """Run ``jobhost-store --store directory:var/store ARGS`` in ``workdir``; raise if it fails."""
+    from daemon import store_tool as run_store_tool  # tests/integration, see _harness
+
+    done = run_store_tool(workdir, *args)
     if done.returncode != 0:
         raise RuntimeError(f"jobhost-store {args[0]} failed: {done.stderr}")
 
@@ -213,15 +211,9 @@ def start_jobhost(workdir: Path, cert: dict[str, Path]):
 
 def https_get(port: int, cafile: Path) -> tuple[bytes, bytes]:
     """One verified ``GET /`` for :data:`HOSTNAME`; return (head, body)."""
-    context = ssl.create_default_context(cafile=str(cafile))
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=HOSTNAME) as tls:
-            tls.sendall(f"GET / HTTP/1.1\r\nHost: {HOSTNAME}\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := tls.recv(65536):
-                data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return head, body
+    from daemon import https_request  # tests/integration, see _harness
+
+    return https_request(port, HOSTNAME, "/", ssl.create_default_context(cafile=str(cafile)), timeout=10)
 
 
 class Nginx:

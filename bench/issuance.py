@@ -68,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import cpu_seconds, exit_on_sigterm, fmt_ms, free_port, machine, summary  # noqa: E402
 
 from acme_servers import PebbleServer  # noqa: E402  (tests/integration, see _harness)
-from daemon import Daemon  # noqa: E402
+from daemon import listen_section  # noqa: E402
 from stack import Stack  # noqa: E402
 
 #: X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: the leaf is self-signed (only the fallback is).
@@ -86,12 +86,7 @@ def bench_config(http: int, https: int, admin: int, pebble: PebbleServer, max_in
     (``[tls] poll_interval = 2s``, ``negative_ttl = 10s``, ``[renewal]`` backoff
     1 min, 10 min, ...).
     """
-    return f"""
-[listen]
-http = "tcp:{http}:interface=127.0.0.1"
-https = "tcp:{https}:interface=127.0.0.1"
-admin = "tcp:{admin}:interface=127.0.0.1"
-
+    return listen_section(http, https, admin) + f"""
 [store]
 url = "directory:var/store"
 
@@ -118,21 +113,11 @@ node_id = "bench-node"
 
 def start_stack(workdir: Path, max_in_flight: int, orders_per_window: int, nonce_reject: int) -> Stack:
     """Pebble + challtestsrv + ``twistd -n jobhost`` with :func:`bench_config`; stop it with ``Stack.stop``."""
-    http, https, admin = free_port(), free_port(), free_port()
-    pebble = PebbleServer.start(http_port=http, nonce_reject=nonce_reject)
-    try:
-        daemon = Daemon(workdir, bench_config(http, https, admin, pebble, max_in_flight, orders_per_window))
-        daemon.start()
-        try:
-            stack = Stack(workdir, pebble, daemon, (http, https, admin))
-            daemon.wait_listening(http, https, admin)
-        except BaseException:
-            daemon.stop()
-            raise
-    except BaseException:
-        pebble.stop()
-        raise
-    return stack
+    return Stack.start_with(
+        workdir,
+        lambda http, https, admin, pebble: bench_config(http, https, admin, pebble, max_in_flight, orders_per_window),
+        nonce_reject=nonce_reject,
+    )
 
 
 class Prober:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -105,6 +106,44 @@ class Daemon:
         return self.process.returncode
 
 
+def listen_section(http: int, https: int, admin: int) -> str:
+    """The ``[listen]`` table of a config with all three listeners on 127.0.0.1 ports."""
+    return (
+        "[listen]\n"
+        f'http = "tcp:{http}:interface=127.0.0.1"\n'
+        f'https = "tcp:{https}:interface=127.0.0.1"\n'
+        f'admin = "tcp:{admin}:interface=127.0.0.1"\n'
+    )
+
+
+def https_request(port: int, hostname: str, path: str, context: ssl.SSLContext, timeout: float = 5) -> tuple[bytes, bytes]:
+    """One ``GET`` over a new TLS connection to 127.0.0.1:port with SNI/Host ``hostname``.
+
+    Returns the response head and body (``Connection: close``; read to the end).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        with context.wrap_socket(raw, server_hostname=hostname) as tls:
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {hostname}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
+def status_of(head: bytes) -> int:
+    """The status code of a response head."""
+    return int(head.split()[1])
+
+
+def store_tool(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run ``jobhost-store --store directory:var/store ARGS`` in ``workdir``; return the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", "jobhost.store.tool", "--store", "directory:var/store", *args],
+        cwd=workdir, capture_output=True, text=True, timeout=60,
+    )
+
+
 def run_twistd(workdir: Path, config_path: Path, timeout: float = 30.0) -> subprocess.CompletedProcess:
     """Run twistd to completion (for configs that must make it exit); capture its output."""
     return subprocess.run(
@@ -113,4 +152,15 @@ def run_twistd(workdir: Path, config_path: Path, timeout: float = 30.0) -> subpr
     )
 
 
-__all__ = ["Daemon", "REPO", "free_port", "run_twistd", "twistd_command", "wait_for_port"]
+__all__ = [
+    "Daemon",
+    "REPO",
+    "free_port",
+    "https_request",
+    "listen_section",
+    "run_twistd",
+    "status_of",
+    "store_tool",
+    "twistd_command",
+    "wait_for_port",
+]

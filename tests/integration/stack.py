@@ -21,17 +21,12 @@ from typing import Any
 from cryptography import x509
 
 from acme_servers import PebbleServer
-from daemon import Daemon, free_port
+from daemon import Daemon, free_port, https_request, listen_section, status_of
 
 
 def stack_config(http: int, https: int, admin: int, pebble: PebbleServer, extra: str = "") -> str:
     """A jobhost config pointed at ``pebble`` with short intervals for tests."""
-    return f"""
-[listen]
-http = "tcp:{http}:interface=127.0.0.1"
-https = "tcp:{https}:interface=127.0.0.1"
-admin = "tcp:{admin}:interface=127.0.0.1"
-
+    return listen_section(http, https, admin) + f"""
 [store]
 url = "directory:var/store"
 
@@ -74,14 +69,30 @@ class Stack:
 
     @classmethod
     def start(cls, workdir: Path, nonce_reject: int = 5, extra_config: str = "", pebble_env=None) -> Stack:
+        """Pebble and jobhost with :func:`stack_config` (plus ``extra_config``)."""
+        return cls.start_with(
+            workdir,
+            lambda http, https, admin, pebble: stack_config(http, https, admin, pebble, extra_config),
+            nonce_reject=nonce_reject, pebble_env=pebble_env,
+        )
+
+    @classmethod
+    def start_with(cls, workdir: Path, make_config, nonce_reject: int = 5, pebble_env=None) -> Stack:
+        """Pebble and jobhost with the config ``make_config(http, https, admin, pebble)`` returns.
+
+        Whatever was started is stopped again if start-up fails.
+        """
         http, https, admin = free_port(), free_port(), free_port()
         pebble = PebbleServer.start(http_port=http, nonce_reject=nonce_reject, env_extra=pebble_env)
+        daemon = None
         try:
-            daemon = Daemon(workdir, stack_config(http, https, admin, pebble, extra_config))
+            daemon = Daemon(workdir, make_config(http, https, admin, pebble))
             daemon.start()
             stack = cls(workdir, pebble, daemon, (http, https, admin))
             daemon.wait_listening(http, https, admin)
         except BaseException:
+            if daemon is not None:
+                daemon.stop()
             pebble.stop()
             raise
         return stack
@@ -173,15 +184,9 @@ class Stack:
         raise AssertionError(f"{hostname} not served with a Pebble certificate: {last}\n{self.daemon.log()[-4000:]}")
 
     def https_get(self, hostname: str, path: str = "/") -> tuple[int, bytes]:
-        context = ssl.create_default_context(cadata=self.root_pem)
-        with socket.create_connection(("127.0.0.1", self.https), timeout=5) as raw:
-            with context.wrap_socket(raw, server_hostname=hostname) as tls:
-                tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {hostname}\r\nConnection: close\r\n\r\n".encode())
-                data = b""
-                while chunk := tls.recv(65536):
-                    data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        return int(head.split()[1]), body
+        """GET over HTTPS, verified against Pebble's root; return (status, body)."""
+        head, body = https_request(self.https, hostname, path, ssl.create_default_context(cadata=self.root_pem))
+        return status_of(head), body
 
 
 __all__ = ["Stack", "stack_config"]

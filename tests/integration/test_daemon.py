@@ -11,16 +11,13 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from cryptography import x509
 
-from daemon import REPO, Daemon, free_port, run_twistd
+from daemon import REPO, Daemon, free_port, https_request, run_twistd, status_of, store_tool
 from jobhost.testing import TestCA
 
 
@@ -44,27 +41,6 @@ def peer_certificate(port: int, server_name: str | None, cafile: str | None = No
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         with context.wrap_socket(raw, server_hostname=server_name) as tls:
             return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
-
-
-def https_get(port: int, hostname: str, path: str, cafile: str) -> tuple[int, bytes]:
-    """GET https://hostname{path} on 127.0.0.1:port, verifying against ``cafile``."""
-    context = ssl.create_default_context(cafile=cafile)
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with context.wrap_socket(raw, server_hostname=hostname) as tls:
-            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {hostname}\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := tls.recv(65536):
-                data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
-
-
-def store_tool(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run ``jobhost-store`` (the installed console script's code) in ``workdir``."""
-    return subprocess.run(
-        [sys.executable, "-m", "jobhost.store.tool", "--store", "directory:var/store", *args],
-        cwd=workdir, capture_output=True, text=True, timeout=60,
-    )
 
 
 @pytest.fixture
@@ -125,7 +101,10 @@ def test_certificate_put_by_another_process_is_served_without_restart(daemon, po
         if "jobs.acme-corp.test" in leaf.subject.rfc4514_string():
             break
         time.sleep(0.2)
-    status, body = https_get(https, "jobs.acme-corp.test", "/", str(tmp_path / "ca.pem"))
+    head, body = https_request(
+        https, "jobs.acme-corp.test", "/", ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    )
+    status = status_of(head)
     assert status == 200
     assert b"Rocket Engineer" in body and b"ACME Corp" in body
     removed = store_tool(tmp_path, "delete-certificate", "jobs.acme-corp.test")
