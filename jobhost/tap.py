@@ -314,7 +314,7 @@ def build_service(reactor, config: Config) -> JobhostService:
         issuer=issuing,
         preflight=preflight,
         self_check=(lambda hostname: self_check.probe(store, hostname)) if self_check else None,
-        certificate_cache=caches,
+        caches=caches,
         metrics=metrics,
         clock=reactor,
         token=token,

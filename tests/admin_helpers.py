@@ -326,7 +326,7 @@ class ApiClient:
             token=TOKEN,
             metrics=metrics,
             preflight=preflight,
-            certificate_cache=cache,
+            caches=cache,
             **options,
         )
         return cls(store, issuer, preflight, cache, clock, metrics, resource, StubTreq(resource))

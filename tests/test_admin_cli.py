@@ -87,7 +87,7 @@ class CliTests(TestCase):
             clock=reactor,
             token=TOKEN,
             preflight=self.preflight,
-            certificate_cache=FakeCertificateCache(),
+            caches=FakeCertificateCache(),
         )
         self.port = reactor.listenTCP(0, admin_site(self.resource, clock=reactor), interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)

@@ -266,7 +266,7 @@ class AdminResource(Resource):
         preflight: Has ``check(hostname) -> Deferred[PreflightResult]``, or None when disabled.
         self_check: ``hostname -> Deferred`` firing with a check (``passed``, ``message``,
             ...) or None for "passed", failing with ``SelfCheckFailed``; or None.
-        certificate_cache: Has ``invalidate(hostname)`` (the SNI and page caches), or None.
+        caches: Has ``invalidate(hostname)``: the per-hostname caches (SNI contexts, rendered pages), or None.
         health: ``() -> dict or Deferred[dict]`` of component name -> ``{"ok": bool,
             "message": str, "critical": bool}`` (or a bare bool) for ``/healthz``, e.g.
             listeners and CA; the store is always probed here.  Or None.
@@ -292,7 +292,7 @@ class AdminResource(Resource):
     metrics: Any = None
     preflight: Any = None
     self_check: Callable[[str], Deferred] | None = None
-    certificate_cache: Any = None
+    caches: Any = None
     health: Callable[[], Any] | None = None
     page_validator: Callable[[Any], dict] = validate_page
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -668,9 +668,9 @@ class AdminResource(Resource):
 
     def _invalidate(self, hostname: str) -> None:
         """Drop ``hostname`` from this process's caches now (other processes follow the change feed)."""
-        if self.certificate_cache is not None:
+        if self.caches is not None:
             try:
-                self.certificate_cache.invalidate(hostname)
+                self.caches.invalidate(hostname)
             except Exception:
                 self.log.failure("Could not drop {hostname} from the caches", hostname=hostname)
 
