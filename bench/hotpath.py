@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import REPO, machine  # noqa: E402
 
 from jobhost.store.records import DomainRecord, DomainState  # noqa: E402
-from jobhost.web.pages import render_list_page, validate_page  # noqa: E402
+from jobhost.pagedoc import validate_page  # noqa: E402
+from jobhost.web.pages import render_list_page  # noqa: E402
 
 HOSTNAME = "jobs.bench.test"
 

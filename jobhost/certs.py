@@ -1,29 +1,96 @@
 """
 Certificates, keys and the renewal rule: the sans-IO heart of jobhost.
 
-This module owns turning PEM bytes into a :class:`CertificateRecord`
-(checking that key and leaf belong together), making keys and CSRs, making
-the self-signed fallback certificate, and deciding *when* a certificate is
-due for renewal.  It does no I/O and never reads the wall clock: every
-function that needs the time takes ``now``.
+This module owns turning PEM bytes into checked facts (:func:`parse_certificate`:
+key and leaf belong together, validity, names, fingerprint), making keys and
+CSRs, making the self-signed fallback certificate, the CA's renewal window
+(:class:`AriWindow`), and deciding *when* a certificate is due for renewal
+(:func:`renewal_time`, the one renewal rule).  It does no I/O and never reads
+the wall clock: every function that needs the time takes it.
+
+It imports nothing from the store: :func:`jobhost.store.records.certificate_record`
+builds the stored record from :func:`parse_certificate`'s facts, and the ACME
+client builds :class:`AriWindow` without knowing the store.
 """
 
 from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
+from typing import Any, Iterable, Mapping, Protocol
 
+import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from jobhost.errors import InvalidCertificate
-from jobhost.store.records import AriWindow, CertificateRecord
+from jobhost.timeutil import from_iso, to_iso
 
 #: Key types jobhost can make; the config's ``[acme] key_type`` picks one.
 KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-4096")
+
+
+@attrs.frozen
+class AriWindow:
+    """An ACME Renewal Information (RFC 9773) suggestion for one certificate.
+
+    It lives here, beside the renewal rule that reads it, rather than with the
+    ACME resources: the store keeps it in certificate records, and the store
+    importing :mod:`jobhost.acme` would drag josepy and the ACME library into
+    every store (and make this pure module depend on the ACME package).
+    """
+
+    start: datetime
+    end: datetime
+    #: When to ask the CA again (its ``Retry-After``).
+    retry_after: datetime | None = None
+    explanation_url: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start": to_iso(self.start),
+            "end": to_iso(self.end),
+            "retry_after": to_iso(self.retry_after),
+            "explanation_url": self.explanation_url,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> AriWindow:
+        return cls(
+            start=from_iso(doc["start"]),
+            end=from_iso(doc["end"]),
+            retry_after=from_iso(doc.get("retry_after")),
+            explanation_url=doc.get("explanation_url"),
+        )
+
+
+@attrs.frozen
+class ParsedCertificate:
+    """Key + chain checked to belong together, with the facts read from the leaf.
+
+    Made by :func:`parse_certificate`; :func:`jobhost.store.records.certificate_record`
+    adds the hostname and what jobhost knows of the issuance to make a stored record.
+
+    Attributes:
+        key_pem: The private key, canonical PKCS#8 PEM.  Secret: never log it.
+        chain_pem: The leaf first, then the intermediates, canonical PEM.
+        not_before / not_after: The leaf's validity (aware UTC).
+        issuer: The leaf issuer's RFC 4514 name.
+        serial: The leaf's serial number as lower-case hex.
+        fingerprint: SHA-256 of the leaf's DER, lower-case hex.
+        names: The leaf's DNS subjectAltNames.
+    """
+
+    key_pem: bytes = attrs.field(repr=False)
+    chain_pem: bytes
+    not_before: datetime
+    not_after: datetime
+    issuer: str
+    serial: str
+    fingerprint: str
+    names: tuple[str, ...]
 
 
 def generate_private_key(key_type: str = "ecdsa-p256"):
@@ -72,9 +139,18 @@ def split_pem_chain(chain_pem: bytes) -> list[x509.Certificate]:
 
 
 def load_private_key(key_pem: bytes):
-    """Parse an unencrypted PEM private key; raise InvalidCertificate otherwise."""
+    """Parse an unencrypted PEM private key; raise InvalidCertificate otherwise.
+
+    RSA keys are loaded without cryptography's consistency check of the primes
+    (``unsafe_skip_rsa_key_validation``): it costs ~0.7 s for an RSA-4096 key, on
+    whatever thread loads it (the reactor, when the SNI cache or a store read does).
+    What the check guards against, a key whose parts do not fit together, is
+    still caught: every record compares the key's public half with its leaf
+    (:func:`parse_certificate`), and OpenSSL checks the pair again when a
+    context is built.
+    """
     try:
-        return serialization.load_pem_private_key(key_pem, password=None)
+        return serialization.load_pem_private_key(key_pem, password=None, unsafe_skip_rsa_key_validation=True)
     except (ValueError, TypeError) as e:
         raise InvalidCertificate(f"cannot parse private key PEM ({e})") from None
 
@@ -94,20 +170,11 @@ def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
     return tuple(n.lower() for n in san.value.get_values_for_type(x509.DNSName))
 
 
-def certificate_record(
-    hostname: str,
-    key_pem: bytes,
-    chain_pem: bytes,
-    *,
-    directory_url: str | None = None,
-    account_url: str | None = None,
-    ari_cert_id: str | None = None,
-    ari: AriWindow | None = None,
-) -> CertificateRecord:
-    """Parse and check key + chain into a :class:`CertificateRecord`.
+def parse_certificate(key_pem: bytes, chain_pem: bytes) -> ParsedCertificate:
+    """Parse and check key + chain into a :class:`ParsedCertificate`.
 
     The chain's first certificate is the leaf.  The key must match the leaf.
-    The PEM is re-serialised canonically, so whatever was stored is exactly
+    The PEM is re-serialised canonically, so whatever is stored is exactly
     what is served.
 
     Raises:
@@ -119,21 +186,15 @@ def certificate_record(
     leaf = certs[0]
     if _public_bytes(key.public_key()) != _public_bytes(leaf.public_key()):
         raise InvalidCertificate("the private key does not match the leaf certificate")
-    canonical_chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-    return CertificateRecord(
-        hostname=hostname,
+    return ParsedCertificate(
         key_pem=private_key_pem(key),
-        chain_pem=canonical_chain,
+        chain_pem=b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs),
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,
         issuer=leaf.issuer.rfc4514_string(),
         serial=format(leaf.serial_number, "x"),
         fingerprint=hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest(),
         names=dns_names(leaf),
-        directory_url=directory_url,
-        account_url=account_url,
-        ari_cert_id=ari_cert_id,
-        ari=ari,
     )
 
 
@@ -185,8 +246,20 @@ def renewal_due_at(
     return due - (lifetime / 20) * jitter
 
 
-def renewal_time(record: CertificateRecord) -> datetime:
+class RenewalFacts(Protocol):
+    """What :func:`renewal_time` reads of a certificate (a ``CertificateRecord`` has it all)."""
+
+    not_before: datetime
+    not_after: datetime
+    fingerprint: str
+    ari: AriWindow | None
+
+
+def renewal_time(record: RenewalFacts) -> datetime:
     """When jobhost renews ``record``: :func:`renewal_due_at` with a per-certificate jitter.
+
+    This is the one renewal rule: the issuing service schedules by it and the
+    admin API shows it.
 
     The jitter is derived from the certificate's fingerprint, not drawn afresh, so
     one certificate's time is the same across scans, restarts and processes (the
@@ -202,11 +275,6 @@ def renewal_time(record: CertificateRecord) -> datetime:
     return max(due, record.not_before + min(lifetime / 10, timedelta(days=1)))
 
 
-def needs_renewal(record: CertificateRecord, now: datetime, jitter: float = 0.0) -> bool:
-    """True when ``record`` is due for renewal at ``now`` (see :func:`renewal_due_at`)."""
-    return now >= renewal_due_at(record.not_before, record.not_after, record.ari, jitter)
-
-
 def utc(value: datetime) -> datetime:
     """Return ``value`` as an aware UTC datetime."""
     if value.tzinfo is None:
@@ -216,12 +284,14 @@ def utc(value: datetime) -> datetime:
 
 __all__ = [
     "KEY_TYPES",
-    "certificate_record",
+    "AriWindow",
+    "ParsedCertificate",
+    "RenewalFacts",
     "dns_names",
     "generate_private_key",
     "load_private_key",
     "make_csr",
-    "needs_renewal",
+    "parse_certificate",
     "private_key_pem",
     "renewal_due_at",
     "renewal_time",

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 import attrs
 
 from jobhost.errors import ConfigError, InvalidHostname
-from jobhost.hostnames import normalise_hostname
+from jobhost.hostnames import normalise_hostname, parse_resolver
+from jobhost.store.factory import check_store_url
 
 #: Well-known ACME directories by name; anything else must be an https:// URL.
 ACME_DIRECTORIES = {
@@ -52,7 +53,7 @@ class ListenConfig:
 
 @attrs.frozen
 class StoreConfig:
-    """``[store]``: where records live (``directory:PATH``; SQL stores later)."""
+    """``[store]``: where records live: ``directory:PATH`` or ``memory:`` (see :mod:`jobhost.store.factory`)."""
 
     url: str = "directory:var/store"
 
@@ -291,16 +292,8 @@ def _hostname(value):
 
 
 def _resolver(value):
-    value = _string(value)
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        host, port = value, "53"
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-        if not 0 < int(port) < 65536:
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"expected \"IP:port\", got {_quote(value)}") from None
+    # The same parser as preflight and self-check use, so whatever passes here works there.
+    parse_resolver(_string(value))
     return value
 
 
@@ -314,11 +307,13 @@ def _directory(value):
 
 
 def _store_url(value):
+    # The store factory is the one list of the store URLs that exist: refuse here what it
+    # would refuse at start-up, so a config that parses also builds its store.
     value = _nonempty_string(value)
-    if not re.match(r"^(directory:|memory:|sqlite:|postgresql://|postgres://)", value):
-        raise ValueError(
-            f"expected \"directory:PATH\" (SQL stores: \"sqlite:PATH\", \"postgresql://...\"), got {_quote(value)}"
-        )
+    try:
+        check_store_url(value)
+    except ConfigError as e:
+        raise ValueError(e.message) from None
     return value
 
 

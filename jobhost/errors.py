@@ -86,6 +86,62 @@ class StoreError(LocalError):
 
 
 @attrs.define(eq=False, str=False)
+class StoreConflict(StoreError):
+    """Other writers kept changing a record while ``update_domain`` tried to change it."""
+
+    def describe(self) -> str:
+        return f"store conflict: {self.message}"
+
+
+@attrs.define(eq=False, str=False)
+class BrokenRecord(StoreError):
+    """A stored record exists but cannot be used: it does not parse or does not verify.
+
+    Unlike other store errors this concerns one record only, and reading it again
+    gives the same answer until the record is rewritten; callers serve, list or
+    report everything else and remember this one as broken.
+
+    Attributes:
+        message: A sentence naming where the record is kept and why it is unusable.
+        key: What the record is stored under (a hostname for domain and certificate records).
+        reason: Why it is unusable, e.g. ``the private key does not match the leaf certificate``.
+    """
+
+    key: str = ""
+    reason: str = ""
+
+
+@attrs.define(eq=False, str=False)
+class TransitionForbidden(LocalError):
+    """A domain event that the transition table does not allow in the record's state.
+
+    Attributes:
+        hostname: The domain.
+        state: Its state when the event arrived (None: not registered).
+        event: The event's name, e.g. ``"issued"``.
+    """
+
+    hostname: str
+    state: str | None
+    event: str
+
+    def describe(self) -> str:
+        where = f"in state {self.state}" if self.state is not None else "when it is not registered"
+        return f"{self.hostname}: {self.event!r} is not allowed {where}"
+
+
+@attrs.define(eq=False, str=False)
+class LeaseLost(LocalError):
+    """Another holder took a lease this process was working under; its work is abandoned."""
+
+    name: str
+    holder: str
+
+    def describe(self) -> str:
+        return f"lease {self.name!r} was lost by {self.holder}; the attempt was abandoned"
+
+
+@attrs.define(eq=False, str=False)
 class InvalidCertificate(LocalError):
     """Key or certificate material is malformed or does not match."""
 
@@ -243,7 +299,7 @@ class PageInvalid(LocalError):
     """A careers page document does not follow the page schema.
 
     Carries every problem found, not just the first, so the caller can fix
-    them all at once (see :func:`jobhost.web.pages.validate_page`).
+    them all at once (see :func:`jobhost.pagedoc.validate_page`).
 
     Attributes:
         errors: Field path -> message, e.g. ``{"jobs[2].title": "required"}``.
@@ -256,6 +312,56 @@ class PageInvalid(LocalError):
         # In the order found, which is document order (jobs[2] before jobs[10]).
         problems = "; ".join(f"{path or '(page)'}: {message}" for path, message in self.errors.items())
         return f"invalid careers page: {problems}"
+
+
+#: The one vocabulary of error codes: the admin API's ``error.code`` and the domain record's
+#: ``last_error.code`` both come from :func:`error_code`, which walks an exception's MRO here
+#: (so a subclass has its base's code unless it is listed itself).
+ERROR_CODES: Mapping[type, str] = {
+    ConfigError: "config_error",
+    InvalidHostname: "invalid_hostname",
+    PageInvalid: "invalid_page",
+    StoreError: "store_unavailable",
+    BrokenRecord: "broken_record",  # one stored record does not parse or verify
+    InvalidCertificate: "invalid_certificate",
+    AcmeProblem: "ca_error",  # the CA answered and refused
+    AcmeTransportError: "ca_unreachable",  # no answer, or not an ACME one
+    AcmeTimeout: "ca_timeout",  # it answered, but did not finish in time
+    AcmeUnsupported: "ca_unsupported",
+    AuthorizationFailed: "authorization_failed",
+    PreflightFailed: "preflight_failed",
+    SelfCheckFailed: "self_check_failed",
+}
+
+
+def _snake_case(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+def error_code(exc: BaseException, *, detailed: bool = False) -> str:
+    """The stable machine-readable code for ``exc`` (see :data:`ERROR_CODES`).
+
+    Args:
+        exc: The exception.
+        detailed: Give the cause's own code where it has one: a CA problem's short type
+            (``rateLimited``, ``badCSR``) instead of ``ca_error``, a preflight failure's
+            first reason (``points_elsewhere``, ``dns_timeout``) instead of
+            ``preflight_failed``.  The domain record's ``last_error.code`` is detailed; the
+            admin API answers the general code and puts the cause in ``details``.
+
+    Returns:
+        The code: a jobhost error not in the table gets its class name in snake case
+        (``LeaseLost`` -> ``lease_lost``); anything else is ``internal``.
+    """
+    if detailed and isinstance(exc, (AcmeProblem, PreflightFailed)):
+        return exc.code
+    for klass in type(exc).__mro__:
+        code = ERROR_CODES.get(klass)
+        if code is not None:
+            return code
+    if isinstance(exc, JobhostError):
+        return _snake_case(type(exc).__name__)
+    return "internal"
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -280,15 +386,21 @@ __all__ = [
     "AcmeTransportError",
     "AcmeUnsupported",
     "AuthorizationFailed",
+    "BrokenRecord",
     "ConfigError",
+    "ERROR_CODES",
     "describe_exception",
+    "error_code",
     "InvalidCertificate",
     "InvalidHostname",
     "JobhostError",
+    "LeaseLost",
     "LocalError",
     "PageInvalid",
     "PreflightFailed",
     "RemoteError",
     "SelfCheckFailed",
+    "StoreConflict",
     "StoreError",
+    "TransitionForbidden",
 ]

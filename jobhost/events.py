@@ -3,7 +3,8 @@ Webhooks: tell an operator's endpoint when a hostname's certificate state change
 
 Configured by ``[events] webhook_url`` (empty: no webhooks).  The issuing service and
 the admin API call :meth:`WebhookNotifier.notify`, which returns at once: delivery
-happens in the background and never blocks or fails issuance.
+happens in the background and never blocks or fails issuance (the :class:`IEventSink`
+contract; :class:`NullEventSink` is the sink that drops everything).
 
 Events (the ``event`` field and the ``X-Jobhost-Event`` header):
 
@@ -79,11 +80,11 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
+from zope.interface import Interface, implementer
 
 from jobhost.errors import describe_exception
 from jobhost import __version__
-from jobhost.acme.transport import parse_retry_after
-from jobhost.issuing import backoff_delay
+from jobhost.retry import backoff_delay, retry_after_seconds
 from jobhost.store.records import CertificateRecord, DomainRecord
 from jobhost.timeutil import now as clock_now
 from jobhost.timeutil import to_iso
@@ -112,6 +113,38 @@ RETRY_STATUSES = (408, 429)
 _SNIPPET_BYTES = 200
 
 USER_AGENT = f"jobhost/{__version__}"
+
+
+class IEventSink(Interface):
+    """Where the issuing service and the admin API report a hostname's certificate events.
+
+    The real one is :class:`WebhookNotifier`; :class:`NullEventSink` drops everything.
+    """
+
+    def notify(event, record, certificate=None):
+        """Report ``event`` about ``record``, and return None at once.
+
+        Must not block and must not raise: callers call it in the middle of issuing or
+        of an API request, and an event that cannot be delivered must never fail or
+        delay either.  Delivery (if any) happens later, in the background; what cannot
+        be delivered is logged and dropped, as is an unknown event.
+
+        Args:
+            event: One of :data:`EVENTS` (``active``, ``renewed``, ``failing``,
+                ``paused``, ``removed``).
+            record: The :class:`~jobhost.store.records.DomainRecord` as it is now.
+            certificate: The :class:`~jobhost.store.records.CertificateRecord` the
+                hostname holds, or None.
+        """
+
+
+@implementer(IEventSink)
+class NullEventSink:
+    """An :class:`IEventSink` that drops every event (no ``[events] webhook_url``)."""
+
+    def notify(self, event: str, record: DomainRecord, certificate: CertificateRecord | None = None) -> None:
+        """Drop the event."""
+        return None
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -245,6 +278,7 @@ class _Outcome:
     retry_after: float | None = None
 
 
+@implementer(IEventSink)
 @attrs.define(eq=False)
 class WebhookNotifier:
     """Sends signed webhook deliveries to one URL in the background, with retries.
@@ -470,9 +504,7 @@ class WebhookNotifier:
             return _Outcome("delivered", code)
         reason = f"HTTP {code}: " + kept.decode("utf-8", "replace").strip()
         if code >= 500 or code in RETRY_STATUSES:
-            retry_after = parse_retry_after(
-                (response.headers.getRawHeaders(b"retry-after") or [None])[0], clock_now(self.clock)
-            )
+            retry_after = retry_after_seconds(response.headers.getRawHeaders(b"retry-after"), clock_now(self.clock))
             return _Outcome("retry", code, reason, retry_after)
         return _Outcome("final", code, reason)
 
@@ -532,7 +564,9 @@ __all__ = [
     "DEFAULT_MAX_QUEUE",
     "DEFAULT_TIMEOUT",
     "EVENTS",
+    "IEventSink",
     "MAX_RETRY_AFTER",
+    "NullEventSink",
     "RETRY_STATUSES",
     "SIGNATURE_TOLERANCE",
     "USER_AGENT",

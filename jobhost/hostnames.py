@@ -5,6 +5,10 @@ A *hostname* in jobhost is always the output of :func:`normalise_hostname`:
 an IDNA 2008 A-label form (UTS 46 mapping applied), lower case, with no
 trailing dot, made of two or more LDH labels of 1-63 octets each and at most
 253 octets in all.  Nothing else may reach a file path, a store query or a CA.
+
+It also parses the one other kind of name jobhost takes from its operator: a
+DNS resolver's address (:func:`parse_resolver`), used alike by the config, the
+preflight checker and the self-check, so that a value one accepts the others do.
 Pure functions, no I/O.
 """
 
@@ -141,4 +145,65 @@ def to_unicode(hostname: str) -> str:
         return hostname
 
 
-__all__ = ["MAX_HOSTNAME_OCTETS", "MAX_LABEL_OCTETS", "is_normalised_hostname", "normalise_hostname", "to_unicode"]
+#: The DNS port a resolver address without one means.
+DNS_PORT = 53
+
+
+def parse_resolver(text: str) -> tuple[str, int]:
+    """Parse a DNS resolver address into ``(ip, port)``.
+
+    Accepted forms (surrounding white space is ignored):
+
+    - ``"192.0.2.53:5353"``: IPv4 address and port;
+    - ``"[2001:db8::53]:5353"``: IPv6 address in brackets and port;
+    - ``"192.0.2.53"``, ``"2001:db8::53"``, ``"[2001:db8::53]"``: an address alone, port 53.
+
+    A bare IPv6 address is always read as an address, never as address + port
+    (``"::1:53"`` is the address ``::1:53``): write ``"[::1]:53"`` for a port.
+    Resolvers are addresses, not names: a hostname would need a resolver to find it.
+
+    Args:
+        text: The resolver as the operator wrote it.
+
+    Returns:
+        The address in its canonical form (``ipaddress``'s ``str``) and the port.
+
+    Raises:
+        ValueError: with a message saying what is expected and what was given.
+    """
+    problem = f'expected "IP:port", "[IPv6]:port" or an IP address, got "{text}"'
+    if not isinstance(text, str):
+        raise ValueError(problem)
+    value = text.strip()
+    port_text = str(DNS_PORT)
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")) or rest == ":":
+            raise ValueError(problem)
+        port_text = rest[1:] or port_text
+        version = 6
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+        version = 4
+    else:
+        host, version = value, None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(problem) from None
+    if version is not None and address.version != version:
+        raise ValueError(problem)
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{problem}: the port must be 1-65535")
+    return str(address), int(port_text)
+
+
+__all__ = [
+    "DNS_PORT",
+    "MAX_HOSTNAME_OCTETS",
+    "MAX_LABEL_OCTETS",
+    "is_normalised_hostname",
+    "normalise_hostname",
+    "parse_resolver",
+    "to_unicode",
+]

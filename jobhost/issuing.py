@@ -11,16 +11,25 @@ Driven by the store, not by traffic.  A hostname is worked on when
 
 One attempt for one hostname (:meth:`IssuingService._attempt`)::
 
-    take lease "issue:<hostname>" (else another process works on it: skip)
+    take lease "issue:<hostname>" (else another process works on it: skip),
+      kept fresh by a heartbeat every lease_duration / 3 while the attempt runs;
+      a lost lease cancels the attempt
     re-read domain record and certificate (the lease holder before us may have finished)
-    not due? -> make sure the record says active with next_attempt = due time; done
-    order budget spent? -> next_attempt = when it frees; done
-    state issuing/renewing -> preflight (DNS, CAA) -> account (created once)
-      -> fresh key + CSR -> ACME order (challenges in the store, self-check first)
-      -> store certificate (key + chain, atomically) -> state active, next_attempt = due
-    failure -> state failing/paused, last_error, attempts + 1,
-               next_attempt = now + backoff(attempts) (or the CA's Retry-After)
+    parked (a permanent error)? -> nothing until an operator asks for a renewal
+    not due? -> confirm: active with next_attempt = due time; done
+    order budget (kept in the store, shared by every process) spent? -> defer; done
+    start: issuing/renewing -> preflight (DNS, CAA) -> account (created once)
+      -> fresh key (RSA in a worker thread) + CSR -> take an order-budget slot
+      -> ACME order (challenges in the store, self-check first)
+      -> lease still ours? -> store certificate (key + chain, atomically) -> issued: active
+    failure -> failing/paused, last_error, attempts + 1,
+               next_attempt = now + backoff(attempts) (or the CA's Retry-After);
+               a permanent error parks it (retryable: false, no next attempt)
     release lease
+
+Every change of the domain record is an event applied by
+:class:`jobhost.domains.DomainService`, atomically against the record as it is
+in the store then: a page edited meanwhile is never overwritten.
 
 The old certificate is served until a new one is stored, so a CA outage
 never stops serving; the ``panic`` hook is told when renewal keeps failing
@@ -32,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import random
 import socket
-from collections import deque
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -45,23 +53,23 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from jobhost.acme.resources import ari_cert_id
-from jobhost.certs import (
-    certificate_record,
-    generate_private_key,
-    make_csr,
-    private_key_pem,
-    renewal_time,
-)
+from jobhost.certs import make_csr, private_key_pem, renewal_time
+from jobhost.domains import DomainService, failure_is_news
 from jobhost.errors import (
     AcmeProblem,
     AcmeTransportError,
     AuthorizationFailed,
     InvalidCertificate,
     JobhostError,
+    LeaseLost,
     PreflightFailed,
     SelfCheckFailed,
+    TransitionForbidden,
+    error_code,
 )
-from jobhost.store.records import Account, CertificateRecord, Challenge, DomainRecord, DomainState
+from jobhost.keys import KeyGenerator, inline_keys
+from jobhost.retry import backoff_delay, is_permanent
+from jobhost.store.records import Account, CertificateRecord, Challenge, DomainRecord, DomainState, certificate_record
 from jobhost.timeutil import now as clock_now
 from jobhost.timeutil import to_iso
 
@@ -75,16 +83,6 @@ RATE_LIMITED = "urn:ietf:params:acme:error:rateLimited"
 ARI_DEFAULT_RETRY = 6 * 3600.0
 
 
-def backoff_delay(attempts: int, schedule: tuple[float, ...], jitter: float = 0.0) -> float:
-    """Seconds to wait after the ``attempts``-th consecutive failure (1-based).
-
-    The schedule is used in order and its last entry repeats; ``jitter`` in
-    [0, 1) stretches the delay by up to 10% so a batch of failures spreads out.
-    """
-    base = schedule[min(max(attempts, 1), len(schedule)) - 1]
-    return base * (1.0 + 0.1 * jitter)
-
-
 def _unpause_url(problem: AcmeProblem) -> str | None:
     for rel in ("help", "unpause"):
         for url in problem.links.get(rel, ()):
@@ -96,28 +94,22 @@ def _unpause_url(problem: AcmeProblem) -> str | None:
 
 
 def describe_failure(failure: Failure) -> dict[str, Any]:
-    """The ``last_error`` document for a failed attempt: code, message, CA problem."""
+    """The ``last_error`` document for a failed attempt: code, message, CA problem.
+
+    The code is :func:`jobhost.errors.error_code` (detailed), the vocabulary the
+    admin API's errors use too.
+    """
     err = failure.value
-    doc: dict[str, Any] = {"message": str(err) or err.__class__.__name__}
+    doc: dict[str, Any] = {"message": str(err) or err.__class__.__name__, "code": error_code(err, detailed=True)}
     if isinstance(err, AcmeProblem):
-        doc["code"] = err.code
         doc["problem"] = err.as_document()
     elif isinstance(err, AuthorizationFailed):
-        doc["code"] = "authorization_failed"
         if err.problem is not None:
             doc["problem"] = err.problem.as_document()
     elif isinstance(err, PreflightFailed):
-        doc["code"] = err.code
         doc["reasons"] = [r.to_json() for r in err.reasons]
     elif isinstance(err, SelfCheckFailed):
-        doc["code"] = "self_check_failed"
         doc["url"] = err.url
-    elif isinstance(err, AcmeTransportError):
-        doc["code"] = "ca_unreachable"
-    elif isinstance(err, JobhostError):
-        doc["code"] = err.__class__.__name__
-    else:
-        doc["code"] = "internal"
     return doc
 
 
@@ -164,7 +156,8 @@ class IssuingService(Service):
     """Obtains and renews a certificate for every registered hostname.
 
     Attributes:
-        store: The IStore.
+        store: The IStore (certificates, challenges, accounts, leases, the order budget).
+        domains: The owner of domain records; every state change goes through it.
         client: The ACME client (see :class:`jobhost.acme.client.AcmeClient`):
             ``register``, ``obtain_certificate``, ``renewal_info``, ``revoke``.
         clock: Time and scheduling.
@@ -188,9 +181,14 @@ class IssuingService(Service):
             error code changes (not for every repeated failure); it must not block.
         random: A ``() -> float in [0, 1)`` source for jitter.
         holder: This node's lease holder name.
+        key_generator: ``key_type -> Deferred[key]`` (see :mod:`jobhost.keys`); the
+            daemon passes one that makes RSA keys in a worker thread.
+        lease_duration: Seconds a lease is taken for; renewed every third of it while
+            an attempt runs.
     """
 
     store: Any
+    domains: DomainService
     client: Any
     clock: IReactorTime
     directory_url: str
@@ -215,10 +213,10 @@ class IssuingService(Service):
     random: Callable[[], float] = random.random
     holder: str = attrs.field(factory=default_holder)
     events: Any = None
+    key_generator: KeyGenerator = inline_keys
 
     _in_flight: dict[str, Deferred] = attrs.field(factory=dict, init=False)
     _semaphore: DeferredSemaphore = attrs.field(init=False)
-    _order_times: deque = attrs.field(factory=deque, init=False)
     _account: Account | None = attrs.field(default=None, init=False)
     _account_lock: DeferredLock = attrs.field(factory=DeferredLock, init=False)
     _scan_loop: LoopingCall | None = attrs.field(default=None, init=False)
@@ -267,10 +265,7 @@ class IssuingService(Service):
         """
 
         async def clear() -> None:
-            record = await self.store.get_domain(hostname)
-            await self.store.put_domain(
-                attrs.evolve(record, attempts=0, next_attempt=None, renew_requested=True)
-            )
+            await self.domains.request_renewal(hostname)
             self._submit(hostname, force=True)
 
         return Deferred.fromCoroutine(clear())
@@ -343,7 +338,7 @@ class IssuingService(Service):
         while True:
             page = await self.store.list_domains(after=after, limit=500)
             for record in page:
-                if record.state == DomainState.REMOVED:
+                if record.state == DomainState.REMOVED or record.parked:
                     continue
                 if record.next_attempt is None or record.next_attempt <= now:
                     self._submit(record.hostname, force=False)
@@ -400,14 +395,15 @@ class IssuingService(Service):
     def _now(self) -> datetime:
         return clock_now(self.clock)
 
-    def _budget_frees_at(self, now: datetime) -> datetime | None:
-        """None when an order may be placed now; else when the oldest order leaves the window."""
-        window = timedelta(seconds=self.order_window)
-        while self._order_times and self._order_times[0] <= now - window:
-            self._order_times.popleft()
-        if len(self._order_times) < self.orders_per_window:
-            return None
-        return self._order_times[0] + window
+    @property
+    def _budget_name(self) -> str:
+        return "orders:" + self.directory_url
+
+    def _budget(self, now: datetime, take: bool) -> Deferred:
+        """None when an order may be placed now (taking a slot if ``take``); else when one frees."""
+        return self.store.reserve_order(
+            self._budget_name, now, timedelta(seconds=self.order_window), self.orders_per_window, take=take
+        )
 
     async def _attempt(self, hostname: str, force: bool) -> None:
         now = self._now()
@@ -416,17 +412,44 @@ class IssuingService(Service):
         if not await self.store.acquire_lease(lease, self.holder, expires, now):
             log.debug("Another process is working on {hostname}", hostname=hostname)
             return
+        work = Deferred.fromCoroutine(self._attempt_leased(hostname, force, lease))
+        heartbeat = LoopingCall(self._keep_lease, hostname, lease, work)
+        heartbeat.clock = self.clock
+        heartbeat.start(self.lease_duration / 3, now=False).addErrback(
+            lambda f: log.failure("Lease heartbeat for {hostname} stopped", f, hostname=hostname)
+        )
         try:
-            await self._attempt_leased(hostname, force)
+            await work
+        except LeaseLost as e:
+            log.warn("{error}; {hostname} is left to the new holder", error=str(e), hostname=hostname)
         finally:
+            if heartbeat.running:
+                heartbeat.stop()
             await self.store.release_lease(lease, self.holder)
 
-    async def _attempt_leased(self, hostname: str, force: bool) -> None:
+    async def _keep_lease(self, hostname: str, lease: str, work: Deferred) -> None:
+        """Extend ``lease`` (a heartbeat); cancel ``work`` if another holder has taken it."""
+        try:
+            held = await self._extend_lease(lease)
+        except Exception as e:
+            # The store is unreachable: the lease may still be ours; try again next beat.
+            log.warn("Could not renew lease {lease}: {error}", lease=lease, error=str(e))
+            return
+        if not held and not work.called:
+            log.warn("Lost lease {lease} while working on {hostname}; abandoning the attempt",
+                     lease=lease, hostname=hostname)
+            work.cancel()
+
+    def _extend_lease(self, lease: str) -> Deferred:
+        now = self._now()
+        return self.store.acquire_lease(lease, self.holder, now + timedelta(seconds=self.lease_duration), now)
+
+    async def _attempt_leased(self, hostname: str, force: bool, lease: str) -> None:
         try:
             record = await self.store.get_domain(hostname)
         except KeyError:
             return
-        if record.state == DomainState.REMOVED:
+        if record.state == DomainState.REMOVED or record.parked:
             return
         now = self._now()
         # Backoff applies to forced renewals too: renew_now clears next_attempt itself.
@@ -443,38 +466,30 @@ class IssuingService(Service):
             due = self._due(current)
             if now < due and hostname in current.names and current.not_after > now:
                 wake = self._next_check(current, due)
-                if record.state != DomainState.ACTIVE or record.next_attempt != wake:
-                    recovered = record.state in (DomainState.FAILING, DomainState.PAUSED)
-                    record = record.with_state(DomainState.ACTIVE, now, next_attempt=wake)
-                    await self.store.put_domain(record)
-                    if recovered:
-                        self._notify("active", record, current)
+                recovered = record.state in (DomainState.FAILING, DomainState.PAUSED)
+                record = await self.domains.confirm(hostname, wake)
+                if recovered:
+                    self._notify("active", record, current)
                 self._wake_at(wake)
                 return
-        frees_at = self._budget_frees_at(now)
+        frees_at = await self._budget(now, take=False)
         if frees_at is not None:
-            log.warn(
-                "Order budget of {budget} per {window}s is spent; {hostname} waits until {next_attempt}",
-                budget=self.orders_per_window, window=self.order_window, hostname=hostname,
-                next_attempt=to_iso(frees_at),
-            )
-            await self.store.put_domain(
-                record.with_state(record.state, now, reason="waiting for the order budget", next_attempt=frees_at)
-            )
-            self._wake_at(frees_at)
+            await self._defer_for_budget(hostname, frees_at)
             return
         renewing = current is not None
-        record = record.with_state(DomainState.RENEWING if renewing else DomainState.ISSUING, now)
-        await self.store.put_domain(record)
+        record = await self.domains.start_attempt(hostname, renewing)
         started = self.clock.seconds()
         if self.metrics is not None:
             self.metrics.issuance_started(hostname)
         try:
             new = await self._obtain(hostname, current)
-        except CancelledError:
+        except (CancelledError, LeaseLost):
             raise
+        except _BudgetSpent as e:
+            await self._defer_for_budget(hostname, e.frees_at)
+            return
         except Exception:
-            await self._record_failure(hostname, Failure(), current)
+            await self._record_failure(hostname, Failure(), current, record)
             return
         latest = await self._get_domain_or_none(hostname)
         if latest is None or latest.state == DomainState.REMOVED:
@@ -482,15 +497,19 @@ class IssuingService(Service):
             return
         done = self._now()
         new = await self._refresh_ari(new, done, store=False)
+        # Only the lease holder stores: if another node took over meanwhile, its order wins.
+        if not await self._extend_lease(lease):
+            raise LeaseLost(name=lease, holder=self.holder)
         await self.store.put_certificate(new)
         self.on_certificate(hostname)
         due = self._due(new)
-        active = latest.with_state(
-            DomainState.ACTIVE, done, reason="renewed" if renewing else "issued",
-            attempts=0, last_error=None, next_attempt=self._next_check(new, due), unpause_url=None,
-            renew_requested=False,
-        )
-        await self.store.put_domain(active)
+        try:
+            active = await self.domains.issued(hostname, renewing, self._next_check(new, due))
+        except (KeyError, TransitionForbidden):
+            # Removed while the certificate was stored: the removal wins.
+            log.info("{hostname} was removed while its certificate was stored; discarding it", hostname=hostname)
+            await self.store.delete_certificate(hostname)
+            return
         self._notify("renewed" if renewing else "active", active, new)
         self._wake_at(self._next_check(new, due))
         if self.metrics is not None:
@@ -500,6 +519,15 @@ class IssuingService(Service):
             action="Renewed" if renewing else "Issued", hostname=hostname,
             not_after=to_iso(new.not_after), due=to_iso(due),
         )
+
+    async def _defer_for_budget(self, hostname: str, frees_at: datetime) -> None:
+        log.warn(
+            "Order budget of {budget} per {window}s is spent; {hostname} waits until {next_attempt}",
+            budget=self.orders_per_window, window=self.order_window, hostname=hostname,
+            next_attempt=to_iso(frees_at),
+        )
+        await self.domains.defer(hostname, frees_at, "waiting for the order budget")
+        self._wake_at(frees_at)
 
     async def _get_domain_or_none(self, hostname: str) -> DomainRecord | None:
         try:
@@ -558,9 +586,11 @@ class IssuingService(Service):
             if not result.ok:
                 raise PreflightFailed(hostname=hostname, reasons=tuple(result.reasons), retryable=result.retryable)
         account = await self._ensure_account()
-        key = generate_private_key(self.key_type)
+        key = await self.key_generator(self.key_type)
         csr = make_csr(key, [hostname])
-        self._order_times.append(self._now())
+        frees_at = await self._budget(self._now(), take=True)
+        if frees_at is not None:
+            raise _BudgetSpent(frees_at)  # another process took the last slot since we looked
         replaces = current.ari_cert_id if current is not None and current.ari is not None else None
         for retry in (False, True):
             try:
@@ -623,7 +653,7 @@ class IssuingService(Service):
             except KeyError:
                 account = Account(
                     directory_url=self.directory_url,
-                    key_pem=private_key_pem(generate_private_key(self.account_key_type)),
+                    key_pem=private_key_pem(await self.key_generator(self.account_key_type)),
                     account_url="", created_at=now, contact=tuple(self.contact),
                 )
                 await self.store.put_account(account)
@@ -640,44 +670,59 @@ class IssuingService(Service):
         finally:
             await self.store.release_lease(name, self.holder)
 
-    async def _record_failure(self, hostname: str, failure: Failure, current: CertificateRecord | None) -> None:
+    async def _record_failure(
+        self, hostname: str, failure: Failure, current: CertificateRecord | None, started: DomainRecord
+    ) -> None:
+        """Record a failed attempt: backoff (or the CA's Retry-After), or parking for a permanent error.
+
+        ``started`` is the record as the attempt started it.
+        """
         err = failure.value
         now = self._now()
-        record = await self._get_domain_or_none(hostname)
-        if record is None or record.state == DomainState.REMOVED:
-            return
-        attempts = record.attempts + 1
+        attempts = started.attempts + 1
         delay = backoff_delay(attempts, self.backoff, self.random())
-        state = DomainState.FAILING
+        paused = False
         unpause = None
         if isinstance(err, AcmeProblem) and err.type == RATE_LIMITED:
-            state = DomainState.PAUSED
+            paused = True
             unpause = _unpause_url(err)
             if self.metrics is not None:
                 self.metrics.rate_limited()
             if err.retry_after is not None:
                 delay = err.retry_after  # the CA said when: honour it to the second
-        elif isinstance(err, (AcmeProblem, AcmeTransportError)) and getattr(err, "retry_after", None):
+        elif isinstance(err, AcmeProblem) and err.retry_after:
             delay = max(delay, err.retry_after)
         if isinstance(err, AcmeTransportError):
             self.ca_reachable = False
-        next_attempt = now + timedelta(seconds=delay)
         error_doc = describe_failure(failure)
         error_doc["at"] = to_iso(now)
-        changed = _failure_changed(record, state, error_doc["code"])
-        record = record.with_state(
-            state, now, reason=error_doc["message"], attempts=attempts,
-            last_error=error_doc, next_attempt=next_attempt, unpause_url=unpause,
-        )
-        await self.store.put_domain(record)
+        permanent = not paused and is_permanent(err)
+        error_doc["retryable"] = not permanent
+        next_attempt = None if permanent else now + timedelta(seconds=delay)
+        state = DomainState.PAUSED if paused else DomainState.FAILING
+        changed = failure_is_news(started, state, error_doc["code"])
+        try:
+            record = await self.domains.failed(
+                hostname, error_doc, next_attempt, paused=paused, unpause_url=unpause
+            )
+        except (KeyError, TransitionForbidden):
+            return  # removed meanwhile: nothing to record
         if changed:
             self._notify(state, record, current)
         if self.metrics is not None:
             self.metrics.issuance_failed(hostname, error_doc["code"])
-        log.warn(
-            "Certificate for {hostname} failed (attempt {attempts}): {error}; next attempt at {next_attempt}",
-            hostname=hostname, attempts=attempts, error=error_doc["message"], next_attempt=to_iso(next_attempt),
-        )
+        if permanent:
+            log.error(
+                "Certificate for {hostname} failed and cannot succeed by retrying: {error}; "
+                "parked until an operator asks for a renewal",
+                hostname=hostname, error=error_doc["message"],
+            )
+        else:
+            log.warn(
+                "Certificate for {hostname} failed (attempt {attempts}): {error}; next attempt at {next_attempt}",
+                hostname=hostname, attempts=attempts, error=error_doc["message"],
+                next_attempt=to_iso(next_attempt),
+            )
         if not isinstance(err, JobhostError):
             log.failure("Unexpected error while working on {hostname}", failure, hostname=hostname)
         if current is not None and current.not_after - now < timedelta(seconds=self.panic_interval):
@@ -685,8 +730,8 @@ class IssuingService(Service):
                 self.panic(hostname, current, failure)
             except Exception:
                 log.failure("panic hook failed for {hostname}", hostname=hostname)
-        self._wake_at(next_attempt)
-
+        if next_attempt is not None:
+            self._wake_at(next_attempt)
 
     def _notify(self, event: str, record: DomainRecord, certificate: CertificateRecord | None) -> None:
         """Tell :attr:`events` (if any); whatever it does, issuance goes on."""
@@ -698,21 +743,11 @@ class IssuingService(Service):
             log.failure("Event {event} for {hostname} could not be sent", event=event, hostname=record.hostname)
 
 
-def _failure_changed(previous: DomainRecord, state: str, code: Any) -> bool:
-    """Whether a failure is news: the hostname was not in ``state`` before this attempt,
-    or it was but with another error code.
+@attrs.frozen
+class _BudgetSpent(Exception):
+    """The shared order budget was spent between the look before an attempt and the order."""
 
-    ``previous`` is the record as the attempt found it (issuing/renewing; its history
-    and ``last_error`` still say how the attempt before ended).
-    """
-    before = next(
-        (c.state for c in reversed(previous.history)
-         if c.state not in (DomainState.ISSUING, DomainState.RENEWING)),
-        None,
-    )
-    if before != state:
-        return True
-    return (previous.last_error or {}).get("code") != code
+    frees_at: datetime
 
 
 def _account_unknown(problem: AcmeProblem) -> bool:
@@ -742,7 +777,6 @@ def _sleep(clock: IReactorTime, seconds: float) -> Deferred:
 __all__ = [
     "IssuingService",
     "StoreResponder",
-    "backoff_delay",
     "default_holder",
     "describe_failure",
     "log_panic",

@@ -14,6 +14,9 @@ name                                               type       labels / meaning
                                                               certificates whose ``not_after``
                                                               is inside the window
 ``jobhost_certificates``                           gauge      certificates in the store
+``jobhost_store_broken_records``                   gauge      ``record`` (domain, certificate):
+                                                              stored records that do not parse
+                                                              or do not verify (cached)
 ``jobhost_store_stats_refreshed_timestamp_seconds`` gauge     when the three above were counted
                                                               (0: never)
 ``jobhost_issuance_attempts_total``                counter    issuance/renewal attempts started
@@ -28,9 +31,16 @@ name                                               type       labels / meaning
                                                               counter source
 ``jobhost_cert_cache_total``                       counter    ``result`` (hit, miss): via a
                                                               counter source
+``jobhost_cert_cache_broken_total``                counter    unusable certificates the SNI cache
+                                                              met and logged, once per change:
+                                                              :meth:`Metrics.watch_certificate_cache`
+``jobhost_cert_cache_broken_hostnames``            gauge      hostnames the SNI cache serves the
+                                                              fallback because their certificate
+                                                              is unusable: same
 =================================================  =========  ====================================
 
-The store-derived gauges are never computed at scrape time: a scrape only
+The store-derived gauges (``jobhost_domains`` ... ``jobhost_store_broken_records``)
+are never computed at scrape time: a scrape only
 reads numbers cached by :meth:`Metrics.refresh_from_store`, which
 :class:`StoreStatsService` calls periodically.  A scrape therefore never
 waits on the store.
@@ -63,6 +73,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from jobhost.errors import BrokenRecord
 from jobhost.store.records import DomainState
 from jobhost.timeutil import now as clock_now
 
@@ -79,6 +90,9 @@ CERT_CACHE_RESULTS = ("hit", "miss")
 
 #: Buckets of ``jobhost_issuance_seconds``: an order takes seconds to minutes.
 ISSUANCE_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
+
+#: Label values of ``jobhost_store_broken_records``: which kind of record is unusable.
+BROKEN_RECORD_KINDS = ("domain", "certificate")
 
 #: How many records :meth:`Metrics.refresh_from_store` reads per store call.
 _PAGE = 500
@@ -155,6 +169,14 @@ class _StoreStatsCollector:
         yield GaugeMetricFamily(
             "jobhost_certificates", "Certificate records in the store (cached).", value=float(m.certificate_count)
         )
+        broken = GaugeMetricFamily(
+            "jobhost_store_broken_records",
+            "Stored records that do not parse or do not verify, by kind (cached).",
+            labels=["record"],
+        )
+        for kind in BROKEN_RECORD_KINDS:
+            broken.add_metric([kind], float(m.broken_counts.get(kind, 0)))
+        yield broken
         # A timestamp rather than an age, so a scrape needs no clock: alert on
         # time() - jobhost_store_stats_refreshed_timestamp_seconds.
         yield GaugeMetricFamily(
@@ -180,7 +202,8 @@ class Metrics:
         registry: The registry every jobhost metric lives in.
         domain_counts: Cached ``state -> count`` (set by :meth:`refresh_from_store`).
         expiring_counts: Cached ``window -> count``.
-        certificate_count: Cached number of certificate records.
+        certificate_count: Cached number of certificate records (readable ones).
+        broken_counts: Cached ``record kind -> count`` of stored records that cannot be used.
         refreshed_at: Unix time of the last successful refresh, or None.
     """
 
@@ -188,6 +211,7 @@ class Metrics:
     domain_counts: dict[str, int] = attrs.field(factory=dict)
     expiring_counts: dict[str, int] = attrs.field(factory=dict)
     certificate_count: int = 0
+    broken_counts: dict[str, int] = attrs.field(factory=dict)
     refreshed_at: float | None = None
     _sources: _CallbackCollector = attrs.field(init=False, factory=_CallbackCollector)
     issuance_attempts: Counter = attrs.field(init=False)
@@ -281,11 +305,35 @@ class Metrics:
             raise ValueError(f"metric source {name!r} is already registered")
         self._sources.sources[base] = _Source(base, help, tuple(labels), read, kind)
 
+    def watch_certificate_cache(self, cache) -> None:
+        """Export what the SNI certificate cache knows of unusable certificates.
+
+        Registers ``jobhost_cert_cache_broken_total`` (reports, once per change of a
+        hostname's certificate) and ``jobhost_cert_cache_broken_hostnames`` (hostnames
+        currently served the fallback for that reason).
+
+        Args:
+            cache: A :class:`jobhost.tls.sni.CertificateCache` (its ``broken_reports``
+                and ``broken_count`` are read at scrape time).
+        """
+        self.register_counter_source(
+            "jobhost_cert_cache_broken_total",
+            "Unusable stored certificates the SNI cache met and logged (once per change of each).",
+            (),
+            lambda: cache.broken_reports,
+        )
+        self.register_gauge_source(
+            "jobhost_cert_cache_broken_hostnames",
+            "Hostnames served the fallback because their stored certificate is unusable.",
+            (),
+            lambda: cache.broken_count,
+        )
+
     # -- store-derived gauges --------------------------------------------------------------
 
     @inlineCallbacks
     def refresh_from_store(self, store, clock: IReactorTime) -> Deferred:
-        """Recount domain records by state and certificates by expiry window.
+        """Recount domain records by state, certificates by expiry window, and unusable records.
 
         Args:
             store: The IStore to count.
@@ -300,31 +348,39 @@ class Metrics:
             (the cached numbers are then left as they were).
         """
         counts = dict.fromkeys(DomainState.ALL, 0)
+        broken = dict.fromkeys(BROKEN_RECORD_KINDS, 0)
         after = None
         while True:
-            page = yield store.list_domains(after=after, limit=_PAGE)
+            page = yield store.list_domains(after=after, limit=_PAGE, include_broken=True)
             for record in page:
-                counts[record.state] = counts.get(record.state, 0) + 1
+                if isinstance(record, BrokenRecord):
+                    broken["domain"] += 1
+                else:
+                    counts[record.state] = counts.get(record.state, 0) + 1
             if len(page) < _PAGE:
                 break
-            after = page[-1].hostname
+            after = _listed_hostname(page[-1])
         now = clock_now(clock)
         expiring = dict.fromkeys(EXPIRY_WINDOWS, 0)
         certificates = 0
         after = None
         while True:
-            page = yield store.list_certificates(after=after, limit=_PAGE)
+            page = yield store.list_certificates(after=after, limit=_PAGE, include_broken=True)
             for record in page:
+                if isinstance(record, BrokenRecord):
+                    broken["certificate"] += 1
+                    continue
                 certificates += 1
                 for window, width in EXPIRY_WINDOWS.items():
                     if record.not_after <= now + width:
                         expiring[window] += 1
             if len(page) < _PAGE:
                 break
-            after = page[-1].hostname
+            after = _listed_hostname(page[-1])
         self.domain_counts = counts
         self.expiring_counts = expiring
         self.certificate_count = certificates
+        self.broken_counts = broken
         self.refreshed_at = clock.seconds()
 
     # -- exposition -----------------------------------------------------------------------
@@ -332,6 +388,11 @@ class Metrics:
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format (never touches the store)."""
         return generate_latest(self.registry)
+
+
+def _listed_hostname(item) -> str:
+    """The hostname of an item of a store listing: a record, or a BrokenRecord in its place."""
+    return item.key if isinstance(item, BrokenRecord) else item.hostname
 
 
 @attrs.define(eq=False)
@@ -366,6 +427,7 @@ class StoreStatsService(Service):
 
 
 __all__ = [
+    "BROKEN_RECORD_KINDS",
     "CERT_CACHE_RESULTS",
     "CONTENT_TYPE_LATEST",
     "EXPIRY_WINDOWS",

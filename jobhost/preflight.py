@@ -73,10 +73,11 @@ from twisted.internet.interfaces import IReactorTime, IResolver
 from twisted.logger import Logger
 from twisted.names import client, dns
 from twisted.names import error as dns_error
+from zope.interface import Interface, implementer
 
 from jobhost.caa import CAA, decide_caa, parse_caa_record, quote_caa_value
 from jobhost.errors import ConfigError, InvalidHostname
-from jobhost.hostnames import normalise_hostname
+from jobhost.hostnames import normalise_hostname, parse_resolver
 
 #: The most CNAME records followed from one name before we give up.
 MAX_CNAME_HOPS = 8
@@ -258,25 +259,22 @@ def _to_ca_identifiers(values: Iterable[Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _parse_server(text: str) -> tuple[str, int]:
-    """Parse ``"host:port"``, ``"[v6]:port"``, or a bare address (port 53)."""
-    where = ("preflight", "resolvers")
-    value = text.strip()
-    host, port = value, "53"
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ConfigError(f"{text!r} is not host:port", where)
-        port = rest[1:] or "53"
-    elif value.count(":") == 1:
-        host, port = value.split(":")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ConfigError(f"{text!r}: a resolver must be an IP address (with an optional :port)", where) from None
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{text!r}: port must be 1-65535", where)
-    return (str(address), int(port))
+def resolver_servers(resolvers: Iterable[str]) -> list[tuple[str, int]]:
+    """The ``(ip, port)`` of each ``[preflight] resolvers`` entry, for ``twisted.names``.
+
+    Parsed by :func:`jobhost.hostnames.parse_resolver`, as the config checks them,
+    so every value the config accepts is accepted here (and by the self-check).
+
+    Raises:
+        ConfigError: at ``[preflight] resolvers`` for an entry that is not an address.
+    """
+    servers = []
+    for i, text in enumerate(resolvers):
+        try:
+            servers.append(parse_resolver(text))
+        except ValueError as e:
+            raise ConfigError(f"item {i}: {e}", ("preflight", "resolvers")) from None
+    return servers
 
 
 def _retry_schedule(timeout: float) -> tuple[float, ...]:
@@ -394,6 +392,40 @@ async def _gather(deferreds: list[defer.Deferred]) -> list[Any]:
 # ---------------------------------------------------------------- the checker
 
 
+class IPreflight(Interface):
+    """Asks, before an order is spent, whether a hostname can be issued for: DNS and CAA.
+
+    The real one is :class:`Preflight`.  Neither method fails because of DNS: lookups
+    that time out, SERVFAIL or NXDOMAIN are reasons in the result.
+    """
+
+    def check(hostname):
+        """Check ``hostname`` afresh.
+
+        Args:
+            hostname: The customer's hostname; normalised here.
+
+        Returns:
+            Deferred firing with a :class:`PreflightResult` for the normalised
+            hostname (``ok`` with no reasons, or not ``ok`` with at least one
+            :class:`PreflightReason`; ``retryable`` true only when every reason is);
+            failing only with :class:`jobhost.errors.InvalidHostname` for a name that
+            is not a hostname (or for a programming error).
+        """
+
+    def recent_or_check(hostname, max_age=60.0):
+        """A passing result from the last ``max_age`` seconds, else a fresh :meth:`check`.
+
+        For a caller that may have checked moments ago (the admin API at registration,
+        then the issuing service before ordering).  Only passes are reused, never a
+        failure; an implementation that remembers nothing always checks afresh.
+
+        Returns:
+            Deferred firing and failing as :meth:`check`'s.
+        """
+
+
+@implementer(IPreflight)
 @attrs.define
 class Preflight:
     """Checks that a hostname points at us and that CAA allows our CA.
@@ -403,7 +435,9 @@ class Preflight:
         addresses: Our IPv4/IPv6 addresses; a hostname's A/AAAA records must all be among them.
         cname_targets: Hostnames a customer may CNAME to instead.
         ca_identifiers: CAA issuer domain names of the CA(s) we order from.
-        account_uri: Our ACME account URL, for CAA ``accounturi``; None when unknown.
+        account_uri: Our ACME account URL, for CAA ``accounturi``; None when unknown.  The
+            config cannot say it (the account is made at run time): the issuing service
+            tells it with :meth:`set_account_uri` once the account exists.
         clock: Enforces ``timeout`` on each query.
         timeout: Seconds one DNS query may take before it counts as ``dns_timeout``.
     """
@@ -454,7 +488,7 @@ class Preflight:
         """
         if timeout <= 0:
             raise ConfigError("timeout must be positive", ("preflight", "timeout"))
-        servers = [_parse_server(text) for text in resolvers]
+        servers = resolver_servers(resolvers)
         addresses = _to_addresses(addresses)
         cname_targets = _to_cname_targets(cname_targets)
         if not addresses and not cname_targets:
@@ -504,6 +538,22 @@ class Preflight:
             if self.clock.seconds() - at <= max_age:
                 return defer.succeed(result)
         return self.check(hostname)
+
+    def set_account_uri(self, account_uri: str | None) -> None:
+        """Learn our ACME account URL, so that CAA ``accounturi`` parameters apply from now on.
+
+        Called by whoever creates or loads the account (the issuing service).  A
+        change forgets the passes :meth:`recent_or_check` would reuse: they were
+        decided without this URI (or with another one).
+
+        Args:
+            account_uri: The account URL the CA gave, or None when it is unknown again.
+        """
+        if account_uri == self.account_uri:
+            return
+        self.account_uri = account_uri
+        self._passed.clear()
+        self.log.info("Preflight checks CAA accounturi against {account_uri}", account_uri=account_uri)
 
     def _remember_pass(self, hostname: str, result: PreflightResult) -> None:
         if self.clock is None:
@@ -842,8 +892,10 @@ __all__ = [
     "MAX_CNAME_HOPS",
     "RESOLV_CONF",
     "Check",
+    "IPreflight",
     "Preflight",
     "PreflightReason",
     "PreflightResult",
     "ReasonCode",
+    "resolver_servers",
 ]

@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from jobhost.errors import SelfCheckFailed
+from jobhost.preflight import resolver_servers
 from jobhost.store.records import Challenge
 from jobhost.timeutil import now as clock_now
 
@@ -55,8 +56,13 @@ class HttpSelfCheck:
         """Build a self-check resolving through ``resolver``, else through ``resolvers``.
 
         Args:
-            resolvers: "IP:port" strings; empty means the servers in /etc/resolv.conf.
+            resolvers: ``[preflight] resolvers`` entries ("IP:port", "[IPv6]:port" or an
+                address; see :func:`jobhost.hostnames.parse_resolver`); empty means the
+                servers in /etc/resolv.conf.
             resolver: An existing twisted.names resolver to share (the preflight's).
+
+        Raises:
+            ConfigError: at ``[preflight] resolvers`` for an entry that is not an address.
         """
         from twisted.names import client
         from twisted.web.client import Agent
@@ -64,10 +70,7 @@ class HttpSelfCheck:
         if resolver is not None:
             http = HTTPClient(Agent(reactor, connectTimeout=timeout))
             return cls(resolver=resolver, http=http, clock=reactor, port=port, timeout=timeout)
-        servers = []
-        for spec in resolvers:
-            host, _, port_text = spec.rpartition(":")
-            servers.append((host.strip("[]"), int(port_text)))
+        servers = resolver_servers(resolvers)
         # Like the CA, ask DNS (not /etc/hosts): the configured servers, else resolv.conf's.
         resolver = client.Resolver(
             resolv=None if servers else "/etc/resolv.conf", servers=servers or None, reactor=reactor

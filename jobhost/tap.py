@@ -1,35 +1,43 @@
 """
 ``twistd jobhost``: command-line options and the service tree.
 
-The tree, in start order (stopped in reverse, one after another, so
+:func:`build_parts` builds every part with one small builder per config section
+(``_build_store``, ``_build_caches``, ``_build_acme_client``, ``_build_events``,
+``_build_preflight``, ``_build_issuing``, ``_build_web``, ``_build_admin``,
+``_build_listeners``) and returns them in a :class:`Parts`, whose ``root`` is the
+service tree.  Tests and ``/healthz`` read the parts, never attributes of the root
+service.  The tree, in start order (stopped in reverse, one after another, so
 listeners close before the issuing service stops and the store closes last)::
 
     JobhostService
-      store service          (the store's thread pool lives with the reactor)
-      ChangePoller           changes by any process reach the SNI and page caches
+      changes                ChangePoller: changes by any process reach the SNI and page caches
+      acme-client            closes the ACME client's connection pool on stop
       (events)               webhooks, when [events] webhook_url is set
-      IssuingService         issues and renews, store-driven
-      StoreStatsService      refreshes the store-derived metrics
-      http listener          ACME challenges, redirects to HTTPS
-      https listener         SNI: per-hostname certificates, careers pages
-      admin listener         JSON admin API (loopback by default)
+      issuing                IssuingService: issues and renews, store-driven
+      store-stats            StoreStatsService: refreshes the store-derived metrics
+      http                   listener: ACME challenges, redirects to HTTPS
+      https                  listener: SNI, per-hostname certificates, careers pages
+      admin                  listener: JSON admin API (loopback by default)
 
-Listeners bind in ``privilegedStartService`` (StreamServerEndpointService),
-so ports 80 and 443 work with ``twistd --uid``.  Only :func:`makeService`
-touches the global reactor.
+Listeners (:class:`ListenerService`) bind in ``privilegedStartService``, so ports
+80 and 443 work with ``twistd --uid``.  Only :func:`makeService` touches the
+global reactor.
 """
 
 from __future__ import annotations
 
 import sys
 from datetime import datetime, timezone
+from typing import Any, Sequence
 
-from twisted.application.internet import StreamServerEndpointService
+import attrs
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
 from jobhost import __version__
@@ -60,9 +68,14 @@ class JobhostService(MultiService):
 
     (``MultiService`` stops children concurrently; jobhost needs listeners closed before
     the issuing service stops, and that before the store goes away.)
+
+    Attributes:
+        config: The config the tree was built from (named in the start-up log line), or None.
     """
 
-    config: Config | None = None
+    def __init__(self, config: Config | None = None) -> None:
+        super().__init__()
+        self.config = config
 
     def startService(self) -> None:
         MultiService.startService(self)
@@ -93,15 +106,87 @@ async def _maybe_await(result):
     return result
 
 
+class ListenerService(Service):
+    """Listens on a server endpoint while running; knows whether its port is bound.
+
+    Like Twisted's ``StreamServerEndpointService`` with ``_raiseSynchronously`` set, but
+    with public state: it binds in :meth:`privilegedStartService` (so ports 80 and 443
+    work with ``twistd --uid``), a port that cannot be bound while starting raises there
+    (twistd exits non-zero, as with strports), and a later listening failure is logged.
+
+    Attributes:
+        endpoint: The ``IStreamServerEndpoint`` to listen on.
+        factory: The protocol factory to listen with.
+        port: The ``IListeningPort`` once bound, else None.
+    """
+
+    def __init__(self, name: str, endpoint: IStreamServerEndpoint, factory: IProtocolFactory) -> None:
+        self.setName(name)
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port: IListeningPort | None = None
+        self._listening: Deferred | None = None
+
+    @property
+    def listening(self) -> bool:
+        """True while running with the port bound."""
+        return self.running and self.port is not None
+
+    def privilegedStartService(self) -> None:
+        """Start listening; raise at once when the endpoint fails right away."""
+        Service.privilegedStartService(self)
+        starting = True
+        failed_now: list[Failure] = []
+
+        def bound(port: IListeningPort) -> None:
+            self.port = port
+
+        def failed(failure: Failure) -> None:
+            if starting:
+                failed_now.append(failure)
+            elif not failure.check(CancelledError):
+                log.failure("Cannot listen for {name} on {endpoint}", failure, name=self.name, endpoint=self.endpoint)
+
+        self._listening = self.endpoint.listen(self.factory)
+        self._listening.addCallbacks(bound, failed)
+        starting = False
+        if failed_now:
+            failed_now[0].raiseException()
+
+    def startService(self) -> None:
+        """Start listening, unless :meth:`privilegedStartService` already did."""
+        Service.startService(self)
+        if self._listening is None:
+            self.privilegedStartService()
+
+    def stopService(self) -> Deferred:
+        """Stop listening (or give up trying); fires when the port is closed."""
+        listening, self._listening = self._listening, None
+        if listening is None:
+            Service.stopService(self)
+            return succeed(None)
+        listening.cancel()
+
+        def stop(_: object) -> object:
+            port, self.port = self.port, None
+            return port.stopListening() if port is not None else None
+
+        def stopped(result: object) -> object:
+            Service.stopService(self)
+            return result
+
+        return listening.addCallback(stop).addBoth(stopped)
+
+
 class _Caches:
     """Fans invalidations out to every per-hostname cache (SNI contexts, rendered pages)."""
 
     def __init__(self, caches) -> None:
         self._caches = tuple(caches)
 
-    def invalidate(self, hostname: str) -> None:
+    def invalidate(self, hostname: str, kinds: frozenset[str] | None = None) -> None:
         for cache in self._caches:
-            cache.invalidate(hostname)
+            cache.invalidate(hostname, kinds)
 
     def invalidate_all(self) -> None:
         for cache in self._caches:
@@ -120,10 +205,9 @@ class _CallOnStop(Service):
         return self._on_stop()
 
 
-def _health(root: MultiService, issuing) -> dict:
+def _health(listeners: Sequence[ListenerService], issuing) -> dict:
     """``/healthz`` parts beyond the store: the listeners (critical) and the CA as last seen."""
-    listeners = [s for s in root if isinstance(s, StreamServerEndpointService)]
-    down = [s.name for s in listeners if not _listening(s)]
+    down = [s.name for s in listeners if not s.listening]
     return {
         "listeners": {
             "ok": not down,
@@ -139,14 +223,6 @@ def _health(root: MultiService, issuing) -> dict:
     }
 
 
-def _listening(service: StreamServerEndpointService) -> bool:
-    """True once the listener's port is bound (its Deferred fired with a listening port)."""
-    waiting = getattr(service, "_waitingForPort", None)
-    if not service.running or waiting is None or not waiting.called:
-        return False
-    return hasattr(waiting.result, "getHost")
-
-
 def _https_port(config: Config) -> int | None:
     """The HTTPS port for redirects: ``[web] https_redirect_port`` or the listener's TCP port."""
     if config.web.https_redirect_port is not None:
@@ -157,77 +233,201 @@ def _https_port(config: Config) -> int | None:
     return None
 
 
-def build_service(reactor, config: Config) -> JobhostService:
-    """Build the whole service tree from a parsed config (no I/O but the fallback and token files).
+# -- the parts, one builder per config section ----------------------------------------------------
 
-    Raises:
-        ConfigError: when something the config names cannot be used (a store URL, a CA bundle,
-            a fallback certificate file that is not a key and certificate).
+
+@attrs.frozen
+class CacheParts:
+    """The per-hostname caches and what keeps them fresh ([tls] sizes and polling).
+
+    Attributes:
+        certificates: SNI contexts by hostname.
+        pages: Rendered careers pages by hostname.
+        fanout: Invalidates both (what the issuing service and the admin API are given).
+        poller: Reads the store's change feed into ``fanout``.
     """
-    from jobhost.acme.client import AcmeClient
-    from jobhost.admin.api import AdminResource, admin_site
-    from jobhost.admin.auth import load_or_create_token
-    from jobhost.issuing import IssuingService, default_holder
-    from jobhost.metrics import Metrics, StoreStatsService
-    from jobhost.preflight import Preflight
-    from jobhost.selfcheck import HttpSelfCheck
+
+    certificates: Any
+    pages: Any
+    fanout: _Caches
+    poller: Any
+
+
+@attrs.frozen
+class PreflightParts:
+    """The checks run before an order ([preflight]); each None when disabled.
+
+    Attributes:
+        preflight: DNS and CAA (an ``IPreflight``).
+        self_check: Fetches our own challenge URL before the CA is told.
+    """
+
+    preflight: Any
+    self_check: Any
+
+
+@attrs.frozen
+class WebParts:
+    """What the HTTP and HTTPS listeners serve ([web], [tls]).
+
+    Attributes:
+        http: The HTTP site (ACME challenges, redirects).
+        https: The TLS factory choosing a certificate per connection by SNI.
+    """
+
+    http: Any
+    https: Any
+
+
+@attrs.frozen
+class AdminParts:
+    """The admin API ([admin]) and the store statistics its metrics read.
+
+    Attributes:
+        resource: The :class:`jobhost.admin.api.AdminResource`.
+        site: The factory the admin listener serves.
+        stats: Refreshes the store-derived metrics every ``stats_interval``.
+    """
+
+    resource: Any
+    site: Any
+    stats: Any
+
+
+@attrs.frozen
+class Parts:
+    """Everything :func:`build_parts` made, by role; :attr:`root` is what twistd runs.
+
+    Attributes:
+        config: The config it was built from.
+        root: The service tree (see the module docstring).
+        store: The ``IStore``.
+        domains: The one owner of domain records' state, built from the store and
+            handed to the issuing service and the admin API.
+        metrics: The Prometheus registry ``/metrics`` renders.
+        caches: The SNI and page caches and their change poller.
+        client: The ACME client (an ``IAcmeClient``).
+        events: The webhook notifier (an ``IEventSink``), or None without
+            ``[events] webhook_url``.
+        checks: Preflight and self-check.
+        issuing: The issuing service.
+        web: What the HTTP and HTTPS listeners serve.
+        admin: The admin API.
+        listeners: The http, https and admin listeners, in that order.
+    """
+
+    config: Config
+    root: JobhostService
+    store: Any
+    domains: Any
+    metrics: Any
+    caches: CacheParts
+    client: Any
+    events: Any
+    checks: PreflightParts
+    issuing: Any
+    web: WebParts
+    admin: AdminParts
+    listeners: tuple[ListenerService, ...]
+
+    def health(self) -> dict:
+        """``/healthz``'s listener and CA parts (what the admin API reports beside the store)."""
+        return _health(self.listeners, self.issuing)
+
+
+def _build_store(reactor, config: Config):
+    """[store]: the store the URL names."""
     from jobhost.store.factory import store_from_url
+
+    return store_from_url(config.store.url, reactor, str(config.base_dir))
+
+
+def _build_domains(reactor, store):
+    """The domain service over the store (no config of its own)."""
+    from jobhost.domains import DomainService
+
+    return DomainService(store=store, clock=reactor)
+
+
+def _build_fallback(config: Config) -> tuple[bytes | None, bytes | None]:
+    """[tls] fallback: ``(key_pem, cert_pem)`` of the self-signed fallback, made once; Nones for reject."""
     from jobhost.tls.fallback import load_or_create_fallback
-    from jobhost.tls.listener import SNIServerFactory
+
+    if config.tls.fallback != "self-signed":
+        return None, None
+    try:
+        return load_or_create_fallback(FilePath(config.tls.fallback_cert), datetime.now(timezone.utc))
+    except InvalidCertificate as e:
+        raise ConfigError(str(e), ("tls", "fallback_cert")) from None
+    except OSError as e:
+        raise ConfigError(f"cannot write {config.tls.fallback_cert}: {e.strerror}", ("tls", "fallback_cert")) from None
+
+
+def _build_caches(reactor, config: Config, store, metrics) -> CacheParts:
+    """[tls] cache_size, negative_ttl, poll_interval: the caches and their change poller."""
     from jobhost.tls.sni import CertificateCache, ChangePoller
-    from jobhost.web.site import HttpRootResource, HttpsRootResource, PageCache, make_site
+    from jobhost.web.site import PageCache
 
-    root = JobhostService()
-    store = store_from_url(config.store.url, reactor, str(config.base_dir))
-
-    key_pem = cert_pem = None
-    if config.tls.fallback == "self-signed":
-        try:
-            key_pem, cert_pem = load_or_create_fallback(
-                FilePath(config.tls.fallback_cert), datetime.now(timezone.utc)
-            )
-        except InvalidCertificate as e:
-            raise ConfigError(str(e), ("tls", "fallback_cert")) from None
-        except OSError as e:
-            raise ConfigError(f"cannot write {config.tls.fallback_cert}: {e.strerror}", ("tls", "fallback_cert")) from None
-    token = load_or_create_token(config.admin.token_file)
-
-    metrics = Metrics()
-    cache = CertificateCache(
+    certificates = CertificateCache(
         store=store, clock=reactor, max_entries=config.tls.cache_size, negative_ttl=config.tls.negative_ttl
     )
-    page_cache = PageCache(max_entries=config.tls.cache_size)
-    caches = _Caches((cache, page_cache))
-    poller = ChangePoller(cache=caches, store=store, clock=reactor, interval=config.tls.poll_interval)
+    pages = PageCache(max_entries=config.tls.cache_size)
+    fanout = _Caches((certificates, pages))
+    poller = ChangePoller(cache=fanout, store=store, clock=reactor, interval=config.tls.poll_interval)
     poller.setName("changes")
-    poller.setServiceParent(root)
+    metrics.register_counter_source(
+        "jobhost_cert_cache_total",
+        "SNI certificate cache lookups by result.",
+        ("result",),
+        lambda: {("hit",): certificates.hits, ("miss",): certificates.misses},
+    )
+    metrics.register_counter_source(
+        "jobhost_page_cache_total",
+        "Rendered careers-page cache lookups by result.",
+        ("result",),
+        lambda: {("hit",): pages.hits, ("miss",): pages.misses},
+    )
+    return CacheParts(certificates=certificates, pages=pages, fanout=fanout, poller=poller)
 
-    client = AcmeClient.create(
+
+def _build_acme_client(reactor, config: Config, metrics):
+    """[acme]: the ACME client for the configured directory."""
+    from jobhost.acme.client import AcmeClient
+
+    return AcmeClient.create(
         reactor, config.acme.directory_url, config.acme.ca_bundle, timeout=config.acme.timeout,
         preferred_chain=config.acme.preferred_chain, on_response=metrics.acme_request,
     )
-    _CallOnStop("acme-client", client.close).setServiceParent(root)
 
-    events = None
-    if config.events.webhook_url:
-        from jobhost.events import WebhookNotifier
 
-        secret = load_or_create_token(
-            config.events.webhook_secret_file, key=("events", "webhook_secret_file"), what="webhook secret"
-        )
-        events = WebhookNotifier.create(
-            reactor, config.events.webhook_url, secret.encode("ascii"),
-            timeout=config.events.timeout, backoff=config.events.backoff,
-        )
-        # Before the issuing service and the admin listener, so it stops after both.
-        _CallOnStop("events", events.close).setServiceParent(root)
-        metrics.register_counter_source(
-            "jobhost_webhook_deliveries_total",
-            "Webhook deliveries by outcome; retried counts retries scheduled.",
-            ("outcome",),
-            lambda: {("delivered",): events.delivered, ("failed",): events.failed,
-                     ("dropped",): events.dropped, ("retried",): events.retries},
-        )
+def _build_events(reactor, config: Config, metrics):
+    """[events]: the webhook notifier, or None without a ``webhook_url``."""
+    if not config.events.webhook_url:
+        return None
+    from jobhost.admin.auth import load_or_create_token
+    from jobhost.events import WebhookNotifier
+
+    secret = load_or_create_token(
+        config.events.webhook_secret_file, key=("events", "webhook_secret_file"), what="webhook secret"
+    )
+    events = WebhookNotifier.create(
+        reactor, config.events.webhook_url, secret.encode("ascii"),
+        timeout=config.events.timeout, backoff=config.events.backoff,
+    )
+    metrics.register_counter_source(
+        "jobhost_webhook_deliveries_total",
+        "Webhook deliveries by outcome; retried counts retries scheduled.",
+        ("outcome",),
+        lambda: {("delivered",): events.delivered, ("failed",): events.failed,
+                 ("dropped",): events.dropped, ("retried",): events.retries},
+    )
+    return events
+
+
+def _build_preflight(reactor, config: Config) -> PreflightParts:
+    """[preflight]: the DNS/CAA checker and the self-check, each when enabled."""
+    from jobhost.preflight import Preflight
+    from jobhost.selfcheck import HttpSelfCheck
 
     preflight = None
     if config.preflight.enabled:
@@ -245,17 +445,27 @@ def build_service(reactor, config: Config) -> JobhostService:
             reactor, config.preflight.resolvers, port=config.preflight.self_check_port,
             timeout=config.preflight.timeout, resolver=preflight.resolver if preflight is not None else None,
         )
+    return PreflightParts(preflight=preflight, self_check=self_check)
+
+
+def _build_issuing(reactor, config: Config, *, store, domains, client, checks: PreflightParts,
+                   caches: CacheParts, metrics, events):
+    """[acme] (account, keys, profile) and [renewal]: the issuing service."""
+    from jobhost.issuing import IssuingService, default_holder
+    from jobhost.keys import threaded_keys
 
     eab = None
     if config.acme.eab_kid and config.acme.eab_hmac_key:
         eab = (config.acme.eab_kid, config.acme.eab_hmac_key)
     issuing = IssuingService(
         store=store,
+        domains=domains,
+        key_generator=threaded_keys(reactor),
         client=client,
         clock=reactor,
         directory_url=config.acme.directory_url,
-        preflight=preflight,
-        self_check=self_check,
+        preflight=checks.preflight,
+        self_check=checks.self_check,
         key_type=config.acme.key_type,
         account_key_type=config.acme.account_key_type,
         contact=config.acme.contact,
@@ -269,22 +479,25 @@ def build_service(reactor, config: Config) -> JobhostService:
         scan_interval=config.renewal.scan_interval,
         lease_duration=config.renewal.lease_duration,
         panic_interval=config.renewal.panic_interval,
-        on_certificate=caches.invalidate,
+        on_certificate=caches.fanout.invalidate,
         metrics=metrics,
         holder=config.renewal.node_id or default_holder(),
         events=events,
     )
     issuing.setName("issuing")
-    issuing.setServiceParent(root)
+    return issuing
 
-    stats = StoreStatsService(metrics=metrics, store=store, clock=reactor, interval=config.admin.stats_interval)
-    stats.setName("store-stats")
-    stats.setServiceParent(root)
 
+def _build_web(reactor, config: Config, *, store, caches: CacheParts, fallback, metrics) -> WebParts:
+    """[web] and [tls] (fallback, hello timeout): the HTTP site and the SNI TLS factory."""
+    from jobhost.tls.listener import SNIServerFactory
+    from jobhost.web.site import HttpRootResource, HttpsRootResource, make_site
+
+    key_pem, cert_pem = fallback
     http_site = make_site(HttpRootResource(store=store, https_port=_https_port(config)), clock=reactor)
-    https_site = make_site(HttpsRootResource(store=store, page_cache=page_cache), clock=reactor)
+    https_site = make_site(HttpsRootResource(store=store, page_cache=caches.pages), clock=reactor)
     tls_factory = SNIServerFactory.create(
-        https_site, cache, reactor, key_pem, cert_pem,
+        https_site, caches.certificates, reactor, key_pem, cert_pem,
         reject_unknown=config.tls.fallback == "reject",
         hello_timeout=config.tls.hello_timeout,
     )
@@ -297,50 +510,97 @@ def build_service(reactor, config: Config) -> JobhostService:
             for outcome in ("served", "fallback", "rejected", "not_tls", "timeout")
         },
     )
-    metrics.register_counter_source(
-        "jobhost_cert_cache_total",
-        "SNI certificate cache lookups by result.",
-        ("result",),
-        lambda: {("hit",): cache.hits, ("miss",): cache.misses},
-    )
-    metrics.register_counter_source(
-        "jobhost_page_cache_total",
-        "Rendered careers-page cache lookups by result.",
-        ("result",),
-        lambda: {("hit",): page_cache.hits, ("miss",): page_cache.misses},
-    )
-    admin = AdminResource(
+    return WebParts(http=http_site, https=tls_factory)
+
+
+def _build_admin(reactor, config: Config, *, store, domains, issuing, checks: PreflightParts,
+                 caches: CacheParts, metrics, events, health) -> AdminParts:
+    """[admin]: the token, the admin API and the store statistics."""
+    from jobhost.admin.api import AdminResource, admin_site
+    from jobhost.admin.auth import load_or_create_token
+    from jobhost.metrics import StoreStatsService
+
+    token = load_or_create_token(config.admin.token_file)
+    self_check = checks.self_check
+    resource = AdminResource(
         store=store,
+        domains=domains,
         issuer=issuing,
-        preflight=preflight,
+        preflight=checks.preflight,
         self_check=(lambda hostname: self_check.probe(store, hostname)) if self_check else None,
-        caches=caches,
+        caches=caches.fanout,
         metrics=metrics,
         clock=reactor,
         token=token,
         max_body_bytes=config.admin.max_body_bytes,
         events=events,
-        health=lambda: _health(root, issuing),
+        health=health,
     )
-    admin_factory = admin_site(admin, clock=reactor)
+    stats = StoreStatsService(metrics=metrics, store=store, clock=reactor, interval=config.admin.stats_interval)
+    stats.setName("store-stats")
+    return AdminParts(resource=resource, site=admin_site(resource, clock=reactor), stats=stats)
 
-    for name, description, factory in (
-        ("http", config.listen.http, http_site),
-        ("https", config.listen.https, tls_factory),
-        ("admin", config.listen.admin, admin_factory),
-    ):
-        listener = StreamServerEndpointService(serverFromString(reactor, description), factory)
-        # Fail start-up (twistd exits non-zero) when a port cannot be bound, as strports does.
-        listener._raiseSynchronously = True
-        listener.setName(name)
-        listener.setServiceParent(root)
-    root.config = config
-    root.store = store
-    root.cache = cache
-    root.issuing = issuing
-    root.metrics = metrics
-    root.events = events
-    return root
+
+def _build_listeners(reactor, config: Config, *, web: WebParts, admin_site) -> tuple[ListenerService, ...]:
+    """[listen]: one listener per endpoint string."""
+    return tuple(
+        ListenerService(name, serverFromString(reactor, description), factory)
+        for name, description, factory in (
+            ("http", config.listen.http, web.http),
+            ("https", config.listen.https, web.https),
+            ("admin", config.listen.admin, admin_site),
+        )
+    )
+
+
+def build_parts(reactor, config: Config) -> Parts:
+    """Build every part and the service tree from a parsed config (no I/O but the fallback and token files).
+
+    Raises:
+        ConfigError: when something the config names cannot be used (a store URL, a CA bundle,
+            a fallback certificate file that is not a key and certificate).
+    """
+    from jobhost.metrics import Metrics
+
+    store = _build_store(reactor, config)
+    domains = _build_domains(reactor, store)
+    fallback = _build_fallback(config)
+    metrics = Metrics()
+    caches = _build_caches(reactor, config, store, metrics)
+    client = _build_acme_client(reactor, config, metrics)
+    events = _build_events(reactor, config, metrics)
+    checks = _build_preflight(reactor, config)
+    issuing = _build_issuing(
+        reactor, config, store=store, domains=domains, client=client, checks=checks, caches=caches,
+        metrics=metrics, events=events,
+    )
+    web = _build_web(reactor, config, store=store, caches=caches, fallback=fallback, metrics=metrics)
+    # The admin API's /healthz reports the listeners, which serve the admin API: it reads
+    # this list when asked, by which time it is filled.
+    listeners: list[ListenerService] = []
+    admin = _build_admin(
+        reactor, config, store=store, domains=domains, issuing=issuing, checks=checks, caches=caches,
+        metrics=metrics, events=events, health=lambda: _health(listeners, issuing),
+    )
+    listeners.extend(_build_listeners(reactor, config, web=web, admin_site=admin.site))
+
+    root = JobhostService(config)
+    children: list[Service] = [caches.poller, _CallOnStop("acme-client", client.close)]
+    if events is not None:
+        # Before the issuing service and the admin listener, so it stops after both.
+        children.append(_CallOnStop("events", events.close))
+    children += [issuing, admin.stats, *listeners]
+    for child in children:
+        child.setServiceParent(root)
+    return Parts(
+        config=config, root=root, store=store, domains=domains, metrics=metrics, caches=caches, client=client,
+        events=events, checks=checks, issuing=issuing, web=web, admin=admin, listeners=tuple(listeners),
+    )
+
+
+def build_service(reactor, config: Config) -> JobhostService:
+    """The service tree of :func:`build_parts` (what twistd runs)."""
+    return build_parts(reactor, config).root
 
 
 def makeService(options: Options) -> JobhostService:
@@ -348,7 +608,7 @@ def makeService(options: Options) -> JobhostService:
     from twisted.internet import reactor
 
     try:
-        return build_service(reactor, options.config)
+        return build_parts(reactor, options.config).root
     except ConfigError as e:
         if e.file is None:
             e.file = options.config.file
@@ -358,4 +618,16 @@ def makeService(options: Options) -> JobhostService:
         raise SystemExit(1) from None
 
 
-__all__ = ["JobhostService", "Options", "build_service", "makeService"]
+__all__ = [
+    "AdminParts",
+    "CacheParts",
+    "JobhostService",
+    "ListenerService",
+    "Options",
+    "Parts",
+    "PreflightParts",
+    "WebParts",
+    "build_parts",
+    "build_service",
+    "makeService",
+]

@@ -1,5 +1,5 @@
 """
-Test helpers that ship with jobhost: a throwaway certificate authority.
+Test helpers that ship with jobhost: a throwaway certificate authority and a fake ACME client.
 
 Certificates are made when a test asks for them, never at import time.
 """
@@ -9,11 +9,18 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import attrs
+import josepy as jose
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from zope.interface import implementer
 
-from jobhost.certs import generate_private_key, private_key_pem
+from jobhost.acme.client import ARI_RETRY_AFTER_BOUNDS
+from jobhost.acme.interfaces import IAcmeClient
+from jobhost.acme.resources import IssuedChain, ari_cert_id, normalise_all
+from jobhost.certs import generate_private_key, private_key_pem, split_pem_chain
+from jobhost.errors import AcmeProblem, InvalidCertificate
 
 
 def _name(common_name: str) -> x509.Name:
@@ -122,38 +129,64 @@ class TestCA:
         return private_key_pem(key), chain
 
 
-@attrs.define
-class FakeIssuedChain:
-    """What :meth:`FakeAcmeClient.obtain_certificate` fires with (as the real client's result)."""
+#: Revocation reasons a CA accepts (RFC 5280 CRLReason; 7 is unused).
+_REVOCATION_REASONS = frozenset({0, 1, 2, 3, 4, 5, 6, 8, 9, 10})
 
-    chain_pem: bytes
-    alternates: tuple = ()
-    order_url: str = ""
-    cert_url: str = ""
+_ACME_ERROR = "urn:ietf:params:acme:error:"
 
 
+@implementer(IAcmeClient)
 @attrs.define
 class FakeAcmeClient:
     """Stands in for :class:`jobhost.acme.client.AcmeClient` in unit tests of its callers.
 
-    Issues from a :class:`TestCA` with certificates valid from the clock's now for
-    ``lifetime``.  Controls: :meth:`pause` makes orders wait until :meth:`resume`;
-    :attr:`failures` is a list of exceptions raised by the next orders, in turn.
-    Records every call in :attr:`orders`, :attr:`registrations`, :attr:`revoked`.
+    Keeps the :class:`~jobhost.acme.interfaces.IAcmeClient` contract (it runs the same
+    contract suite as the real client on Pebble, ``tests/acme_client_contract.py``):
+    accounts are found or created per key, hostnames are normalised, every key
+    authorization is published through the responder and self-checked before the
+    "CA" is told, the CSR must name exactly the order's hostnames, and the answers are
+    :class:`~jobhost.acme.resources.IssuedChain` and ``(AriWindow, seconds)`` as the real
+    client gives them.  Certificates come from a :class:`TestCA`, valid from the
+    clock's now for ``lifetime``.  Account URLs are named after their key, so every
+    fake client finds the same account for a key; which certificates were issued and
+    revoked is remembered per client.
+
+    Controls: :meth:`pause` makes orders wait until :meth:`resume`; :attr:`failures`
+    is a list of exceptions raised by the next orders, in turn (after the answers
+    were published and self-checked, as a CA's refusal would come).  Records every
+    call in :attr:`orders`, :attr:`registrations`, :attr:`revoked`.
+
+    Attributes:
+        ca: Issues the certificates.
+        clock: The time certificates start at and ``renewal_info`` counts from.
+        directory_url: Names the fake CA.
+        lifetime: Of every certificate.
+        renewal_window: None when the fake CA offers no renewal information
+            (``renewal_info`` fires with None, as the real client does for a
+            directory without ``renewalInfo``); else an ``AriWindow``, or a callable
+            ``chain_pem -> AriWindow | None`` (None: fire with None for that
+            certificate).  A window's ``retry_after``, when set, is when the CA says
+            to ask again; otherwise :attr:`ari_retry_after` seconds from now.
+        ari_retry_after: The fake CA's ``Retry-After`` for renewal information.
     """
 
     ca: TestCA
     clock: object
     directory_url: str = "https://fake-ca.invalid/directory"
     lifetime: timedelta = timedelta(days=90)
-    #: An AriWindow (or a callable ``chain_pem -> AriWindow | None``) for renewal_info.
     renewal_window: object = None
+    ari_retry_after: float = 6 * 3600.0
     failures: list = attrs.field(factory=list)
     orders: list = attrs.field(factory=list)
     registrations: list = attrs.field(factory=list)
     revoked: list = attrs.field(factory=list)
     accounts: dict = attrs.field(factory=dict)
+    account_key: object = attrs.field(default=None, repr=False)
+    account_url: str | None = None
     _paused: list | None = None
+    #: serial -> account URL that ordered it; serials revoked.
+    _issued_by: dict = attrs.field(factory=dict, repr=False)
+    _revoked_serials: set = attrs.field(factory=set, repr=False)
 
     def pause(self) -> None:
         """Hold every following order until :meth:`resume`."""
@@ -165,26 +198,36 @@ class FakeAcmeClient:
         for d in held:
             d.callback(None)
 
-    def register(self, account_key, contact=(), terms_agreed=True, eab=None):
+    def register(self, account_key, contact=(), terms_agreed=True, eab=None) -> Deferred:
         """Find-or-create the account for ``account_key`` (a josepy JWK), as the real client does."""
-        from twisted.internet.defer import succeed
-
         thumb = account_key.thumbprint()
         self.registrations.append({"contact": tuple(contact), "terms_agreed": terms_agreed})
         if thumb not in self.accounts:
-            self.accounts[thumb] = f"https://fake-ca.invalid/acct/{len(self.accounts) + 1}"
-        return succeed(self.accounts[thumb])
+            # Named after the key, so another client of the fake CA finds the same account.
+            self.accounts[thumb] = "https://fake-ca.invalid/acct/" + jose.b64encode(thumb).decode("ascii")[:16]
+        self.account_key, self.account_url = account_key, self.accounts[thumb]
+        return succeed(self.account_url)
 
-    def obtain_certificate(self, hostnames, csr_pem, responder, self_check=None, replaces=None, profile=None):
-        from twisted.internet.defer import Deferred
+    def obtain_certificate(
+        self, hostnames, csr_pem, responder, self_check=None, replaces=None, profile=None
+    ) -> Deferred:
+        """Publish, self-check and "validate" every hostname, then issue for the CSR's key."""
 
         async def run():
-            self.orders.append({"hostnames": list(hostnames), "replaces": replaces, "profile": profile})
-            token = f"token{len(self.orders)}"
-            await responder.start_responding(hostnames[0], token, token + ".thumb")
+            if self.account_key is None:
+                raise RuntimeError("FakeAcmeClient has no account: call register() first")
+            names = normalise_all(hostnames)
+            self.orders.append({"hostnames": list(names), "replaces": replaces, "profile": profile})
+            thumbprint = jose.b64encode(self.account_key.thumbprint()).decode("ascii")
+            answers = [(name, f"token{len(self.orders)}-{i}") for i, name in enumerate(names)]
+            started = []
             try:
+                for name, token in answers:
+                    await maybeDeferred(responder.start_responding, name, token, f"{token}.{thumbprint}")
+                    started.append((name, token))
                 if self_check is not None:
-                    await self_check(hostnames[0], token, token + ".thumb")
+                    for name, token in answers:
+                        await maybeDeferred(self_check, name, token, f"{token}.{thumbprint}")
                 if self._paused is not None:
                     wait: Deferred = Deferred()
                     self._paused.append(wait)
@@ -192,13 +235,33 @@ class FakeAcmeClient:
                 if self.failures:
                     raise self.failures.pop(0)
             finally:
-                await responder.stop_responding(hostnames[0], token)
-            return FakeIssuedChain(chain_pem=self._issue_matching(csr_pem, hostnames))
+                for name, token in started:
+                    await maybeDeferred(responder.stop_responding, name, token)
+            chain_pem = self._issue_matching(csr_pem, names)
+            self._issued_by[split_pem_chain(chain_pem)[0].serial_number] = self.account_url
+            n = len(self.orders)
+            return IssuedChain(
+                chain_pem=chain_pem,
+                alternates=(),
+                order_url=f"https://fake-ca.invalid/order/{n}",
+                cert_url=f"https://fake-ca.invalid/cert/{n}",
+            )
 
         return Deferred.fromCoroutine(run())
 
     def _issue_matching(self, csr_pem: bytes, hostnames) -> bytes:
         csr = x509.load_pem_x509_csr(csr_pem)
+        try:
+            san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            csr_names = set(san.get_values_for_type(x509.DNSName))
+        except x509.ExtensionNotFound:
+            csr_names = set()
+        if not csr.is_signature_valid or {n.lower() for n in csr_names} != set(hostnames):
+            raise AcmeProblem(
+                type=_ACME_ERROR + "badCSR",
+                detail=f"the CSR names {sorted(csr_names)}, the order {sorted(hostnames)}",
+                status=400,
+            )
         start = datetime.fromtimestamp(self.clock.seconds(), tz=timezone.utc)
         leaf = (
             x509.CertificateBuilder()
@@ -209,6 +272,8 @@ class FakeAcmeClient:
             .not_valid_before(start)
             .not_valid_after(start + self.lifetime)
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in hostnames]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca.intermediate_key.public_key()),
                 critical=False,
@@ -217,17 +282,49 @@ class FakeAcmeClient:
         )
         return leaf.public_bytes(serialization.Encoding.PEM) + self.ca.intermediate_pem
 
-    def renewal_info(self, chain_pem):
-        from twisted.internet.defer import succeed
-
+    def renewal_info(self, leaf_pem) -> Deferred:
+        """``(window, retry_after_seconds)`` from :attr:`renewal_window`, or None; as the real client."""
+        try:
+            ari_cert_id(leaf_pem)  # the real client needs the certificate's ID to ask
+        except InvalidCertificate as e:
+            return fail(e)
         window = self.renewal_window
-        return succeed(window(chain_pem) if callable(window) else window)
+        if callable(window):
+            window = window(leaf_pem)
+        if window is None:
+            return succeed(None)
+        now = datetime.fromtimestamp(self.clock.seconds(), tz=timezone.utc)
+        if window.retry_after is not None:
+            seconds = (window.retry_after - now).total_seconds()
+        else:
+            seconds = float(self.ari_retry_after)
+        low, high = ARI_RETRY_AFTER_BOUNDS
+        seconds = min(max(seconds, low), high)
+        return succeed((attrs.evolve(window, retry_after=now + timedelta(seconds=seconds)), seconds))
 
-    def revoke(self, chain_pem, reason=0):
-        from twisted.internet.defer import succeed
-
-        self.revoked.append(chain_pem)
+    def revoke(self, cert_pem, reason=0, cert_key=None) -> Deferred:
+        """Revoke the leaf; refuses a second revocation, another account's certificate, a bad reason."""
+        try:
+            serial = split_pem_chain(cert_pem)[0].serial_number
+        except InvalidCertificate as e:
+            return fail(e)
+        if cert_key is None and self.account_key is None:
+            return fail(RuntimeError("FakeAcmeClient has no account: call register() first"))
+        problem = None
+        if int(reason) not in _REVOCATION_REASONS:
+            problem = ("badRevocationReason", f"invalid revocation reason: {reason}")
+        elif serial not in self._issued_by:
+            problem = ("malformed", "unable to find specified certificate")
+        elif cert_key is None and self._issued_by[serial] != self.account_url:
+            problem = ("unauthorized", "the certificate being revoked is not associated with this account")
+        elif serial in self._revoked_serials:
+            problem = ("alreadyRevoked", "certificate has already been revoked")
+        if problem is not None:
+            code = 403 if problem[0] == "unauthorized" else 400
+            return fail(AcmeProblem(type=_ACME_ERROR + problem[0], detail=problem[1], status=code))
+        self._revoked_serials.add(serial)
+        self.revoked.append(cert_pem)
         return succeed(None)
 
 
-__all__ = ["FakeAcmeClient", "FakeIssuedChain", "TestCA"]
+__all__ = ["FakeAcmeClient", "TestCA"]

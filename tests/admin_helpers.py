@@ -20,11 +20,13 @@ from jsonschema import Draft202012Validator, FormatChecker
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from zope.interface import implementer
 
+from jobhost.domains import DomainService
 from jobhost.admin.api import AdminResource, openapi_document
 from jobhost.errors import StoreError
 from jobhost.metrics import Metrics
-from jobhost.preflight import Check, PreflightReason, PreflightResult, ReasonCode
+from jobhost.preflight import Check, IPreflight, PreflightReason, PreflightResult, ReasonCode
 from jobhost.store.memory import MemoryStore
 from jobhost.store.records import DomainRecord, DomainState, StateChange
 
@@ -44,7 +46,7 @@ INVALID_PATH_HOSTNAMES = {
 _STORE_METHODS = (
     "get_domain add_domain put_domain delete_domain list_domains get_certificate put_certificate "
     "delete_certificate list_certificates changes put_challenge get_challenge delete_challenge "
-    "get_account put_account acquire_lease release_lease"
+    "get_account put_account acquire_lease release_lease check"
 ).split()
 
 
@@ -166,9 +168,13 @@ def failing_result(hostname: str) -> PreflightResult:
     )
 
 
+@implementer(IPreflight)
 @attrs.define
 class FakePreflight:
-    """Answers every check with a canned passing or failing result, and records the names asked."""
+    """Answers every check with a canned passing or failing result, and records the names asked.
+
+    It remembers nothing, so ``recent_or_check`` always checks afresh (the contract allows it).
+    """
 
     passes: bool = True
     asked: list[str] = attrs.field(factory=list)
@@ -177,15 +183,20 @@ class FakePreflight:
         self.asked.append(hostname)
         return succeed(passing_result(hostname) if self.passes else failing_result(hostname))
 
+    def recent_or_check(self, hostname: str, max_age: float = 60.0) -> Deferred:
+        return self.check(hostname)
+
 
 @attrs.define
 class FakeCertificateCache:
-    """Records which hostnames were invalidated."""
+    """Records which hostnames were invalidated, and for what kinds of change."""
 
     invalidated: list[str] = attrs.field(factory=list)
+    kinds: list = attrs.field(factory=list)
 
-    def invalidate(self, hostname: str) -> None:
+    def invalidate(self, hostname: str, kinds=None) -> None:
         self.invalidated.append(hostname)
+        self.kinds.append(kinds)
 
 
 def make_domain(hostname: str, state: str = DomainState.ACTIVE, page: dict | None = None, **changes) -> DomainRecord:
@@ -321,6 +332,7 @@ class ApiClient:
         options.setdefault("max_body_bytes", 4096)
         resource = AdminResource(
             store=store,
+            domains=DomainService(store=store, clock=clock),
             issuer=issuer,
             clock=clock,
             token=TOKEN,

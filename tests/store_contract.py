@@ -16,15 +16,17 @@ import attrs
 from twisted.internet.defer import inlineCallbacks
 from zope.interface.verify import verifyObject
 
-from jobhost.certs import certificate_record, generate_private_key, private_key_pem
+from jobhost.certs import AriWindow, generate_private_key, private_key_pem
 from jobhost.store.interfaces import IStore
+from jobhost.errors import StoreConflict
 from jobhost.store.records import (
     Account,
-    AriWindow,
+    ChangeKind,
     Challenge,
     DomainRecord,
     DomainState,
     StateChange,
+    certificate_record,
 )
 from jobhost.testing import TestCA
 
@@ -90,6 +92,25 @@ class StoreContractTests:
         None (the default) skips the tests that need two stores sharing data.
         """
         return None
+
+    def make_interfering_store(self):
+        """Return a store over the same data whose calls complete before they return.
+
+        The optimistic-update tests write through it from inside a change function, to
+        be "the other writer" at a chosen moment.  By default the store itself (which
+        must then be synchronous).  None skips those tests: a store that holds a lock
+        from read to write cannot be interrupted so, and proves its atomicity with
+        racing threads and processes instead.
+        """
+        return self._last_store
+
+    def _interfering(self):
+        other = self.make_interfering_store()
+        if other is None:
+            from twisted.trial.unittest import SkipTest
+
+            raise SkipTest(f"{type(self).__name__} locks from read to write")
+        return other
 
     def _second(self):
         second = self.make_second_store()
@@ -288,9 +309,9 @@ class StoreContractTests:
         store = self.make_store()
         yield store.put_certificate(make_certificate("before.example.com"))
         cursor, names = yield store.changes(None)
-        self.assertEqual(names, frozenset())
+        self.assertEqual(frozenset(names), frozenset())
         again, names = yield store.changes(cursor)
-        self.assertEqual(names, frozenset())
+        self.assertEqual(frozenset(names), frozenset())
         self.assertEqual(again, cursor)
 
     @inlineCallbacks
@@ -300,17 +321,16 @@ class StoreContractTests:
         cursor, _ = yield store.changes(None)
         yield store.put_certificate(make_certificate("cert.example.com"))
         cursor, names = yield store.changes(cursor)
-        self.assertEqual(names, frozenset({"cert.example.com"}))
+        self.assertEqual(frozenset(names), frozenset({"cert.example.com"}))
         yield store.put_domain(make_domain("put.example.com"))
         yield store.add_domain(make_domain("added.example.com"))
         yield store.delete_domain("put.example.com")
         yield store.delete_certificate("cert.example.com")
         cursor, names = yield store.changes(cursor)
-        self.assertEqual(
-            names, frozenset({"put.example.com", "added.example.com", "cert.example.com"})
+        self.assertEqual(frozenset(names), frozenset({"put.example.com", "added.example.com", "cert.example.com"})
         )
         cursor, names = yield store.changes(cursor)
-        self.assertEqual(names, frozenset())
+        self.assertEqual(frozenset(names), frozenset())
 
     @inlineCallbacks
     def test_changes_seen_by_second_store(self):
@@ -321,11 +341,11 @@ class StoreContractTests:
         yield store.put_certificate(make_certificate("shared.example.com"))
         yield store.put_domain(make_domain("domain.example.com"))
         cursor, names = yield other.changes(cursor)
-        self.assertEqual(names, frozenset({"shared.example.com", "domain.example.com"}))
+        self.assertEqual(frozenset(names), frozenset({"shared.example.com", "domain.example.com"}))
         got = yield other.get_certificate("shared.example.com")
         self.assertEqual(got.hostname, "shared.example.com")
         cursor, names = yield other.changes(cursor)
-        self.assertEqual(names, frozenset())
+        self.assertEqual(frozenset(names), frozenset())
 
     @inlineCallbacks
     def test_second_store_shares_records(self):
@@ -344,6 +364,145 @@ class StoreContractTests:
         self.assertEqual(challenge.key_authorization, "tok_en-1.thumb")
         stored, created = yield other.add_domain(make_domain("a.example.com", DomainState.ACTIVE))
         self.assertFalse(created)
+
+    # -- atomic updates ----------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def test_update_domain_applies_and_bumps_version(self):
+        """update_domain stores the change's result with the version one higher and fires with it."""
+        store = self.make_store()
+        yield store.add_domain(make_domain("u.example.com", version=0))
+        stored = yield store.update_domain("u.example.com", lambda r: attrs.evolve(r, attempts=7))
+        self.assertEqual((stored.attempts, stored.version), (7, 1))
+        got = yield store.get_domain("u.example.com")
+        self.assertEqual(got, stored)
+        again = yield store.update_domain("u.example.com", lambda r: attrs.evolve(r, attempts=8))
+        self.assertEqual(again.version, 2)
+
+    @inlineCallbacks
+    def test_update_domain_absent(self):
+        """update_domain of a hostname with no record fails with KeyError and calls nothing."""
+        store = self.make_store()
+        called = []
+        yield self.assertFailure(store.update_domain("absent.example.com", called.append), KeyError)
+        self.assertEqual(called, [])
+
+    @inlineCallbacks
+    def test_update_domain_unchanged_writes_nothing(self):
+        """A change that returns the record as it was writes nothing: same version, nothing on the feed."""
+        store = self.make_store()
+        yield store.add_domain(make_domain("same.example.com"))
+        cursor, _ = yield store.changes(None)
+        got = yield store.update_domain("same.example.com", lambda r: r)
+        self.assertEqual(got.version, 0)
+        _, changed = yield store.changes(cursor)
+        self.assertEqual(dict(changed), {})
+
+    @inlineCallbacks
+    def test_update_domain_error_writes_nothing(self):
+        """An exception raised by the change reaches the caller and the record stays as it was."""
+        store = self.make_store()
+        yield store.add_domain(make_domain("err.example.com"))
+
+        def refuse(record):
+            raise ValueError("no")
+
+        yield self.assertFailure(store.update_domain("err.example.com", refuse), ValueError)
+        got = yield store.get_domain("err.example.com")
+        self.assertEqual(got, make_domain("err.example.com"))
+
+    @inlineCallbacks
+    def test_update_domain_recomputes_after_a_concurrent_write(self):
+        """A write that lands between update_domain's read and its write makes it re-read and re-apply, losing nothing."""
+        store = self._last_store = self.make_store()
+        other = self._interfering()
+        yield store.add_domain(make_domain("race.example.com", page={"title": "old"}))
+        seen = []
+
+        def set_state(record):
+            seen.append(record.page)
+            if len(seen) == 1:
+                # Another writer changes the page after this change was computed from the old record.
+                d = other.update_domain("race.example.com", lambda r: attrs.evolve(r, page={"title": "new"}))
+                self.assertEqual(self.successResultOf(d).page, {"title": "new"})
+            return attrs.evolve(record, state=DomainState.ACTIVE)
+
+        stored = yield store.update_domain("race.example.com", set_state)
+        self.assertEqual(seen, [{"title": "old"}, {"title": "new"}])
+        got = yield store.get_domain("race.example.com")
+        self.assertEqual((got.state, got.page, got.version), (DomainState.ACTIVE, {"title": "new"}, 2))
+        self.assertEqual(stored, got)
+
+    @inlineCallbacks
+    def test_update_domain_gives_up_on_endless_conflicts(self):
+        """A record rewritten before every write attempt makes update_domain fail with StoreConflict, writing nothing of its own."""
+        store = self._last_store = self.make_store()
+        other = self._interfering()
+        yield store.add_domain(make_domain("busy.example.com"))
+        calls = []
+
+        def change(record):
+            calls.append(record.version)
+            d = other.update_domain("busy.example.com", lambda r: attrs.evolve(r, attempts=r.attempts + 100))
+            self.successResultOf(d)
+            return attrs.evolve(record, state=DomainState.PAUSED)
+
+        yield self.assertFailure(store.update_domain("busy.example.com", change), StoreConflict)
+        got = yield store.get_domain("busy.example.com")
+        self.assertNotEqual(got.state, DomainState.PAUSED)
+        self.assertEqual(got.version, len(calls))
+        self.assertGreater(len(calls), 1)
+
+    @inlineCallbacks
+    def test_change_kinds(self):
+        """The feed says what changed: a page edit is PAGE only, a state change STATE only, an ARI-only certificate update RENEWAL_INFO."""
+        store = self.make_store()
+        yield store.add_domain(make_domain("k.example.com"))
+        certificate = make_certificate("k.example.com")
+        yield store.put_certificate(certificate)
+        cursor, _ = yield store.changes(None)
+        yield store.update_domain("k.example.com", lambda r: attrs.evolve(r, page={"title": "edited"}))
+        cursor, changed = yield store.changes(cursor)
+        self.assertEqual(dict(changed), {"k.example.com": frozenset({ChangeKind.PAGE})})
+        yield store.update_domain("k.example.com", lambda r: attrs.evolve(r, state=DomainState.ACTIVE))
+        cursor, changed = yield store.changes(cursor)
+        self.assertEqual(dict(changed), {"k.example.com": frozenset({ChangeKind.STATE})})
+        window = AriWindow(start=T0, end=T0 + timedelta(days=1))
+        yield store.put_certificate(attrs.evolve(certificate, ari=window))
+        cursor, changed = yield store.changes(cursor)
+        self.assertEqual(dict(changed), {"k.example.com": frozenset({ChangeKind.RENEWAL_INFO})})
+        yield store.put_certificate(make_certificate("k.example.com"))
+        cursor, changed = yield store.changes(cursor)
+        self.assertEqual(dict(changed), {"k.example.com": frozenset({ChangeKind.CERTIFICATE})})
+        yield store.update_domain("k.example.com", lambda r: attrs.evolve(r, state=DomainState.REMOVED))
+        yield store.delete_certificate("k.example.com")
+        cursor, changed = yield store.changes(cursor)
+        self.assertEqual(
+            dict(changed),
+            {"k.example.com": frozenset({ChangeKind.PAGE, ChangeKind.STATE, ChangeKind.CERTIFICATE})},
+        )
+
+    # -- order budget --------------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def test_reserve_order_sliding_window(self):
+        """The budget grants ``limit`` slots per window, then names when the oldest frees; others share it."""
+        store = self.make_store()
+        other = self.make_second_store() or store
+        window = timedelta(hours=3)
+        first = yield store.reserve_order("ca", T0, window, 2)
+        second = yield other.reserve_order("ca", T0 + timedelta(minutes=1), window, 2)
+        self.assertEqual((first, second), (None, None))
+        spent = yield store.reserve_order("ca", T0 + timedelta(minutes=2), window, 2)
+        self.assertEqual(spent, T0 + window)
+        peek = yield store.reserve_order("ca", T0 + window + timedelta(seconds=1), window, 2, take=False)
+        self.assertIsNone(peek)
+        elsewhere = yield store.reserve_order("other-ca", T0 + timedelta(minutes=2), window, 2)
+        self.assertIsNone(elsewhere)
+        freed = yield other.reserve_order("ca", T0 + window + timedelta(seconds=1), window, 2)
+        self.assertIsNone(freed)
+        spent_again = yield store.reserve_order("ca", T0 + window + timedelta(seconds=2), window, 2)
+        self.assertEqual(spent_again, T0 + timedelta(minutes=1) + window)
 
     # -- challenges --------------------------------------------------------------------------------
 

@@ -28,10 +28,13 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from jobhost.acme.client import AcmeClient
+from jobhost.acme.interfaces import IAcmeClient, IHTTP01Responder
 from jobhost.acme.resources import ari_cert_id, select_chain
-from jobhost.acme.transport import parse_link_header, parse_retry_after
+from jobhost.acme.transport import parse_link_header
 from jobhost.acme.urls import DIRECTORIES, resolve_directory_url
 from jobhost.certs import generate_private_key, make_csr, split_pem_chain
 from jobhost.errors import (
@@ -368,6 +371,7 @@ class FakeAcmeServer(Resource):
         return leaf.public_bytes(serialization.Encoding.PEM) + ca.intermediate_pem
 
 
+@implementer(IHTTP01Responder)
 @attrs.define
 class DictResponder:
     """Publishes key authorizations into the fake server's ``published`` dict."""
@@ -424,23 +428,8 @@ class _Base(SynchronousTestCase):
         return client
 
 
-class RetryAfterAndLinkTests(SynchronousTestCase):
-    """Pure header parsing."""
-
-    def test_retry_after_seconds(self) -> None:
-        """Delay-seconds parse to that many seconds."""
-        self.assertEqual(parse_retry_after("120", NOW), 120.0)
-        self.assertEqual(parse_retry_after(b"0", NOW), 0.0)
-
-    def test_retry_after_http_date(self) -> None:
-        """An HTTP date parses to the seconds from now until then, and a past date to 0."""
-        self.assertEqual(parse_retry_after("Sun, 01 Mar 2026 12:01:30 GMT", NOW), 90.0)
-        self.assertEqual(parse_retry_after("Sun, 01 Mar 2026 11:00:00 GMT", NOW), 0.0)
-
-    def test_retry_after_garbage(self) -> None:
-        """Missing, empty, negative or unparsable values give None."""
-        for value in (None, "", "soon", "-5", "1.5"):
-            self.assertIsNone(parse_retry_after(value, NOW), value)
+class LinkHeaderTests(SynchronousTestCase):
+    """Pure header parsing (Retry-After is tested in test_retry.py)."""
 
     def test_link_header(self) -> None:
         """Link values with several links, several rels, quoted or not, resolve against the request URL."""
@@ -595,6 +584,11 @@ class ConnectionTests(TestCase):
 
 class AccountTests(_Base):
     """newAccount: find-or-create and external account binding."""
+
+    def test_provides_interfaces(self) -> None:
+        """The client provides IAcmeClient; the test responder, IHTTP01Responder."""
+        self.assertTrue(verifyObject(IAcmeClient, self.client))
+        self.assertTrue(verifyObject(IHTTP01Responder, DictResponder(self.server)))
 
     def test_register_creates_then_finds(self) -> None:
         """The first register creates the account; a second (new client, same key) finds the same URL."""

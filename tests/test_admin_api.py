@@ -25,13 +25,15 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
+from zope.interface.verify import verifyObject
 
+from jobhost.domains import DomainService
 from jobhost.admin.api import ROUTES, AdminResource, admin_site, decode_cursor, encode_cursor
 from jobhost.admin.errors import ApiError
-from jobhost.certs import certificate_record
-from jobhost.errors import AcmeProblem, SelfCheckFailed
+from jobhost.errors import AcmeProblem, AcmeTimeout, AcmeTransportError, SelfCheckFailed
+from jobhost.preflight import IPreflight
 from jobhost.store.memory import MemoryStore
-from jobhost.store.records import DomainState
+from jobhost.store.records import DomainState, certificate_record
 from jobhost.testing import TestCA
 
 HOST = "jobs.acme-corp.example"
@@ -115,10 +117,14 @@ def test_every_error_code_the_api_can_raise_is_in_the_error_enum():
 
     import jobhost.admin.errors as module
 
+    from jobhost.errors import ERROR_CODES
+
     source = open(module.__file__).read()
     codes = set(re.findall(r'ApiError\(\s*\d{3},\s*"([a-z_]+)"', source))
+    # jobhost's own exceptions get their code from the one table in jobhost.errors.
+    mapped = {ERROR_CODES[klass] for klass in module._MAPPING if klass is not module.ApiError}
     enum = set(spec()["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"])
-    assert codes and codes <= enum
+    assert codes and mapped and codes | mapped <= enum
 
 
 # -- authentication ----------------------------------------------------------------------------
@@ -318,6 +324,11 @@ def test_register_invalid_hostname_is_422_and_stores_nothing(hostname):
     assert api.store.calls == []
     assert api.preflight.asked == []
     assert api.issuer.calls == []
+
+
+def test_fake_preflight_provides_ipreflight():
+    """The preflight stand-in provides IPreflight."""
+    assert verifyObject(IPreflight, FakePreflight())
 
 
 def test_failed_preflight_is_422_with_reasons_and_stores_nothing():
@@ -546,6 +557,23 @@ def test_remove_with_revoke_refused_by_the_ca_changes_nothing(ca):
     assert error["details"]["problem"]["status"] == 403
     assert api.store.snapshot() == before
     assert api.cache.invalidated == []
+
+
+@pytest.mark.parametrize(
+    "error, code",
+    [
+        (AcmeTransportError("connection refused", url="https://ca.test/revoke"), "ca_unreachable"),
+        (AcmeTimeout("https://ca.test/revoke", "pending", 30.0), "ca_timeout"),
+    ],
+)
+def test_remove_with_revoke_when_the_ca_cannot_answer_changes_nothing(ca, error, code):
+    """A CA that cannot be reached (or does not finish) is 502 with the code last_error uses, not ca_error."""
+    api = registered()
+    add_certificate(api, ca, HOST)
+    api.issuer.revoke_error = error
+    before = api.store.snapshot()
+    assert_error(api.request("DELETE", f"/api/v1/domains/{HOST}?revoke=true"), 502, code)
+    assert api.store.snapshot() == before
 
 
 def test_remove_with_revoke_when_revocation_is_unavailable_is_400(ca):
@@ -796,7 +824,8 @@ class AdminSiteTests(TestCase):
     def _listen(self, max_body_bytes: int, site=_admin_site):
         store = MemoryStore()
         resource = AdminResource(
-            store=store, issuer=FakeIssuerWithoutRevoke(), clock=reactor, token=TOKEN, max_body_bytes=max_body_bytes
+            store=store, domains=DomainService(store=store, clock=reactor), issuer=FakeIssuerWithoutRevoke(),
+            clock=reactor, token=TOKEN, max_body_bytes=max_body_bytes
         )
         port = reactor.listenTCP(0, site(resource), interface="127.0.0.1")
         self.addCleanup(port.stopListening)

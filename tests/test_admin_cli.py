@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from jobhost.domains import DomainService
 from jobhost.admin.api import AdminResource, admin_site
 from jobhost.admin.cli import (
     EXIT_CHECK_FAILED,
@@ -25,7 +26,7 @@ from jobhost.admin.cli import (
     endpoint_to_url,
     main,
 )
-from jobhost.certs import certificate_record
+from jobhost.store.records import certificate_record
 from jobhost.testing import TestCA
 
 HOST = "jobs.acme-corp.example"
@@ -83,6 +84,7 @@ class CliTests(TestCase):
         self.preflight = FakePreflight()
         self.resource = AdminResource(
             store=self.store,
+            domains=DomainService(store=self.store, clock=reactor),
             issuer=self.issuer,
             clock=reactor,
             token=TOKEN,

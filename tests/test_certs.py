@@ -1,21 +1,23 @@
-"""Tests for jobhost.certs: parsing key + chain, and the renewal rule (pure)."""
+"""Tests for jobhost.certs: parsing key + chain, and the renewal rule (pure), and records.certificate_record."""
 
 from datetime import datetime, timedelta, timezone
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from jobhost.certs import (
-    certificate_record,
+    AriWindow,
     generate_private_key,
     make_csr,
-    needs_renewal,
+    parse_certificate,
     renewal_due_at,
+    renewal_time,
     self_signed_certificate,
 )
 from jobhost.errors import InvalidCertificate
-from jobhost.store.records import AriWindow, CertificateRecord
+from jobhost.store.records import CertificateRecord, certificate_record
 from jobhost.testing import TestCA
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -117,9 +119,46 @@ def test_due_time_inside_lifetime(lifetime_hours, jitter):
     assert due <= renewal_due_at(T0, not_after, None, 0.0)
 
 
-def test_needs_renewal(ca):
-    """needs_renewal compares the due time with the given now, not the wall clock."""
+def test_renewal_time(ca):
+    """A 90-day certificate renews at day 60 moved earlier by its own fingerprint's jitter, the same every time."""
     key, chain = ca.issue("a.test", not_before=T0)
     record = certificate_record("a.test", key, chain)
-    assert not needs_renewal(record, T0 + timedelta(days=59))
-    assert needs_renewal(record, T0 + timedelta(days=60))
+    due = renewal_time(record)
+    assert T0 + timedelta(days=60) - timedelta(days=90) / 20 < due <= T0 + timedelta(days=60)
+    assert renewal_time(certificate_record("a.test", key, chain)) == due
+    seed = int(record.fingerprint[:8], 16) / 0x100000000
+    assert due == renewal_due_at(record.not_before, record.not_after, None, seed)
+
+
+@attrs.frozen
+class Facts:
+    """Only what renewal_time reads, not a stored record."""
+
+    not_before: datetime
+    not_after: datetime
+    fingerprint: str = ""
+    ari: AriWindow | None = None
+
+
+def test_renewal_time_takes_only_what_it_needs():
+    """renewal_time reads validity, fingerprint and ARI window from any object that has them."""
+    assert renewal_time(Facts(T0, T0 + timedelta(days=90))) == T0 + timedelta(days=60)
+
+
+def test_renewal_time_never_in_first_tenth_of_life():
+    """An ARI window already past for a new certificate moves renewal to a tenth of its life, at most a day."""
+    past = AriWindow(start=T0 - timedelta(days=2), end=T0 - timedelta(days=1))
+    assert renewal_time(Facts(T0, T0 + timedelta(days=90), ari=past)) == T0 + timedelta(days=1)
+    assert renewal_time(Facts(T0, T0 + timedelta(days=6), ari=past)) == T0 + timedelta(days=0.6)
+
+
+def test_parse_certificate_is_the_record_facts(ca):
+    """parse_certificate gives the facts certificate_record stores, with canonical PEM."""
+    key, chain = ca.issue("a.test", not_before=T0)
+    parsed = parse_certificate(key, chain)
+    record = certificate_record("a.test", key, chain)
+    assert (parsed.not_before, parsed.not_after, parsed.fingerprint, parsed.names) == (
+        record.not_before, record.not_after, record.fingerprint, record.names
+    )
+    assert parsed.key_pem == record.key_pem and parsed.chain_pem == record.chain_pem
+    assert b"PRIVATE" not in repr(parsed).encode()

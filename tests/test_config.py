@@ -3,9 +3,16 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.testing import MemoryReactorClock
 
 from jobhost.config import load_config, parse_config, parse_duration
 from jobhost.errors import ConfigError
+from jobhost.hostnames import parse_resolver
+from jobhost.preflight import Preflight
+from jobhost.selfcheck import HttpSelfCheck
+from jobhost.store.factory import store_from_url, supported_store_urls
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +61,7 @@ def test_empty_file_names_preflight(tmp_path):
         ({"tls": {"colour": 1}}, "[tls] colour: unknown key"),
         ({"listen": {"https": "carrier-pigeon:443"}}, "[listen] https: not a Twisted endpoint"),
         ({"listen": {"http": 80}}, "[listen] http: expected a non-empty string"),
-        ({"store": {"url": "mongodb://x"}}, "[store] url: expected"),
+        ({"store": {"url": "mongodb://x"}}, "[store] url: unsupported store URL 'mongodb://x'"),
         ({"acme": {"directory": "my-ca"}}, "[acme] directory: expected"),
         ({"acme": {"key_type": "dsa"}}, "[acme] key_type: expected one of"),
         ({"acme": {"contact": "ops@example.com"}}, "[acme] contact: expected a list"),
@@ -172,3 +179,92 @@ def test_events_errors_name_the_key_path(events, message):
         parse_config({"preflight": {"enabled": False}, "events": events}, Path("/srv"), file="jobhost.toml")
     assert str(info.value).startswith("jobhost.toml: ")
     assert message in str(info.value)
+
+
+# ---------------------------------------------------------------- [store] url
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:var/jobhost.db", "postgresql://jobhost:s3cret@db/jobhost", "postgres://db/jobhost", "var/store"]
+)
+def test_store_url_no_store_implements_is_refused(url):
+    """A store URL no store implements is refused at parse time, listing (from the factory) those that exist."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"store": {"url": url}, "preflight": {"enabled": False}}, Path("/srv"), file="jobhost.toml")
+    message = str(info.value)
+    assert message.startswith("jobhost.toml: [store] url: unsupported store URL")
+    assert message.endswith("supported: " + ", ".join(supported_store_urls()))
+    assert "directory:PATH" in message and "s3cret" not in message
+    assert info.value.path == ("store", "url")
+
+
+@pytest.mark.parametrize("url, problem", [("directory:", "names no directory"), ("memory:x", "takes nothing")])
+def test_store_url_its_store_cannot_use_is_refused(url, problem):
+    """A supported scheme with a malformed rest is refused at parse time, as the factory would at start-up."""
+    with pytest.raises(ConfigError, match=problem):
+        parse_config({"store": {"url": url}, "preflight": {"enabled": False}}, Path("/srv"))
+
+
+@pytest.mark.parametrize("url", ["directory:var/store", "directory:/srv/jobhost", "memory:"])
+def test_every_store_url_the_config_accepts_builds(url, tmp_path):
+    """Whatever store URL the config accepts, the factory builds a store from."""
+    config = parse_config({"store": {"url": url}, "preflight": {"enabled": False}}, tmp_path)
+    assert store_from_url(config.store.url, MemoryReactorClock(), str(tmp_path)) is not None
+
+
+# ---------------------------------------------------------------- [preflight] resolvers
+
+RESOLVERS = [
+    "127.0.0.1", "127.0.0.1:5353", " 192.0.2.53:53 ", "[::1]:53", "[::1]", "::1", "2001:db8::53",
+    "::1:53", "[2001:db8::1]:65535", "1.1.1.1:1",
+    # refused by all three:
+    "dns.google", "dns.google:53", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:x", "127.0.0.1:", "127.0.0.1: 53",
+    "127.0.0.1:+53", "[::1", "[::1]x", "[::1]:", "[127.0.0.1]:53", "", "1.2.3.4:53:53",
+]
+
+
+def _servers_from_each(resolver: str):
+    """The (ip, port) the config, the preflight checker and the self-check make of ``resolver``."""
+    config = parse_config({"preflight": {"addresses": ["203.0.113.10"], "resolvers": [resolver]}}, Path("/srv"))
+    (text,) = config.preflight.resolvers
+    preflight = Preflight.create(MemoryReactorClock(), config.preflight.resolvers, ["203.0.113.10"], [])
+    self_check = HttpSelfCheck.create(MemoryReactorClock(), config.preflight.resolvers)
+    return parse_resolver(text), preflight.resolver.servers, self_check.resolver.servers
+
+
+@pytest.mark.parametrize("resolver", RESOLVERS)
+def test_every_resolver_the_config_accepts_preflight_and_self_check_accept(resolver):
+    """A resolver the config accepts is one server, the same one, in preflight and self-check alike."""
+    try:
+        parse_config({"preflight": {"addresses": ["203.0.113.10"], "resolvers": [resolver]}}, Path("/srv"))
+    except ConfigError as e:
+        assert e.path == ("preflight", "resolvers")
+        with pytest.raises(ConfigError):
+            Preflight.create(MemoryReactorClock(), [resolver], ["203.0.113.10"], [])
+        with pytest.raises(ConfigError):
+            HttpSelfCheck.create(MemoryReactorClock(), [resolver])
+        return
+    server, preflight_servers, self_check_servers = _servers_from_each(resolver)
+    assert preflight_servers == self_check_servers == [server]
+
+
+@given(
+    st.one_of(
+        st.ip_addresses().map(str),
+        st.tuples(st.ip_addresses(v=4), st.integers(0, 70000)).map(lambda t: f"{t[0]}:{t[1]}"),
+        st.tuples(st.ip_addresses(v=6), st.integers(0, 70000)).map(lambda t: f"[{t[0]}]:{t[1]}"),
+        st.text(alphabet="0123456789abcdef.:[] ", max_size=24),
+    )
+)
+def test_resolver_agreement_property(resolver):
+    """For any resolver text, config, preflight and self-check all refuse it or all make the same server of it."""
+    try:
+        parse_config({"preflight": {"addresses": ["203.0.113.10"], "resolvers": [resolver]}}, Path("/srv"))
+    except ConfigError:
+        with pytest.raises(ConfigError):
+            Preflight.create(MemoryReactorClock(), [resolver], ["203.0.113.10"], [])
+        with pytest.raises(ConfigError):
+            HttpSelfCheck.create(MemoryReactorClock(), [resolver])
+        return
+    server, preflight_servers, self_check_servers = _servers_from_each(resolver)
+    assert preflight_servers == self_check_servers == [server]

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 import attrs
 import pytest
 from admin_helpers import ApiClient, make_domain
+from event_sink_contract import EventSinkContractTests
 from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -26,15 +27,17 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
+from zope.interface import implementer
 
+from jobhost.domains import DomainService
 from jobhost import __version__
-from jobhost.certs import certificate_record
+from jobhost.certs import AriWindow
 from jobhost.config import parse_config
 from jobhost.errors import AcmeProblem, AcmeTransportError
-from jobhost.events import WebhookNotifier, sign, verify_signature
+from jobhost.events import IEventSink, NullEventSink, WebhookNotifier, sign, verify_signature
 from jobhost.issuing import IssuingService
 from jobhost.store.memory import MemoryStore
-from jobhost.store.records import AriWindow, DomainRecord, DomainState, StateChange
+from jobhost.store.records import DomainRecord, DomainState, StateChange, certificate_record
 from jobhost.testing import FakeAcmeClient, TestCA
 
 SECRET = b"s3cret-0123456789-abcdefghijklmnop"
@@ -346,9 +349,13 @@ def test_signature_helpers():
 # -- the issuing service tells its events object ----------------------------------------------------
 
 
+@implementer(IEventSink)
 @attrs.define
 class RecordingEvents:
-    """Records every notify call as (event, hostname, state, certificate serial or None)."""
+    """Records every notify call as (event, hostname, state, certificate serial or None).
+
+    With ``raises`` it breaks the IEventSink contract on purpose (callers must survive that).
+    """
 
     calls: list = attrs.field(factory=list)
     raises: bool = False
@@ -357,6 +364,30 @@ class RecordingEvents:
         self.calls.append((event, record.hostname, record.state, certificate.serial if certificate else None))
         if self.raises:
             raise RuntimeError("the event sink is broken")
+
+
+class WebhookNotifierSinkContractTests(EventSinkContractTests, TestCase):
+    """WebhookNotifier keeps the IEventSink contract, even when its receiver never answers."""
+
+    def make_sink(self) -> WebhookNotifier:
+        never = StubTreq(Receiver(Clock(), hold=True))
+        notifier = WebhookNotifier(http=never, clock=Clock(), url="http://hooks.invalid/x", secret=SECRET)
+        self.addCleanup(notifier.close)
+        return notifier
+
+
+class NullEventSinkContractTests(EventSinkContractTests, TestCase):
+    """NullEventSink keeps the IEventSink contract."""
+
+    def make_sink(self) -> NullEventSink:
+        return NullEventSink()
+
+
+class RecordingEventsContractTests(EventSinkContractTests, TestCase):
+    """The recording stand-in keeps the IEventSink contract (unless told to raise)."""
+
+    def make_sink(self) -> RecordingEvents:
+        return RecordingEvents()
 
 
 @pytest.fixture(scope="module")
@@ -372,7 +403,8 @@ def issuing(ca, **kwargs):
     client = FakeAcmeClient(ca=ca, clock=clock)
     events = RecordingEvents()
     service = IssuingService(
-        store=store, client=client, clock=clock, directory_url=client.directory_url,
+        store=store, domains=DomainService(store=store, clock=clock), client=client, clock=clock,
+        directory_url=client.directory_url,
         random=lambda: 0.0, holder="node-a", events=events, **kwargs,
     )
     store.domains[HOST] = DomainRecord(HOST, DomainState.PENDING, T0, T0)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jobhost.errors import InvalidHostname
-from jobhost.hostnames import normalise_hostname, to_unicode
+from jobhost.hostnames import normalise_hostname, parse_resolver, to_unicode
 
 label = st.text(alphabet=string.ascii_lowercase + string.digits, min_size=1, max_size=20).filter(
     lambda s: not s.isdigit()
@@ -113,3 +113,30 @@ def test_unicode_round_trip(text):
     except InvalidHostname:
         return
     assert normalise_hostname(to_unicode(result)) == result
+
+
+@pytest.mark.parametrize(
+    "text, server",
+    [
+        ("192.0.2.53", ("192.0.2.53", 53)),
+        ("192.0.2.53:5353", ("192.0.2.53", 5353)),
+        (" 192.0.2.53:53\n", ("192.0.2.53", 53)),
+        ("[2001:DB8::53]:5353", ("2001:db8::53", 5353)),
+        ("[::1]", ("::1", 53)),
+        ("::1", ("::1", 53)),
+        ("::1:53", ("::1:53", 53)),
+    ],
+)
+def test_parse_resolver(text, server):
+    """IPv4:port, [IPv6]:port and bare addresses parse to a canonical (ip, port); port 53 by default."""
+    assert parse_resolver(text) == server
+
+
+@pytest.mark.parametrize(
+    "text", ["dns.google", "dns.google:53", "[192.0.2.53]:53", "192.0.2.53:0", "192.0.2.53:65536", "[::1",
+             "[::1]:", "192.0.2.53:+53", "192.0.2.53:\u0665\u0663", "", "1.2.3.4:53:53"]
+)
+def test_parse_resolver_refuses(text):
+    """Names, IPv4 in brackets, bad ports and broken brackets raise ValueError saying what is expected."""
+    with pytest.raises(ValueError, match='expected "IP:port"'):
+        parse_resolver(text)

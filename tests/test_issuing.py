@@ -6,11 +6,17 @@ import attrs
 import pytest
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
+from jobhost.certs import AriWindow
 from jobhost.errors import AcmeProblem, AcmeTransportError
-from jobhost.issuing import IssuingService, backoff_delay
+from jobhost.domains import DomainService
+from jobhost.issuing import IssuingService
+from jobhost.preflight import IPreflight, PreflightReason, PreflightResult, ReasonCode
+from jobhost.retry import backoff_delay
 from jobhost.store.memory import MemoryStore
-from jobhost.store.records import AriWindow, DomainRecord, DomainState
+from jobhost.store.records import DomainRecord, DomainState, Lease
 from jobhost.testing import FakeAcmeClient, TestCA
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
@@ -23,32 +29,33 @@ def ca():
     return TestCA.create()
 
 
+@implementer(IPreflight)
 @attrs.define
 class FakePreflight:
-    """Preflight stand-in: every check fails with one canned reason when ``failing``."""
+    """Preflight stand-in: every check fails with one canned reason when ``failing``.
+
+    It remembers nothing, so ``recent_or_check`` always checks afresh (the contract allows it).
+    """
 
     failing: bool = False
     checked: list = attrs.field(factory=list)
 
     def check(self, hostname):
         self.checked.append(hostname)
+        if not self.failing:
+            return succeed(PreflightResult(hostname=hostname, ok=True))
+        reason = PreflightReason(
+            ReasonCode.POINTS_ELSEWHERE, f"{hostname} has A 198.51.100.7, but must point at 203.0.113.10"
+        )
+        return succeed(PreflightResult(hostname=hostname, ok=False, reasons=(reason,)))
 
-        @attrs.frozen
-        class Reason:
-            code: str = "points_elsewhere"
-            message: str = f"{hostname} has A 198.51.100.7, but must point at 203.0.113.10"
-            retryable: bool = False
+    def recent_or_check(self, hostname, max_age=60.0):
+        return self.check(hostname)
 
-            def to_json(self):
-                return {"code": self.code, "message": self.message}
 
-        @attrs.frozen
-        class Result:
-            ok: bool
-            reasons: tuple
-            retryable: bool = False
-
-        return succeed(Result(ok=not self.failing, reasons=(Reason(),) if self.failing else ()))
+def test_fake_preflight_provides_ipreflight():
+    """The preflight stand-in provides IPreflight."""
+    assert verifyObject(IPreflight, FakePreflight())
 
 
 class Harness:
@@ -62,8 +69,10 @@ class Harness:
         self.client = kwargs.pop("client", None) or FakeAcmeClient(ca=ca, clock=self.clock)
         self.panics = []
         self.stored = []
+        self.domains = DomainService(store=self.store, clock=self.clock)
         self.service = IssuingService(
             store=self.store,
+            domains=self.domains,
             client=self.client,
             clock=self.clock,
             directory_url=self.client.directory_url,
@@ -95,7 +104,7 @@ def test_new_hostname_is_issued(ca):
     assert record.attempts == 0 and record.last_error is None
     cert = h.store.certificates[HOST]
     assert cert.names == (HOST,)
-    assert cert.account_url == "https://fake-ca.invalid/acct/1"
+    assert cert.account_url == h.client.account_url
     assert h.stored == [HOST]
     assert [c.state for c in record.history] == [DomainState.ISSUING, DomainState.ACTIVE]
     assert h.store.challenges == {}, "challenge tokens are deleted after the order"
@@ -348,7 +357,7 @@ def test_removed_while_ordering_discards_certificate(ca):
     h.client.pause()
     h.register()
     h.service.startService()
-    h.store.domains[HOST] = h.record().with_state(DomainState.REMOVED, h.now())
+    h.store.domains[HOST] = attrs.evolve(h.record(), state=DomainState.REMOVED)
     h.client.resume()
     assert HOST not in h.store.certificates
 
@@ -437,3 +446,119 @@ def test_forgotten_account_is_registered_again_in_the_same_attempt(ca):
     assert len(h.client.orders) == 2
     assert len(h.client.registrations) == 2
     assert len(h.store.accounts) == 1
+
+
+# -- one owner, atomic updates, leases kept fresh, permanent errors ------------------------------
+
+
+def test_page_edit_during_an_attempt_keeps_page_and_outcome(ca):
+    """A page PUT while the attempt waits on the CA keeps the new page, and the attempt still records active."""
+    h = Harness(ca)
+    h.client.pause()
+    h.register()
+    h.service.startService()
+    assert h.record().state == DomainState.ISSUING
+    edited = h.domains.set_page(HOST, {"title": "Edited while ordering"})
+    assert edited.called and edited.result.page == {"title": "Edited while ordering"}
+    h.client.resume()
+    record = h.record()
+    assert record.state == DomainState.ACTIVE
+    assert record.page == {"title": "Edited while ordering"}
+    assert HOST in h.store.certificates
+
+
+def test_page_edit_during_a_failing_attempt_keeps_page_and_failure(ca):
+    """A page PUT while the attempt waits keeps the page when the attempt then fails, and the failure is recorded."""
+    h = Harness(ca)
+    h.client.pause()
+    h.client.failures.append(AcmeProblem(type="urn:ietf:params:acme:error:serverInternal", detail="oops", status=500))
+    h.register()
+    h.service.startService()
+    h.domains.set_page(HOST, {"title": "Kept"})
+    h.client.resume()
+    record = h.record()
+    assert (record.state, record.page, record.attempts) == (DomainState.FAILING, {"title": "Kept"}, 1)
+
+
+def test_attempt_longer_than_its_lease_keeps_the_lease(ca):
+    """An attempt that runs for longer than lease_duration keeps its lease: no other holder can take it meanwhile."""
+    h = Harness(ca, lease_duration=600.0)
+    h.client.pause()
+    h.register()
+    h.service.startService()
+    for _ in range(6):  # 1,500 s: two and a half lease durations
+        h.clock.advance(250)
+        taken = h.store.acquire_lease(f"issue:{HOST}", "node-b", h.now() + timedelta(seconds=600), h.now())
+        assert taken.result is False, f"node-b took the lease after {h.clock.seconds() - T0.timestamp()} s"
+    h.client.resume()
+    assert h.record().state == DomainState.ACTIVE
+    assert f"issue:{HOST}" not in h.store.leases, "the lease is released after the attempt"
+
+
+def test_lost_lease_abandons_the_attempt(ca):
+    """When another holder takes the lease (ours expired unseen), the next heartbeat cancels the attempt: no certificate."""
+    h = Harness(ca, lease_duration=600.0)
+    h.client.pause()
+    h.register()
+    h.service.startService()
+    h.store.leases[f"issue:{HOST}"] = Lease(f"issue:{HOST}", "node-b", h.now() + timedelta(hours=1))
+    h.clock.advance(200)  # the heartbeat at a third of the duration finds node-b holding it
+    assert HOST not in h.service._in_flight
+    h.client.resume()
+    assert HOST not in h.store.certificates
+    assert h.store.leases[f"issue:{HOST}"].holder == "node-b", "node-b keeps the lease it took"
+
+
+def test_lease_lost_before_storing_stores_nothing(ca):
+    """An order that completes after another holder took the lease is not stored (that holder's order wins)."""
+    h = Harness(ca, lease_duration=600.0)
+    h.client.pause()
+    h.register()
+    h.service.startService()
+    h.store.leases[f"issue:{HOST}"] = Lease(f"issue:{HOST}", "node-b", h.now() + timedelta(hours=1))
+    h.client.resume()  # before any heartbeat: the check just before storing finds the lease gone
+    assert HOST not in h.store.certificates
+    assert h.record().state == DomainState.ISSUING, "left to the new holder as it was"
+
+
+@pytest.mark.parametrize("problem_type", ["badCSR", "rejectedIdentifier"])
+def test_permanent_error_parks_until_renew(ca, problem_type):
+    """A CA refusal that retrying cannot fix parks the domain (retryable false, no next attempt) until renew_now."""
+    h = Harness(ca)
+    h.client.failures.append(
+        AcmeProblem(type=f"urn:ietf:params:acme:error:{problem_type}", detail="refused", status=400)
+    )
+    h.register()
+    h.service.startService()
+    record = h.record()
+    assert record.state == DomainState.FAILING and record.parked
+    assert record.last_error["retryable"] is False and record.next_attempt is None
+    h.clock.advance(30 * DAY)
+    assert len(h.client.orders) == 1, "no further order while parked"
+    h.service.renew_now(HOST)
+    assert len(h.client.orders) == 2
+    assert h.record().state == DomainState.ACTIVE
+
+
+def test_transient_error_is_retryable(ca):
+    """A CA error that may pass (serverInternal) backs off with retryable true and a next attempt."""
+    h = Harness(ca)
+    h.client.failures.append(AcmeProblem(type="urn:ietf:params:acme:error:serverInternal", detail="x", status=500))
+    h.register()
+    h.service.startService()
+    record = h.record()
+    assert record.last_error["retryable"] is True and record.next_attempt is not None
+    assert not record.parked
+
+
+def test_order_budget_is_shared_through_the_store(ca):
+    """Two services on one store share one order budget: the second finds it spent by the first."""
+    h = Harness(ca, orders_per_window=1, order_window=3600.0)
+    other = Harness(ca, store=h.store, clock=h.clock, orders_per_window=1, order_window=3600.0)
+    h.register("a.acme-corp.test")
+    h.service.startService()
+    assert len(h.client.orders) == 1
+    other.register("b.acme-corp.test")
+    other.service.kick("b.acme-corp.test")
+    assert other.client.orders == []
+    assert h.record("b.acme-corp.test").next_attempt == T0 + timedelta(hours=1)

@@ -11,9 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
-from jobhost.certs import certificate_record
 from jobhost.metrics import Metrics, StoreStatsService
-from jobhost.store.records import DomainState
+from jobhost.store.records import DomainState, certificate_record
 from jobhost.testing import TestCA
 
 

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from jobhost.errors import PageInvalid
 from jobhost.web import pages
-from jobhost.web.pages import EMPLOYMENT_TYPES, MAX_JOBS, json_for_script, validate_page
+from jobhost.pagedoc import EMPLOYMENT_TYPES, MAX_JOBS, validate_page
+from jobhost.web.pages import json_for_script
 
 
 def _page() -> dict[str, Any]:

@@ -21,6 +21,7 @@ from zope.interface.verify import verifyObject
 from jobhost.caa import CAA
 from jobhost.errors import ConfigError, InvalidHostname
 from jobhost.preflight import (
+    IPreflight,
     MAX_CNAME_HOPS,
     RESOLV_CONF,
     Preflight,
@@ -142,6 +143,11 @@ class AddressTests(PreflightTestCase):
     def test_fake_resolver_provides_iresolver(self):
         """The fake used throughout these tests provides IResolver."""
         self.assertTrue(verifyObject(IResolver, FakeResolver()))
+
+    def test_preflight_provides_ipreflight(self):
+        """Preflight provides IPreflight."""
+        preflight, _, _ = make()
+        self.assertTrue(verifyObject(IPreflight, preflight))
 
     def test_a_record_ours_passes(self):
         """A hostname whose only A record is ours passes both checks."""
@@ -538,6 +544,28 @@ class CaaTests(PreflightTestCase):
         """An accounturi is assumed to match when we do not know our account URL."""
         value = "letsencrypt.org; accounturi=https://acme-v02.api.letsencrypt.org/acme/acct/999"
         self.assert_allowed(self.caa_check({HOST: [caa(0, "issue", value)]}))
+
+    def test_accounturi_applies_once_the_account_uri_is_set(self):
+        """A checker told our account URI refuses another account's accounturi and passes our own."""
+        other = "letsencrypt.org; accounturi=https://acme-v02.api.letsencrypt.org/acme/acct/999"
+        ours = f"letsencrypt.org; accounturi={ACCOUNT}"
+        zone = {HOST: [A(OURS), caa(0, "issue", other)], "acme-corp.com": [], "com": []}
+        preflight, resolver, _ = make(zone)
+        self.assert_allowed(self.successResultOf(preflight.check(HOST)))
+        preflight.set_account_uri(ACCOUNT)
+        reason = self.assert_forbidden(self.successResultOf(preflight.check(HOST)))
+        self.assertIn("acct/999, not ours", reason.message)
+        resolver.zone[HOST] = [A(OURS), caa(0, "issue", ours)]
+        self.assert_allowed(self.successResultOf(preflight.check(HOST)))
+
+    def test_setting_the_account_uri_forgets_remembered_passes(self):
+        """A pass decided before the account URI was known is not reused after it is set."""
+        other = "letsencrypt.org; accounturi=https://acme-v02.api.letsencrypt.org/acme/acct/999"
+        preflight, _, _ = make({HOST: [A(OURS), caa(0, "issue", other)], "acme-corp.com": [], "com": []})
+        self.assertTrue(self.successResultOf(preflight.recent_or_check(HOST)).ok)
+        self.assertTrue(self.successResultOf(preflight.recent_or_check(HOST)).ok)
+        preflight.set_account_uri(ACCOUNT)
+        self.assert_forbidden(self.successResultOf(preflight.recent_or_check(HOST)))
 
     def test_validationmethods_without_http01(self):
         """validationmethods without http-01 forbids."""

@@ -19,10 +19,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import IResource, Resource
 from zope.interface.verify import verifyObject
 
-from jobhost.certs import certificate_record
 from jobhost.errors import StoreError
 from jobhost.store.memory import MemoryStore
-from jobhost.store.records import Challenge, DomainRecord, DomainState
+from jobhost.store.records import Challenge, DomainRecord, DomainState, certificate_record
 from jobhost.testing import TestCA
 from jobhost.web.site import (
     CONTENT_SECURITY_POLICY,

@@ -26,6 +26,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.filepath import FilePath
 from twisted.test.iosim import connectedServerAndClient
@@ -33,8 +34,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from jobhost.certs import certificate_record
-from jobhost.errors import InvalidCertificate, StoreError
+from jobhost.store.records import ChangeKind
+from jobhost.store.records import certificate_record
+from jobhost.errors import BrokenRecord, InvalidCertificate, StoreError
 from jobhost.store.memory import MemoryStore
 from jobhost.testing import TestCA
 from jobhost.timeutil import now
@@ -102,7 +104,7 @@ class ScriptedFeed:
     inner: MemoryStore = attrs.field(factory=MemoryStore)
 
     def changes(self, cursor):
-        answer = self.answers.pop(0) if self.answers else (cursor, frozenset())
+        answer = self.answers.pop(0) if self.answers else (cursor, {})
         return fail(answer) if isinstance(answer, Exception) else succeed(answer)
 
     def get_certificate(self, hostname):
@@ -223,12 +225,15 @@ class CertificateCacheTests(SynchronousTestCase):
         self.assertIs(self.successResultOf(waiter), True)
 
     def test_store_failure_is_logged_without_negative_entry(self):
-        """A store error makes load fire False, is logged, and leaves no negative entry."""
+        """A store error makes load fire False, is logged as one line without a traceback, and leaves no negative entry."""
         store = MemoryStore()
         store.get_certificate = lambda hostname: fail(StoreError("disk on fire"))
         cache = self.cache(store)
-        self.assertIs(self.successResultOf(cache.load(ALPHA)), False)
-        self.assertEqual(len(self.flushLoggedErrors(StoreError)), 1)
+        with capturedLogs() as events:
+            self.assertIs(self.successResultOf(cache.load(ALPHA)), False)
+        [event] = events
+        self.assertEqual((event["log_level"], event["hostname"], event["reason"]), (LogLevel.error, ALPHA, "disk on fire"))
+        self.assertNotIn("log_failure", event)
         self.assertFalse(cache.known_absent(ALPHA))
         self.assertEqual(cache.load_failures, 1)
 
@@ -239,6 +244,64 @@ class CertificateCacheTests(SynchronousTestCase):
         self.assertIs(self.successResultOf(cache.load(ALPHA)), False)
         self.assertIsNone(cache.peek(ALPHA))
         self.assertTrue(cache.known_absent(ALPHA))
+
+    def broken_events(self, events, hostname: str) -> list:
+        return [e for e in events if e.get("hostname") == hostname and e["log_level"] >= LogLevel.warn]
+
+    def test_broken_record_is_reported_once_per_change(self):
+        """A record whose key does not match its leaf is logged once, re-read silently after the TTL, and forgotten when its certificate changes."""
+        good, other = record_for(ALPHA), record_for(BETA)
+        store = CountingStore(store_with(attrs.evolve(good, key_pem=other.key_pem)))
+        cache = self.cache(store, negative_ttl=60)
+        with capturedLogs() as events:
+            self.assertIs(self.successResultOf(cache.load(ALPHA)), False)
+            self.assertTrue(cache.known_absent(ALPHA))
+            self.clock.advance(61)
+            self.assertFalse(cache.known_absent(ALPHA))
+            self.assertIs(self.successResultOf(cache.load(ALPHA)), False)
+        [event] = self.broken_events(events, ALPHA)
+        self.assertEqual(event["log_level"], LogLevel.error)
+        self.assertNotIn("log_failure", event)
+        self.assertIn("key values mismatch", event["reason"])
+        self.assertEqual(event["reason"], cache.broken_reason(ALPHA))
+        self.assertEqual((store.calls, cache.broken_reports, cache.broken_count), ([ALPHA, ALPHA], 1, 1))
+        self.assertEqual(cache.load_failures, 0)
+        cache.invalidate(ALPHA, frozenset((ChangeKind.PAGE,)))
+        self.assertTrue(cache.known_absent(ALPHA), "a page edit does not make the certificate usable")
+        store.inner.put_certificate(good)
+        cache.invalidate(ALPHA, frozenset((ChangeKind.CERTIFICATE,)))
+        self.assertIsNone(cache.broken_reason(ALPHA))
+        self.assertIs(self.successResultOf(cache.load(ALPHA)), True)
+        self.assertIsNotNone(cache.peek(ALPHA))
+        self.assertEqual(cache.broken_count, 0)
+
+    def test_broken_record_from_the_store_is_remembered_not_retried(self):
+        """A BrokenRecord from the store gets a negative entry and one log line, unlike a store failure."""
+        store = MemoryStore()
+        store.get_certificate = lambda hostname: fail(
+            BrokenRecord(f"cannot parse /store/certificates/{hostname}.json: not valid JSON", key=hostname, reason="not valid JSON")
+        )
+        cache = self.cache(store)
+        with capturedLogs() as events:
+            self.assertIs(self.successResultOf(cache.load(ALPHA)), False)
+        [event] = self.broken_events(events, ALPHA)
+        self.assertIn(f"/store/certificates/{ALPHA}.json", event["reason"])
+        self.assertTrue(cache.known_absent(ALPHA))
+        self.assertEqual((cache.broken_reports, cache.load_failures), (1, 0))
+
+    def test_a_different_fault_is_reported_again(self):
+        """After a re-read finds a different fault (the record was changed by hand), it is reported again."""
+        reasons = ["not valid JSON", "missing field 'key_pem'"]
+        store = MemoryStore()
+        store.get_certificate = lambda hostname: fail(BrokenRecord(reasons[0], key=hostname, reason=reasons[0]))
+        cache = self.cache(store, negative_ttl=10)
+        with capturedLogs() as events:
+            self.successResultOf(cache.load(ALPHA))
+            reasons.pop(0)
+            self.clock.advance(11)
+            self.successResultOf(cache.load(ALPHA))
+        self.assertEqual([e["reason"] for e in self.broken_events(events, ALPHA)], ["not valid JSON", "missing field 'key_pem'"])
+        self.assertEqual(cache.broken_count, 1)
 
     def test_one_certificate_held_once(self):
         """A certificate stored under two hostnames is held as one context for both."""
@@ -296,7 +359,7 @@ class ChangePollerTests(SynchronousTestCase):
 
     def test_unknown_changes_invalidate_everything(self):
         """When the feed cannot tell what changed (None), the whole cache is cleared."""
-        store = ScriptedFeed([(1, frozenset()), (2, None)], store_with(record_for(ALPHA)))
+        store = ScriptedFeed([(1, {}), (2, None)], store_with(record_for(ALPHA)))
         cache = CertificateCache(store=store, clock=self.clock)
         poller = ChangePoller(cache=cache, store=store, clock=self.clock, interval=1)
         poller.startService()
@@ -308,7 +371,7 @@ class ChangePollerTests(SynchronousTestCase):
     def test_failures_are_logged_and_polling_continues(self):
         """A failing poll is logged and the next poll still invalidates what changed."""
         store = ScriptedFeed(
-            [(1, frozenset()), StoreError("feed down"), (2, frozenset({ALPHA}))],
+            [(1, {}), StoreError("feed down"), (2, {ALPHA: ChangeKind.ALL})],
             store_with(record_for(ALPHA)),
         )
         cache = CertificateCache(store=store, clock=self.clock)

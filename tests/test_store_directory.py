@@ -59,6 +59,9 @@ class DirectoryStoreContractTests(StoreContractTests, TestCase):
     def make_second_store(self):
         return DirectoryStore(FilePath(self.root), run_now)
 
+    def make_interfering_store(self):
+        return None  # it holds the record's lock from read to write: see ConcurrencyTests
+
 
 class ThreadedDirectoryStoreContractTests(StoreContractTests, TestCase):
     """DirectoryStore keeps the IStore contract with its disk I/O in a real thread pool."""
@@ -74,6 +77,9 @@ class ThreadedDirectoryStoreContractTests(StoreContractTests, TestCase):
 
     def make_second_store(self):
         return DirectoryStore.create(reactor, self.root, threadpool=self.pool)
+
+    def make_interfering_store(self):
+        return None  # it holds the record's lock from read to write: see ConcurrencyTests
 
 
 class _Base(SynchronousTestCase):
@@ -115,7 +121,9 @@ class LayoutTests(_Base):
             account_file_stem("https://ca.example/dir"), hashlib.sha256(b"https://ca.example/dir").hexdigest()
         )
         with open(self.path(CHANGES_LOG), "rb") as f:
-            self.assertTrue(f.read().endswith(b"\njobs.acme-corp.com\njobs.acme-corp.com\n"))
+            self.assertTrue(
+                f.read().endswith(b"\njobs.acme-corp.com page,state\njobs.acme-corp.com certificate\n")
+            )
 
     def test_secret_files_are_0600_and_directories_0700(self):
         """Certificate and account files are mode 0600 and every directory the store makes is 0700."""
@@ -164,11 +172,12 @@ class LayoutTests(_Base):
         self.assertEqual([r.hostname for r in self.ok(self.store.list_domains())], ["a.example.com"])
 
     def test_create_wires_thread_pool_to_reactor(self):
-        """create() without a pool starts its own pool when the reactor runs and stops it at shutdown."""
+        """create() without a pool starts its own pool when the reactor runs, then opens the store, and stops the pool at shutdown."""
         memory = MemoryReactor()
         store = DirectoryStore.create(memory, self.root)
         self.assertIsInstance(store, DirectoryStore)
-        [(start, _, _)] = memory.whenRunningHooks
+        [(start, _, _), (open_store, _, _)] = memory.whenRunningHooks
+        self.assertEqual(open_store, store._open_at_start)
         [(stop, _, _)] = memory.triggers["during"]["shutdown"]
         pool = start.__self__
         self.assertFalse(pool.started)
@@ -321,17 +330,17 @@ class ChangeLogTests(_Base):
 
     def test_empty_store(self):
         """A store that never changed starts its feed at 0 and reports nothing."""
-        self.assertEqual(self.ok(self.store.changes(None)), (0, frozenset()))
-        self.assertEqual(self.ok(self.store.changes(0)), (0, frozenset()))
+        self.assertEqual(self.ok(self.store.changes(None)), (0, {}))
+        self.assertEqual(self.ok(self.store.changes(0)), (0, {}))
 
     def test_cursor_from_one_instance_works_on_another(self):
         """Cursors are positions in the shared log, valid on any instance over the directory."""
         cursor, _ = self.ok(self.store.changes(None))
         self.touch("a.example.com", self.other)
         cursor, names = self.ok(self.other.changes(cursor))
-        self.assertEqual(names, frozenset({"a.example.com"}))
+        self.assertEqual(frozenset(names), frozenset({"a.example.com"}))
         self.touch("b.example.com", self.other)
-        self.assertEqual(self.ok(self.store.changes(cursor))[1], frozenset({"b.example.com"}))
+        self.assertEqual(frozenset(self.ok(self.store.changes(cursor))[1]), frozenset({"b.example.com"}))
 
     def test_reader_keeping_up_sees_every_change_across_compactions(self):
         """A reader polling after every write gets exactly that hostname, through several compactions."""
@@ -340,7 +349,7 @@ class ChangeLogTests(_Base):
         for i in range(60):
             self.touch(f"h{i}.example.com")
             cursor, names = self.ok(self.other.changes(cursor))
-            self.assertEqual(names, frozenset({f"h{i}.example.com"}))
+            self.assertEqual(frozenset(names), frozenset({f"h{i}.example.com"}))
             cursors.append(cursor)
         self.assertEqual(cursors, sorted(set(cursors)))
         self.assertLessEqual(os.path.getsize(self.path(CHANGES_LOG)), 200 + 20)
@@ -359,7 +368,7 @@ class ChangeLogTests(_Base):
             i += 1
         self.touch("after.example.com")
         _, names = self.ok(self.other.changes(cursor))
-        self.assertEqual(names, frozenset(written | {"after.example.com"}))
+        self.assertEqual(frozenset(names), frozenset(written | {"after.example.com"}))
 
     def test_reader_two_compactions_behind_gets_none(self):
         """A cursor older than the previous log fires None: the reader must reload everything."""
@@ -370,7 +379,7 @@ class ChangeLogTests(_Base):
         self.assertIsNone(names)
         self.assertGreater(new_cursor, cursor)
         self.touch("fresh.example.com")
-        self.assertEqual(self.ok(self.other.changes(new_cursor))[1], frozenset({"fresh.example.com"}))
+        self.assertEqual(frozenset(self.ok(self.other.changes(new_cursor))[1]), frozenset({"fresh.example.com"}))
 
     def test_log_removed_or_truncated(self):
         """A cursor past the end of a removed or truncated log fires None and a usable new cursor."""
@@ -380,14 +389,14 @@ class ChangeLogTests(_Base):
         new_cursor, names = self.ok(self.store.changes(cursor))
         self.assertIsNone(names)
         self.touch("b.example.com")
-        self.assertEqual(self.ok(self.store.changes(new_cursor))[1], frozenset({"b.example.com"}))
+        self.assertEqual(frozenset(self.ok(self.store.changes(new_cursor))[1]), frozenset({"b.example.com"}))
         cursor, _ = self.ok(self.store.changes(None))
         with open(self.path(CHANGES_LOG), "w"):
             pass
         new_cursor, names = self.ok(self.store.changes(cursor))
         self.assertEqual((new_cursor, names), (0, None))
         self.touch("c.example.com")
-        self.assertEqual(self.ok(self.store.changes(new_cursor))[1], frozenset({"c.example.com"}))
+        self.assertEqual(frozenset(self.ok(self.store.changes(new_cursor))[1]), frozenset({"c.example.com"}))
 
     def test_partial_line_waits(self):
         """A line still being written is not reported until it is complete."""
@@ -396,10 +405,10 @@ class ChangeLogTests(_Base):
         with open(self.path(CHANGES_LOG), "ab") as f:
             f.write(b"half.exam")
         cursor, names = self.ok(self.store.changes(cursor))
-        self.assertEqual(names, frozenset())
+        self.assertEqual(frozenset(names), frozenset())
         with open(self.path(CHANGES_LOG), "ab") as f:
             f.write(b"ple.com\n")
-        self.assertEqual(self.ok(self.store.changes(cursor))[1], frozenset({"half.example.com"}))
+        self.assertEqual(frozenset(self.ok(self.store.changes(cursor))[1]), frozenset({"half.example.com"}))
 
     def test_garbage_line_means_everything_changed(self):
         """A line that is not a hostname makes the feed report None rather than guess."""
@@ -413,7 +422,7 @@ class ChangeLogTests(_Base):
         """Deleting a certificate that is not there leaves the feed unchanged."""
         cursor, _ = self.ok(self.store.changes(None))
         self.ok(self.store.delete_certificate("absent.example.com"))
-        self.assertEqual(self.ok(self.store.changes(cursor)), (cursor, frozenset()))
+        self.assertEqual(self.ok(self.store.changes(cursor)), (cursor, {}))
 
 
 class ConcurrencyTests(TestCase):
@@ -452,6 +461,59 @@ class ConcurrencyTests(TestCase):
             ]
         )
         return d.addCallback(lambda results: self.assertEqual(sorted(results), [False] * 7 + [True]))
+
+    async def _bump_many(self, store, writer, count):
+        def bump(record):
+            page = dict(record.page or {})
+            page[writer] = page.get(writer, 0) + 1
+            return attrs.evolve(record, page=page)
+
+        for _ in range(count):
+            await store.update_domain("race.example.com", bump)
+
+    def test_update_domain_loses_no_update_between_threads(self):
+        """Eight stores incrementing their own counter in one record through worker threads lose no increment."""
+        first = self.stores[0]
+
+        async def run():
+            await first.add_domain(make_domain("race.example.com", page={}, version=0))
+            await gatherResults(
+                [ensureDeferred(self._bump_many(s, f"w{i}", 15)) for i, s in enumerate(self.stores)]
+            )
+            return await first.get_domain("race.example.com")
+
+        def check(record):
+            self.assertEqual(record.page, {f"w{i}": 15 for i in range(8)})
+            self.assertEqual(record.version, 8 * 15)
+
+        return ensureDeferred(run()).addCallback(check)
+
+
+class ProcessRaceTests(SynchronousTestCase):
+    """update_domain is a compare-and-set across processes sharing one directory."""
+
+    def test_update_domain_loses_no_update_between_processes(self):
+        """Two processes incrementing their own counter in one record 150 times each lose no increment."""
+        root = os.path.join(temp_dir(self), "store")
+        store = DirectoryStore(root, run_now)
+        self.successResultOf(store.add_domain(make_domain("race.example.com", page={}, version=0)))
+        helper = os.path.join(os.path.dirname(__file__), "store_update_helper.py")
+        writers = [
+            subprocess.Popen(
+                [sys.executable, helper, root, "race.example.com", name, "150"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            for name in ("a", "b")
+        ]
+        for writer in writers:
+            writer.stdin.write(b"go\n")
+            writer.stdin.flush()
+        for writer in writers:
+            out, err = writer.communicate(timeout=60)
+            self.assertEqual((writer.returncode, out.strip()), (0, b"done"), err.decode("utf-8", "replace"))
+        record = self.successResultOf(store.get_domain("race.example.com"))
+        self.assertEqual(record.page, {"a": 150, "b": 150})
+        self.assertEqual(record.version, 300)
 
 
 class FactoryTests(SynchronousTestCase):
@@ -515,7 +577,7 @@ class ToolTests(SynchronousTestCase):
         record = self.successResultOf(self.store.get_certificate("jobs.acme-corp.com"))
         self.assertIn(record.fingerprint, out)
         self.assertNotIn("PRIVATE", out)
-        self.assertEqual(self.successResultOf(self.store.changes(cursor))[1], frozenset({"jobs.acme-corp.com"}))
+        self.assertEqual(frozenset(self.successResultOf(self.store.changes(cursor))[1]), frozenset({"jobs.acme-corp.com"}))
 
     def test_put_expired_certificate_warns(self):
         """An expired certificate is stored, with a one-line warning on stderr."""

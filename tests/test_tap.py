@@ -60,18 +60,26 @@ def test_reject_fallback_needs_no_certificate(tmp_path):
 
 
 def test_build_errors_exit_without_traceback(tmp_path, capsys):
-    """A config that parses but cannot be built (an unsupported store) exits 1 with one line."""
+    """A config that parses but cannot be built (a CA bundle that is not there) exits 1 with one line."""
     from jobhost.tap import makeService
 
     options = Options()
     path = tmp_path / "jobhost.toml"
-    path.write_text('[store]\nurl = "sqlite:var/jobhost.db"\n[preflight]\naddresses = ["127.0.0.1"]\n')
+    path.write_text('[acme]\nca_bundle = "missing.pem"\n[preflight]\naddresses = ["127.0.0.1"]\n')
     options.parseOptions(["--config", str(path)])
     with pytest.raises(SystemExit) as info:
         makeService(options)
     assert info.value.code == 1
     err = capsys.readouterr().err
-    assert f"jobhost: config error: {path}: [store] url" in err
+    assert f"jobhost: config error: {path}: [acme] ca_bundle" in err
+
+
+def test_unsupported_store_is_a_usage_error(tmp_path):
+    """A store URL no store implements is refused while parsing options, naming the key."""
+    path = tmp_path / "jobhost.toml"
+    path.write_text('[store]\nurl = "sqlite:var/jobhost.db"\n[preflight]\naddresses = ["127.0.0.1"]\n')
+    with pytest.raises(UsageError, match=r"\[store\] url: unsupported store URL"):
+        Options().parseOptions(["--config", str(path)])
 
 
 def test_health_reports_listeners(tmp_path):

@@ -54,9 +54,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Interface
+from zope.interface import implementer
 
-from jobhost.certs import split_pem_chain
+from jobhost.certs import AriWindow, split_pem_chain
 from jobhost.errors import (
     AcmeProblem,
     AcmeTimeout,
@@ -66,7 +66,6 @@ from jobhost.errors import (
     ConfigError,
     InvalidCertificate,
 )
-from jobhost.store.records import AriWindow
 from jobhost.timeutil import from_iso, now
 from jobhost.acme.resources import (
     AcmeAuthorization,
@@ -78,35 +77,13 @@ from jobhost.acme.resources import (
     order_from,
     select_chain,
 )
+from jobhost.acme.interfaces import IAcmeClient, IHTTP01Responder
 from jobhost.acme.transport import PEM_CHAIN_CONTENT_TYPE, AcmeResponse, JWSTransport
 from jobhost.acme.urls import resolve_directory_url
 
 #: RFC 9773 section 4.3: without a ``Retry-After`` ask again in six hours; clamp what the CA says.
 ARI_DEFAULT_RETRY_AFTER = 6 * 3600.0
 ARI_RETRY_AFTER_BOUNDS = (60.0, 24 * 3600.0)
-
-
-class IHTTP01Responder(Interface):
-    """Publishes HTTP-01 key authorizations where the CA will fetch them.
-
-    jobhost's implementation writes them to the store, so that any process or
-    node serving ``/.well-known/acme-challenge/`` can answer.  Methods may
-    return a Deferred, a coroutine or a plain value.
-    """
-
-    def start_responding(hostname: str, token: str, key_authorization: str) -> Deferred:
-        """Serve ``key_authorization`` at ``http://hostname/.well-known/acme-challenge/token``.
-
-        Returns:
-            Deferred firing (with anything) once the answer is being served.
-        """
-
-    def stop_responding(hostname: str, token: str) -> Deferred:
-        """Stop serving ``token`` for ``hostname``; may be a no-op if it is already gone.
-
-        Returns:
-            Deferred firing when done.
-        """
 
 
 @inlineCallbacks
@@ -119,6 +96,7 @@ def _gather_all(deferreds: list[Deferred]) -> Any:
     return [value for _, value in results]
 
 
+@implementer(IAcmeClient)
 @attrs.define
 class AcmeClient:
     """An ACME v2 client for one CA directory and (after :meth:`register`) one account.

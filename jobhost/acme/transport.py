@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Iterable, Mapping
 from urllib.parse import urljoin
 
@@ -46,6 +44,7 @@ from twisted.web.http_headers import Headers
 
 from jobhost.errors import AcmeProblem, AcmeTransportError
 from jobhost.errors import describe_exception
+from jobhost.retry import retry_after_seconds
 from jobhost.timeutil import now
 
 #: The prefix of every ACME problem type (RFC 8555 section 6.7).
@@ -60,34 +59,6 @@ MAX_BODY_BYTES = 1024 * 1024
 
 _LINK = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]*)*)")
 _LINK_PARAM = re.compile(r";\s*([A-Za-z0-9!#$&+.^_`|~-]+)\s*=\s*(\"[^\"]*\"|[^;,\s]*)")
-
-
-def parse_retry_after(value: str | bytes | None, at: datetime) -> float | None:
-    """Parse a ``Retry-After`` header (RFC 9110 section 10.2.3) into seconds from ``at``.
-
-    Args:
-        value: Delay-seconds (``"120"``) or an HTTP date, or None.
-        at: The current time (aware), for HTTP dates.
-
-    Returns:
-        Seconds to wait (0 for a date in the past), or None when absent or unparsable.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    text = value.strip()
-    if not text:
-        return None
-    if text.isdigit():
-        return float(int(text))
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None or when.tzinfo is None:
-        return None
-    return max(0.0, (when - at).total_seconds())
 
 
 def parse_link_header(values: Iterable[str | bytes], base_url: str) -> dict[str, tuple[str, ...]]:
@@ -423,9 +394,7 @@ class JWSTransport:
     def _classify(self, method: str, url: str, started: float, response: Any, body: bytes) -> AcmeResponse:
         headers = response.headers
         self._remember_nonce(headers)
-        retry_after = parse_retry_after(
-            (headers.getRawHeaders("retry-after") or [None])[0], now(self.clock)
-        )
+        retry_after = retry_after_seconds(headers.getRawHeaders("retry-after"), now(self.clock))
         links = parse_link_header(headers.getRawHeaders("link") or (), url)
         code = response.code
         if self.on_response is not None:
@@ -465,6 +434,5 @@ __all__ = [
     "JWSTransport",
     "jws_algorithm",
     "parse_link_header",
-    "parse_retry_after",
     "problem_from_document",
 ]

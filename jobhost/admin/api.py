@@ -40,7 +40,7 @@ from importlib import resources
 from typing import Any, Awaitable, Callable, Mapping
 
 import attrs
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -50,13 +50,22 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from jobhost.admin import errors as api_errors
 from jobhost.admin.auth import token_matches
 from jobhost.certs import renewal_time
-from jobhost.errors import InvalidHostname, PreflightFailed, SelfCheckFailed
+from jobhost.domains import DomainService
+from jobhost.errors import (
+    BrokenRecord,
+    InvalidHostname,
+    PreflightFailed,
+    SelfCheckFailed,
+    StoreError,
+    TransitionForbidden,
+    describe_exception,
+)
 from jobhost.hostnames import normalise_hostname, to_unicode
 from jobhost.metrics import CONTENT_TYPE_LATEST
-from jobhost.store.records import HISTORY_LIMIT, CertificateRecord, DomainRecord, DomainState, StateChange
+from jobhost.pagedoc import validate_page
+from jobhost.store.records import CertificateRecord, ChangeKind, DomainRecord, DomainState
 from jobhost.timeutil import from_iso, to_iso
 from jobhost.timeutil import now as clock_now
-from jobhost.web.pages import validate_page
 
 #: Default cap on request bodies (the config's ``[admin] max_body_bytes``).
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -170,12 +179,42 @@ def decode_cursor(cursor: str) -> str:
     return hostname
 
 
-def domain_json(record: DomainRecord, certificate: CertificateRecord | None) -> dict[str, Any]:
-    """A domain record as the API shows it, with its certificate's public facts (never the key)."""
+def broken_json(record_kind: str, error: BrokenRecord) -> dict[str, Any]:
+    """The ``broken`` marker of an entry: which stored record cannot be used (``domain`` or
+    ``certificate``), and why."""
+    return {"record": record_kind, "reason": error.message}
+
+
+def domain_json(
+    record: DomainRecord, certificate: CertificateRecord | None, broken: BrokenRecord | None = None
+) -> dict[str, Any]:
+    """A domain record as the API shows it, with its certificate's public facts (never the key).
+
+    Args:
+        record: The domain record.
+        certificate: Its certificate record, or None when there is none (or it is broken).
+        broken: The certificate record's read failure, when it is stored but cannot be
+            used; shown as ``"broken": {"record": "certificate", "reason": ...}``.
+    """
     doc = record.to_json()
     doc["hostname_unicode"] = to_unicode(record.hostname)
     doc["certificate"] = certificate.public_json() if certificate is not None else None
+    if broken is not None:
+        doc["broken"] = broken_json("certificate", broken)
     return doc
+
+
+def broken_domain_json(error: BrokenRecord) -> dict[str, Any]:
+    """The listing entry of a hostname whose domain record is stored but cannot be read."""
+    return {
+        "hostname": error.key,
+        "hostname_unicode": to_unicode(error.key),
+        "broken": broken_json("domain", error),
+    }
+
+
+def _listed_hostname(item: DomainRecord | BrokenRecord) -> str:
+    return item.key if isinstance(item, BrokenRecord) else item.hostname
 
 
 def _check(
@@ -255,7 +294,8 @@ class AdminResource(Resource):
     """The admin listener's root resource (see the module docstring for the routes).
 
     Attributes:
-        store: The IStore.
+        store: The IStore (read only: domain records change through ``domains``).
+        domains: The :class:`jobhost.domains.DomainService` every domain change goes through.
         issuer: Has ``kick(hostname) -> None``, ``renew_now(hostname) -> Deferred``,
             ``forget(hostname) -> Deferred`` and, optionally, ``revoke(hostname) -> Deferred``
             (which reads the certificate from the store: it is called before the
@@ -271,7 +311,7 @@ class AdminResource(Resource):
             "message": str, "critical": bool}`` (or a bare bool) for ``/healthz``, e.g.
             listeners and CA; the store is always probed here.  Or None.
         page_validator: ``doc -> dict`` raising ``PageInvalid``; by default
-            :func:`jobhost.web.pages.validate_page`.
+            :func:`jobhost.pagedoc.validate_page`.
         max_body_bytes: Largest request body accepted (413 above it).
         metrics_public: Serve ``/metrics`` without a token (for Prometheus scrapers
             on a trusted network).  Default False: scrapers send the token with
@@ -286,6 +326,7 @@ class AdminResource(Resource):
     isLeaf = True
 
     store: Any
+    domains: DomainService
     issuer: Any
     clock: IReactorTime
     token: str = attrs.field(repr=False)
@@ -299,6 +340,8 @@ class AdminResource(Resource):
     metrics_public: bool = False
     health_timeout: float = HEALTH_TIMEOUT
     events: Any = None
+    #: Why the last /healthz store probe failed, or None: its failure is logged once per transition.
+    _store_failing: str | None = attrs.field(default=None, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         Resource.__init__(self)
@@ -420,11 +463,22 @@ class AdminResource(Resource):
         except KeyError:
             return None
 
-    async def _certificates(self, hostnames: list[str]) -> list[CertificateRecord | None]:
+    async def _certificate_or_broken(self, hostname: str) -> tuple[CertificateRecord | None, BrokenRecord | None]:
+        """``(certificate, None)``, ``(None, None)`` when there is none, or ``(None, why)`` when it is broken."""
+        try:
+            return await self.store.get_certificate(hostname), None
+        except KeyError:
+            return None, None
+        except BrokenRecord as e:
+            return None, e
+
+    async def _certificates_or_broken(
+        self, hostnames: list[str]
+    ) -> list[tuple[CertificateRecord | None, BrokenRecord | None]]:
         if not hostnames:
             return []
         return await gatherResults(
-            [Deferred.fromCoroutine(self._certificate(h)) for h in hostnames], consumeErrors=True
+            [Deferred.fromCoroutine(self._certificate_or_broken(h)) for h in hostnames], consumeErrors=True
         ).addErrback(lambda f: f.value.subFailure)
 
     def _validate_page(self, doc: Any) -> dict[str, Any]:
@@ -439,16 +493,32 @@ class AdminResource(Resource):
 
     # -- /healthz, /metrics, openapi.json -------------------------------------------------------
 
-    async def _healthz(self, request: Request) -> _Response:
-        components: dict[str, dict[str, Any]] = {}
-        probe = maybeDeferred(self.store.list_domains, limit=1)
+    async def _probe_store(self) -> dict[str, Any]:
+        """Run ``store.check()`` (bounded by ``health_timeout``); log its failure once per transition."""
+        probe = maybeDeferred(self.store.check)
         probe.addTimeout(self.health_timeout, self.clock)
         try:
             await probe
         except Exception as e:
-            components["store"] = {"ok": False, "message": f"store not reachable: {e}", "critical": True}
-        else:
-            components["store"] = {"ok": True, "message": "store reachable", "critical": True}
+            if isinstance(e, StoreError):
+                reason = e.message
+            elif isinstance(e, CancelledError):
+                reason = f"the store did not answer within {self.health_timeout:g}s"
+            else:
+                reason = describe_exception(e)
+            if self._store_failing is None:
+                self.log.error(
+                    "Store health check failed; /healthz answers 503 until it passes: {reason}", reason=reason
+                )
+            self._store_failing = reason
+            return {"ok": False, "message": f"store not usable: {reason}", "critical": True}
+        if self._store_failing is not None:
+            self.log.info("Store health check passes again (it failed: {reason})", reason=self._store_failing)
+            self._store_failing = None
+        return {"ok": True, "message": "store present and readable", "critical": True}
+
+    async def _healthz(self, request: Request) -> _Response:
+        components: dict[str, dict[str, Any]] = {"store": await self._probe_store()}
         if self.health is not None:
             try:
                 extra = await maybeDeferred(self.health)
@@ -506,37 +576,23 @@ class AdminResource(Resource):
             result = await self.preflight.check(hostname)
             if not result.ok:
                 raise PreflightFailed(hostname=hostname, reasons=tuple(result.reasons), retryable=result.retryable)
-        now = self._now()
         reason = "registered" + (" (preflight skipped)" if skip_preflight else "")
-        record = DomainRecord(
-            hostname=hostname,
-            state=DomainState.PENDING,
-            created_at=now,
-            updated_at=now,
-            page=page,
-            history=(StateChange(at=now, state=DomainState.PENDING, reason=reason),),
-        )
-        # The existing record may have appeared while preflight ran: re-check for removed ones.
-        latest = await self._existing(hostname, include_removed=True)
-        if latest is not None and latest.state == DomainState.REMOVED:
-            record = attrs.evolve(record, history=(latest.history + record.history)[-HISTORY_LIMIT:])
-            await self.store.put_domain(record)
-        else:
-            stored, created = await self.store.add_domain(record)
-            if not created:
-                return await self._already_registered(stored, page)
+        # Registered by someone else while preflight ran: answer as for any repeat.
+        record, created = await self.domains.register(hostname, page, reason)
+        if not created:
+            return await self._already_registered(record, page)
         self.log.info("Registered {hostname}", hostname=hostname)
         self._kick(hostname)
         return _Response(
             201, domain_json(record, None), {"Location": f"/api/v1/domains/{hostname}"}
         )
 
-    async def _existing(self, hostname: str, include_removed: bool = False) -> DomainRecord | None:
+    async def _existing(self, hostname: str) -> DomainRecord | None:
         try:
             record = await self.store.get_domain(hostname)
         except KeyError:
             return None
-        if record.state == DomainState.REMOVED and not include_removed:
+        if record.state == DomainState.REMOVED:
             return None
         return record
 
@@ -593,42 +649,58 @@ class AdminResource(Resource):
 
         want = limit + 1  # one more than asked tells whether there is a next page
         batch = want if (prefix is None and expires_before is None) else max(want, 100)
-        found: list[tuple[DomainRecord, CertificateRecord | None]] = []
+        # A record that is stored but cannot be used is listed in its place with a "broken"
+        # marker (a domain record: only without a state filter, its state being unknown; a
+        # certificate: beside its readable domain record, but never under expires_before).
+        found: list[tuple[DomainRecord | BrokenRecord, CertificateRecord | None, BrokenRecord | None]] = []
         exhausted = False
         while len(found) < want and not exhausted:
-            page = await self.store.list_domains(state=state, after=after, limit=batch)
+            page = await self.store.list_domains(state=state, after=after, limit=batch, include_broken=True)
             exhausted = len(page) < batch
             candidates = []
             for record in page:
-                after = record.hostname
-                if prefix is not None and not record.hostname.startswith(prefix):
-                    if record.hostname > prefix:
+                hostname = after = _listed_hostname(record)
+                if prefix is not None and not hostname.startswith(prefix):
+                    if hostname > prefix:
                         exhausted = True
                         break
                     continue
                 candidates.append(record)
             if expires_before is not None:
-                certificates = await self._certificates([r.hostname for r in candidates])
-                for record, certificate in zip(candidates, certificates, strict=True):
+                readable = [r for r in candidates if not isinstance(r, BrokenRecord)]
+                certificates = await self._certificates_or_broken([r.hostname for r in readable])
+                for record, (certificate, _) in zip(readable, certificates, strict=True):
                     if certificate is not None and certificate.not_after < expires_before:
-                        found.append((record, certificate))
+                        found.append((record, certificate, None))
             else:
-                found.extend((record, None) for record in candidates)
-        next_cursor = encode_cursor(found[limit - 1][0].hostname) if len(found) > limit else None
+                found.extend((record, None, None) for record in candidates)
+        next_cursor = encode_cursor(_listed_hostname(found[limit - 1][0])) if len(found) > limit else None
         found = found[:limit]
         if expires_before is None:
-            certificates = await self._certificates([r.hostname for r, _ in found])
-            found = [(r, c) for (r, _), c in zip(found, certificates, strict=True)]
-        return _Response(
-            200, {"domains": [domain_json(r, c) for r, c in found], "next_cursor": next_cursor}
-        )
+            readable = [r for r, _, _ in found if not isinstance(r, BrokenRecord)]
+            certificates = dict(
+                zip(
+                    (r.hostname for r in readable),
+                    await self._certificates_or_broken([r.hostname for r in readable]),
+                    strict=True,
+                )
+            )
+            found = [
+                (r, *certificates[r.hostname]) if not isinstance(r, BrokenRecord) else (r, None, None)
+                for r, _, _ in found
+            ]
+        entries = [
+            broken_domain_json(r) if isinstance(r, BrokenRecord) else domain_json(r, c, b) for r, c, b in found
+        ]
+        return _Response(200, {"domains": entries, "next_cursor": next_cursor})
 
     # -- /api/v1/domains/{hostname} ------------------------------------------------------------
 
     async def _show_domain(self, request: Request, hostname: str) -> _Response:
+        # A broken domain record fails here: 500 broken_record (jobhost.admin.errors).
         record = await self._get_domain(hostname)
-        certificate = await self._certificate(hostname)
-        return _Response(200, domain_json(record, certificate))
+        certificate, broken = await self._certificate_or_broken(hostname)
+        return _Response(200, domain_json(record, certificate, broken))
 
     async def _remove_domain(self, request: Request, hostname: str) -> _Response:
         revoke = _query_bool(request, "revoke")
@@ -650,8 +722,12 @@ class AdminResource(Resource):
             reason = "removed by the operator" + ("; certificate revoked" if revoked else "")
             # The state goes first so that the issuing service, which re-reads the record
             # under its lease, stops; then the attempt in flight is cancelled; then serving stops.
-            record = record.with_state(DomainState.REMOVED, self._now(), reason, next_attempt=None)
-            await self.store.put_domain(record)
+            try:
+                record = await self.domains.remove(hostname, reason)
+            except TransitionForbidden:
+                record = await self._get_domain(hostname)  # removed by someone else meanwhile
+            except KeyError:
+                raise api_errors.domain_not_found(hostname) from None
         try:
             await self.issuer.forget(hostname)
         except Exception:
@@ -666,11 +742,14 @@ class AdminResource(Resource):
                 self.log.failure("Event removed for {hostname} could not be sent", hostname=hostname)
         return _Response(200, domain_json(record, None))
 
-    def _invalidate(self, hostname: str) -> None:
-        """Drop ``hostname`` from this process's caches now (other processes follow the change feed)."""
+    def _invalidate(self, hostname: str, kinds: frozenset[str] | None = None) -> None:
+        """Drop ``hostname`` from this process's caches now (other processes follow the change feed).
+
+        ``kinds`` says what changed (:class:`ChangeKind`), so each cache keeps what is still valid.
+        """
         if self.caches is not None:
             try:
-                self.caches.invalidate(hostname)
+                self.caches.invalidate(hostname, kinds)
             except Exception:
                 self.log.failure("Could not drop {hostname} from the caches", hostname=hostname)
 
@@ -698,8 +777,13 @@ class AdminResource(Resource):
         page = self._validate_page(body)
         if record.state == DomainState.REMOVED:
             raise api_errors.conflict(f"{hostname} was removed; register it again first", hostname=hostname)
-        await self.store.put_domain(attrs.evolve(record, page=page, updated_at=self._now()))
-        self._invalidate(hostname)
+        try:
+            await self.domains.set_page(hostname, page)
+        except TransitionForbidden:
+            raise api_errors.conflict(f"{hostname} was removed; register it again first", hostname=hostname) from None
+        except KeyError:
+            raise api_errors.domain_not_found(hostname) from None
+        self._invalidate(hostname, frozenset((ChangeKind.PAGE,)))
         self.log.info("Careers page of {hostname} replaced", hostname=hostname)
         return _Response(200, page)
 
@@ -885,6 +969,8 @@ __all__ = [
     "ROUTES",
     "Route",
     "admin_site",
+    "broken_domain_json",
+    "broken_json",
     "decode_cursor",
     "domain_json",
     "encode_cursor",

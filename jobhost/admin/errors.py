@@ -9,7 +9,8 @@ with ``Content-Type: application/json``.  :func:`error_response` maps an
 exception to ``(status, headers, body)``; routes never choose a status for
 an error themselves, they raise.  The HTTP-only errors (:class:`ApiError`
 and its subclasses) carry their status; jobhost's own exceptions are mapped
-by type:
+by type to a status here, and to a code by :func:`jobhost.errors.error_code`
+(the vocabulary the domain record's ``last_error`` uses too):
 
 =====================================  ======  ===============================
 exception                              status  code
@@ -18,9 +19,11 @@ exception                              status  code
 ``InvalidHostname``                    422     ``invalid_hostname``
 ``PageInvalid``                        422     ``invalid_page``
 ``PreflightFailed``                    422     ``preflight_failed``
+``BrokenRecord``                       500     ``broken_record`` (one stored record is unusable)
 ``StoreError``                         503     ``store_unavailable``
-``AcmeProblem``, ``AcmeTransportError``,
-``AcmeTimeout``                        502     ``ca_error``
+``AcmeProblem``                        502     ``ca_error`` (the CA refused)
+``AcmeTransportError``                 502     ``ca_unreachable``
+``AcmeTimeout``                        502     ``ca_timeout``
 anything else                          500     ``internal`` (logged; no traceback sent)
 =====================================  ======  ===============================
 """
@@ -37,10 +40,12 @@ from jobhost.errors import (
     AcmeProblem,
     AcmeTimeout,
     AcmeTransportError,
+    BrokenRecord,
     InvalidHostname,
     PageInvalid,
     PreflightFailed,
     StoreError,
+    error_code,
 )
 
 log = Logger()
@@ -137,31 +142,42 @@ def unsupported_media_type(content_type: str | None) -> ApiError:
 
 
 def _invalid_hostname(e: InvalidHostname) -> ApiError:
-    return ApiError(422, "invalid_hostname", e.describe(), {"value": e.value, "reason": e.reason})
+    return ApiError(422, error_code(e), e.describe(), {"value": e.value, "reason": e.reason})
 
 
 def _page_invalid(e: PageInvalid) -> ApiError:
-    return ApiError(422, "invalid_page", e.describe(), {"errors": dict(e.errors)})
+    return ApiError(422, error_code(e), e.describe(), {"errors": dict(e.errors)})
 
 
 def _preflight_failed(e: PreflightFailed) -> ApiError:
     return ApiError(
         422,
-        "preflight_failed",
+        error_code(e),
         e.describe(),
         {"hostname": e.hostname, "retryable": e.retryable, "reasons": [r.to_json() for r in e.reasons]},
     )
 
 
+def _broken_record(e: BrokenRecord) -> ApiError:
+    """500 ``broken_record``: the record asked for is stored but cannot be used (the store is fine)."""
+    return ApiError(
+        500,
+        error_code(e),
+        f"the record stored for {e.key} cannot be used; fix or rewrite it: {e.message}",
+        {"key": e.key, "reason": e.reason},
+    )
+
+
 def _store_error(e: StoreError) -> ApiError:
-    return ApiError(503, "store_unavailable", f"the store is unavailable: {e.message}", {})
+    return ApiError(503, error_code(e), f"the store is unavailable: {e.message}", {})
 
 
 def _ca_error(e: Exception) -> ApiError:
+    """502 ``ca_error`` (the CA refused; ``details.problem``), ``ca_unreachable`` or ``ca_timeout``."""
     details: dict[str, Any] = {}
     if isinstance(e, AcmeProblem):
         details["problem"] = e.as_document()
-    return ApiError(502, "ca_error", str(e), details)
+    return ApiError(502, error_code(e), str(e), details)
 
 
 #: The mapping, most specific class first; :func:`error_response` walks the exception's MRO.
@@ -170,6 +186,7 @@ _MAPPING: dict[type, Callable[[Any], ApiError]] = {
     InvalidHostname: _invalid_hostname,
     PageInvalid: _page_invalid,
     PreflightFailed: _preflight_failed,
+    BrokenRecord: _broken_record,
     StoreError: _store_error,
     AcmeProblem: _ca_error,
     AcmeTransportError: _ca_error,

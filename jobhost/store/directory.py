@@ -8,9 +8,12 @@ Layout under the store's root (directories are created 0700 on first use)::
     challenges/<token>.json          HTTP-01 challenges
     accounts/<sha256 of URL>.json    ACME accounts, one per CA directory URL (0600)
     leases/<name>.json               leases; leases/<name>.lock is their flock file
+    budgets/<name>.json              order budgets (times of recent orders); <name>.lock
+    locks/<hostname>.lock            flock file of every writer of that domain record
     changes.log                      the change feed (see below)
     changes.log.1                    the previous change feed, after compaction
     changes.lock                     flock file serialising appends and compaction
+    jobhost-store.json               the marker: format, layout version and store id (see below)
 
 Rules this module keeps:
 
@@ -20,12 +23,25 @@ Rules this module keeps:
   part.  Leftover temp files (a writer killed mid-write) start with a dot and
   are ignored by every reader.
 - A file that cannot be parsed is never served: ``get_*`` fails with
-  :class:`StoreError` naming the file; ``list_*`` skips it and logs an error
-  naming it, so one bad file does not stop every other hostname being served.
+  :class:`BrokenRecord` (a :class:`StoreError`) naming the file; ``list_*``
+  skips it and logs an error naming it (or, with ``include_broken``, lists
+  the BrokenRecord in its place), so one bad file does not stop every other
+  hostname being served.
 - Hostnames and tokens are re-validated before they become part of a path, so
   nothing can name a file outside the store.
 - Every blocking call runs through the injected ``run_in_thread``, never on
   the reactor thread.
+- Every write of a domain record (``update_domain``'s compare-and-set,
+  ``put_domain``, ``delete_domain``) holds ``flock`` on
+  ``locks/<hostname>.lock``, so a compare-and-set sees every other writer.
+
+The marker: :meth:`DirectoryStore.open` (which :meth:`DirectoryStore.create`
+runs when the reactor starts) creates the root and ``jobhost-store.json``
+unless present and remembers the store id it holds; :meth:`DirectoryStore.check`
+then fails, naming what is missing, when the directory or the marker is gone
+or the marker names another store.  Writes never create the marker, so a
+store directory deleted under a running daemon is not silently replaced by
+an empty one that looks healthy.
 
 The change feed: each put/delete of a certificate or domain record appends
 the hostname to ``changes.log``; cursors are virtual byte offsets that survive
@@ -40,6 +56,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Iterator
@@ -52,7 +69,7 @@ from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from jobhost.errors import StoreError
+from jobhost.errors import BrokenRecord, StoreError
 from jobhost.hostnames import is_normalised_hostname
 from jobhost.store.files import (
     PUBLIC_MODE,
@@ -68,13 +85,33 @@ from jobhost.store.files import (
     write_atomically,
 )
 from jobhost.store.interfaces import IStore
-from jobhost.store.records import Account, CertificateRecord, Challenge, DomainRecord, Lease
+from jobhost.timeutil import from_iso, to_iso
+from jobhost.store.records import (
+    Account,
+    CertificateRecord,
+    ChangeKind,
+    Challenge,
+    DomainRecord,
+    Lease,
+    certificate_change_kinds,
+    domain_change_kinds,
+)
 
 DOMAINS = "domains"
 CERTIFICATES = "certificates"
 CHALLENGES = "challenges"
 ACCOUNTS = "accounts"
 LEASES = "leases"
+BUDGETS = "budgets"
+LOCKS = "locks"
+
+
+#: The marker file in the store's root (see the module docstring).
+MARKER = "jobhost-store.json"
+#: What the marker's ``format`` field says.
+MARKER_FORMAT = "jobhost-directory-store"
+#: The layout described in the module docstring; a marker naming a newer one is refused.
+LAYOUT_VERSION = 1
 
 #: Compact the change log once it grows past this many bytes.
 DEFAULT_MAX_LOG_BYTES = 1 << 20
@@ -107,6 +144,17 @@ def lease_file_stem(name: str) -> str:
     return "_" + hashlib.sha256(name.encode("utf-8")).hexdigest()
 
 
+def _parse_marker(doc: dict[str, Any]) -> dict[str, Any]:
+    if doc.get("format") != MARKER_FORMAT:
+        raise ValueError(f"its format is {doc.get('format')!r}, not {MARKER_FORMAT!r}")
+    if not isinstance(doc.get("store_id"), str) or not doc["store_id"]:
+        raise ValueError("it has no store_id")
+    version = doc.get("layout_version")
+    if not isinstance(version, int) or version > LAYOUT_VERSION:
+        raise ValueError(f"its layout_version {version!r} is not one this jobhost reads (up to {LAYOUT_VERSION})")
+    return doc
+
+
 def account_file_stem(directory_url: str) -> str:
     """The file name (without extension) of the account for ``directory_url``."""
     return hashlib.sha256(directory_url.encode("utf-8")).hexdigest()
@@ -131,6 +179,8 @@ class DirectoryStore:
     path: FilePath = attrs.field(converter=_as_filepath)
     run_in_thread: Callable[..., Deferred]
     max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
+    _store_id: str | None = attrs.field(default=None, init=False, repr=False)
+    _opening: list[Deferred] | None = attrs.field(default=None, init=False, repr=False)
 
     _log = Logger()
 
@@ -146,7 +196,9 @@ class DirectoryStore:
 
         Without a thread pool, a small one is made; it starts when the reactor
         runs (not before: ``twistd`` may fork after building the service and
-        threads do not survive a fork) and stops at reactor shutdown.
+        threads do not survive a fork) and stops at reactor shutdown.  When the
+        reactor runs the store is also opened (:meth:`open`); a failure to open
+        it is logged, and :meth:`check` then reports it.
 
         Args:
             reactor: Provides ``callFromThread``, ``callWhenRunning`` and
@@ -158,7 +210,91 @@ class DirectoryStore:
             threadpool = ThreadPool(minthreads=0, maxthreads=4, name="jobhost-directory-store")
             reactor.callWhenRunning(threadpool.start)
             reactor.addSystemEventTrigger("during", "shutdown", threadpool.stop)
-        return cls(path, partial(deferToThreadPool, reactor, threadpool), max_log_bytes)
+        store = cls(path, partial(deferToThreadPool, reactor, threadpool), max_log_bytes)
+        reactor.callWhenRunning(store._open_at_start)
+        return store
+
+    # -- the marker: is the store really there? -------------------------------------------
+
+    def _marker_path(self) -> str:
+        return os.path.join(self._root, MARKER)
+
+    def _open_sync(self) -> tuple[str, bool]:
+        """Create the root and the marker unless present; return ``(store id, created)``."""
+        ensure_directory(self._root)
+        doc = {"format": MARKER_FORMAT, "layout_version": LAYOUT_VERSION, "store_id": secrets.token_hex(16)}
+        # Exclusive creation: two processes opening a new store at once agree on one id.
+        created = create_exclusively(self._marker_path(), encode_record(doc), PUBLIC_MODE)
+        return read_record(self._marker_path(), _parse_marker, MARKER)["store_id"], created
+
+    def open(self) -> Deferred:
+        """Make sure the store exists and carries its marker; fire with the store id.
+
+        Creates the root directory (0700) and ``jobhost-store.json`` when they are
+        missing (a new store, or one made before markers existed) and remembers the
+        store id, so that :meth:`check` can tell this store from a replacement.
+        Fails with StoreError naming the file when the marker cannot be written,
+        or with BrokenRecord when the file there is not a marker this jobhost reads.
+        """
+        waiters: list[Deferred] = []
+        self._opening = waiters
+
+        def opened(result: tuple[str, bool]) -> str:
+            store_id, created = result
+            self._store_id = store_id
+            self._log.info(
+                "{action} the directory store at {path} (store id {store_id})",
+                action="Created" if created else "Opened",
+                path=self._root,
+                store_id=store_id,
+            )
+            return store_id
+
+        def done(result: Any) -> Any:
+            if self._opening is waiters:
+                self._opening = None
+            for waiter in waiters:
+                waiter.callback(None)
+            return result
+
+        return self.run_in_thread(self._open_sync).addCallback(opened).addBoth(done)
+
+    def _open_at_start(self) -> None:
+        def failed(failure) -> None:
+            self._log.error(
+                "Cannot open the directory store at {path}: {reason}", path=self._root, reason=str(failure.value)
+            )
+
+        self.open().addErrback(failed)
+
+    def _check_sync(self, store_id: str | None) -> bool:
+        if not os.path.isdir(self._root):
+            raise StoreError(f"the store directory {self._root} is missing")
+        try:
+            marker = read_record(self._marker_path(), _parse_marker, MARKER)
+        except KeyError:
+            raise StoreError(
+                f"{self._marker_path()} is missing: the store directory was deleted or replaced, "
+                "or the store was never opened"
+            ) from None
+        if store_id is not None and marker["store_id"] != store_id:
+            raise StoreError(
+                f"{self._marker_path()} names store {marker['store_id']}, not {store_id}: "
+                "the store directory was replaced"
+            )
+        return True
+
+    def check(self) -> Deferred:
+        """Fire with True when the store directory and its marker are in place (see ``IStore.check``).
+
+        Fails with StoreError naming what is missing: the directory, the marker, or
+        (after :meth:`open`) the store id it had.  Waits for an :meth:`open` in progress.
+        """
+        if self._opening is not None:
+            waiter: Deferred = Deferred()
+            self._opening.append(waiter)
+            return waiter.addCallback(lambda _: self.run_in_thread(self._check_sync, self._store_id))
+        return self.run_in_thread(self._check_sync, self._store_id)
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -201,9 +337,14 @@ class DirectoryStore:
         return parse
 
     def _list_sync(
-        self, kind: str, cls_, after: str | None, limit: int | None, keep=None
+        self, kind: str, cls_, after: str | None, limit: int | None, keep=None, include_broken: bool = False
     ) -> tuple[list[Any], list[tuple[str, str]]]:
-        """Return ``(records, problems)``: records by hostname, and files skipped with why."""
+        """Return ``(records, problems)``: records by hostname, and files skipped with why.
+
+        With ``include_broken``, a file that was read but does not parse or verify
+        is listed in its place as its :class:`BrokenRecord` (not filtered by ``keep``)
+        instead of being a problem.
+        """
         directory = self._dir(kind)
         if limit is not None and limit <= 0:
             return [], []
@@ -229,10 +370,15 @@ class DirectoryStore:
                 record = read_record(path, self._parser(cls_, "hostname", stem), stem)
             except KeyError:
                 continue  # deleted while we were listing
+            except BrokenRecord as e:
+                if not include_broken:
+                    problems.append((path, e.message))
+                    continue
+                record = e
             except StoreError as e:
                 problems.append((path, e.message))
                 continue
-            if keep is not None and not keep(record):
+            if keep is not None and not isinstance(record, BrokenRecord) and not keep(record):
                 continue
             records.append(record)
             if limit is not None and len(records) >= limit:
@@ -267,7 +413,8 @@ class DirectoryStore:
         """Fire with the :class:`DomainRecord` for ``hostname``.
 
         Fails with KeyError when there is none (or ``hostname`` is not a
-        normalised hostname), StoreError naming the file when it is corrupt.
+        normalised hostname), BrokenRecord naming the file when it is corrupt,
+        StoreError when it cannot be read.
         """
         return self.run_in_thread(self._get_domain_sync, hostname)
 
@@ -276,7 +423,7 @@ class DirectoryStore:
         self._ensure(DOMAINS)
         path = self._file(DOMAINS, hostname)
         if create_exclusively(path, encode_record(record.to_json()), PUBLIC_MODE):
-            return (record, True), self._record_change(hostname)
+            return (record, True), self._record_change(hostname, domain_change_kinds(None, record))
         try:
             existing = self._get_domain_sync(hostname)
         except KeyError:
@@ -299,14 +446,64 @@ class DirectoryStore:
 
         return d.addCallback(report)
 
+    @contextmanager
+    def _domain_locked(self, hostname: str) -> Iterator[None]:
+        """Hold the lock every writer of ``hostname``'s domain record takes."""
+        directory = self._ensure(LOCKS)
+        with flocked(os.path.join(directory, hostname + ".lock")):
+            yield
+
+    def _read_domain_or_none(self, hostname: str) -> DomainRecord | None:
+        try:
+            return self._get_domain_sync(hostname)
+        except KeyError:
+            return None
+
     def _put_domain_sync(self, record: DomainRecord) -> str | None:
         hostname = self._checked_hostname_for_write(record.hostname)
-        self._write(DOMAINS, hostname, record.to_json(), PUBLIC_MODE)
-        return self._record_change(hostname)
+        with self._domain_locked(hostname):
+            old = self._read_domain_or_none(hostname)
+            self._write(DOMAINS, hostname, record.to_json(), PUBLIC_MODE)
+        return self._record_change(hostname, domain_change_kinds(old, record) or frozenset((ChangeKind.STATE,)))
 
     def put_domain(self, record: DomainRecord) -> Deferred:
-        """Create or replace the domain record; fire with None (StoreError on failure)."""
+        """Create or replace the domain record as it is (for tools copying stores); fire with None."""
         return self.run_in_thread(self._put_domain_sync, record).addCallback(self._report_change_failure)
+
+    def _update_domain_sync(
+        self, hostname: str, change: Callable[[DomainRecord], DomainRecord]
+    ) -> tuple[DomainRecord, str | None]:
+        """Read, change and write the record under its lock; return it and any change-log failure."""
+        if not is_normalised_hostname(hostname):
+            raise KeyError(hostname)
+        with self._domain_locked(hostname):
+            old = self._get_domain_sync(hostname)
+            new = change(old)
+            if new is old or new == old:
+                return old, None
+            if new.hostname != hostname:
+                raise StoreError(f"a change to {hostname} returned a record for {new.hostname!r}")
+            new = attrs.evolve(new, version=old.version + 1)
+            self._write(DOMAINS, hostname, new.to_json(), PUBLIC_MODE)
+        return new, self._record_change(hostname, domain_change_kinds(old, new))
+
+    def update_domain(self, hostname: str, change: Callable[[DomainRecord], DomainRecord]) -> Deferred:
+        """Apply the pure ``change`` to the stored record atomically (see ``IStore.update_domain``).
+
+        Read, ``change`` and write all happen in one worker-thread call holding
+        the record's ``flock``, which every writer of the record takes in every
+        process: no other write can come between, so there is nothing to retry
+        and ``change`` is called exactly once (in the worker thread: it must be
+        pure).  The record's ``version`` still goes up by one per write, so
+        stores and tools that compare versions see every change.
+        """
+
+        def report(result: tuple[DomainRecord, str | None]) -> DomainRecord:
+            record, change_failure = result
+            self._report_change_failure(change_failure)
+            return record
+
+        return self.run_in_thread(self._update_domain_sync, hostname, change).addCallback(report)
 
     def _unlink(self, kind: str, stem: str) -> bool:
         """Delete one record file durably; False when it was not there."""
@@ -321,9 +518,13 @@ class DirectoryStore:
         return True
 
     def _delete_domain_sync(self, hostname: str) -> str | None:
-        if not is_normalised_hostname(hostname) or not self._unlink(DOMAINS, hostname):
+        if not is_normalised_hostname(hostname):
             raise KeyError(hostname)
-        return self._record_change(hostname)
+        with self._domain_locked(hostname):
+            old = self._read_domain_or_none(hostname)
+            if not self._unlink(DOMAINS, hostname):
+                raise KeyError(hostname)
+        return self._record_change(hostname, domain_change_kinds(old, None))
 
     def delete_domain(self, hostname: str) -> Deferred:
         """Delete the domain record; fire with None, or fail with KeyError if none."""
@@ -331,15 +532,24 @@ class DirectoryStore:
             self._report_change_failure
         )
 
-    def list_domains(self, state: str | None = None, after: str | None = None, limit: int | None = None) -> Deferred:
+    def list_domains(
+        self,
+        state: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+        include_broken: bool = False,
+    ) -> Deferred:
         """Fire with DomainRecords ordered by hostname (see :meth:`IStore.list_domains`).
 
-        Unreadable files are skipped and logged as errors naming the file.
+        Unreadable files are skipped and logged as errors naming the file, except
+        that with ``include_broken`` (and no ``state``) a file that was read but does
+        not parse is listed as its :class:`BrokenRecord` and not logged.
         """
         keep = None if state is None else (lambda r: r.state == state)
-        return self.run_in_thread(self._list_sync, DOMAINS, DomainRecord, after, limit, keep).addCallback(
-            self._report_problems
-        )
+        broken = include_broken and state is None
+        return self.run_in_thread(
+            self._list_sync, DOMAINS, DomainRecord, after, limit, keep, broken
+        ).addCallback(self._report_problems)
 
     # -- certificate records ----------------------------------------------------------------
 
@@ -355,15 +565,19 @@ class DirectoryStore:
     def get_certificate(self, hostname: str) -> Deferred:
         """Fire with the :class:`CertificateRecord`.
 
-        Fails with KeyError when there is none, StoreError naming the file when
-        it is corrupt or its key does not match its leaf.
+        Fails with KeyError when there is none, BrokenRecord naming the file when
+        it is corrupt or its key does not match its leaf, StoreError when it cannot be read.
         """
         return self.run_in_thread(self._get_certificate_sync, hostname)
 
     def _put_certificate_sync(self, record: CertificateRecord) -> str | None:
         hostname = self._checked_hostname_for_write(record.hostname)
+        try:
+            old = self._get_certificate_sync(hostname)
+        except (KeyError, StoreError):
+            old = None  # absent or unreadable: either way the material changes
         self._write(CERTIFICATES, hostname, record.to_json(), SECRET_MODE)
-        return self._record_change(hostname)
+        return self._record_change(hostname, certificate_change_kinds(old, record))
 
     def put_certificate(self, record: CertificateRecord) -> Deferred:
         """Atomically create or replace the certificate (file mode 0600); fire with None."""
@@ -374,7 +588,7 @@ class DirectoryStore:
     def _delete_certificate_sync(self, hostname: str) -> str | None:
         if not is_normalised_hostname(hostname) or not self._unlink(CERTIFICATES, hostname):
             return None
-        return self._record_change(hostname)
+        return self._record_change(hostname, frozenset((ChangeKind.CERTIFICATE,)))
 
     def delete_certificate(self, hostname: str) -> Deferred:
         """Delete the certificate and record the change; fire with None (also when absent)."""
@@ -382,28 +596,32 @@ class DirectoryStore:
             self._report_change_failure
         )
 
-    def list_certificates(self, after: str | None = None, limit: int | None = None) -> Deferred:
+    def list_certificates(
+        self, after: str | None = None, limit: int | None = None, include_broken: bool = False
+    ) -> Deferred:
         """Fire with CertificateRecords ordered by hostname.
 
         Unreadable files (and leftover temp files) are skipped; the former are
-        logged as errors naming the file.
+        logged as errors naming the file, except that with ``include_broken`` a
+        file that was read but does not parse or verify is listed as its
+        :class:`BrokenRecord` and not logged.
         """
-        return self.run_in_thread(self._list_sync, CERTIFICATES, CertificateRecord, after, limit).addCallback(
-            self._report_problems
-        )
+        return self.run_in_thread(
+            self._list_sync, CERTIFICATES, CertificateRecord, after, limit, None, include_broken
+        ).addCallback(self._report_problems)
 
     # -- change feed -----------------------------------------------------------------------
 
-    def _record_change(self, hostname: str) -> str | None:
-        """Append ``hostname`` to the change log; return None, or why it failed (see :func:`append_change`)."""
-        return append_change(self._root, hostname, self.max_log_bytes)
+    def _record_change(self, hostname: str, kinds: frozenset[str]) -> str | None:
+        """Append ``hostname`` and ``kinds`` to the change log; None, or why it failed (see :func:`append_change`)."""
+        return append_change(self._root, hostname, kinds, self.max_log_bytes)
 
     def changes(self, cursor: int | None) -> Deferred:
         """Report hostnames whose certificate or domain record changed since ``cursor``.
 
-        Fires with ``(new_cursor, hostnames)``: cursors are ints (virtual byte
-        offsets into the change log, see :mod:`jobhost.store.files`); ``hostnames``
-        is a frozenset, or None when the store cannot tell (cursor from before
+        Fires with ``(new_cursor, changed)``: cursors are ints (virtual byte
+        offsets into the change log, see :mod:`jobhost.store.files`); ``changed``
+        maps hostname -> frozenset of kinds, or None when the store cannot tell (cursor from before
         the last two logs, past the end, or an unreadable line).
         """
         return self.run_in_thread(read_changes, self._root, cursor)
@@ -500,15 +718,49 @@ class DirectoryStore:
         """Give up ``name`` if ``holder`` holds it; fire with None."""
         return self.run_in_thread(self._release_lease_sync, name, holder)
 
+    # -- order budgets --------------------------------------------------------------------------
+
+    def _reserve_order_sync(self, budget: str, now, window, limit: int, take: bool):
+        directory = self._ensure(BUDGETS)
+        stem = lease_file_stem(budget)
+        path = os.path.join(directory, stem + _JSON)
+        with flocked(os.path.join(directory, stem + ".lock")):
+            try:
+                doc = read_record(path, lambda d: d, budget)
+            except KeyError:
+                doc = {"name": budget, "orders": []}
+            taken = sorted(t for t in (from_iso(x) for x in doc.get("orders", ())) if t > now - window)
+            if len(taken) >= limit:
+                return taken[0] + window
+            if not take:
+                return None
+            taken.append(now)
+            write_atomically(
+                path, encode_record({"name": budget, "orders": [to_iso(t) for t in taken]}), PUBLIC_MODE
+            )
+            return None
+
+    def reserve_order(self, budget: str, now, window, limit: int, take: bool = True) -> Deferred:
+        """Take a slot of the shared order budget ``budget`` (see ``IStore.reserve_order``).
+
+        Kept in ``budgets/<name>.json`` and serialised across processes by ``flock``.
+        """
+        return self.run_in_thread(self._reserve_order_sync, budget, now, window, limit, take)
+
 
 __all__ = [
     "ACCOUNTS",
+    "BUDGETS",
     "CERTIFICATES",
     "CHALLENGES",
     "DEFAULT_MAX_LOG_BYTES",
     "DOMAINS",
     "DirectoryStore",
+    "LAYOUT_VERSION",
     "LEASES",
+    "LOCKS",
+    "MARKER",
+    "MARKER_FORMAT",
     "account_file_stem",
     "is_token",
     "lease_file_stem",

@@ -5,7 +5,9 @@ One place maps a URL scheme to a store: ``directory:PATH`` (a
 :class:`~jobhost.store.directory.DirectoryStore`, ``PATH`` relative to the
 base directory) and ``memory:`` (a :class:`~jobhost.store.memory.MemoryStore`,
 for experiments).  The SQL stores plug in here later: add their scheme to
-:data:`_BUILDERS` (see the comment there).
+:data:`_SCHEMES` (see the comment there).  The config checks ``[store] url``
+with :func:`check_store_url`, so it refuses exactly the URLs no store here
+implements, and names the ones that exist.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import os
 from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
+import attrs
 from twisted.python.filepath import FilePath
 
 from jobhost.errors import ConfigError
 from jobhost.store.interfaces import IStore
 
 _PATH = ("store", "url")
-_SUPPORTED = "directory:PATH, memory:"
 
 
 def redacted_url(url: str) -> str:
@@ -41,31 +43,85 @@ def _base_path(base_dir: FilePath | str) -> str:
     return os.fspath(base_dir)
 
 
+def _check_directory(url: str, rest: str) -> None:
+    if not rest.strip():
+        raise ConfigError(f"store URL {url!r} names no directory; expected directory:PATH", path=_PATH)
+
+
 def _directory(url: str, rest: str, reactor, base_dir: FilePath | str) -> IStore:
     from jobhost.store.directory import DirectoryStore
 
-    if not rest.strip():
-        raise ConfigError(f"store URL {url!r} names no directory; expected directory:PATH", path=_PATH)
     path = os.path.join(_base_path(base_dir), os.path.expanduser(rest))
     return DirectoryStore.create(reactor, FilePath(os.path.abspath(path)))
+
+
+def _check_memory(url: str, rest: str) -> None:
+    if rest:
+        raise ConfigError(f"store URL {url!r}: memory: takes nothing after the colon", path=_PATH)
 
 
 def _memory(url: str, rest: str, reactor, base_dir: FilePath | str) -> IStore:
     from jobhost.store.memory import MemoryStore
 
-    if rest:
-        raise ConfigError(f"store URL {url!r}: memory: takes nothing after the colon", path=_PATH)
     return MemoryStore()
 
 
-#: scheme -> builder(url, text after "scheme:", reactor, base_dir).
-#: The SQL stores plug in here, e.g. ``"sqlite": _sqlite`` and
-#: ``"postgresql": _postgresql`` (also ``postgres``), each importing its module
-#: lazily so a missing driver only matters when that scheme is configured.
-_BUILDERS: dict[str, Callable[[str, str, object, FilePath | str], IStore]] = {
-    "directory": _directory,
-    "memory": _memory,
+@attrs.frozen
+class _Scheme:
+    """One kind of store URL.
+
+    Attributes:
+        form: How the URL looks, for messages (``directory:PATH``).
+        check: ``(url, text after "scheme:")``; raises ConfigError for a malformed URL.
+            Must not touch the file system or the network: the config calls it.
+        build: ``(url, text after "scheme:", reactor, base_dir) -> IStore``.
+    """
+
+    form: str
+    check: Callable[[str, str], None]
+    build: Callable[[str, str, object, FilePath | str], IStore]
+
+
+#: scheme -> what a URL of that scheme looks like, how to check it and build its store.
+#: The SQL stores plug in here, e.g. ``"sqlite": _Scheme("sqlite:PATH", ...)`` and
+#: ``"postgresql"`` (also ``postgres``), each importing its module lazily in ``build``
+#: so a missing driver only matters when that scheme is configured.
+_SCHEMES: dict[str, _Scheme] = {
+    "directory": _Scheme("directory:PATH", _check_directory, _directory),
+    "memory": _Scheme("memory:", _check_memory, _memory),
 }
+
+
+def supported_store_urls() -> tuple[str, ...]:
+    """The forms of ``[store] url`` some store implements, e.g. ``("directory:PATH", "memory:")``."""
+    return tuple(scheme.form for scheme in _SCHEMES.values())
+
+
+def check_store_url(url: str) -> None:
+    """Refuse a ``[store] url`` that no store implements, or that its store cannot use.
+
+    No I/O: the config calls this while parsing, and :func:`store_from_url` before building.
+
+    Raises:
+        ConfigError: at key path ``("store", "url")``, naming the supported forms
+            (with any password in ``url`` redacted).
+    """
+    _scheme_of(url)
+
+
+def _scheme_of(url: str) -> tuple[_Scheme, str]:
+    supported = ", ".join(supported_store_urls())
+    if not isinstance(url, str) or ":" not in url:
+        raise ConfigError(f"unsupported store URL {url!r}; supported: {supported}", path=_PATH)
+    name, rest = url.split(":", 1)
+    scheme = _SCHEMES.get(name.lower())
+    if scheme is None:
+        raise ConfigError(
+            f"unsupported store URL {redacted_url(url)!r}: no store implements {name}:; supported: {supported}",
+            path=_PATH,
+        )
+    scheme.check(url, rest)
+    return scheme, rest
 
 
 def store_from_url(url: str, reactor, base_dir: FilePath | str) -> IStore:
@@ -84,15 +140,8 @@ def store_from_url(url: str, reactor, base_dir: FilePath | str) -> IStore:
         ConfigError: at key path ``("store", "url")`` for an unsupported or
             malformed URL.
     """
-    if not isinstance(url, str) or ":" not in url:
-        raise ConfigError(f"unsupported store URL {url!r}; supported: {_SUPPORTED}", path=_PATH)
-    scheme, rest = url.split(":", 1)
-    builder = _BUILDERS.get(scheme.lower())
-    if builder is None:
-        raise ConfigError(
-            f"unsupported store URL {redacted_url(url)!r}; supported: {_SUPPORTED}", path=_PATH
-        )
-    return builder(url, rest, reactor, base_dir)
+    scheme, rest = _scheme_of(url)
+    return scheme.build(url, rest, reactor, base_dir)
 
 
-__all__ = ["redacted_url", "store_from_url"]
+__all__ = ["check_store_url", "redacted_url", "store_from_url", "supported_store_urls"]

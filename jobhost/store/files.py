@@ -11,7 +11,7 @@ final mode), which is flushed and fsynced, renamed over the target (or
 hard-linked, for exclusive creation), and then the directory is fsynced.
 Every failure is a :class:`StoreError` naming the file.
 
-The change log: :func:`append_change` appends ``"<hostname>\\n"`` to
+The change log: :func:`append_change` appends ``"<hostname> <kind>,<kind>\\n"`` to
 ``changes.log`` with one ``O_APPEND`` write while holding an exclusive
 ``flock`` on ``changes.lock``.  A cursor is a *virtual* byte offset: each log
 starts with a header line ``# jobhost changes base=N`` and byte ``i`` of the
@@ -22,7 +22,8 @@ end.  Offsets therefore only grow, a cursor never points into the wrong file,
 a reader one compaction behind still gets exact names from ``changes.log.1``
 (:func:`read_changes`), and a reader further behind (or holding a cursor past
 the end, e.g. after the log was deleted) gets None: "treat everything as
-changed".
+changed".  A line without kinds (written before kinds existed) or with a
+kind this version does not know counts as every kind.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ import secrets
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from jobhost.errors import StoreError
+from jobhost.errors import BrokenRecord, StoreError
 from jobhost.hostnames import is_normalised_hostname
+from jobhost.store.records import ChangeKind
 
 CHANGES_LOG = "changes.log"
 CHANGES_LOG_OLD = "changes.log.1"
@@ -163,7 +165,10 @@ def read_record(path: str, parse: Callable[[dict[str, Any]], Any], key: str) -> 
 
     Raises:
         KeyError: ``key``, when the file does not exist.
-        StoreError: naming the file, when it cannot be read or parsed.
+        BrokenRecord: naming the file and ``key``, when it was read but does not
+            parse or does not verify (a certificate whose key does not match its leaf):
+            reading it again gives the same answer until it is rewritten.
+        StoreError: naming the file, when it cannot be read.
     """
     try:
         with open(path, "rb") as f:
@@ -178,7 +183,8 @@ def read_record(path: str, parse: Callable[[dict[str, Any]], Any], key: str) -> 
             raise ValueError("not a JSON object")
         return parse(doc)
     except Exception as e:
-        raise StoreError(f"cannot parse {path}: {_describe(e)}") from None
+        reason = _describe(e)
+        raise BrokenRecord(f"cannot parse {path}: {reason}", key=key, reason=reason) from None
 
 
 @contextmanager
@@ -221,26 +227,41 @@ def _read_log_start(f) -> tuple[int, int]:
     return 0, 0
 
 
-def _read_names(f, start: int, stop: int) -> tuple[list[str] | None, int]:
-    """Read the complete lines in ``[start, stop)``; return ``(hostnames, bytes used)``.
+def _parse_kinds(text: str) -> frozenset[str]:
+    kinds = frozenset(text.split(",")) if text else frozenset()
+    if not kinds or not kinds <= ChangeKind.ALL:
+        return ChangeKind.ALL
+    return kinds
 
-    A partial last line (a write in flight) is left for the next call.  A line
-    that is not a normalised hostname makes the names None: the log cannot be
-    trusted, so the caller must treat everything as changed.
+
+def _read_names(f, start: int, stop: int) -> tuple[list[tuple[str, frozenset[str]]] | None, int]:
+    """Read the complete lines in ``[start, stop)``; return ``(changes, bytes used)``.
+
+    ``changes`` lists ``(hostname, kinds)``.  A partial last line (a write in
+    flight) is left for the next call.  A line that does not start with a
+    normalised hostname makes the changes None: the log cannot be trusted, so
+    the caller must treat everything as changed.
     """
     if stop <= start:
         return [], 0
     f.seek(start)
     data = f.read(stop - start)
     used = data.rfind(b"\n") + 1
-    names: list[str] | None = []
+    names: list[tuple[str, frozenset[str]]] | None = []
     for line in data[:used].split(b"\n")[:-1]:
-        name = line.decode("ascii", "replace")
+        name, _, kinds = line.decode("ascii", "replace").partition(" ")
         if not is_normalised_hostname(name):
             names = None
             break
-        names.append(name)
+        names.append((name, _parse_kinds(kinds)))
     return names, used
+
+
+def _merge(changes: list[tuple[str, frozenset[str]]]) -> dict[str, frozenset[str]]:
+    merged: dict[str, frozenset[str]] = {}
+    for hostname, kinds in changes:
+        merged[hostname] = merged.get(hostname, frozenset()) | kinds
+    return merged
 
 
 def _last_line_end(f, start: int, size: int) -> int:
@@ -277,8 +298,10 @@ def _compact_log(root: str, log_path: str, size: int) -> None:
     _new_log(root, base + size)
 
 
-def append_change(root: str, hostname: str, max_log_bytes: int) -> str | None:
-    """Append ``hostname`` to the change log; return None, or why it failed.
+def append_change(root: str, hostname: str, kinds: frozenset[str], max_log_bytes: int) -> str | None:
+    """Append ``hostname`` and the :class:`ChangeKind` s it saw to the change log.
+
+    Returns None, or why it failed.
 
     Called after the record itself is safely on disk, so a reader who sees
     the line also sees the new record.  A failure here does not undo the
@@ -288,10 +311,13 @@ def append_change(root: str, hostname: str, max_log_bytes: int) -> str | None:
     Args:
         root: The store's root directory.
         hostname: A normalised hostname.
+        kinds: What changed (nothing is appended when empty).
         max_log_bytes: Compact the log once it grows past this size.
     """
+    if not kinds:
+        return None
     log_path = os.path.join(root, CHANGES_LOG)
-    line = hostname.encode("ascii") + b"\n"
+    line = (hostname + " " + ",".join(sorted(kinds))).encode("ascii") + b"\n"
     try:
         with flocked(os.path.join(root, CHANGES_LOCK)):
             try:
@@ -312,11 +338,11 @@ def append_change(root: str, hostname: str, max_log_bytes: int) -> str | None:
     return None
 
 
-def read_changes(root: str, cursor: int | None) -> tuple[int, frozenset[str] | None]:
-    """Hostnames appended to the change log under ``root`` since ``cursor``.
+def read_changes(root: str, cursor: int | None) -> tuple[int, dict[str, frozenset[str]] | None]:
+    """Hostnames appended to the change log under ``root`` since ``cursor``, with their kinds.
 
     Returns:
-        ``(new_cursor, hostnames)``: ``hostnames`` is a frozenset (empty when
+        ``(new_cursor, changed)``: ``changed`` maps hostname -> kinds (empty when
         ``cursor`` is None: the new cursor is then the log's end), or None when
         the log cannot tell (cursor from before the last two logs, past the
         end, or an unreadable line).
@@ -330,7 +356,7 @@ def read_changes(root: str, cursor: int | None) -> tuple[int, frozenset[str] | N
     except FileNotFoundError:
         # Nothing ever changed (or the log was removed): the feed is empty at 0.
         if cursor is None or cursor == 0:
-            return 0, frozenset()
+            return 0, {}
         return 0, None
     except OSError as e:
         raise StoreError(f"cannot read {log_path}: {e.strerror}") from None
@@ -339,7 +365,7 @@ def read_changes(root: str, cursor: int | None) -> tuple[int, frozenset[str] | N
         base, start = _read_log_start(f)
         end = base + _last_line_end(f, start, size)
         if cursor is None:
-            return end, frozenset()
+            return end, {}
         if cursor > base + size:
             return end, None  # the log was truncated or replaced
         if cursor < base:
@@ -353,10 +379,10 @@ def read_changes(root: str, cursor: int | None) -> tuple[int, frozenset[str] | N
         names, used = _read_names(f, position, size)
         if names is None:
             return base + position + used, None
-        return base + position + used, frozenset(earlier + names)
+        return base + position + used, _merge(earlier + names)
 
 
-def _old_log_names(root: str, cursor: int, base: int) -> list[str] | None:
+def _old_log_names(root: str, cursor: int, base: int) -> list[tuple[str, frozenset[str]]] | None:
     """Names after ``cursor`` in ``changes.log.1``, if it is the log just before ``base``."""
     try:
         with open(os.path.join(root, CHANGES_LOG_OLD), "rb") as f:

@@ -4,7 +4,10 @@ The store contract: what every store (directory, SQLite, PostgreSQL, memory) pro
 Every method returns a Deferred and never blocks the reactor thread on disk or
 network I/O.  "Absent" is always signalled by failing with :class:`KeyError`;
 any other failure is a :class:`jobhost.errors.StoreError` and means the call
-changed nothing.  Hostnames passed in are already normalised
+changed nothing.  A record that is stored but cannot be used (it does not
+parse, or a certificate's key does not match its leaf) fails its read with
+:class:`jobhost.errors.BrokenRecord`, a StoreError that concerns that one
+record only: callers go on with every other record.  Hostnames passed in are already normalised
 (:func:`jobhost.hostnames.normalise_hostname`); stores may rely on that to
 build file names or keys.
 """
@@ -30,18 +33,48 @@ class IStore(Interface):
         """
 
     def put_domain(record):
-        """Create or replace the record for ``record.hostname``; fire with None."""
+        """Create or replace the record for ``record.hostname`` as it is; fire with None.
+
+        An unconditional write, for tools that copy whole stores.  Services never
+        call it: they change records with :meth:`update_domain`, through
+        :mod:`jobhost.domains`, so that no update is lost.
+        """
+
+    def update_domain(hostname, change):
+        """Atomically apply ``change`` to the stored record; fire with the record now stored.
+
+        ``change`` is a pure function ``DomainRecord -> DomainRecord`` (it may be
+        called in a worker thread, and more than once) applied to the latest
+        stored record.  The result is written with ``version`` one more than the
+        record it was computed from, and only if no other write came between the
+        read and the write, across every process sharing the store: a store either
+        holds a lock from read to write (directory, SQL ``FOR UPDATE``) or
+        compares versions and, when another writer came first, reads again and
+        calls ``change`` again, a bounded number of times, then fails with
+        :class:`jobhost.errors.StoreConflict`.
+
+        When ``change`` returns its argument unchanged (the same object, or an
+        equal record) nothing is written and the Deferred fires with it.  An
+        exception raised by ``change`` is passed on and nothing is written.
+        Records the change in the change feed with the kinds it touched
+        (:func:`jobhost.store.records.domain_change_kinds`).  Fails with
+        KeyError when there is no record for ``hostname``.
+        """
 
     def delete_domain(hostname):
         """Delete the domain record; fire with None, or fail with KeyError if none."""
 
-    def list_domains(state=None, after=None, limit=None):
+    def list_domains(state=None, after=None, limit=None, include_broken=False):
         """Fire with a list of DomainRecords ordered by hostname.
 
         Args:
             state: Only records in this state, when given.
             after: Only hostnames sorting strictly after this one (paging cursor).
             limit: At most this many, when given.
+            include_broken: When true and no ``state`` is given, a record that is
+                stored but cannot be used is listed in its place as its
+                :class:`jobhost.errors.BrokenRecord` (``key`` is the hostname).
+                Otherwise such records are skipped (and may be logged).
         """
 
     # -- certificate records -----------------------------------------------------
@@ -59,22 +92,23 @@ class IStore(Interface):
     def delete_certificate(hostname):
         """Delete the certificate; record a change; fire with None (also when absent)."""
 
-    def list_certificates(after=None, limit=None):
-        """Fire with a list of CertificateRecords ordered by hostname (paging as list_domains)."""
+    def list_certificates(after=None, limit=None, include_broken=False):
+        """Fire with a list of CertificateRecords ordered by hostname (paging and broken records as list_domains)."""
 
     # -- change feed -----------------------------------------------------------
 
     def changes(cursor):
-        """Report which hostnames' certificates or domain records changed.
+        """Report which hostnames' certificates or domain records changed, and how.
 
         Args:
             cursor: None to start, or a cursor returned by an earlier call.
 
-        Fires with ``(new_cursor, hostnames)`` where ``hostnames`` is a frozenset
-        of hostnames changed since ``cursor`` by *any* process sharing the
-        store, or None when the store cannot tell (the caller must then treat
-        everything as changed).  With ``cursor=None`` it fires with the current
-        cursor and an empty set.
+        Fires with ``(new_cursor, changed)`` where ``changed`` maps each hostname
+        changed since ``cursor`` by *any* process sharing the store to the
+        frozenset of :class:`jobhost.store.records.ChangeKind` s it saw, or is
+        None when the store cannot tell (the caller must then treat everything
+        as changed).  Iterating ``changed`` gives the hostnames.  With
+        ``cursor=None`` it fires with the current cursor and an empty mapping.
         """
 
     # -- challenges ------------------------------------------------------------
@@ -112,6 +146,37 @@ class IStore(Interface):
 
     def release_lease(name, holder):
         """Give up ``name`` if ``holder`` holds it; fire with None."""
+
+    # -- order budget --------------------------------------------------------------
+
+    def reserve_order(budget, now, window, limit, take=True):
+        """Take one slot of a sliding-window budget shared by every process.
+
+        Args:
+            budget: The budget's name (one per CA directory).
+            now: The current time (aware UTC).
+            window: A ``timedelta``: a slot is used for this long after it is taken.
+            limit: At most this many slots inside any window.
+            take: False only asks whether a slot is free, recording nothing.
+
+        Fires with None when a slot was free (and, with ``take``, was taken and
+        recorded at ``now``), or with the ``datetime`` at which the oldest slot
+        frees when the budget is spent (nothing recorded).
+        """
+
+
+    # -- health ----------------------------------------------------------------------
+
+    def check():
+        """Fire with True when the store is really there; fail with StoreError naming what is missing.
+
+        Meant for health probes: cheap, and reads no records.  It proves that the
+        store this process opened still answers, e.g. that the directory store's
+        root and marker file (an SQL store: its schema row) are in place and name
+        the store opened, so that a store deleted or replaced under a running
+        daemon is reported rather than looking empty.  A store with nothing that
+        can vanish (memory) always fires True.
+        """
 
 
 class IStoreService(Interface):

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
+from jobhost.errors import StoreConflict
 from jobhost.store.interfaces import IStore
-from jobhost.store.records import Account, CertificateRecord, Challenge, DomainRecord, Lease
+from jobhost.store.records import (
+    Account,
+    CertificateRecord,
+    ChangeKind,
+    Challenge,
+    DomainRecord,
+    Lease,
+    certificate_change_kinds,
+    domain_change_kinds,
+)
+
+#: How often ``update_domain`` re-reads and re-applies a change after losing a race.
+UPDATE_ATTEMPTS = 10
 
 
 def _page(items: dict, after, limit, keep=lambda r: True) -> list:
@@ -26,7 +42,11 @@ def _page(items: dict, after, limit, keep=lambda r: True) -> list:
 class MemoryStore:
     """Keeps every record in dictionaries; each call completes synchronously.
 
-    The change feed is a list of hostnames; the cursor is its length.
+    The change feed is a list of ``(hostname, kinds)``; the cursor is its length.
+    ``update_domain`` applies its change synchronously, so no other writer can
+    come between its read and its write; ``before_write`` lets a test be that
+    other writer (it is called, once per attempt, after the change was computed
+    and before the version is checked).
     """
 
     def __init__(self) -> None:
@@ -35,7 +55,13 @@ class MemoryStore:
         self.challenges: dict[str, Challenge] = {}
         self.accounts: dict[str, Account] = {}
         self.leases: dict[str, Lease] = {}
-        self.journal: list[str] = []
+        self.budgets: dict[str, list[datetime]] = {}
+        self.journal: list[tuple[str, frozenset[str]]] = []
+        self.before_write = None
+
+    def _journal(self, hostname: str, kinds: frozenset[str]) -> None:
+        if kinds:
+            self.journal.append((hostname, kinds))
 
     @staticmethod
     def _get(items: dict, key: str) -> Deferred:
@@ -52,22 +78,45 @@ class MemoryStore:
         if existing is not None:
             return succeed((existing, False))
         self.domains[record.hostname] = record
-        self.journal.append(record.hostname)
+        self._journal(record.hostname, domain_change_kinds(None, record))
         return succeed((record, True))
 
     def put_domain(self, record):
+        old = self.domains.get(record.hostname)
         self.domains[record.hostname] = record
-        self.journal.append(record.hostname)
+        self._journal(record.hostname, domain_change_kinds(old, record) or frozenset((ChangeKind.STATE,)))
         return succeed(None)
+
+    def update_domain(self, hostname, change):
+        for _ in range(UPDATE_ATTEMPTS):
+            old = self.domains.get(hostname)
+            if old is None:
+                return fail(KeyError(hostname))
+            try:
+                new = change(old)
+            except Exception:
+                return fail()
+            if new is old or new == old:
+                return succeed(old)
+            if self.before_write is not None:
+                self.before_write(hostname)
+            if self.domains.get(hostname) is not old:
+                continue  # someone wrote meanwhile: compute again from what they stored
+            new = attrs.evolve(new, version=old.version + 1)
+            self.domains[hostname] = new
+            self._journal(hostname, domain_change_kinds(old, new))
+            return succeed(new)
+        return fail(StoreConflict(f"{hostname} kept changing; gave up after {UPDATE_ATTEMPTS} attempts"))
 
     def delete_domain(self, hostname):
         if hostname not in self.domains:
             return fail(KeyError(hostname))
-        del self.domains[hostname]
-        self.journal.append(hostname)
+        old = self.domains.pop(hostname)
+        self._journal(hostname, domain_change_kinds(old, None))
         return succeed(None)
 
-    def list_domains(self, state=None, after=None, limit=None):
+    def list_domains(self, state=None, after=None, limit=None, include_broken=False):
+        # Records are kept as objects, never as bytes that could fail to parse: none is broken.
         return succeed(
             _page(self.domains, after, limit, lambda r: state is None or r.state == state)
         )
@@ -76,25 +125,29 @@ class MemoryStore:
         return self._get(self.certificates, hostname)
 
     def put_certificate(self, record):
+        old = self.certificates.get(record.hostname)
         self.certificates[record.hostname] = record
-        self.journal.append(record.hostname)
+        self._journal(record.hostname, certificate_change_kinds(old, record))
         return succeed(None)
 
     def delete_certificate(self, hostname):
         if self.certificates.pop(hostname, None) is not None:
-            self.journal.append(hostname)
+            self._journal(hostname, frozenset((ChangeKind.CERTIFICATE,)))
         return succeed(None)
 
-    def list_certificates(self, after=None, limit=None):
+    def list_certificates(self, after=None, limit=None, include_broken=False):
         return succeed(_page(self.certificates, after, limit))
 
     def changes(self, cursor):
         end = len(self.journal)
         if cursor is None:
-            return succeed((end, frozenset()))
+            return succeed((end, {}))
         if cursor > end:
             return succeed((end, None))
-        return succeed((end, frozenset(self.journal[cursor:])))
+        changed: dict[str, frozenset[str]] = {}
+        for hostname, kinds in self.journal[cursor:]:
+            changed[hostname] = changed.get(hostname, frozenset()) | kinds
+        return succeed((end, changed))
 
     def put_challenge(self, challenge):
         self.challenges[challenge.token] = challenge
@@ -127,5 +180,18 @@ class MemoryStore:
             del self.leases[name]
         return succeed(None)
 
+    def check(self):
+        # Nothing here can vanish from under the process.
+        return succeed(True)
 
-__all__ = ["MemoryStore"]
+    def reserve_order(self, budget, now, window, limit, take=True):
+        taken = [t for t in self.budgets.get(budget, []) if t > now - window]
+        if len(taken) >= limit:
+            self.budgets[budget] = taken
+            return succeed(min(taken) + window)
+        if take:
+            self.budgets[budget] = taken + [now]
+        return succeed(None)
+
+
+__all__ = ["MemoryStore", "UPDATE_ATTEMPTS"]

@@ -14,6 +14,8 @@ from typing import Any, Mapping
 
 import attrs
 
+# AriWindow lives in jobhost.certs (pure; the ACME client makes it); re-exported here for old imports.
+from jobhost.certs import AriWindow, ParsedCertificate, parse_certificate
 from jobhost.timeutil import from_iso, to_iso
 
 
@@ -38,6 +40,25 @@ class DomainState:
     REMOVED = "removed"
 
     ALL = (PENDING, ISSUING, ACTIVE, RENEWING, FAILING, PAUSED, REMOVED)
+
+
+class ChangeKind:
+    """What a change-feed entry says changed for a hostname (see ``IStore.changes``).
+
+    Caches drop an entry only for the kinds that concern them: the SNI cache for
+    ``CERTIFICATE``, the rendered-page cache for ``PAGE``.
+    """
+
+    #: The certificate's key or chain was stored, replaced or deleted.
+    CERTIFICATE = "certificate"
+    #: Only facts kept beside an unchanged key and chain (the ARI window) changed.
+    RENEWAL_INFO = "renewal_info"
+    #: What the hostname's HTTPS site shows changed: its page, or whether it is registered at all.
+    PAGE = "page"
+    #: Any other domain-record field (state, attempts, next attempt, history...).
+    STATE = "state"
+
+    ALL = frozenset((CERTIFICATE, RENEWAL_INFO, PAGE, STATE))
 
 
 @attrs.frozen
@@ -77,6 +98,8 @@ class DomainRecord:
         renew_requested: An operator asked for a new certificate before it is due; kept until
             one is issued, so a forced renewal survives failures and restarts.
         history: The latest state changes, oldest first (at most :data:`HISTORY_LIMIT`).
+        version: Incremented by the store on every ``update_domain``; a write based on an
+            older version is refused (compare-and-set), so no update is lost.
     """
 
     hostname: str
@@ -90,13 +113,16 @@ class DomainRecord:
     unpause_url: str | None = None
     history: tuple[StateChange, ...] = ()
     renew_requested: bool = False
+    version: int = 0
 
-    def with_state(self, state: str, at: datetime, reason: str | None = None, **changes: Any) -> DomainRecord:
-        """Return a copy in ``state`` with the change appended to its history."""
-        history = self.history
-        if state != self.state or reason:
-            history = (history + (StateChange(at=at, state=state, reason=reason),))[-HISTORY_LIMIT:]
-        return attrs.evolve(self, state=state, updated_at=at, history=history, **changes)
+    @property
+    def parked(self) -> bool:
+        """True when the last error can never succeed by retrying: wait for an operator."""
+        return (
+            self.state == DomainState.FAILING
+            and not self.renew_requested
+            and (self.last_error or {}).get("retryable") is False
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -111,6 +137,7 @@ class DomainRecord:
             "unpause_url": self.unpause_url,
             "history": [h.to_json() for h in self.history],
             "renew_requested": self.renew_requested,
+            "version": self.version,
         }
 
     @classmethod
@@ -127,69 +154,56 @@ class DomainRecord:
             unpause_url=doc.get("unpause_url"),
             history=tuple(StateChange.from_json(h) for h in doc.get("history", ())),
             renew_requested=bool(doc.get("renew_requested", False)),
+            version=int(doc.get("version", 0)),
         )
 
 
+def domain_change_kinds(old: DomainRecord | None, new: DomainRecord | None) -> frozenset[str]:
+    """The :class:`ChangeKind` s a domain write from ``old`` to ``new`` reports (None: absent).
+
+    ``PAGE`` when what the hostname's site shows changed (the page, or whether the
+    hostname is registered and not removed); ``STATE`` when any other field changed.
+    """
+    def shown(record: DomainRecord | None):
+        if record is None or record.state == DomainState.REMOVED:
+            return None
+        return ("registered", record.page)
+
+    kinds = set()
+    if shown(old) != shown(new):
+        kinds.add(ChangeKind.PAGE)
+    if old is None or new is None:
+        kinds.add(ChangeKind.STATE)
+    elif attrs.evolve(old, page=None, version=0) != attrs.evolve(new, page=None, version=0):
+        kinds.add(ChangeKind.STATE)
+    return frozenset(kinds)
+
+
+def certificate_change_kinds(old: CertificateRecord | None, new: CertificateRecord | None) -> frozenset[str]:
+    """``RENEWAL_INFO`` when ``new`` keeps ``old``'s key and chain, else ``CERTIFICATE``."""
+    if old is not None and new is not None and old.key_pem == new.key_pem and old.chain_pem == new.chain_pem:
+        return frozenset((ChangeKind.RENEWAL_INFO,))
+    return frozenset((ChangeKind.CERTIFICATE,))
+
+
 @attrs.frozen
-class AriWindow:
-    """An ACME Renewal Information (RFC 9773) suggestion for one certificate."""
-
-    start: datetime
-    end: datetime
-    #: When to ask the CA again (its ``Retry-After``).
-    retry_after: datetime | None = None
-    explanation_url: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "start": to_iso(self.start),
-            "end": to_iso(self.end),
-            "retry_after": to_iso(self.retry_after),
-            "explanation_url": self.explanation_url,
-        }
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> AriWindow:
-        return cls(
-            start=from_iso(doc["start"]),
-            end=from_iso(doc["end"]),
-            retry_after=from_iso(doc.get("retry_after")),
-            explanation_url=doc.get("explanation_url"),
-        )
-
-
-@attrs.frozen
-class CertificateRecord:
+class CertificateRecord(ParsedCertificate):
     """Key, leaf and chain for one hostname, with facts parsed from them.
 
-    Build one with :func:`jobhost.certs.certificate_record`, which parses and
-    checks the PEM; the derived fields (``not_before`` ... ``fingerprint``)
-    always agree with ``chain_pem``.
+    The key, chain and facts (``key_pem``, ``chain_pem``, ``not_before`` ...
+    ``names``) are those of :class:`jobhost.certs.ParsedCertificate`; ``key_pem``
+    is secret: never log or return it.  Build one with :func:`certificate_record`,
+    which parses and checks the PEM, so the facts always agree with ``chain_pem``.
 
     Attributes:
-        hostname: The normalised hostname this record is stored under.
-        key_pem: The private key, PEM (PKCS#8).  Secret: never log or return it.
-        chain_pem: The leaf certificate first, then the intermediates, PEM.
-        not_before / not_after: The leaf's validity (aware UTC).
-        issuer: The leaf issuer's RFC 4514 name.
-        serial: The leaf's serial number as lower-case hex.
-        fingerprint: SHA-256 of the leaf's DER, lower-case hex.
-        names: The leaf's DNS subjectAltNames.
+        hostname: The normalised hostname this record is stored under (keyword only).
         directory_url: The ACME directory that issued it, when jobhost did.
         account_url: The ACME account that ordered it, when jobhost did.
         ari_cert_id: The RFC 9773 certificate identifier, when computed.
         ari: The CA's latest renewal window, when it offers ARI.
     """
 
-    hostname: str
-    key_pem: bytes = attrs.field(repr=False)
-    chain_pem: bytes
-    not_before: datetime
-    not_after: datetime
-    issuer: str
-    serial: str
-    fingerprint: str
-    names: tuple[str, ...]
+    hostname: str = attrs.field(kw_only=True)
     directory_url: str | None = None
     account_url: str | None = None
     ari_cert_id: str | None = None
@@ -209,8 +223,6 @@ class CertificateRecord:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> CertificateRecord:
-        from jobhost.certs import certificate_record
-
         return certificate_record(
             hostname=doc["hostname"],
             key_pem=doc["key_pem"].encode("ascii"),
@@ -234,6 +246,36 @@ class CertificateRecord:
             "directory_url": self.directory_url,
             "ari": self.ari.to_json() if self.ari else None,
         }
+
+
+def certificate_record(
+    hostname: str,
+    key_pem: bytes,
+    chain_pem: bytes,
+    *,
+    directory_url: str | None = None,
+    account_url: str | None = None,
+    ari_cert_id: str | None = None,
+    ari: AriWindow | None = None,
+) -> CertificateRecord:
+    """Parse and check key + chain into a :class:`CertificateRecord` for ``hostname``.
+
+    The PEM is checked and re-serialised by :func:`jobhost.certs.parse_certificate`
+    (the leaf first; the key must match it), so whatever is stored is exactly what
+    is served.
+
+    Raises:
+        InvalidCertificate: naming what is wrong (unparsable PEM, no
+            certificate, key does not match the leaf).
+    """
+    return CertificateRecord(
+        **attrs.asdict(parse_certificate(key_pem, chain_pem), recurse=False),
+        hostname=hostname,
+        directory_url=directory_url,
+        account_url=account_url,
+        ari_cert_id=ari_cert_id,
+        ari=ari,
+    )
 
 
 @attrs.frozen
@@ -313,10 +355,14 @@ __all__ = [
     "Account",
     "AriWindow",
     "CertificateRecord",
+    "ChangeKind",
     "Challenge",
     "DomainRecord",
     "DomainState",
     "HISTORY_LIMIT",
     "Lease",
     "StateChange",
+    "certificate_record",
+    "certificate_change_kinds",
+    "domain_change_kinds",
 ]

@@ -29,12 +29,11 @@ from typing import Any, Sequence, TextIO
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from jobhost.certs import certificate_record
 from jobhost.errors import JobhostError
 from jobhost.hostnames import normalise_hostname
 from jobhost.store.factory import store_from_url
 from jobhost.store.interfaces import IStore
-from jobhost.store.records import DomainRecord, DomainState
+from jobhost.store.records import DomainRecord, DomainState, certificate_record
 from jobhost.timeutil import now, to_iso
 
 PROG = "jobhost-store"
@@ -126,8 +125,8 @@ def _load_page(path: str) -> dict[str, Any]:
         ToolError: the file is unreadable, not JSON, or breaks the page schema
             (every problem named).
     """
-    # Imported here: only --page needs the page module (and its twisted.web imports).
-    from jobhost.web.pages import validate_page
+    # Imported here: only --page needs the page schema.
+    from jobhost.pagedoc import validate_page
 
     try:
         page = json.loads(_read(path))
@@ -150,7 +149,8 @@ async def _add_domain(reactor, store: IStore, args, out: TextIO, err: TextIO) ->
     if created:
         out.write(f"registered {hostname} ({stored.state})\n")
     elif page is not None:
-        await store.put_domain(attrs.evolve(stored, page=page, updated_at=at))
+        # Only the page changes, atomically: a state written by a running daemon meanwhile is kept.
+        stored = await store.update_domain(hostname, lambda r: attrs.evolve(r, page=page, updated_at=at))
         out.write(f"{hostname} was already registered ({stored.state}); page replaced\n")
     else:
         out.write(f"{hostname} was already registered ({stored.state})\n")

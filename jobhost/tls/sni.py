@@ -15,7 +15,12 @@ owns that dictionary:
   stored under several hostnames is held once.  The hostname map is an LRU
   capped at ``max_entries``; names the store does not know get a short-lived
   negative entry so a flood of unknown names does not become a flood of
-  store reads.
+  store reads.  A stored certificate that cannot be used (it does not parse,
+  or its key does not match its leaf) gets the same negative entry and is
+  remembered as broken: it is logged once, as one line naming the hostname
+  and the reason, and not again until the change feed reports that the
+  hostname's certificate changed (a re-read after the negative entry expires
+  that finds the same fault stays silent).
 - :class:`ChangePoller` asks the store's change feed every ``interval``
   seconds which hostnames changed (in any process sharing the store) and
   invalidates them, so a new certificate is served on the next connection.
@@ -42,10 +47,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from jobhost.certs import load_private_key, split_pem_chain
-from jobhost.errors import InvalidCertificate, InvalidHostname
+from jobhost.errors import BrokenRecord, InvalidCertificate, InvalidHostname, StoreError
 from jobhost.hostnames import normalise_hostname
 from jobhost.store.interfaces import IStore
-from jobhost.store.records import CertificateRecord
+from jobhost.store.records import CertificateRecord, ChangeKind
 
 
 def build_context(
@@ -113,12 +118,15 @@ class CertificateCache:
         clock: Time source for negative entries.
         max_entries: At most this many hostnames are cached (least recently used go first);
             at most this many negative entries are kept too.
-        negative_ttl: Seconds a "the store has no certificate for this name" answer is trusted.
+        negative_ttl: Seconds a "the store has no usable certificate for this name" answer is
+            trusted (absent, or broken).
         alpn_protocols: ALPN protocols every context offers (the wrapped web factory may add more).
         hits, misses: :meth:`lookup` outcomes.
         loads: Store reads started (shared loads count once).
         evictions: Hostnames dropped to honour ``max_entries``.
-        load_failures: Store reads that failed with something other than "absent".
+        load_failures: Store reads that failed with something other than "absent" or "broken".
+        broken_reports: Times a stored certificate was found unusable and logged (once per
+            change of that hostname's certificate).
     """
 
     store: IStore
@@ -131,10 +139,12 @@ class CertificateCache:
     loads: int = attrs.field(default=0, init=False)
     evictions: int = attrs.field(default=0, init=False)
     load_failures: int = attrs.field(default=0, init=False)
+    broken_reports: int = attrs.field(default=0, init=False)
     _names: OrderedDict[str, str] = attrs.field(factory=OrderedDict, init=False, repr=False)
     _materials: dict[str, _Material] = attrs.field(factory=dict, init=False, repr=False)
     _negative: OrderedDict[str, float] = attrs.field(factory=OrderedDict, init=False, repr=False)
     _inflight: dict[str, _PendingLoad] = attrs.field(factory=dict, init=False, repr=False)
+    _broken: OrderedDict[str, str] = attrs.field(factory=OrderedDict, init=False, repr=False)
 
     log = Logger()
 
@@ -182,7 +192,10 @@ class CertificateCache:
         return self._materials[fingerprint].context
 
     def known_absent(self, hostname: str) -> bool:
-        """True while a fresh negative entry says the store has no certificate for ``hostname``."""
+        """True while a fresh negative entry says the store has no usable certificate for ``hostname``.
+
+        "No usable certificate": none at all, or a broken one (see :meth:`broken_reason`).
+        """
         expires = self._negative.get(hostname)
         if expires is None:
             return False
@@ -190,6 +203,19 @@ class CertificateCache:
             del self._negative[hostname]
             return False
         return True
+
+    def broken_reason(self, hostname: str) -> str | None:
+        """Why ``hostname``'s stored certificate was found unusable, or None if it was not.
+
+        Kept until the change feed reports the hostname's certificate changed,
+        even after the negative entry expires.
+        """
+        return self._broken.get(hostname)
+
+    @property
+    def broken_count(self) -> int:
+        """How many hostnames' stored certificates are known to be unusable."""
+        return len(self._broken)
 
     @property
     def size(self) -> int:
@@ -215,8 +241,9 @@ class CertificateCache:
         Returns:
             A Deferred firing with True when a context is now cached, False when
             the store has none (a negative entry is kept), the record is unusable
-            (logged; a negative entry is kept) or the store failed (logged; no
-            negative entry, so the next connection tries again).  It never fails.
+            (logged once per change; a negative entry is kept) or the store failed
+            (logged; no negative entry, so the next connection tries again).  It
+            never fails.
         """
         waiter: Deferred = Deferred()
         pending = self._inflight.get(hostname)
@@ -260,16 +287,24 @@ class CertificateCache:
         if not isinstance(result, Failure):
             fingerprint, context = result
             self._insert(hostname, fingerprint, context)
+            self._broken.pop(hostname, None)
             found = True
         elif result.check(KeyError):
+            self._broken.pop(hostname, None)
             self._remember_absent(hostname)
+        elif result.check(BrokenRecord):
+            self._remember_broken(hostname, result.value.message)
         elif result.check(InvalidCertificate):
+            # The store verified less than build_context does (or not at all).
+            self._remember_broken(hostname, result.value.describe())
+        elif result.check(StoreError):
+            # The store as a whole failed: no negative entry, the next connection retries.
+            self.load_failures += 1
             self.log.error(
-                "Stored certificate for {hostname} is unusable: {error}",
+                "Reading the certificate for {hostname} failed; serving the fallback: {reason}",
                 hostname=hostname,
-                error=str(result.value),
+                reason=result.value.message,
             )
-            self._remember_absent(hostname)
         else:
             self.load_failures += 1
             self.log.failure(
@@ -301,6 +336,22 @@ class CertificateCache:
         if material.references <= 0:
             del self._materials[fingerprint]
 
+    def _remember_broken(self, hostname: str, reason: str) -> None:
+        """Keep a negative entry for ``hostname`` and report it, unless this fault was reported already."""
+        self._remember_absent(hostname)
+        if self._broken.get(hostname) == reason:
+            return  # re-read after the negative entry expired: the same fault, already reported
+        self._broken.pop(hostname, None)
+        self._broken[hostname] = reason
+        while len(self._broken) > self.max_entries:
+            self._broken.popitem(last=False)
+        self.broken_reports += 1
+        self.log.error(
+            "The stored certificate for {hostname} is unusable; serving the fallback until it changes: {reason}",
+            hostname=hostname,
+            reason=reason,
+        )
+
     def _remember_absent(self, hostname: str) -> None:
         self._negative.pop(hostname, None)
         self._negative[hostname] = self.clock.seconds() + self.negative_ttl
@@ -309,12 +360,20 @@ class CertificateCache:
 
     # -- invalidation ------------------------------------------------------------
 
-    def invalidate(self, hostname: str) -> None:
-        """Forget ``hostname``: its context, its negative entry and any load in flight."""
+    def invalidate(self, hostname: str, kinds: frozenset[str] | None = None) -> None:
+        """Forget ``hostname``: its context, its negative or broken entry and any load in flight.
+
+        Args:
+            kinds: What changed (:class:`jobhost.store.records.ChangeKind`); nothing is
+                forgotten unless it includes ``certificate``.  None: assume it does.
+        """
+        if kinds is not None and ChangeKind.CERTIFICATE not in kinds:
+            return
         fingerprint = self._names.pop(hostname, None)
         if fingerprint is not None:
             self._release(fingerprint)
         self._negative.pop(hostname, None)
+        self._broken.pop(hostname, None)
         self._inflight.pop(hostname, None)
 
     def invalidate_all(self) -> None:
@@ -322,6 +381,7 @@ class CertificateCache:
         self._names.clear()
         self._materials.clear()
         self._negative.clear()
+        self._broken.clear()
         self._inflight.clear()
 
 
@@ -390,7 +450,7 @@ class ChangePoller(Service):
             self.cache.invalidate_all()
             return
         for hostname in hostnames:
-            self.cache.invalidate(hostname)
+            self.cache.invalidate(hostname, hostnames[hostname])
         if hostnames:
             self.log.debug(
                 "Certificates changed for {count} hostnames", count=len(hostnames)

@@ -30,16 +30,15 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from jobhost.acme.http01 import ACME_CHALLENGE_PATH, ChallengeResource
 from jobhost.errors import InvalidHostname, PageInvalid
 from jobhost.hostnames import normalise_hostname
+from jobhost.pagedoc import find_job, validate_page
 from jobhost.store.interfaces import IStore
-from jobhost.store.records import DomainRecord, DomainState
+from jobhost.store.records import ChangeKind, DomainRecord, DomainState
 from jobhost.web.pages import (
-    find_job,
     render_empty_page,
     render_job_page,
     render_jobs_json,
     render_list_page,
     render_not_found_page,
-    validate_page,
 )
 
 #: The ``Server`` header of every response (no software version banner).
@@ -221,8 +220,15 @@ class PageCache:
                 if not paths:
                     del self._paths[old_host]
 
-    def invalidate(self, hostname: str) -> None:
-        """Forget every response of ``hostname`` (its domain record changed)."""
+    def invalidate(self, hostname: str, kinds: frozenset[str] | None = None) -> None:
+        """Forget every response of ``hostname`` (its page changed).
+
+        Args:
+            kinds: What changed (:class:`jobhost.store.records.ChangeKind`); nothing is
+                forgotten unless it includes ``page``.  None: assume it does.
+        """
+        if kinds is not None and ChangeKind.PAGE not in kinds:
+            return
         self._epochs[hostname] = self._epochs.get(hostname, 0) + 1
         for path in self._paths.pop(hostname, ()):
             self._entries.pop((hostname, path), None)

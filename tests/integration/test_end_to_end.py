@@ -18,7 +18,7 @@ import pytest
 from cryptography import x509
 
 from acme_servers import _stop_process
-from jobhost.certs import certificate_record
+from jobhost.store.records import certificate_record
 from stack import Stack
 
 PAGE = {

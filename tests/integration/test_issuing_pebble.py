@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from acme_proxy import AcmeDirectoryProxy
 from acme_servers import PebbleServer, free_port
+from jobhost.domains import DomainService
 from jobhost.acme.client import AcmeClient
 from jobhost.issuing import IssuingService
 from jobhost.store.memory import MemoryStore
@@ -54,7 +55,8 @@ class ProxiedIssuingTests(TestCase):
         self.clock = Clock()
         self.clock.advance(T0.timestamp())
         self.service = IssuingService(
-            store=self.store, client=self.client, clock=self.clock,
+            store=self.store, domains=DomainService(store=self.store, clock=self.clock),
+            client=self.client, clock=self.clock,
             directory_url=self.proxy.directory_url, random=lambda: 0.0, holder="test",
             profile="shortlived",
         )

@@ -28,7 +28,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from jobhost.certs import certificate_record, self_signed_certificate
+from jobhost.certs import self_signed_certificate
+from jobhost.store.records import certificate_record
 from jobhost.store.memory import MemoryStore
 from jobhost.testing import TestCA
 from jobhost.tls.listener import SNIServerFactory
@@ -76,7 +77,30 @@ class HelloResource(Resource):
         return b"hello " + request.getRequestHostname() + b" " + secure
 
 
-class TLSLoopbackTests(TestCase):
+class LoopbackHelpers:
+    """What every loopback test case uses; needs ``self.reactor`` and ``self.m`` (:class:`Materials`)."""
+
+    @inlineCallbacks
+    def drained(self, factory: SNIServerFactory):
+        """Wait until the server side of every connection is closed (clean reactor)."""
+        for _ in range(100):
+            if not factory.connections:
+                return
+            yield deferLater(self.reactor, 0.05, lambda: None)
+        self.fail(f"connections still open: {factory.connections}")
+
+    def served_within(self, port, hostname, sha, verify, seconds):
+        """Blocking: fetch until ``sha`` is served; return how long it took."""
+        cadata = self.m.cadata if verify else None
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            if https_get(port, hostname, cadata).certificate_sha256 == sha:
+                return time.monotonic() - start
+            time.sleep(0.05)
+        raise AssertionError(f"{hostname} was not served {sha} within {seconds}s")
+
+
+class TLSLoopbackTests(LoopbackHelpers, TestCase):
     timeout = 20
 
     def setUp(self) -> None:
@@ -109,15 +133,6 @@ class TLSLoopbackTests(TestCase):
         self.addCleanup(port.stopListening)
         self.addCleanup(self.drained, factory)
         return factory, port.getHost().port
-
-    @inlineCallbacks
-    def drained(self, factory: SNIServerFactory):
-        """Wait until the server side of every connection is closed (clean reactor)."""
-        for _ in range(100):
-            if not factory.connections:
-                return
-            yield deferLater(self.reactor, 0.05, lambda: None)
-        self.fail(f"connections still open: {factory.connections}")
 
     def fetch(self, port: int, hostname: str | None, verify: bool = True, version=None):
         cadata = self.m.cadata if verify else None
@@ -159,16 +174,6 @@ class TLSLoopbackTests(TestCase):
         fetched = yield self.fetch(port, GAMMA)
         self.assert_served(fetched, GAMMA, self.m.records[GAMMA].fingerprint)
         self.assertEqual((factory.rejected, factory.served), (1, 1))
-
-    def served_within(self, port, hostname, sha, verify, seconds):
-        """Blocking: fetch until ``sha`` is served; return how long it took."""
-        cadata = self.m.cadata if verify else None
-        start = time.monotonic()
-        while time.monotonic() - start < seconds:
-            if https_get(port, hostname, cadata).certificate_sha256 == sha:
-                return time.monotonic() - start
-            time.sleep(0.05)
-        raise AssertionError(f"{hostname} was not served {sha} within {seconds}s")
 
     @inlineCallbacks
     def test_replaced_certificate_is_served_without_restart(self):
@@ -244,3 +249,101 @@ class TLSLoopbackTests(TestCase):
         self.assertEqual(probed.received, b"")
         self.assertLess(probed.seconds, HELLO_TIMEOUT)
         self.assertEqual((factory.not_tls, factory.timeout), (1, 0))
+
+
+class BrokenRecordLoopbackTests(LoopbackHelpers, TestCase):
+    """Real handshakes against a directory store holding one corrupt and one mismatched certificate."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def setUp(self):
+        import json
+        import os
+        import shutil
+        import tempfile
+
+        from twisted.internet import reactor
+        from twisted.python.threadpool import ThreadPool
+
+        from jobhost.store.directory import DirectoryStore
+
+        self.reactor = reactor
+        self.m = materials()
+        pool = ThreadPool(minthreads=0, maxthreads=2, name="test-broken-records")
+        pool.start()
+        self.addCleanup(pool.stop)
+        root = tempfile.mkdtemp(prefix="jobhost-broken-")
+        self.addCleanup(shutil.rmtree, root, True)
+        self.store = DirectoryStore.create(reactor, os.path.join(root, "store"), threadpool=pool)
+        for record in self.m.records.values():
+            yield self.store.put_certificate(record)
+        certificates = os.path.join(root, "store", "certificates")
+
+        def rewrite(hostname, change):
+            path = os.path.join(certificates, hostname + ".json")
+            with open(path) as f:
+                doc = json.load(f)
+            change(doc)
+            with open(path, "w") as f:
+                json.dump(doc, f)
+
+        # ALPHA: a chain cut off in the middle; BETA: GAMMA's key beside BETA's leaf.
+        rewrite(ALPHA, lambda doc: doc.update(chain_pem=doc["chain_pem"][:300]))
+        rewrite(BETA, lambda doc: doc.update(key_pem=self.m.records[GAMMA].key_pem.decode("ascii")))
+        self.cache = CertificateCache(store=self.store, clock=reactor, max_entries=100)
+        self.poller = ChangePoller(cache=self.cache, store=self.store, clock=reactor, interval=POLL_INTERVAL)
+        self.poller.startService()
+        self.addCleanup(self.poller.stopService)
+
+    def listen(self) -> tuple[SNIServerFactory, int]:
+        key_pem, cert_pem = self.m.fallback
+        factory = SNIServerFactory.create(
+            Site(HelloResource()), self.cache, self.reactor, key_pem, cert_pem, hello_timeout=HELLO_TIMEOUT
+        )
+        port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.addCleanup(self.drained, factory)
+        return factory, port.getHost().port
+
+    def fetch(self, port: int, hostname: str, verify: bool = True):
+        return deferToThread(https_get, port, hostname, self.m.cadata if verify else None)
+
+    @staticmethod
+    def problems_naming(events, hostname: str) -> list:
+        """Warnings and worse that name ``hostname``, in a field or in their text."""
+        from twisted.logger import LogLevel, formatEvent
+
+        return [
+            e for e in events
+            if e["log_level"] >= LogLevel.warn and (hostname in formatEvent(e) or e.get("hostname") == hostname)
+        ]
+
+    @inlineCallbacks
+    def test_broken_certificates_stay_local_and_log_once(self):
+        """Others serve; 20 handshakes to each broken name get the fallback with one log line each; a fix is served."""
+        from twisted.logger import capturedLogs
+
+        factory, port = self.listen()
+        with capturedLogs() as events:
+            for _ in range(20):
+                for hostname in (ALPHA, BETA):
+                    fetched = yield self.fetch(port, hostname, verify=False)
+                    self.assertEqual(fetched.certificate_sha256, self.m.fallback_sha)
+                good = yield self.fetch(port, GAMMA)
+                self.assertEqual(good.certificate_sha256, self.m.records[GAMMA].fingerprint)
+        for hostname, reason in ((ALPHA, "cannot parse"), (BETA, "does not match")):
+            [line] = self.problems_naming(events, hostname)
+            self.assertNotIn("log_failure", line)
+            self.assertIn(reason, line["reason"])
+        self.assertEqual([e for e in events if "log_failure" in e], [])
+        self.assertEqual((factory.served, factory.fallback), (20, 40))
+        # Each broken name was read once: the other 19 handshakes were answered from memory.
+        self.assertEqual((self.cache.loads, self.cache.broken_reports, self.cache.broken_count), (3, 2, 2))
+        yield self.store.put_certificate(self.m.records[ALPHA])
+        took = yield deferToThread(self.served_within, port, ALPHA, self.m.records[ALPHA].fingerprint, False, 3)
+        self.assertLess(took, POLL_INTERVAL + 1)
+        fixed = yield self.fetch(port, ALPHA)  # verified against the test CAs
+        self.assertEqual(fixed.certificate_sha256, self.m.records[ALPHA].fingerprint)
+        self.assertIsNone(self.cache.broken_reason(ALPHA))
+        self.assertIsNotNone(self.cache.broken_reason(BETA))
