@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import attrs
 import pytest
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -562,3 +562,35 @@ def test_order_budget_is_shared_through_the_store(ca):
     other.service.kick("b.acme-corp.test")
     assert other.client.orders == []
     assert h.record("b.acme-corp.test").next_attempt == T0 + timedelta(hours=1)
+
+
+@attrs.define
+class GatedAriClient(FakeAcmeClient):
+    """A fake CA whose renewal-information answers wait on :attr:`gate` when it is set."""
+
+    gate: Deferred | None = None
+
+    def renewal_info(self, leaf_pem):
+        if self.gate is None:
+            return super().renewal_info(leaf_pem)
+        return self.gate.addCallback(lambda _: super(GatedAriClient, self).renewal_info(leaf_pem))
+
+
+def test_page_edit_while_asking_the_ca_for_renewal_information_is_kept(ca):
+    """A page PUT while the "not due" path waits on the ARI request survives that path's write (the reported lost update)."""
+    clock = Clock()
+    clock.advance(T0.timestamp())
+    client = GatedAriClient(ca=ca, clock=clock)
+    h = Harness(ca, clock=clock, client=client)
+    h.client.renewal_window = AriWindow(start=T0 + timedelta(days=50), end=T0 + timedelta(days=51))
+    h.register()
+    h.service.startService()
+    assert h.record().state == DomainState.ACTIVE
+    gate = client.gate = Deferred()
+    h.clock.advance(6 * 3600)  # time to ask the CA again: the attempt now waits on `gate`
+    assert HOST in h.service._in_flight
+    h.domains.set_page(HOST, {"title": "Edited during ARI"})
+    gate.callback(None)
+    record = h.record()
+    assert record.page == {"title": "Edited during ARI"}
+    assert record.state == DomainState.ACTIVE and record.next_attempt == T0 + timedelta(hours=12)

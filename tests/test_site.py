@@ -540,3 +540,82 @@ class PageCacheTests(WebTestCase):
         self.get()
         self.cache.invalidate_all()
         self.assertIsNone(self.cache.get(HOST, b"/"))
+
+
+class _FanOut:
+    """Passes each invalidation to every cache, as the daemon's wiring does."""
+
+    def __init__(self, *caches) -> None:
+        self.caches = caches
+
+    def invalidate(self, hostname, kinds=None) -> None:
+        for cache in self.caches:
+            cache.invalidate(hostname, kinds)
+
+    def invalidate_all(self) -> None:
+        for cache in self.caches:
+            cache.invalidate_all()
+
+
+class ChangeKindsTests(WebTestCase):
+    """The change feed says what changed, so a page edit keeps the TLS context and a new certificate keeps the page."""
+
+    def setUp(self) -> None:
+        from jobhost.domains import DomainService
+        from jobhost.tls.sni import CertificateCache, ChangePoller
+
+        self.clock = Clock()
+        self.clock.advance(NOW.timestamp())
+        self.store = MemoryStore()
+        _add_domain(self.store, page=_page())
+        _add_certificate(self.store)
+        self.domains = DomainService(store=self.store, clock=self.clock)
+        self.contexts = CertificateCache(store=self.store, clock=self.clock, max_entries=10)
+        self.pages = PageCache(max_entries=10)
+        self.poller = ChangePoller(
+            cache=_FanOut(self.contexts, self.pages), store=self.store, clock=self.clock, interval=1.0
+        )
+        self.poller.startService()
+        self.addCleanup(self.poller.stopService)
+        self.root = HttpsRootResource(self.store, page_cache=self.pages)
+        self.successResultOf(self.contexts.load(HOST))
+
+    def page(self) -> bytes:
+        return self.fetch(self.root, f"https://{HOST}/")[1]
+
+    def test_page_edit_keeps_the_context_and_shows_the_new_page(self):
+        """After a page edit reaches the caches, the hostname's SSL.Context is the same object and the page is new."""
+        context = self.contexts.lookup(HOST)
+        self.assertIsNotNone(context)
+        self.assertIn(b"Acme Corp", self.page())
+        page = _page()
+        page["company"] = "Wile E. Industries"
+        self.successResultOf(self.domains.set_page(HOST, page))
+        self.clock.advance(1.0)
+        self.assertIs(self.contexts.lookup(HOST), context)
+        self.assertIn(b"Wile E. Industries", self.page())
+
+    def test_state_change_keeps_both(self):
+        """An issuing step (state only) drops neither the context nor the rendered page."""
+        context = self.contexts.lookup(HOST)
+        self.page()
+        misses = self.pages.misses
+        self.successResultOf(self.domains.start_attempt(HOST, renewing=True))
+        self.clock.advance(1.0)
+        self.assertIs(self.contexts.lookup(HOST), context)
+        self.page()
+        self.assertEqual(self.pages.misses, misses, "served from the page cache")
+
+    def test_new_certificate_drops_the_context_but_not_the_page(self):
+        """A new certificate drops the context (the next load builds another) and keeps the rendered page."""
+        context = self.contexts.lookup(HOST)
+        self.page()
+        misses = self.pages.misses
+        key_pem, chain_pem = _ca().issue(HOST)
+        self.successResultOf(self.store.put_certificate(certificate_record(HOST, key_pem, chain_pem)))
+        self.clock.advance(1.0)
+        self.assertIsNone(self.contexts.lookup(HOST))
+        self.successResultOf(self.contexts.load(HOST))
+        self.assertIsNot(self.contexts.lookup(HOST), context)
+        self.page()
+        self.assertEqual(self.pages.misses, misses, "served from the page cache")
