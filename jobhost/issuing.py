@@ -574,8 +574,9 @@ class IssuingService(Service):
         elif window.retry_after is None:
             window = attrs.evolve(window, retry_after=now + timedelta(seconds=ARI_DEFAULT_RETRY))
         updated = attrs.evolve(current, ari=window)
-        if store:
-            await self.store.put_certificate(updated)
+        if store and not await self.store.set_renewal_info(current.hostname, current.fingerprint, window):
+            log.info("The certificate of {hostname} changed while its renewal window was asked for",
+                     hostname=current.hostname)
         return updated
 
     async def _obtain(self, hostname: str, current: CertificateRecord | None) -> CertificateRecord:

@@ -562,14 +562,16 @@ def build_parts(reactor, config: Config) -> Parts:
     """
     from jobhost.metrics import Metrics
 
-    store = _build_store(reactor, config)
-    domains = _build_domains(reactor, store)
-    fallback = _build_fallback(config)
+    # What reads files and checks values comes first: a config error then leaves nothing
+    # scheduled on the reactor (the store and the resolver add start-up triggers and timers).
     metrics = Metrics()
-    caches = _build_caches(reactor, config, store, metrics)
+    fallback = _build_fallback(config)
     client = _build_acme_client(reactor, config, metrics)
     events = _build_events(reactor, config, metrics)
     checks = _build_preflight(reactor, config)
+    store = _build_store(reactor, config)
+    domains = _build_domains(reactor, store)
+    caches = _build_caches(reactor, config, store, metrics)
     issuing = _build_issuing(
         reactor, config, store=store, domains=domains, client=client, checks=checks, caches=caches,
         metrics=metrics, events=events,
@@ -598,11 +600,6 @@ def build_parts(reactor, config: Config) -> Parts:
     )
 
 
-def build_service(reactor, config: Config) -> JobhostService:
-    """The service tree of :func:`build_parts` (what twistd runs)."""
-    return build_parts(reactor, config).root
-
-
 def makeService(options: Options) -> JobhostService:
     """twistd's entry point: the service tree for the parsed ``--config``."""
     from twisted.internet import reactor
@@ -628,6 +625,5 @@ __all__ = [
     "PreflightParts",
     "WebParts",
     "build_parts",
-    "build_service",
     "makeService",
 ]

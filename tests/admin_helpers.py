@@ -319,8 +319,9 @@ class ApiClient:
     answers: list[Answer] = attrs.field(factory=list)
 
     @classmethod
-    def create(cls, issuer: Any = None, preflight: Any = "default", **options: Any) -> ApiClient:
-        store = RecordingStore()
+    def create(cls, issuer: Any = None, preflight: Any = "default", store: Any = None, **options: Any) -> ApiClient:
+        """The resource over ``store`` (by default a new :class:`RecordingStore`) and fakes."""
+        store = RecordingStore() if store is None else store
         clock = Clock()
         clock.advance(T0.timestamp())
         if issuer is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import attrs
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import inlineCallbacks, succeed
 from zope.interface.verify import verifyObject
 
 from jobhost.certs import AriWindow, generate_private_key, private_key_pem
@@ -125,6 +125,20 @@ class StoreContractTests:
     def test_provides_istore(self):
         """The store provides every IStore method with the declared signatures."""
         self.assertTrue(verifyObject(IStore, self.make_store()))
+
+    # -- health --------------------------------------------------------------------------
+
+    def opened(self, store):
+        """Fire with ``store`` once it has been opened as the daemon opens it (default: at once)."""
+        return succeed(store)
+
+    @inlineCallbacks
+    def test_check_fires_true_for_an_opened_store(self):
+        """check() fires True for a store that was opened, also once it holds records."""
+        store = yield self.opened(self.make_store())
+        self.assertIs((yield store.check()), True)
+        yield store.put_certificate(make_certificate("a.example.com"))
+        self.assertIs((yield store.check()), True)
 
     # -- domain records ------------------------------------------------------------------
 
@@ -454,6 +468,28 @@ class StoreContractTests:
         self.assertGreater(len(calls), 1)
 
     @inlineCallbacks
+    def test_set_renewal_info_only_on_the_same_certificate(self):
+        """A renewal window is stored on the certificate it was asked for, never on (or instead of) a newer one."""
+        store = self.make_store()
+        old = make_certificate("ari.example.com")
+        yield store.put_certificate(old)
+        window = AriWindow(start=T0, end=T0 + timedelta(days=1))
+        written = yield store.set_renewal_info("ari.example.com", old.fingerprint, window)
+        self.assertTrue(written)
+        got = yield store.get_certificate("ari.example.com")
+        self.assertEqual((got.fingerprint, got.ari), (old.fingerprint, window))
+        new = make_certificate("ari.example.com")
+        yield store.put_certificate(new)
+        written = yield store.set_renewal_info("ari.example.com", old.fingerprint, window)
+        self.assertFalse(written)
+        got = yield store.get_certificate("ari.example.com")
+        self.assertEqual((got.fingerprint, got.ari), (new.fingerprint, None))
+        yield store.delete_certificate("ari.example.com")
+        written = yield store.set_renewal_info("ari.example.com", new.fingerprint, window)
+        self.assertFalse(written)
+        yield self.assertFailure(store.get_certificate("ari.example.com"), KeyError)
+
+    @inlineCallbacks
     def test_change_kinds(self):
         """The feed says what changed: a page edit is PAGE only, a state change STATE only, an ARI-only certificate update RENEWAL_INFO."""
         store = self.make_store()
@@ -468,7 +504,7 @@ class StoreContractTests:
         cursor, changed = yield store.changes(cursor)
         self.assertEqual(dict(changed), {"k.example.com": frozenset({ChangeKind.STATE})})
         window = AriWindow(start=T0, end=T0 + timedelta(days=1))
-        yield store.put_certificate(attrs.evolve(certificate, ari=window))
+        yield store.set_renewal_info("k.example.com", certificate.fingerprint, window)
         cursor, changed = yield store.changes(cursor)
         self.assertEqual(dict(changed), {"k.example.com": frozenset({ChangeKind.RENEWAL_INFO})})
         yield store.put_certificate(make_certificate("k.example.com"))

@@ -22,7 +22,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.logger import capturedLogs
+from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 from zope.interface.verify import verifyObject
@@ -880,3 +880,151 @@ class AdminSiteTests(TestCase):
             self.assertEqual(store.domains, {})
 
         return Deferred.fromCoroutine(run())
+
+
+# -- damage stays local: broken records, a vanished store ----------------------------------------
+
+GOOD, BAD_CERT, BAD_DOMAIN, NO_CERT = "a.example.com", "b.example.com", "c.example.com", "d.example.com"
+
+
+def directory_api(tmp_path, ca) -> ApiClient:
+    """The API over a real directory store (opened) holding four hostnames, two of them damaged.
+
+    a: domain + certificate; b: domain + a certificate file whose chain is cut off;
+    c: a domain record file that is not JSON; d: a domain without a certificate.
+    """
+    from twisted.internet.defer import maybeDeferred
+
+    from jobhost.store.directory import DirectoryStore
+
+    root = tmp_path / "store"
+    store = DirectoryStore(str(root), lambda f, *args: maybeDeferred(f, *args))
+    results: list = []
+    store.open().addBoth(results.append)
+    for hostname in (GOOD, BAD_CERT, BAD_DOMAIN, NO_CERT):
+        store.put_domain(make_domain(hostname)).addBoth(results.append)
+    for hostname in (GOOD, BAD_CERT):
+        key_pem, chain_pem = ca.issue(hostname, not_before=T0 - timedelta(days=1))
+        store.put_certificate(certificate_record(hostname, key_pem, chain_pem)).addBoth(results.append)
+    assert all(not hasattr(r, "raiseException") for r in results), results
+    certificate_file = root / "certificates" / f"{BAD_CERT}.json"
+    doc = json.loads(certificate_file.read_text())
+    certificate_file.write_text(json.dumps(dict(doc, chain_pem=doc["chain_pem"][:300])))
+    (root / "domains" / f"{BAD_DOMAIN}.json").write_text('{"hostname": "c.example.com", "state": ')
+    return ApiClient.create(store=store)
+
+
+def test_list_marks_broken_records_and_lists_the_rest(ca, tmp_path):
+    """A corrupt certificate file and a corrupt domain record are marked in the listing; the rest list normally."""
+    api = directory_api(tmp_path, ca)
+    with capturedLogs() as events:
+        answer = api.request("GET", "/api/v1/domains")
+    assert answer.status == 200
+    entries = {e["hostname"]: e for e in answer.json["domains"]}
+    assert list(entries) == [GOOD, BAD_CERT, BAD_DOMAIN, NO_CERT]
+    assert entries[GOOD]["certificate"]["names"] == [GOOD] and "broken" not in entries[GOOD]
+    assert entries[BAD_CERT]["certificate"] is None and entries[BAD_CERT]["state"] == DomainState.ACTIVE
+    assert entries[BAD_CERT]["broken"]["record"] == "certificate"
+    assert f"{BAD_CERT}.json" in entries[BAD_CERT]["broken"]["reason"]
+    assert entries[BAD_DOMAIN] == {
+        "hostname": BAD_DOMAIN,
+        "hostname_unicode": BAD_DOMAIN,
+        "broken": {"record": "domain", "reason": entries[BAD_DOMAIN]["broken"]["reason"]},
+    }
+    assert "not valid JSON" in entries[BAD_DOMAIN]["broken"]["reason"]
+    assert entries[NO_CERT]["certificate"] is None and "broken" not in entries[NO_CERT]
+    assert [e for e in events if e["log_level"] >= LogLevel.error] == [], "a listing that shows the damage need not log it"
+
+
+def test_list_pages_through_broken_records(ca, tmp_path):
+    """Paging one entry at a time visits every hostname, broken ones included, and a state filter skips an unreadable record."""
+    api = directory_api(tmp_path, ca)
+    seen, cursor = [], None
+    while True:
+        answer = api.request("GET", "/api/v1/domains?limit=1" + (f"&cursor={cursor}" if cursor else ""))
+        assert answer.status == 200
+        seen += [e["hostname"] for e in answer.json["domains"]]
+        cursor = answer.json["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [GOOD, BAD_CERT, BAD_DOMAIN, NO_CERT]
+    answer = api.request("GET", "/api/v1/domains?state=active")
+    assert [e["hostname"] for e in answer.json["domains"]] == [GOOD, BAD_CERT, NO_CERT]
+    answer = api.request("GET", "/api/v1/domains?expires_before=2100-01-01T00:00:00Z")
+    assert [e["hostname"] for e in answer.json["domains"]] == [GOOD]
+
+
+def test_show_broken_records(ca, tmp_path):
+    """GET of a hostname with a broken certificate marks it; one with a broken domain record is 500 broken_record, not 503."""
+    api = directory_api(tmp_path, ca)
+    answer = api.request("GET", f"/api/v1/domains/{BAD_CERT}")
+    assert answer.status == 200
+    assert answer.json["certificate"] is None and answer.json["broken"]["record"] == "certificate"
+    error = assert_error(api.request("GET", f"/api/v1/domains/{BAD_DOMAIN}"), 500, "broken_record")
+    assert error["details"]["key"] == BAD_DOMAIN and "not valid JSON" in error["details"]["reason"]
+    assert api.request("GET", f"/api/v1/domains/{GOOD}").json["certificate"]["names"] == [GOOD]
+    assert api.request("GET", "/healthz", token=None).status == 200
+
+
+def test_healthz_fails_when_the_store_directory_is_deleted(ca, tmp_path):
+    """Deleting the store directory makes /healthz 503 with one error line for any number of probes, until it is back."""
+    import shutil
+
+    api = directory_api(tmp_path, ca)
+    root = tmp_path / "store"
+    assert api.request("GET", "/healthz", token=None).status == 200
+    shutil.copytree(root, tmp_path / "backup")
+    shutil.rmtree(root)
+    with capturedLogs() as events:
+        answers = [api.request("GET", "/healthz", token=None) for _ in range(5)]
+    assert {a.status for a in answers} == {503}
+    store = answers[0].json["components"]["store"]
+    assert store["ok"] is False and str(root) in store["message"] and "missing" in store["message"]
+    [line] = [e for e in events if e["log_level"] >= LogLevel.warn]
+    assert line["log_level"] == LogLevel.error and "missing" in line["reason"]
+    shutil.copytree(tmp_path / "backup", root)
+    with capturedLogs() as events:
+        assert api.request("GET", "/healthz", token=None).status == 200
+        assert api.request("GET", "/healthz", token=None).status == 200
+    assert [e["log_level"] for e in events if "reason" in e] == [LogLevel.info]
+
+
+def test_healthz_fails_when_the_store_is_replaced(ca, tmp_path):
+    """A store directory replaced by a new, empty store (another id) makes /healthz 503."""
+    import shutil
+
+    from twisted.internet.defer import maybeDeferred
+
+    from jobhost.store.directory import DirectoryStore
+
+    api = directory_api(tmp_path, ca)
+    root = tmp_path / "store"
+    shutil.rmtree(root)
+    other = DirectoryStore(str(root), lambda f, *args: maybeDeferred(f, *args))
+    other.open()
+    answer = api.request("GET", "/healthz", token=None)
+    assert answer.status == 503
+    assert "replaced" in answer.json["components"]["store"]["message"]
+
+
+def test_healthz_is_503_when_the_store_does_not_answer():
+    """A store check that does not answer within health_timeout makes /healthz 503, saying so."""
+    from admin_helpers import RecordingStore
+
+    class SilentStore(RecordingStore):
+        def check(self):
+            return Deferred()
+
+    api = ApiClient.create(store=SilentStore(), health_timeout=2.0)
+    answers: list = []
+    d = api.stub.get("http://admin.invalid/healthz")
+    d.addCallback(
+        lambda response: api.stub.json_content(response).addCallback(lambda doc: answers.append((response.code, doc)))
+    )
+    api.stub.flush()
+    assert answers == []
+    api.clock.advance(2.5)
+    api.stub.flush()
+    [(status, doc)] = answers
+    assert status == 503
+    assert "did not answer within 2s" in doc["components"]["store"]["message"]

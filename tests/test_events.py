@@ -529,28 +529,28 @@ def test_tap_builds_the_notifier_when_a_url_is_set(tmp_path):
         },
         tmp_path,
     )
-    from jobhost.tap import build_service
+    from jobhost.tap import build_parts
 
-    root = build_service(MemoryReactorClock(), config)
-    names = [s.name for s in root]
+    parts = build_parts(MemoryReactorClock(), config)
+    names = [s.name for s in parts.root]
     assert names.index("acme-client") < names.index("events") < names.index("issuing") < names.index("admin")
     secret_file = tmp_path / "var" / "webhook.secret"
     assert secret_file.stat().st_mode & 0o777 == 0o600
-    notifier = root.events
+    notifier = parts.events
     assert isinstance(notifier, WebhookNotifier)
     assert notifier.secret == secret_file.read_text().strip().encode()
     assert (notifier.url, notifier.backoff, notifier.timeout) == ("https://hooks.example.com/jobhost", (1.0, 2.0), 4.0)
-    assert root.issuing.events is notifier
-    admin = root.getServiceNamed("admin").factory.resource
-    assert admin.events is notifier
+    assert parts.issuing.events is notifier
+    admin = parts.root.getServiceNamed("admin").factory.resource
+    assert admin is parts.admin.resource and admin.events is notifier
 
 
 def test_tap_without_a_url_builds_no_notifier(tmp_path):
     """Without a webhook URL there is no events service and no secret file."""
     config = parse_config({"preflight": {"addresses": ["127.0.0.1"]}, "events": {"webhook_url": ""}}, tmp_path)
-    from jobhost.tap import build_service
+    from jobhost.tap import build_parts
 
-    root = build_service(MemoryReactorClock(), config)
-    assert "events" not in [s.name for s in root]
-    assert root.events is None and root.issuing.events is None
+    parts = build_parts(MemoryReactorClock(), config)
+    assert "events" not in [s.name for s in parts.root]
+    assert parts.events is None and parts.issuing.events is None
     assert not (tmp_path / "var" / "webhook.secret").exists()

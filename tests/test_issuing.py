@@ -16,7 +16,7 @@ from jobhost.issuing import IssuingService
 from jobhost.preflight import IPreflight, PreflightReason, PreflightResult, ReasonCode
 from jobhost.retry import backoff_delay
 from jobhost.store.memory import MemoryStore
-from jobhost.store.records import DomainRecord, DomainState, Lease
+from jobhost.store.records import DomainRecord, DomainState, Lease, certificate_record
 from jobhost.testing import FakeAcmeClient, TestCA
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
@@ -594,3 +594,21 @@ def test_page_edit_while_asking_the_ca_for_renewal_information_is_kept(ca):
     record = h.record()
     assert record.page == {"title": "Edited during ARI"}
     assert record.state == DomainState.ACTIVE and record.next_attempt == T0 + timedelta(hours=12)
+
+
+def test_certificate_replaced_while_asking_for_renewal_information_is_kept(ca):
+    """A certificate put by an operator while the ARI request waits is not overwritten by the old one with its window."""
+    clock = Clock()
+    clock.advance(T0.timestamp())
+    client = GatedAriClient(ca=ca, clock=clock)
+    h = Harness(ca, clock=clock, client=client)
+    h.client.renewal_window = AriWindow(start=T0 + timedelta(days=50), end=T0 + timedelta(days=51))
+    h.register()
+    h.service.startService()
+    gate = client.gate = Deferred()
+    h.clock.advance(6 * 3600)
+    key_pem, chain_pem = ca.issue(HOST)
+    imported = certificate_record(HOST, key_pem, chain_pem)
+    h.store.put_certificate(imported)
+    gate.callback(None)
+    assert h.store.certificates[HOST].fingerprint == imported.fingerprint

@@ -198,3 +198,55 @@ def test_a_broken_source_is_logged_and_skipped():
     assert ("jobhost_broken_total", ()) not in parsed
     assert ("jobhost_rate_limited_total", ()) in parsed
     assert any(e.get("log_failure") is not None for e in events)
+
+
+def test_broken_records_in_the_store_are_counted(tmp_path):
+    """jobhost_store_broken_records counts, by kind, stored records that do not parse or verify; the rest count as usual."""
+    import json
+
+    from twisted.internet.defer import maybeDeferred
+
+    from jobhost.store.directory import DirectoryStore
+
+    ca = TestCA.create()
+    store = DirectoryStore(str(tmp_path / "store"), lambda f, *args: maybeDeferred(f, *args))
+    for hostname in ("a.example.com", "b.example.com"):
+        store.put_domain(make_domain(hostname))
+        store.put_certificate(certificate_record(hostname, *ca.issue(hostname, not_before=T0 - timedelta(days=1))))
+    (tmp_path / "store" / "domains" / "b.example.com.json").write_text("{not json")
+    certificate_file = tmp_path / "store" / "certificates" / "a.example.com.json"
+    doc = json.loads(certificate_file.read_text())
+    certificate_file.write_text(json.dumps(dict(doc, chain_pem="-----BEGIN CERTIFICATE-----\ngarbage\n")))
+    metrics = Metrics()
+    with capturedLogs() as events:
+        metrics.refresh_from_store(store, clock_at_t0())
+    assert events == [], "the count reports them; the refresh does not log them every interval"
+    scraped = samples(metrics.exposition().decode())
+    assert scraped[("jobhost_store_broken_records", (("record", "domain"),))] == 1
+    assert scraped[("jobhost_store_broken_records", (("record", "certificate"),))] == 1
+    assert scraped[("jobhost_domains", (("state", DomainState.ACTIVE),))] == 1
+    assert scraped[("jobhost_certificates", ())] == 1
+
+
+def test_certificate_cache_broken_counts_are_exported():
+    """watch_certificate_cache exports the SNI cache's broken reports (counter) and broken hostnames (gauge)."""
+    import attrs
+
+    from jobhost.store.memory import MemoryStore
+    from jobhost.tls.sni import CertificateCache
+
+    ca = TestCA.create()
+    good = certificate_record("a.example.com", *ca.issue("a.example.com"))
+    other = certificate_record("b.example.com", *ca.issue("b.example.com"))
+    store = MemoryStore()
+    store.put_certificate(attrs.evolve(good, key_pem=other.key_pem))
+    cache = CertificateCache(store=store, clock=clock_at_t0())
+    metrics = Metrics()
+    metrics.watch_certificate_cache(cache)
+    before = samples(metrics.exposition().decode())
+    assert before[("jobhost_cert_cache_broken_total", ())] == 0
+    with capturedLogs():
+        cache.load("a.example.com")
+    after = samples(metrics.exposition().decode())
+    assert after[("jobhost_cert_cache_broken_total", ())] == 1
+    assert after[("jobhost_cert_cache_broken_hostnames", ())] == 1

@@ -279,7 +279,11 @@ class CertificateCacheTests(SynchronousTestCase):
         """A BrokenRecord from the store gets a negative entry and one log line, unlike a store failure."""
         store = MemoryStore()
         store.get_certificate = lambda hostname: fail(
-            BrokenRecord(f"cannot parse /store/certificates/{hostname}.json: not valid JSON", key=hostname, reason="not valid JSON")
+            BrokenRecord(
+                f"cannot parse /store/certificates/{hostname}.json: not valid JSON",
+                key=hostname,
+                reason="not valid JSON",
+            )
         )
         cache = self.cache(store)
         with capturedLogs() as events:
@@ -300,7 +304,9 @@ class CertificateCacheTests(SynchronousTestCase):
             reasons.pop(0)
             self.clock.advance(11)
             self.successResultOf(cache.load(ALPHA))
-        self.assertEqual([e["reason"] for e in self.broken_events(events, ALPHA)], ["not valid JSON", "missing field 'key_pem'"])
+        self.assertEqual(
+            [e["reason"] for e in self.broken_events(events, ALPHA)], ["not valid JSON", "missing field 'key_pem'"]
+        )
         self.assertEqual(cache.broken_count, 1)
 
     def test_one_certificate_held_once(self):

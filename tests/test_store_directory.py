@@ -25,8 +25,15 @@ from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from jobhost.errors import ConfigError, StoreError
-from jobhost.store.directory import DirectoryStore, account_file_stem, lease_file_stem
+from jobhost.errors import BrokenRecord, ConfigError, StoreError
+from jobhost.store.directory import (
+    LAYOUT_VERSION,
+    MARKER,
+    MARKER_FORMAT,
+    DirectoryStore,
+    account_file_stem,
+    lease_file_stem,
+)
 from jobhost.store.factory import store_from_url
 from jobhost.store.files import CHANGES_LOG, CHANGES_LOG_OLD
 from jobhost.store.memory import MemoryStore
@@ -56,6 +63,9 @@ class DirectoryStoreContractTests(StoreContractTests, TestCase):
         self.root = os.path.join(temp_dir(self), "store")
         return DirectoryStore(self.root, run_now)
 
+    def opened(self, store):
+        return store.open().addCallback(lambda _: store)
+
     def make_second_store(self):
         return DirectoryStore(FilePath(self.root), run_now)
 
@@ -74,6 +84,9 @@ class ThreadedDirectoryStoreContractTests(StoreContractTests, TestCase):
     def make_store(self):
         self.root = os.path.join(temp_dir(self), "store")
         return DirectoryStore.create(reactor, self.root, threadpool=self.pool)
+
+    def opened(self, store):
+        return store.open().addCallback(lambda _: store)
 
     def make_second_store(self):
         return DirectoryStore.create(reactor, self.root, threadpool=self.pool)
@@ -185,6 +198,160 @@ class LayoutTests(_Base):
         self.assertTrue(pool.started)
         stop()
         self.assertFalse(pool.started)
+
+
+class MarkerTests(_Base):
+    """open() writes jobhost-store.json; check() fails, naming what is missing, once the store is gone."""
+
+    def marker(self) -> dict:
+        with open(self.path(MARKER)) as f:
+            return json.load(f)
+
+    def check_error(self, store=None) -> str:
+        return self.failureResultOf((store or self.store).check(), StoreError).value.message
+
+    def test_open_creates_the_store_and_its_marker(self):
+        """open() makes the root (0700) and a marker naming the format, layout version and a store id."""
+        store_id = self.ok(self.store.open())
+        self.assertEqual(self.mode(), 0o700)
+        self.assertEqual(
+            self.marker(), {"format": MARKER_FORMAT, "layout_version": LAYOUT_VERSION, "store_id": store_id}
+        )
+        self.assertEqual(len(store_id), 32)
+        self.assertIs(self.ok(self.store.check()), True)
+
+    def test_open_keeps_an_existing_store_id(self):
+        """Opening an existing store (another process, a restart) keeps its id; a store made before markers gets one."""
+        self.ok(self.store.put_domain(make_domain("a.example.com")))
+        self.assertFalse(os.path.exists(self.path(MARKER)))
+        first = self.ok(self.store.open())
+        second = DirectoryStore(self.root, run_now)
+        self.assertEqual(self.ok(second.open()), first)
+        self.assertIs(self.ok(second.check()), True)
+
+    def test_check_names_a_deleted_directory(self):
+        """With the store directory deleted, check() fails naming it."""
+        self.ok(self.store.open())
+        shutil.rmtree(self.root)
+        message = self.check_error()
+        self.assertIn(self.root, message)
+        self.assertIn("missing", message)
+
+    def test_writes_do_not_recreate_a_healthy_store(self):
+        """A write after the directory was deleted recreates folders but not the marker: check() still fails."""
+        self.ok(self.store.open())
+        shutil.rmtree(self.root)
+        self.ok(self.store.put_domain(make_domain("a.example.com")))
+        message = self.check_error()
+        self.assertIn(self.path(MARKER), message)
+        self.assertIn("missing", message)
+
+    def test_check_names_a_replaced_store(self):
+        """A marker naming another store (the directory was replaced by a new store) fails check()."""
+        self.ok(self.store.open())
+        shutil.rmtree(self.root)
+        self.ok(DirectoryStore(self.root, run_now).open())
+        self.assertIn("replaced", self.check_error())
+
+    def test_a_store_never_opened_needs_the_marker(self):
+        """A store object that did not open the store itself passes check() only while the marker is there."""
+        self.assertIn("missing", self.check_error())
+        self.ok(DirectoryStore(self.root, run_now).open())
+        self.assertIs(self.ok(self.store.check()), True)
+
+    def test_open_refuses_a_marker_it_cannot_read(self):
+        """A marker from a newer layout (or not a marker at all) makes open() fail naming the file."""
+        os.makedirs(self.root)
+        with open(self.path(MARKER), "w") as f:
+            json.dump({"format": MARKER_FORMAT, "layout_version": LAYOUT_VERSION + 1, "store_id": "x"}, f)
+        failure = self.failureResultOf(self.store.open(), BrokenRecord)
+        self.assertIn(self.path(MARKER), failure.value.message)
+        self.assertIn("layout_version", failure.value.reason)
+
+    def test_check_waits_for_open(self):
+        """check() asked while open() is still in its worker answers only once the store is open."""
+        worker = HeldWorker()
+        store = DirectoryStore(self.root, worker)
+        opening = store.open()
+        checking = store.check()
+        self.assertNoResult(checking)
+        self.assertEqual(len(worker.queue), 1, "the check waits; it is not queued beside the open")
+        worker.run_next()
+        self.ok(opening)
+        worker.run_next()
+        self.assertIs(self.ok(checking), True)
+
+
+class HeldWorker:
+    """A ``run_in_thread`` that runs each call only when the test says so, in order."""
+
+    def __init__(self) -> None:
+        self.queue: list = []
+
+    def __call__(self, f, *args):
+        from twisted.internet.defer import Deferred
+
+        d = Deferred()
+        self.queue.append((f, args, d))
+        return d
+
+    def run_next(self) -> None:
+        f, args, d = self.queue.pop(0)
+        maybeDeferred(f, *args).chainDeferred(d)
+
+
+class BrokenListingTests(_Base):
+    """include_broken lists an unparsable record as its BrokenRecord instead of logging it."""
+
+    def setUp(self):
+        super().setUp()
+        for hostname in ("a.example.com", "b.example.com", "c.example.com"):
+            self.ok(self.store.put_domain(make_domain(hostname, state=DomainState.ACTIVE)))
+            self.ok(self.store.put_certificate(make_certificate(hostname)))
+        with open(self.path("domains", "b.example.com.json"), "w") as f:
+            f.write("{not json")
+        certificate = self.path("certificates", "c.example.com.json")
+        with open(certificate) as f:
+            doc = json.load(f)
+        doc["key_pem"] = self.ok(self.store.get_certificate("a.example.com")).key_pem.decode("ascii")
+        with open(certificate, "w") as f:
+            json.dump(doc, f)
+
+    def test_broken_records_are_listed_in_place(self):
+        """With include_broken the broken domain and certificate records appear, by hostname, as BrokenRecords; nothing is logged."""
+        with capturedLogs() as events:
+            domains = self.ok(self.store.list_domains(include_broken=True))
+            certificates = self.ok(self.store.list_certificates(include_broken=True))
+        self.assertEqual(events, [])
+        self.assertEqual([type(r).__name__ for r in domains], ["DomainRecord", "BrokenRecord", "DomainRecord"])
+        self.assertEqual(domains[1].key, "b.example.com")
+        self.assertIn("not valid JSON", domains[1].reason)
+        self.assertEqual(
+            [type(r).__name__ for r in certificates], ["CertificateRecord", "CertificateRecord", "BrokenRecord"]
+        )
+        self.assertIn("does not match", certificates[2].reason)
+        self.assertIn(self.path("certificates", "c.example.com.json"), certificates[2].message)
+        paged = self.ok(self.store.list_domains(after="a.example.com", limit=1, include_broken=True))
+        self.assertEqual([r.key for r in paged], ["b.example.com"])
+
+    def test_without_include_broken_they_are_skipped_and_logged(self):
+        """By default, and under a state filter, broken records are skipped (and logged as before)."""
+        with capturedLogs() as events:
+            domains = self.ok(self.store.list_domains())
+            active = self.ok(self.store.list_domains(state=DomainState.ACTIVE, include_broken=True))
+            certificates = self.ok(self.store.list_certificates())
+        self.assertEqual([r.hostname for r in domains], ["a.example.com", "c.example.com"])
+        self.assertEqual([r.hostname for r in active], ["a.example.com", "c.example.com"])
+        self.assertEqual([r.hostname for r in certificates], ["a.example.com", "b.example.com"])
+        self.assertEqual(len(events), 3)
+
+    def test_reading_a_broken_record_fails_with_broken_record(self):
+        """get_domain and get_certificate of a broken record fail with BrokenRecord naming the hostname."""
+        failure = self.failureResultOf(self.store.get_domain("b.example.com"), BrokenRecord)
+        self.assertEqual(failure.value.key, "b.example.com")
+        failure = self.failureResultOf(self.store.get_certificate("c.example.com"), BrokenRecord)
+        self.assertEqual(failure.value.key, "c.example.com")
+        self.assertIn("does not match", failure.value.reason)
 
 
 class CorruptFileTests(_Base):

@@ -3,12 +3,20 @@
 from pathlib import Path
 
 import pytest
-from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
+from twisted.internet.error import CannotListenError, ConnectionRefusedError
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs
 from twisted.python.usage import UsageError
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 from jobhost.config import parse_config
-from jobhost.tap import JobhostService, Options, build_service
+from jobhost.tap import JobhostService, ListenerService, Options, build_parts
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,12 +48,16 @@ def test_service_tree(tmp_path):
         },
         tmp_path,
     )
-    root = build_service(MemoryReactorClock(), config)
+    parts = build_parts(MemoryReactorClock(), config)
+    root = parts.root
     assert isinstance(root, JobhostService)
     assert [s.name for s in root] == ["changes", "acme-client", "issuing", "store-stats", "http", "https", "admin"]
-    listeners = [s for s in root if isinstance(s, StreamServerEndpointService)]
-    assert len(listeners) == 3
-    assert all(s._raiseSynchronously for s in listeners), "a port that cannot be bound fails start-up"
+    assert [s for s in root if isinstance(s, ListenerService)] == list(parts.listeners)
+    assert [s.name for s in parts.listeners] == ["http", "https", "admin"]
+    assert root.getServiceNamed("issuing") is parts.issuing
+    assert parts.issuing.domains is parts.domains and parts.admin.resource.domains is parts.domains
+    assert parts.domains.store is parts.store
+    assert set(vars(root)) == set(vars(MultiService())) | {"config"}, "nothing is stuck onto the root service"
     assert (tmp_path / "var" / "fallback.pem").exists()
     assert (tmp_path / "var" / "admin.token").stat().st_mode & 0o777 == 0o600
 
@@ -55,7 +67,7 @@ def test_reject_fallback_needs_no_certificate(tmp_path):
     config = parse_config(
         {"tls": {"fallback": "reject"}, "preflight": {"addresses": ["127.0.0.1"]}}, tmp_path
     )
-    build_service(MemoryReactorClock(), config)
+    build_parts(MemoryReactorClock(), config)
     assert not (tmp_path / "var" / "fallback.pem").exists()
 
 
@@ -84,18 +96,73 @@ def test_unsupported_store_is_a_usage_error(tmp_path):
 
 def test_health_reports_listeners(tmp_path):
     """/healthz's listener part is critical and names listeners that are not bound yet."""
-    from jobhost.tap import _health
-
     config = parse_config(
         {"listen": {"http": "tcp:0", "https": "tcp:0", "admin": "tcp:0"}, "preflight": {"addresses": ["127.0.0.1"]}},
         tmp_path,
     )
-    root = build_service(MemoryReactorClock(), config)
-    health = _health(root, root.issuing)
+    parts = build_parts(MemoryReactorClock(), config)
+    health = parts.health()
     assert health["listeners"] == {"ok": False, "message": "not listening: http, https, admin", "critical": True}
     assert health["ca"]["ok"] is True and health["ca"]["critical"] is False
-    root.startService()
+    assert parts.admin.resource.health() == health, "the admin API reports the same"
+    parts.root.startService()
     try:
-        assert _health(root, root.issuing)["listeners"]["ok"] is True
+        assert parts.health()["listeners"]["ok"] is True
+        assert parts.admin.resource.health()["listeners"]["ok"] is True
     finally:
-        root.stopService()
+        parts.root.stopService()
+    assert parts.health()["listeners"]["ok"] is False
+
+
+@implementer(IStreamServerEndpoint)
+class FailingEndpoint:
+    """An endpoint whose listen fails with CannotListenError, at once or when ``later`` fires."""
+
+    def __init__(self, later: Deferred | None = None) -> None:
+        self.later = later
+
+    def listen(self, factory):
+        if self.later is not None:
+            return self.later
+        return fail(CannotListenError("127.0.0.1", 80, OSError("Address already in use")))
+
+
+def test_listener_that_cannot_bind_fails_start_up():
+    """A port that cannot be bound raises from privilegedStartService (twistd exits non-zero)."""
+    listener = ListenerService("http", FailingEndpoint(), Factory())
+    with pytest.raises(CannotListenError):
+        listener.privilegedStartService()
+    assert not listener.listening
+
+
+def test_listener_failing_later_is_logged():
+    """A listen that fails after start-up is logged, not raised; stopping still works."""
+    later: Deferred = Deferred()
+    listener = ListenerService("http", FailingEndpoint(later), Factory())
+    listener.startService()
+    with capturedLogs() as events:
+        later.errback(CannotListenError("127.0.0.1", 80, OSError("Address already in use")))
+    assert [e["name"] for e in events if e.get("log_failure")] == ["http"]
+    assert not listener.listening
+    stopped = listener.stopService()
+    assert stopped.called and not listener.running
+
+
+class ListenerOnLoopbackTests(TestCase):
+    """ListenerService on a real loopback port."""
+
+    async def test_binds_and_unbinds(self):
+        """The port is bound after start (listening), and closed by stop: a connection is then refused."""
+        from twisted.internet import reactor
+
+        listener = ListenerService("admin", serverFromString(reactor, "tcp:0:interface=127.0.0.1"), Factory())
+        self.assertFalse(listener.listening)
+        listener.privilegedStartService()
+        listener.startService()
+        self.assertTrue(listener.listening)
+        port = listener.port.getHost().port
+        await listener.stopService()
+        self.assertFalse(listener.listening)
+        self.assertIsNone(listener.port)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        await self.assertFailure(endpoint.connect(Factory.forProtocol(Protocol)), ConnectionRefusedError)

@@ -40,7 +40,7 @@ from importlib import resources
 from typing import Any, Awaitable, Callable, Mapping
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, TimeoutError, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -502,7 +502,7 @@ class AdminResource(Resource):
         except Exception as e:
             if isinstance(e, StoreError):
                 reason = e.message
-            elif isinstance(e, CancelledError):
+            elif isinstance(e, TimeoutError):
                 reason = f"the store did not answer within {self.health_timeout:g}s"
             else:
                 reason = describe_exception(e)

@@ -570,14 +570,45 @@ class DirectoryStore:
         """
         return self.run_in_thread(self._get_certificate_sync, hostname)
 
+    @contextmanager
+    def _certificate_locked(self, hostname: str) -> Iterator[None]:
+        """Hold the lock every writer of ``hostname``'s certificate record takes."""
+        directory = self._ensure(LOCKS)
+        with flocked(os.path.join(directory, hostname + ".certificate.lock")):
+            yield
+
     def _put_certificate_sync(self, record: CertificateRecord) -> str | None:
         hostname = self._checked_hostname_for_write(record.hostname)
-        try:
-            old = self._get_certificate_sync(hostname)
-        except (KeyError, StoreError):
-            old = None  # absent or unreadable: either way the material changes
-        self._write(CERTIFICATES, hostname, record.to_json(), SECRET_MODE)
+        with self._certificate_locked(hostname):
+            try:
+                old = self._get_certificate_sync(hostname)
+            except (KeyError, StoreError):
+                old = None  # absent or unreadable: either way the material changes
+            self._write(CERTIFICATES, hostname, record.to_json(), SECRET_MODE)
         return self._record_change(hostname, certificate_change_kinds(old, record))
+
+    def _set_renewal_info_sync(self, hostname: str, fingerprint: str, ari) -> tuple[bool, str | None]:
+        if not is_normalised_hostname(hostname):
+            return False, None
+        with self._certificate_locked(hostname):
+            try:
+                current = self._get_certificate_sync(hostname)
+            except KeyError:
+                return False, None
+            if current.fingerprint != fingerprint:
+                return False, None
+            self._write(CERTIFICATES, hostname, attrs.evolve(current, ari=ari).to_json(), SECRET_MODE)
+        return True, self._record_change(hostname, frozenset((ChangeKind.RENEWAL_INFO,)))
+
+    def set_renewal_info(self, hostname: str, fingerprint: str, ari) -> Deferred:
+        """Store ``ari`` on the certificate if it is still the one with ``fingerprint``; fire True/False."""
+
+        def report(result: tuple[bool, str | None]) -> bool:
+            written, change_failure = result
+            self._report_change_failure(change_failure)
+            return written
+
+        return self.run_in_thread(self._set_renewal_info_sync, hostname, fingerprint, ari).addCallback(report)
 
     def put_certificate(self, record: CertificateRecord) -> Deferred:
         """Atomically create or replace the certificate (file mode 0600); fire with None."""
@@ -586,8 +617,11 @@ class DirectoryStore:
         )
 
     def _delete_certificate_sync(self, hostname: str) -> str | None:
-        if not is_normalised_hostname(hostname) or not self._unlink(CERTIFICATES, hostname):
+        if not is_normalised_hostname(hostname):
             return None
+        with self._certificate_locked(hostname):
+            if not self._unlink(CERTIFICATES, hostname):
+                return None
         return self._record_change(hostname, frozenset((ChangeKind.CERTIFICATE,)))
 
     def delete_certificate(self, hostname: str) -> Deferred:

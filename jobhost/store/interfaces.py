@@ -89,6 +89,16 @@ class IStore(Interface):
         Records a change (see :meth:`changes`).  Fires with None.
         """
 
+    def set_renewal_info(hostname, fingerprint, ari):
+        """Store the CA's renewal window ``ari`` on the certificate whose leaf has ``fingerprint``.
+
+        Atomic with respect to every other write of the certificate record: when
+        the stored certificate is no longer that one (replaced or deleted
+        meanwhile) nothing is written, so a renewal window learnt for an old
+        certificate never brings it back.  Fires with True when written, else
+        False.  Records a ``renewal_info`` change.
+        """
+
     def delete_certificate(hostname):
         """Delete the certificate; record a change; fire with None (also when absent)."""
 

@@ -130,6 +130,14 @@ class MemoryStore:
         self._journal(record.hostname, certificate_change_kinds(old, record))
         return succeed(None)
 
+    def set_renewal_info(self, hostname, fingerprint, ari):
+        current = self.certificates.get(hostname)
+        if current is None or current.fingerprint != fingerprint:
+            return succeed(False)
+        self.certificates[hostname] = attrs.evolve(current, ari=ari)
+        self._journal(hostname, frozenset((ChangeKind.RENEWAL_INFO,)))
+        return succeed(True)
+
     def delete_certificate(self, hostname):
         if self.certificates.pop(hostname, None) is not None:
             self._journal(hostname, frozenset((ChangeKind.CERTIFICATE,)))

@@ -173,3 +173,36 @@ def test_plugin_is_discovered():
     assert "jobhost" in makers
     verifyObject(IServiceMaker, makers["jobhost"])
     assert makers["jobhost"].options is not None
+
+
+def test_deleted_store_makes_healthz_fail(daemon, ports, tmp_path):
+    """With the store directory deleted under the running daemon, /healthz answers 503 naming it, logged once."""
+    import shutil
+
+    http, https, admin = ports
+    daemon.wait_listening(admin)
+
+    def healthz() -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/healthz", timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    marker = tmp_path / "var" / "store" / "jobhost-store.json"
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert json.loads(marker.read_text())["format"] == "jobhost-directory-store", daemon.log()
+    status, doc = healthz()
+    assert status == 200 and doc["components"]["store"]["ok"] is True, doc
+    shutil.rmtree(tmp_path / "var" / "store")
+    answers = [healthz() for _ in range(3)]
+    assert [status for status, _ in answers] == [503, 503, 503], answers
+    store = answers[0][1]["components"]["store"]
+    assert store["ok"] is False and "var/store" in store["message"] and "missing" in store["message"], store
+    # One error line however often it is probed (read once the daemon has written it).
+    deadline = time.monotonic() + 5
+    while "Store health check failed" not in daemon.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert daemon.log().count("Store health check failed") == 1, daemon.log()[-3000:]
