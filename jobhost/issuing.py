@@ -51,10 +51,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
 
+from jobhost.acme.interfaces import IAcmeClient, IHTTP01Responder
 from jobhost.acme.resources import ari_cert_id
 from jobhost.certs import make_csr, private_key_pem, renewal_time
 from jobhost.domains import DomainService, failure_is_news
+from jobhost.events import IEventSink, NullEventSink
 from jobhost.errors import (
     AcmeProblem,
     AcmeTransportError,
@@ -68,7 +71,9 @@ from jobhost.errors import (
     error_code,
 )
 from jobhost.keys import KeyGenerator, inline_keys
+from jobhost.preflight import IPreflight
 from jobhost.retry import backoff_delay, is_permanent
+from jobhost.store.interfaces import IStore
 from jobhost.store.records import Account, CertificateRecord, Challenge, DomainRecord, DomainState, certificate_record
 from jobhost.timeutil import now as clock_now
 from jobhost.timeutil import to_iso
@@ -78,9 +83,6 @@ log = Logger()
 #: Problem types after which retrying the same order soon is pointless.
 RATE_LIMITED = "urn:ietf:params:acme:error:rateLimited"
 
-#: How often to re-ask the CA for renewal information when it gave no Retry-After (RFC 9773
-#: suggests clients check about twice a day; Let's Encrypt answers with Retry-After: 6 h).
-ARI_DEFAULT_RETRY = 6 * 3600.0
 
 
 def _unpause_url(problem: AcmeProblem) -> str | None:
@@ -123,6 +125,7 @@ def log_panic(hostname: str, certificate: CertificateRecord, failure: Failure) -
     )
 
 
+@implementer(IHTTP01Responder)
 @attrs.define
 class StoreResponder:
     """Answers HTTP-01 by writing the key authorization to the shared store.
@@ -131,7 +134,7 @@ class StoreResponder:
     :class:`jobhost.acme.http01.ChallengeResource`.
     """
 
-    store: Any
+    store: IStore
     clock: IReactorTime
 
     def start_responding(self, hostname: str, token: str, key_authorization: str) -> Deferred:
@@ -146,11 +149,36 @@ class StoreResponder:
         return self.store.delete_challenge(token)
 
 
+class IIssuer(Interface):
+    """What the admin API asks of the issuing service.  The real one is :class:`IssuingService`."""
+
+    def kick(hostname):
+        """Work on ``hostname`` soon (it was just registered); returns None at once, never raises."""
+
+    def renew_now(hostname):
+        """Ask for a new certificate now (clears the backoff and any parking).
+
+        Fires with None once the request is recorded, not when a certificate is
+        issued; fails with KeyError if the hostname is not registered.
+        """
+
+    def forget(hostname):
+        """Stop working on ``hostname`` at once (its attempt in flight is cancelled); fires with None."""
+
+    def revoke(hostname):
+        """Revoke the stored certificate of ``hostname`` at the CA; fires with None.
+
+        Fails with KeyError if there is no certificate, with the CA's error
+        (:class:`jobhost.errors.AcmeProblem`, ...) if it refuses.
+        """
+
+
 def default_holder() -> str:
     """The lease holder name of this node: its host name (stable across restarts)."""
     return socket.gethostname()
 
 
+@implementer(IIssuer)
 @attrs.define(eq=False)
 class IssuingService(Service):
     """Obtains and renews a certificate for every registered hostname.
@@ -158,11 +186,11 @@ class IssuingService(Service):
     Attributes:
         store: The IStore (certificates, challenges, accounts, leases, the order budget).
         domains: The owner of domain records; every state change goes through it.
-        client: The ACME client (see :class:`jobhost.acme.client.AcmeClient`):
-            ``register``, ``obtain_certificate``, ``renewal_info``, ``revoke``.
+        client: The :class:`jobhost.acme.interfaces.IAcmeClient`.
         clock: Time and scheduling.
         directory_url: The CA directory (accounts are kept per directory).
-        preflight: DNS/CAA checks run before every order (``check(hostname)``), or None.
+        preflight: The :class:`jobhost.preflight.IPreflight` run before every order (a pass
+            from the last minute is reused), or None; told the account URI once known.
         self_check: ``(hostname, token, key_authorization) -> Deferred`` run
             before the CA is told to validate, or None.
         key_type: Key type of certificate keys; account_key_type: of the account key.
@@ -174,8 +202,7 @@ class IssuingService(Service):
         on_certificate: Called with a hostname after its certificate is stored
             (the TLS cache invalidates it).
         metrics: An object with ``issuance_started/succeeded/failed``, ``rate_limited``, or None.
-        events: An object with ``notify(event, record, certificate=None)`` (see
-            :class:`jobhost.events.WebhookNotifier`), or None.  Told ``active`` (first
+        events: The :class:`jobhost.events.IEventSink` (by default one that drops events).  Told ``active`` (first
             certificate, or back to active from failing/paused without a new one),
             ``renewed``, and ``failing``/``paused`` when a hostname starts failing or its
             error code changes (not for every repeated failure); it must not block.
@@ -187,12 +214,12 @@ class IssuingService(Service):
             an attempt runs.
     """
 
-    store: Any
+    store: IStore
     domains: DomainService
-    client: Any
+    client: IAcmeClient
     clock: IReactorTime
     directory_url: str
-    preflight: Any = None
+    preflight: IPreflight | None = None
     self_check: Callable[[str, str, str], Deferred] | None = None
     key_type: str = "ecdsa-p256"
     account_key_type: str = "ecdsa-p256"
@@ -212,7 +239,7 @@ class IssuingService(Service):
     metrics: Any = None
     random: Callable[[], float] = random.random
     holder: str = attrs.field(factory=default_holder)
-    events: Any = None
+    events: IEventSink = attrs.field(factory=NullEventSink)
     key_generator: KeyGenerator = inline_keys
 
     _in_flight: dict[str, Deferred] = attrs.field(factory=dict, init=False)
@@ -555,24 +582,16 @@ class IssuingService(Service):
             return current
         if current.ari is not None and current.ari.retry_after is not None and current.ari.retry_after > now:
             return current
-        renewal_info = getattr(self.client, "renewal_info", None)
-        if renewal_info is None:
-            return current
         try:
-            answer = await renewal_info(current.chain_pem)
+            answer = await self.client.renewal_info(current.chain_pem)
         except Exception as e:
             log.info("No renewal information for {hostname}: {error}", hostname=current.hostname, error=str(e))
             return current
         if answer is None:
             return current
-        window, retry_after = answer if isinstance(answer, tuple) else (answer, None)
-        if window is None:
-            return current
+        window, retry_after = answer
         # When to ask again is counted on our clock from the seconds the CA gave.
-        if retry_after is not None:
-            window = attrs.evolve(window, retry_after=now + timedelta(seconds=retry_after))
-        elif window.retry_after is None:
-            window = attrs.evolve(window, retry_after=now + timedelta(seconds=ARI_DEFAULT_RETRY))
+        window = attrs.evolve(window, retry_after=now + timedelta(seconds=retry_after))
         updated = attrs.evolve(current, ari=window)
         if store and not await self.store.set_renewal_info(current.hostname, current.fingerprint, window):
             log.info("The certificate of {hostname} changed while its renewal window was asked for",
@@ -582,8 +601,7 @@ class IssuingService(Service):
     async def _obtain(self, hostname: str, current: CertificateRecord | None) -> CertificateRecord:
         if self.preflight is not None:
             # A pass from moments ago (the admin API checked at registration) is reused.
-            check = getattr(self.preflight, "recent_or_check", self.preflight.check)
-            result = await check(hostname)
+            result = await self.preflight.recent_or_check(hostname)
             if not result.ok:
                 raise PreflightFailed(hostname=hostname, reasons=tuple(result.reasons), retryable=result.retryable)
         account = await self._ensure_account()
@@ -665,6 +683,8 @@ class IssuingService(Service):
             if url != account.account_url:
                 account = attrs.evolve(account, account_url=url)
                 await self.store.put_account(account)
+            if self.preflight is not None:
+                self.preflight.set_account_uri(url)  # CAA accounturi applies from now on
             log.info("Using ACME account {account_url} at {directory_url}",
                      account_url=url, directory_url=self.directory_url)
             return account
@@ -735,9 +755,7 @@ class IssuingService(Service):
             self._wake_at(next_attempt)
 
     def _notify(self, event: str, record: DomainRecord, certificate: CertificateRecord | None) -> None:
-        """Tell :attr:`events` (if any); whatever it does, issuance goes on."""
-        if self.events is None:
-            return
+        """Tell :attr:`events`; whatever it does, issuance goes on."""
         try:
             self.events.notify(event, record, certificate)
         except Exception:
@@ -776,6 +794,7 @@ def _sleep(clock: IReactorTime, seconds: float) -> Deferred:
 
 
 __all__ = [
+    "IIssuer",
     "IssuingService",
     "StoreResponder",
     "default_holder",

@@ -413,6 +413,13 @@ class IPreflight(Interface):
             is not a hostname (or for a programming error).
         """
 
+    def set_account_uri(account_uri):
+        """Learn our ACME account URL (or None), so CAA ``accounturi`` parameters apply.
+
+        Called by the issuing service once it has registered or loaded the
+        account.  Returns None; an implementation that checks no CAA may ignore it.
+        """
+
     def recent_or_check(hostname, max_age=60.0):
         """A passing result from the last ``max_age`` seconds, else a fresh :meth:`check`.
 

@@ -401,11 +401,12 @@ def _build_acme_client(reactor, config: Config, metrics):
 
 
 def _build_events(reactor, config: Config, metrics):
-    """[events]: the webhook notifier, or None without a ``webhook_url``."""
-    if not config.events.webhook_url:
-        return None
+    """[events]: the webhook notifier, or a sink that drops events without a ``webhook_url``."""
     from jobhost.admin.auth import load_or_create_token
-    from jobhost.events import WebhookNotifier
+    from jobhost.events import NullEventSink, WebhookNotifier
+
+    if not config.events.webhook_url:
+        return NullEventSink()
 
     secret = load_or_create_token(
         config.events.webhook_secret_file, key=("events", "webhook_secret_file"), what="webhook secret"
@@ -588,7 +589,9 @@ def build_parts(reactor, config: Config) -> Parts:
 
     root = JobhostService(config)
     children: list[Service] = [caches.poller, _CallOnStop("acme-client", client.close)]
-    if events is not None:
+    from jobhost.events import WebhookNotifier
+
+    if isinstance(events, WebhookNotifier):  # it delivers in the background
         # Before the issuing service and the admin listener, so it stops after both.
         children.append(_CallOnStop("events", events.close))
     children += [issuing, admin.stats, *listeners]

@@ -25,6 +25,7 @@ from zope.interface import implementer
 from jobhost.domains import DomainService
 from jobhost.admin.api import AdminResource, openapi_document
 from jobhost.errors import StoreError
+from jobhost.issuing import IIssuer
 from jobhost.metrics import Metrics
 from jobhost.preflight import Check, IPreflight, PreflightReason, PreflightResult, ReasonCode
 from jobhost.store.memory import MemoryStore
@@ -86,6 +87,7 @@ for _name in _STORE_METHODS:
     setattr(RecordingStore, _name, _recording(_name))
 
 
+@implementer(IIssuer)
 @attrs.define
 class FakeIssuer:
     """Records what the admin API asks of the issuing service."""
@@ -115,24 +117,6 @@ class FakeIssuer:
             self.certificate_at_revoke.append(hostname in self.store.certificates)
         if self.revoke_error is not None:
             return fail(self.revoke_error)
-        return succeed(None)
-
-
-@attrs.define
-class FakeIssuerWithoutRevoke:
-    """An issuer that cannot revoke (no ``revoke`` method)."""
-
-    calls: list[tuple[str, str]] = attrs.field(factory=list)
-
-    def kick(self, hostname: str) -> None:
-        self.calls.append(("kick", hostname))
-
-    def renew_now(self, hostname: str) -> Deferred:
-        self.calls.append(("renew_now", hostname))
-        return succeed(None)
-
-    def forget(self, hostname: str) -> Deferred:
-        self.calls.append(("forget", hostname))
         return succeed(None)
 
 
@@ -178,6 +162,9 @@ class FakePreflight:
 
     passes: bool = True
     asked: list[str] = attrs.field(factory=list)
+
+    def set_account_uri(self, account_uri) -> None:
+        """Nothing to learn: the canned answers do not look at CAA."""
 
     def check(self, hostname: str) -> Deferred:
         self.asked.append(hostname)
@@ -405,7 +392,6 @@ __all__ = [
     "ApiClient",
     "FakeCertificateCache",
     "FakeIssuer",
-    "FakeIssuerWithoutRevoke",
     "FakePreflight",
     "INVALID_PATH_HOSTNAMES",
     "RecordingStore",

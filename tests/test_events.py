@@ -552,5 +552,6 @@ def test_tap_without_a_url_builds_no_notifier(tmp_path):
 
     parts = build_parts(MemoryReactorClock(), config)
     assert "events" not in [s.name for s in parts.root]
-    assert parts.events is None and parts.issuing.events is None
+    assert isinstance(parts.events, NullEventSink)
+    assert parts.issuing.events is parts.events and parts.admin.resource.events is parts.events
     assert not (tmp_path / "var" / "webhook.secret").exists()

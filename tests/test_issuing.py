@@ -39,6 +39,10 @@ class FakePreflight:
 
     failing: bool = False
     checked: list = attrs.field(factory=list)
+    account_uri: str | None = None
+
+    def set_account_uri(self, account_uri):
+        self.account_uri = account_uri
 
     def check(self, hostname):
         self.checked.append(hostname)
@@ -612,3 +616,13 @@ def test_certificate_replaced_while_asking_for_renewal_information_is_kept(ca):
     h.store.put_certificate(imported)
     gate.callback(None)
     assert h.store.certificates[HOST].fingerprint == imported.fingerprint
+
+
+def test_preflight_learns_the_account_uri(ca):
+    """Once the account is registered, preflight is told its URL, so CAA accounturi applies."""
+    preflight = FakePreflight()
+    h = Harness(ca, preflight=preflight)
+    h.register()
+    h.service.startService()
+    assert preflight.account_uri == h.client.account_url
+    assert preflight.account_uri is not None

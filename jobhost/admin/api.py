@@ -51,6 +51,9 @@ from jobhost.admin import errors as api_errors
 from jobhost.admin.auth import token_matches
 from jobhost.certs import renewal_time
 from jobhost.domains import DomainService
+from jobhost.events import IEventSink, NullEventSink
+from jobhost.issuing import IIssuer
+from jobhost.preflight import IPreflight
 from jobhost.errors import (
     BrokenRecord,
     InvalidHostname,
@@ -296,17 +299,15 @@ class AdminResource(Resource):
     Attributes:
         store: The IStore (read only: domain records change through ``domains``).
         domains: The :class:`jobhost.domains.DomainService` every domain change goes through.
-        issuer: Has ``kick(hostname) -> None``, ``renew_now(hostname) -> Deferred``,
-            ``forget(hostname) -> Deferred`` and, optionally, ``revoke(hostname) -> Deferred``
-            (which reads the certificate from the store: it is called before the
-            certificate is deleted).
+        issuer: The :class:`jobhost.issuing.IIssuer` (its ``revoke`` reads the certificate
+            from the store: it is called before the certificate is deleted).
         clock: Time for records and timeouts.
         token: The bearer token every ``/api/v1`` route except ``openapi.json`` requires.
         metrics: A :class:`jobhost.metrics.Metrics` for ``/metrics``, or None (then 404).
-        preflight: Has ``check(hostname) -> Deferred[PreflightResult]``, or None when disabled.
+        preflight: The :class:`jobhost.preflight.IPreflight`, or None when disabled.
         self_check: ``hostname -> Deferred`` firing with a check (``passed``, ``message``,
             ...) or None for "passed", failing with ``SelfCheckFailed``; or None.
-        caches: Has ``invalidate(hostname)``: the per-hostname caches (SNI contexts, rendered pages), or None.
+        caches: Has ``invalidate(hostname, kinds=None)``: the per-hostname caches (SNI contexts, rendered pages), or None.
         health: ``() -> dict or Deferred[dict]`` of component name -> ``{"ok": bool,
             "message": str, "critical": bool}`` (or a bare bool) for ``/healthz``, e.g.
             listeners and CA; the store is always probed here.  Or None.
@@ -317,9 +318,8 @@ class AdminResource(Resource):
             on a trusted network).  Default False: scrapers send the token with
             ``authorization: {credentials_file: ...}``.
         health_timeout: Seconds ``/healthz`` waits for each probe.
-        events: Has ``notify(event, record, certificate=None)`` (see
-            :class:`jobhost.events.WebhookNotifier`), told ``removed`` when a DELETE removes
-            a hostname; or None.
+        events: The :class:`jobhost.events.IEventSink` told ``removed`` when a DELETE
+            removes a hostname (by default one that drops events).
     """
 
     log = Logger()
@@ -327,11 +327,11 @@ class AdminResource(Resource):
 
     store: Any
     domains: DomainService
-    issuer: Any
+    issuer: IIssuer
     clock: IReactorTime
     token: str = attrs.field(repr=False)
     metrics: Any = None
-    preflight: Any = None
+    preflight: IPreflight | None = None
     self_check: Callable[[str], Deferred] | None = None
     caches: Any = None
     health: Callable[[], Any] | None = None
@@ -339,7 +339,7 @@ class AdminResource(Resource):
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     metrics_public: bool = False
     health_timeout: float = HEALTH_TIMEOUT
-    events: Any = None
+    events: IEventSink = attrs.field(factory=NullEventSink)
     #: Why the last /healthz store probe failed, or None: its failure is logged once per transition.
     _store_failing: str | None = attrs.field(default=None, init=False, repr=False)
 
@@ -705,16 +705,13 @@ class AdminResource(Resource):
     async def _remove_domain(self, request: Request, hostname: str) -> _Response:
         revoke = _query_bool(request, "revoke")
         record = await self._get_domain(hostname)
-        revoker = getattr(self.issuer, "revoke", None)
-        if revoke and revoker is None:
-            raise api_errors.bad_request("this daemon cannot revoke certificates", parameter="revoke")
         revoked = False
         removing = record.state != DomainState.REMOVED
         if revoke and await self._certificate(hostname) is not None:
             # Before anything changes: the issuer reads the certificate from the store, and a
             # CA refusal (502) leaves the hostname as it was, so the call can be repeated.
             try:
-                await revoker(hostname)
+                await self.issuer.revoke(hostname)
                 revoked = True
             except KeyError:
                 pass  # removed by someone else meanwhile: nothing left to revoke
@@ -735,7 +732,7 @@ class AdminResource(Resource):
         await self.store.delete_certificate(hostname)
         self._invalidate(hostname)
         self.log.info("Removed {hostname} (revoked: {revoked})", hostname=hostname, revoked=revoked)
-        if removing and self.events is not None:
+        if removing:
             try:
                 self.events.notify("removed", record)
             except Exception:
@@ -849,7 +846,7 @@ class AdminResource(Resource):
         except Exception:
             self.log.failure("Preflight for {hostname} crashed", hostname=hostname)
             return [_check("preflight", False, "preflight could not run; the daemon's log has the details")]
-        checks = [_check_from("preflight", c) for c in getattr(result, "checks", ())]
+        checks = [_check_from("preflight", c) for c in result.checks]
         if not checks:
             if result.ok:
                 checks = [_check("preflight", True, "DNS and CAA allow issuance")]
