@@ -381,6 +381,7 @@ def _build_caches(reactor, config: Config, store, metrics) -> CacheParts:
         ("result",),
         lambda: {("hit",): certificates.hits, ("miss",): certificates.misses},
     )
+    metrics.watch_certificate_cache(certificates)
     metrics.register_counter_source(
         "jobhost_page_cache_total",
         "Rendered careers-page cache lookups by result.",

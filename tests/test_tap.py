@@ -16,6 +16,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from jobhost.config import parse_config
+from jobhost.keys import inline_keys
 from jobhost.tap import JobhostService, ListenerService, Options, build_parts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +59,8 @@ def test_service_tree(tmp_path):
     assert parts.issuing.domains is parts.domains and parts.admin.resource.domains is parts.domains
     assert parts.domains.store is parts.store
     assert set(vars(root)) == set(vars(MultiService())) | {"config"}, "nothing is stuck onto the root service"
+    assert parts.issuing.key_generator is not inline_keys, "RSA keys are made off the reactor thread"
+    assert b"jobhost_cert_cache_broken_total" in parts.metrics.exposition(), "broken records are exported"
     assert (tmp_path / "var" / "fallback.pem").exists()
     assert (tmp_path / "var" / "admin.token").stat().st_mode & 0o777 == 0o600
 
