@@ -62,6 +62,7 @@ from jobhost.errors import (
     AcmeProblem,
     AcmeTransportError,
     AuthorizationFailed,
+    BrokenRecord,
     InvalidCertificate,
     JobhostError,
     LeaseLost,
@@ -251,6 +252,8 @@ class IssuingService(Service):
     _scanning: Deferred | None = attrs.field(default=None, init=False)
     _idle_waiters: list = attrs.field(factory=list, init=False)
     ca_reachable: bool | None = attrs.field(default=None, init=False)
+    #: Hostnames whose domain record the last scan found unusable, and why (reported once per change).
+    _broken: dict[str, str] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._semaphore = DeferredSemaphore(self.max_in_flight)
@@ -362,9 +365,13 @@ class IssuingService(Service):
         earliest: datetime | None = None
         submitted = 0
         after = None
+        broken: dict[str, str] = {}
         while True:
-            page = await self.store.list_domains(after=after, limit=500)
+            page = await self.store.list_domains(after=after, limit=500, include_broken=True)
             for record in page:
+                if isinstance(record, BrokenRecord):
+                    broken[record.key] = record.reason
+                    continue
                 if record.state == DomainState.REMOVED or record.parked:
                     continue
                 if record.next_attempt is None or record.next_attempt <= now:
@@ -374,7 +381,12 @@ class IssuingService(Service):
                     earliest = record.next_attempt
             if len(page) < 500:
                 break
-            after = page[-1].hostname
+            after = page[-1].key if isinstance(page[-1], BrokenRecord) else page[-1].hostname
+        for hostname, reason in broken.items():
+            if self._broken.get(hostname) != reason:
+                log.error("Domain record of {hostname} is unusable and is not worked on: {reason}",
+                          hostname=hostname, reason=reason)
+        self._broken = broken
         if earliest is not None:
             self._wake_at(earliest)
         return submitted

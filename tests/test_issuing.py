@@ -626,3 +626,30 @@ def test_preflight_learns_the_account_uri(ca):
     h.service.startService()
     assert preflight.account_uri == h.client.account_url
     assert preflight.account_uri is not None
+
+
+def test_unreadable_domain_record_is_reported_once_and_others_are_issued(ca, tmp_path):
+    """A corrupt domain file is logged once over many scans (again only when its fault changes); the others are issued."""
+    from twisted.internet.defer import maybeDeferred
+    from twisted.logger import capturedLogs
+
+    from jobhost.store.directory import DirectoryStore
+
+    store = DirectoryStore(str(tmp_path / "store"), lambda f, *a: maybeDeferred(f, *a))
+    h = Harness(ca, store=store, scan_interval=600.0)
+    now = h.now()
+    store.add_domain(DomainRecord("good.acme-corp.test", DomainState.PENDING, now, now))
+    store.add_domain(DomainRecord("bad.acme-corp.test", DomainState.PENDING, now, now))
+    (tmp_path / "store" / "domains" / "bad.acme-corp.test.json").write_text("{not json")
+    with capturedLogs() as events:
+        h.service.startService()
+        for _ in range(3):
+            h.clock.advance(600)
+        (tmp_path / "store" / "domains" / "bad.acme-corp.test.json").write_text('{"hostname": "x"}')
+        h.clock.advance(600)
+    about_bad = [e for e in events if "bad.acme-corp.test" in str(e.get("hostname", "")) + str(e.get("file", ""))]
+    assert len(about_bad) == 2, [e.get("log_format") for e in about_bad]
+    assert all("Traceback" not in str(e) for e in about_bad)
+    good = []
+    store.get_domain("good.acme-corp.test").addCallback(good.append)
+    assert good[0].state == DomainState.ACTIVE
