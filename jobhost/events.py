@@ -339,12 +339,10 @@ class WebhookNotifier:
             timeout: Seconds per attempt (also the TCP connect timeout).
             options: Further attributes (``backoff``, ``max_queue``, ``concurrency``, ...).
         """
-        from treq.client import HTTPClient
-        from twisted.web.client import Agent, HTTPConnectionPool
+        from jobhost.httpclient import outgoing_http
 
-        pool = HTTPConnectionPool(reactor, persistent=True)
-        agent = Agent(reactor, pool=pool, connectTimeout=timeout)
-        return cls(http=HTTPClient(agent), clock=reactor, url=url, secret=secret, timeout=timeout, pool=pool,
+        http = outgoing_http(reactor, timeout)
+        return cls(http=http.client, clock=reactor, url=url, secret=secret, timeout=timeout, pool=http.pool,
                    **options)
 
     # -- what callers use --------------------------------------------------------------------

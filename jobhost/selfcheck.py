@@ -16,7 +16,6 @@ import socket
 from typing import Any
 
 import attrs
-from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -65,17 +64,17 @@ class HttpSelfCheck:
             ConfigError: at ``[preflight] resolvers`` for an entry that is not an address.
         """
         from twisted.names import client
-        from twisted.web.client import Agent
 
-        if resolver is not None:
-            http = HTTPClient(Agent(reactor, connectTimeout=timeout))
-            return cls(resolver=resolver, http=http, clock=reactor, port=port, timeout=timeout)
-        servers = resolver_servers(resolvers)
-        # Like the CA, ask DNS (not /etc/hosts): the configured servers, else resolv.conf's.
-        resolver = client.Resolver(
-            resolv=None if servers else "/etc/resolv.conf", servers=servers or None, reactor=reactor
-        )
-        http = HTTPClient(Agent(reactor, connectTimeout=timeout))
+        from jobhost.httpclient import outgoing_http
+
+        if resolver is None:
+            servers = resolver_servers(resolvers)
+            # Like the CA, ask DNS (not /etc/hosts): the configured servers, else resolv.conf's.
+            resolver = client.Resolver(
+                resolv=None if servers else "/etc/resolv.conf", servers=servers or None, reactor=reactor
+            )
+        # A fresh connection per probe, as the CA's validation makes one.
+        http = outgoing_http(reactor, timeout, persistent=False).client
         return cls(resolver=resolver, http=http, clock=reactor, port=port, timeout=timeout)
 
     def __call__(self, hostname: str, token: str, key_authorization: str) -> Deferred:

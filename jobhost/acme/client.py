@@ -182,9 +182,9 @@ class AcmeClient:
         Raises:
             ConfigError: for an unknown directory name or an unreadable bundle.
         """
-        from treq.client import HTTPClient
         from twisted.internet import ssl
-        from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+
+        from jobhost.httpclient import outgoing_http
 
         url = resolve_directory_url(directory_url)
         trust_root = None
@@ -197,11 +197,10 @@ class AcmeClient:
             trust_root = ssl.trustRootFromCertificates(
                 [ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in certs]
             )
-        pool = HTTPConnectionPool(reactor, persistent=True)
-        agent = Agent(
-            reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust_root), pool=pool, connectTimeout=timeout
+        http = outgoing_http(reactor, timeout, trust_root=trust_root)
+        return cls(
+            http_client=http.client, clock=reactor, directory_url=url, timeout=timeout, pool=http.pool, **options
         )
-        return cls(http_client=HTTPClient(agent), clock=reactor, directory_url=url, timeout=timeout, pool=pool, **options)
 
     def close(self) -> Deferred:
         """Close pooled connections (call when done; tests must, to leave the reactor clean).
