@@ -331,6 +331,7 @@ ERROR_CODES: Mapping[type, str] = {
     AuthorizationFailed: "authorization_failed",
     PreflightFailed: "preflight_failed",
     SelfCheckFailed: "self_check_failed",
+    TransitionForbidden: "conflict",  # the domain's state does not allow what was asked
 }
 
 

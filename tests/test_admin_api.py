@@ -1037,3 +1037,47 @@ def test_healthz_is_503_when_the_store_does_not_answer():
     [(status, doc)] = answers
     assert status == 503
     assert "did not answer within 2s" in doc["components"]["store"]["message"]
+
+
+def _with_real_issuing(ca):
+    """The admin API over the real IssuingService (fake CA, same store and clock)."""
+    from jobhost.issuing import IssuingService
+    from jobhost.testing import FakeAcmeClient
+
+    api = ApiClient.create()
+    client = FakeAcmeClient(ca=ca, clock=api.clock)
+    api.resource.issuer = IssuingService(
+        store=api.store, domains=api.resource.domains, client=client, clock=api.clock,
+        directory_url=client.directory_url, holder="node-a", random=lambda: 0.0,
+    )
+    return api, client
+
+
+def test_page_put_racing_an_issuing_attempt_keeps_both(ca):
+    """PUT .../page while the registration's order waits on the CA: the new page and the issued state are both stored."""
+    api, client = _with_real_issuing(ca)
+    client.pause()
+    created = api.request("POST", "/api/v1/domains", json_body={"hostname": HOST, "page": PAGE, "skip_preflight": True})
+    assert created.status == 201
+    assert api.store.domains[HOST].state == DomainState.ISSUING, "the order waits on the CA"
+    edited = {**PAGE, "company": "Acme Corp (renamed)"}
+    assert api.request("PUT", f"/api/v1/domains/{HOST}/page", json_body=edited).status == 200
+    client.resume()
+    shown = api.request("GET", f"/api/v1/domains/{HOST}").json
+    assert shown["state"] == "active" and shown["certificate"] is not None
+    assert api.request("GET", f"/api/v1/domains/{HOST}/page").json == edited
+
+
+def test_renew_of_a_hostname_removed_meanwhile_is_409(ca):
+    """A renewal asked for a hostname another request removed answers 409 conflict naming the state, not a 500."""
+    api, client = _with_real_issuing(ca)
+    api.request("POST", "/api/v1/domains", json_body={"hostname": HOST, "skip_preflight": True})
+    api.resource.domains.remove(HOST, "removed elsewhere")
+    answer = api.resource.issuer.renew_now(HOST)
+    failure = []
+    answer.addErrback(failure.append)
+    from jobhost.admin.errors import to_api_error
+
+    error = to_api_error(failure[0].value)
+    assert (error.status, error.code) == (409, "conflict")
+    assert error.details["state"] == "removed"

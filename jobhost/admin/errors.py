@@ -19,6 +19,7 @@ exception                              status  code
 ``InvalidHostname``                    422     ``invalid_hostname``
 ``PageInvalid``                        422     ``invalid_page``
 ``PreflightFailed``                    422     ``preflight_failed``
+``TransitionForbidden``                409     ``conflict`` (the domain's state does not allow it)
 ``BrokenRecord``                       500     ``broken_record`` (one stored record is unusable)
 ``StoreError``                         503     ``store_unavailable``
 ``AcmeProblem``                        502     ``ca_error`` (the CA refused)
@@ -45,6 +46,7 @@ from jobhost.errors import (
     PageInvalid,
     PreflightFailed,
     StoreError,
+    TransitionForbidden,
     error_code,
 )
 
@@ -168,6 +170,11 @@ def _broken_record(e: BrokenRecord) -> ApiError:
     )
 
 
+def _transition_forbidden(e: TransitionForbidden) -> ApiError:
+    """409 ``conflict``: the domain changed state meanwhile (e.g. removed by another request)."""
+    return ApiError(409, error_code(e), e.describe(), {"hostname": e.hostname, "state": e.state, "event": e.event})
+
+
 def _store_error(e: StoreError) -> ApiError:
     return ApiError(503, error_code(e), f"the store is unavailable: {e.message}", {})
 
@@ -186,6 +193,7 @@ _MAPPING: dict[type, Callable[[Any], ApiError]] = {
     InvalidHostname: _invalid_hostname,
     PageInvalid: _page_invalid,
     PreflightFailed: _preflight_failed,
+    TransitionForbidden: _transition_forbidden,
     BrokenRecord: _broken_record,
     StoreError: _store_error,
     AcmeProblem: _ca_error,
