@@ -44,6 +44,7 @@ from jobhost import __version__
 from jobhost.config import Config, load_config
 from jobhost.errors import ConfigError, InvalidCertificate
 from jobhost.store.factory import redacted_url
+from jobhost.store.records import ChangeKind
 
 log = Logger()
 
@@ -481,7 +482,8 @@ def _build_issuing(reactor, config: Config, *, store, domains, client, checks: P
         scan_interval=config.renewal.scan_interval,
         lease_duration=config.renewal.lease_duration,
         panic_interval=config.renewal.panic_interval,
-        on_certificate=caches.fanout.invalidate,
+        # A new certificate changes what the TLS cache holds, not the rendered pages.
+        on_certificate=lambda hostname: caches.fanout.invalidate(hostname, frozenset((ChangeKind.CERTIFICATE,))),
         metrics=metrics,
         holder=config.renewal.node_id or default_holder(),
         events=events,

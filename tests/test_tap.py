@@ -169,3 +169,16 @@ class ListenerOnLoopbackTests(TestCase):
         self.assertIsNone(listener.port)
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
         await self.assertFailure(endpoint.connect(Factory.forProtocol(Protocol)), ConnectionRefusedError)
+
+
+def test_a_new_certificate_keeps_rendered_pages(tmp_path):
+    """The issuing service's "certificate stored" hook drops the TLS context, not the rendered careers page."""
+    config = parse_config({"preflight": {"addresses": ["127.0.0.1"]}}, tmp_path)
+    parts = build_parts(MemoryReactorClock(), config)
+    pages = parts.caches.pages
+    host = "jobs.acme-corp.test"
+    pages.put(host, b"/", object(), pages.token(host))
+    parts.issuing.on_certificate(host)
+    assert pages.get(host, b"/") is not None
+    parts.caches.fanout.invalidate(host)
+    assert pages.get(host, b"/") is None, "an invalidation without kinds still drops it"
