@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from zope.interface import implementer
 
 from jobhost.acme.client import ARI_RETRY_AFTER_BOUNDS
-from jobhost.acme.interfaces import IAcmeClient
+from jobhost.acme.interfaces import IAcmeClient, IHTTP01Responder
 from jobhost.acme.resources import IssuedChain, ari_cert_id, normalise_all
 from jobhost.certs import generate_private_key, private_key_pem, split_pem_chain
 from jobhost.errors import AcmeProblem, InvalidCertificate
@@ -133,6 +133,29 @@ class TestCA:
 _REVOCATION_REASONS = frozenset({0, 1, 2, 3, 4, 5, 6, 8, 9, 10})
 
 _ACME_ERROR = "urn:ietf:params:acme:error:"
+
+
+@implementer(IHTTP01Responder)
+class MemoryResponder:
+    """An HTTP-01 responder that keeps published answers in :attr:`answers`.
+
+    ``answers`` maps ``(hostname, token)`` to the key authorization while it is
+    published.  Tests that must serve the answers (to a real CA) subclass it and
+    read the dict from their HTTP handler.
+    """
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, str], str] = {}
+
+    def start_responding(self, hostname: str, token: str, key_authorization: str) -> Deferred:
+        """Publish the answer; fires with None."""
+        self.answers[(hostname, token)] = key_authorization
+        return succeed(None)
+
+    def stop_responding(self, hostname: str, token: str) -> Deferred:
+        """Withdraw the answer; fires with None."""
+        self.answers.pop((hostname, token), None)
+        return succeed(None)
 
 
 @implementer(IAcmeClient)
@@ -327,4 +350,4 @@ class FakeAcmeClient:
         return succeed(None)
 
 
-__all__ = ["FakeAcmeClient", "TestCA"]
+__all__ = ["FakeAcmeClient", "MemoryResponder", "TestCA"]

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from acme_client_contract import AcmeClientContractTests
-from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
-from zope.interface import implementer
 
-from jobhost.acme.interfaces import IHTTP01Responder
 from jobhost.certs import AriWindow
-from jobhost.testing import FakeAcmeClient, TestCA
+from jobhost.testing import FakeAcmeClient, MemoryResponder, TestCA
 
 _shared_ca: list[TestCA] = []
 
@@ -23,22 +19,6 @@ def shared_ca() -> TestCA:
     if not _shared_ca:
         _shared_ca.append(TestCA.create("fake ACME CA"))
     return _shared_ca[0]
-
-
-@implementer(IHTTP01Responder)
-class MemoryResponder:
-    """Keeps published answers in a dict (nothing fetches them from the fake CA)."""
-
-    def __init__(self) -> None:
-        self.answers: dict[tuple[str, str], str] = {}
-
-    def start_responding(self, hostname: str, token: str, key_authorization: str) -> Any:
-        self.answers[(hostname, token)] = key_authorization
-        return succeed(None)
-
-    def stop_responding(self, hostname: str, token: str) -> Any:
-        self.answers.pop((hostname, token), None)
-        return succeed(None)
 
 
 class FakeAcmeClientContractTests(AcmeClientContractTests, TestCase):

@@ -580,8 +580,11 @@ class GatedAriClient(FakeAcmeClient):
         return self.gate.addCallback(lambda _: super(GatedAriClient, self).renewal_info(leaf_pem))
 
 
-def test_page_edit_while_asking_the_ca_for_renewal_information_is_kept(ca):
-    """A page PUT while the "not due" path waits on the ARI request survives that path's write (the reported lost update)."""
+def waiting_on_ari(ca):
+    """An active hostname whose next check is waiting on the CA's renewal-information answer.
+
+    Returns the harness and the Deferred that releases the answer.
+    """
     clock = Clock()
     clock.advance(T0.timestamp())
     client = GatedAriClient(ca=ca, clock=clock)
@@ -593,6 +596,12 @@ def test_page_edit_while_asking_the_ca_for_renewal_information_is_kept(ca):
     gate = client.gate = Deferred()
     h.clock.advance(6 * 3600)  # time to ask the CA again: the attempt now waits on `gate`
     assert HOST in h.service._in_flight
+    return h, gate
+
+
+def test_page_edit_while_asking_the_ca_for_renewal_information_is_kept(ca):
+    """A page PUT while the "not due" path waits on the ARI request survives that path's write (the reported lost update)."""
+    h, gate = waiting_on_ari(ca)
     h.domains.set_page(HOST, {"title": "Edited during ARI"})
     gate.callback(None)
     record = h.record()
@@ -602,15 +611,7 @@ def test_page_edit_while_asking_the_ca_for_renewal_information_is_kept(ca):
 
 def test_certificate_replaced_while_asking_for_renewal_information_is_kept(ca):
     """A certificate put by an operator while the ARI request waits is not overwritten by the old one with its window."""
-    clock = Clock()
-    clock.advance(T0.timestamp())
-    client = GatedAriClient(ca=ca, clock=clock)
-    h = Harness(ca, clock=clock, client=client)
-    h.client.renewal_window = AriWindow(start=T0 + timedelta(days=50), end=T0 + timedelta(days=51))
-    h.register()
-    h.service.startService()
-    gate = client.gate = Deferred()
-    h.clock.advance(6 * 3600)
+    h, gate = waiting_on_ari(ca)
     key_pem, chain_pem = ca.issue(HOST)
     imported = certificate_record(HOST, key_pem, chain_pem)
     h.store.put_certificate(imported)

@@ -21,17 +21,14 @@ from acme_client_contract import AcmeClientContractTests
 from acme_proxy import AcmeDirectoryProxy
 from acme_servers import PebbleServer
 from twisted.internet import reactor
-from twisted.internet.defer import succeed
 from twisted.trial.unittest import TestCase
-from zope.interface import implementer
 
 from jobhost.acme.client import AcmeClient
-from jobhost.acme.interfaces import IHTTP01Responder
 from jobhost.acme.urls import HTTP01_PATH_PREFIX
+from jobhost.testing import MemoryResponder
 
 
-@implementer(IHTTP01Responder)
-class ThreadedChallengeServer:
+class ThreadedChallengeServer(MemoryResponder):
     """Answers ``GET /.well-known/acme-challenge/{token}`` for the ``Host`` it was published for.
 
     Runs a stdlib ``ThreadingHTTPServer`` on 127.0.0.1 in a daemon thread; the reactor
@@ -39,7 +36,7 @@ class ThreadedChallengeServer:
     """
 
     def __init__(self) -> None:
-        self.answers: dict[tuple[str, str], str] = {}
+        super().__init__()
         answers = self.answers
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,14 +59,6 @@ class ThreadedChallengeServer:
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, name="http-01 responder", daemon=True)
         self.thread.start()
-
-    def start_responding(self, hostname: str, token: str, key_authorization: str) -> Any:
-        self.answers[(hostname, token)] = key_authorization
-        return succeed(None)
-
-    def stop_responding(self, hostname: str, token: str) -> Any:
-        self.answers.pop((hostname, token), None)
-        return succeed(None)
 
     def close(self) -> None:
         self.server.shutdown()

@@ -18,12 +18,11 @@ import josepy as jose
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks, succeed
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from acme_proxy import AcmeDirectoryProxy
@@ -33,17 +32,17 @@ from jobhost.acme.resources import ari_cert_id
 from jobhost.acme.urls import HTTP01_PATH_PREFIX
 from jobhost.certs import dns_names, generate_private_key, make_csr, split_pem_chain
 from jobhost.errors import AcmeProblem, AcmeTransportError, AcmeUnsupported, AuthorizationFailed
+from jobhost.testing import MemoryResponder
 
 
-@implementer(IHTTP01Responder)
-class ChallengeResponder(Resource):
+class ChallengeResponder(Resource, MemoryResponder):
     """Answers ``GET /.well-known/acme-challenge/{token}`` from a dict; records every fetch."""
 
     isLeaf = True
 
     def __init__(self) -> None:
-        super().__init__()
-        self.answers: dict[tuple[str, str], str] = {}
+        Resource.__init__(self)
+        MemoryResponder.__init__(self)
         self.fetches: list[tuple[str, str]] = []
         self.corrupt = False
 
@@ -58,14 +57,6 @@ class ChallengeResponder(Resource):
             return b"unknown token\n"
         request.setHeader("Content-Type", "text/plain")
         return (answer + ("-wrong" if self.corrupt else "")).encode("ascii")
-
-    def start_responding(self, hostname: str, token: str, key_authorization: str) -> Any:
-        self.answers[(hostname, token)] = key_authorization
-        return succeed(None)
-
-    def stop_responding(self, hostname: str, token: str) -> Any:
-        self.answers.pop((hostname, token), None)
-        return succeed(None)
 
 
 def _verify_chain(chain_pem: bytes, root_pem: bytes, hostname: str) -> list[x509.Certificate]:
