@@ -185,7 +185,7 @@ def test_events_errors_name_the_key_path(events, message):
 
 
 @pytest.mark.parametrize(
-    "url", ["sqlite:var/jobhost.db", "postgresql://jobhost:s3cret@db/jobhost", "postgres://db/jobhost", "var/store"]
+    "url", ["mysql://jobhost:s3cret@db/jobhost", "redis://db/0", "var/store"]
 )
 def test_store_url_no_store_implements_is_refused(url):
     """A store URL no store implements is refused at parse time, listing (from the factory) those that exist."""
@@ -198,7 +198,16 @@ def test_store_url_no_store_implements_is_refused(url):
     assert info.value.path == ("store", "url")
 
 
-@pytest.mark.parametrize("url, problem", [("directory:", "names no directory"), ("memory:x", "takes nothing")])
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("directory:", "names no directory"),
+        ("memory:x", "takes nothing"),
+        ("sqlite:", "names no file"),
+        ("postgresql:db/jobhost", "expected postgresql://"),
+        ("postgresql://db:port/jobhost", "not a PostgreSQL URL"),
+    ],
+)
 def test_store_url_its_store_cannot_use_is_refused(url, problem):
     """A supported scheme with a malformed rest is refused at parse time, as the factory would at start-up."""
     with pytest.raises(ConfigError, match=problem):
@@ -268,3 +277,10 @@ def test_resolver_agreement_property(resolver):
         return
     server, preflight_servers, self_check_servers = _servers_from_each(resolver)
     assert preflight_servers == self_check_servers == [server]
+
+
+@pytest.mark.parametrize("url", ["sqlite:var/jobhost.db", "postgresql://jobhost@127.0.0.1:5432/jobhost", "postgres://db/jobhost"])
+def test_sql_store_urls_are_accepted(url):
+    """sqlite:PATH and postgresql:// URLs parse (nothing is opened while parsing)."""
+    config = parse_config({"store": {"url": url}, "preflight": {"enabled": False}}, Path("/srv"))
+    assert config.store.url == url

@@ -701,12 +701,16 @@ class FactoryTests(SynchronousTestCase):
 
     def test_unsupported(self):
         """Other URLs raise ConfigError at [store] url listing the supported forms, without passwords."""
-        for url in ("sqlite:var/jobhost.db", "postgresql://jobhost:s3cret@db/jobhost", "var/store", "directory:"):
+        for url in ("mysql://jobhost:s3cret@db/jobhost", "var/store", "directory:"):
             with self.assertRaises(ConfigError) as caught:
                 store_from_url(url, MemoryReactor(), ".")
             self.assertEqual(caught.exception.path, ("store", "url"))
             self.assertNotIn("s3cret", str(caught.exception))
             self.assertIn("directory:", str(caught.exception))
+        with self.assertRaises(ConfigError) as caught:
+            store_from_url("postgresql://jobhost:s3cret@db:port/x", MemoryReactor(), ".")
+        self.assertIn("not a PostgreSQL URL", str(caught.exception))
+        self.assertNotIn("s3cret", str(caught.exception))
 
 
 class ToolTests(SynchronousTestCase):
@@ -855,7 +859,7 @@ class ToolTests(SynchronousTestCase):
         self.assertEqual(bad.stderr.count("\n"), 1, bad.stderr)
         self.assertIn("invalid hostname", bad.stderr)
         bad_url = subprocess.run(
-            [sys.executable, "-m", "jobhost.store.tool", "--store", "sqlite:x.db", "list"],
+            [sys.executable, "-m", "jobhost.store.tool", "--store", "mysql://db/x", "list"],
             cwd=self.dir, env=env, capture_output=True, text=True, timeout=60,
         )
         self.assertEqual(bad_url.returncode, EXIT_ERROR)

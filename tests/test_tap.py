@@ -92,7 +92,7 @@ def test_build_errors_exit_without_traceback(tmp_path, capsys):
 def test_unsupported_store_is_a_usage_error(tmp_path):
     """A store URL no store implements is refused while parsing options, naming the key."""
     path = tmp_path / "jobhost.toml"
-    path.write_text('[store]\nurl = "sqlite:var/jobhost.db"\n[preflight]\naddresses = ["127.0.0.1"]\n')
+    path.write_text('[store]\nurl = "mysql://db/jobhost"\n[preflight]\naddresses = ["127.0.0.1"]\n')
     with pytest.raises(UsageError, match=r"\[store\] url: unsupported store URL"):
         Options().parseOptions(["--config", str(path)])
 

@@ -82,12 +82,57 @@ class _Scheme:
     build: Callable[[str, str, object, FilePath | str], IStore]
 
 
+def _check_sqlite(url: str, rest: str) -> None:
+    if not rest.strip() or rest.startswith("//"):
+        raise ConfigError(f"store URL {url!r} names no file; expected sqlite:PATH (e.g. sqlite:var/jobhost.db)",
+                          path=_PATH)
+
+
+def _sqlite(url: str, rest: str, reactor, base_dir: FilePath | str) -> IStore:
+    from jobhost.store.sql import Engine, SqlStore
+
+    path = os.path.abspath(os.path.join(_base_path(base_dir), os.path.expanduser(rest)))
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        # The database holds private keys: create it 0600 (SQLite gives its -wal and -shm
+        # files the database file's mode).
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError as e:
+        raise ConfigError(f"cannot create the SQLite store {path}: {e.strerror}", path=_PATH) from None
+    return SqlStore.create(Engine.sqlite(path), reactor)
+
+
+def _check_postgresql(url: str, rest: str) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError as e:
+        raise ConfigError(f"store URL {redacted_url(url)!r} is not a PostgreSQL URL: {e}", path=_PATH) from None
+    if not rest.startswith("//"):
+        raise ConfigError(
+            f"store URL {redacted_url(url)!r}: expected postgresql://USER@HOST:PORT/DATABASE", path=_PATH
+        )
+
+
+def _postgresql(url: str, rest: str, reactor, base_dir: FilePath | str) -> IStore:
+    from jobhost.errors import StoreError
+    from jobhost.store.sql import Engine, SqlStore
+
+    try:
+        engine = Engine.postgresql(url, redacted_url(url))
+    except StoreError as e:
+        raise ConfigError(e.message, path=_PATH) from None
+    return SqlStore.create(engine, reactor)
+
+
 #: scheme -> what a URL of that scheme looks like, how to check it and build its store.
-#: The SQL stores plug in here, e.g. ``"sqlite": _Scheme("sqlite:PATH", ...)`` and
-#: ``"postgresql"`` (also ``postgres``), each importing its module lazily in ``build``
-#: so a missing driver only matters when that scheme is configured.
+#: Each imports its module lazily in ``build``, so a missing driver only matters when that
+#: scheme is configured.
 _SCHEMES: dict[str, _Scheme] = {
     "directory": _Scheme("directory:PATH", _check_directory, _directory),
+    "sqlite": _Scheme("sqlite:PATH", _check_sqlite, _sqlite),
+    "postgresql": _Scheme("postgresql://USER@HOST/DATABASE", _check_postgresql, _postgresql),
+    "postgres": _Scheme("postgres://USER@HOST/DATABASE", _check_postgresql, _postgresql),
     "memory": _Scheme("memory:", _check_memory, _memory),
 }
 
@@ -128,7 +173,7 @@ def store_from_url(url: str, reactor, base_dir: FilePath | str) -> IStore:
     """Build the store a ``[store] url`` names.
 
     Args:
-        url: ``directory:PATH`` or ``memory:``.
+        url: ``directory:PATH``, ``sqlite:PATH``, ``postgresql://...`` or ``memory:``.
         reactor: The reactor the store's thread pool reports back to (and is
             started and stopped with).
         base_dir: Where relative paths start (twistd's run directory).

@@ -136,10 +136,10 @@ def status_of(head: bytes) -> int:
     return int(head.split()[1])
 
 
-def store_tool(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run ``jobhost-store --store directory:var/store ARGS`` in ``workdir``; return the finished process."""
+def store_tool(workdir: Path, *args: str, store: str = "directory:var/store") -> subprocess.CompletedProcess:
+    """Run ``jobhost-store --store STORE ARGS`` in ``workdir``; return the finished process."""
     return subprocess.run(
-        [sys.executable, "-m", "jobhost.store.tool", "--store", "directory:var/store", *args],
+        [sys.executable, "-m", "jobhost.store.tool", "--store", store, *args],
         cwd=workdir, capture_output=True, text=True, timeout=60,
     )
 

@@ -82,6 +82,28 @@ def test_embedded_defaults_answer_on_every_port(daemon, ports, tmp_path):
 
 def test_certificate_put_by_another_process_is_served_without_restart(daemon, ports, tmp_path):
     """A certificate added with jobhost-store is served by SNI within the poll interval; removal falls back."""
+    served_without_restart(daemon, ports, tmp_path, "directory:var/store")
+
+
+def test_sqlite_store_serves_what_another_process_put(ports, tmp_path):
+    """With [store] url = sqlite:..., a certificate and page put by jobhost-store are served, and removal falls back."""
+    http, https, admin = ports
+    config = config_text(http, https, admin, '\n[renewal]\nscan_interval = "1s"\n')
+    assert 'url = "directory:var/store"' in config
+    config = config.replace('url = "directory:var/store"', 'url = "sqlite:var/jobhost.db"')
+    d = Daemon(tmp_path, config)
+    d.start()
+    try:
+        served_without_restart(d, ports, tmp_path, "sqlite:var/jobhost.db")
+    finally:
+        d.stop()
+    database = tmp_path / "var" / "jobhost.db"
+    assert database.stat().st_mode & 0o777 == 0o600, "the database holds private keys"
+    assert not (tmp_path / "var" / "store").exists(), "nothing went to the directory store"
+
+
+def served_without_restart(daemon, ports, tmp_path, store: str) -> None:
+    """Put a certificate and page with jobhost-store into ``store``; the daemon serves them, then the fallback."""
     http, https, admin = ports
     daemon.wait_listening(https, admin)
     ca = TestCA.create("walkthrough CA")
@@ -91,9 +113,11 @@ def test_certificate_put_by_another_process_is_served_without_restart(daemon, po
     (tmp_path / "ca.pem").write_bytes(ca.root_pem)
     page = {"company": "ACME Corp", "jobs": [{"id": "eng-1", "title": "Rocket Engineer"}]}
     (tmp_path / "page.json").write_text(json.dumps(page))
-    added = store_tool(tmp_path, "put-certificate", "jobs.acme-corp.test", "--key", "jobs.key", "--chain", "jobs.pem")
+    added = store_tool(
+        tmp_path, "put-certificate", "jobs.acme-corp.test", "--key", "jobs.key", "--chain", "jobs.pem", store=store
+    )
     assert added.returncode == 0, added.stderr
-    added = store_tool(tmp_path, "add-domain", "jobs.acme-corp.test", "--page", "page.json")
+    added = store_tool(tmp_path, "add-domain", "jobs.acme-corp.test", "--page", "page.json", store=store)
     assert added.returncode == 0, added.stderr
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -107,7 +131,7 @@ def test_certificate_put_by_another_process_is_served_without_restart(daemon, po
     status = status_of(head)
     assert status == 200
     assert b"Rocket Engineer" in body and b"ACME Corp" in body
-    removed = store_tool(tmp_path, "delete-certificate", "jobs.acme-corp.test")
+    removed = store_tool(tmp_path, "delete-certificate", "jobs.acme-corp.test", store=store)
     assert removed.returncode == 0, removed.stderr
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -126,7 +150,7 @@ def test_certificate_put_by_another_process_is_served_without_restart(daemon, po
         ("[listen]\nhttps = 443\n", "[listen] https: expected a non-empty string"),
         ("[tls\n", "not valid TOML"),
         ("[nonsense]\n", "[nonsense]: unknown section"),
-        ('[store]\nurl = "sqlite:var/x.db"\n[preflight]\naddresses = ["127.0.0.1"]\n', "[store] url"),
+        ('[store]\nurl = "mysql://db/x"\n[preflight]\naddresses = ["127.0.0.1"]\n', "[store] url"),
         ('[acme]\nca_bundle = "missing.pem"\n[preflight]\naddresses = ["127.0.0.1"]\n', "[acme] ca_bundle"),
     ],
 )

@@ -1,0 +1,136 @@
+"""The IStore contract run against the SQL store: SQLite files, and the real PostgreSQL on this machine.
+
+PostgreSQL tests create a database of their own (``jobhost_test_<random>``) on
+127.0.0.1:5432 as user ``postgres`` (override with ``JOBHOST_TEST_POSTGRES``, a
+libpq URL of a server where that user may create databases) and drop it
+afterwards.  When no server answers they are skipped with the reason, except
+under CI (``CI=true``), where a missing server is a failure: ``.ci/run`` starts it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+
+import attrs
+from store_contract import StoreContractTests, make_domain
+from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.trial.unittest import SkipTest, TestCase
+
+from jobhost.errors import StoreError
+from jobhost.store.sql import SCHEMA_VERSION, Engine, SqlStore
+
+POSTGRES_URL = os.environ.get("JOBHOST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _admin_connection():
+    import psycopg
+
+    try:
+        return psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as e:
+        if os.environ.get("CI"):
+            raise
+        raise SkipTest(f"no PostgreSQL at {POSTGRES_URL}: {e}") from None
+
+
+def create_database(case) -> str:
+    """A fresh PostgreSQL database for ``case`` (dropped at cleanup); return its URL."""
+    name = "jobhost_test_" + secrets.token_hex(6)
+    with _admin_connection() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop():
+        with _admin_connection() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    case.addCleanup(drop)
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
+class _SqlContract(StoreContractTests):
+    def make_engine(self) -> Engine:
+        raise NotImplementedError
+
+    def _store(self) -> SqlStore:
+        store = SqlStore.create(self.engine)
+        self.addCleanup(store.close)
+        return store
+
+    def make_store(self):
+        self.engine = self.make_engine()
+        return self._store()
+
+    def make_second_store(self):
+        return self._store()
+
+    def make_interfering_store(self):
+        return None  # one transaction holds the row from read to write: see the race tests below
+
+    def test_update_domain_loses_no_update_between_pools(self):
+        """Four pools incrementing their own counter in one record (20 times each) lose no increment."""
+        stores = [self.make_store()] + [self.make_second_store() for _ in range(3)]
+
+        async def bump_many(store, writer):
+            def bump(record):
+                page = dict(record.page or {})
+                page[writer] = page.get(writer, 0) + 1
+                return attrs.evolve(record, page=page)
+
+            for _ in range(20):
+                await store.update_domain("race.example.com", bump)
+
+        async def run():
+            await stores[0].add_domain(make_domain("race.example.com", page={}, version=0))
+            await gatherResults([ensureDeferred(bump_many(s, f"w{i}")) for i, s in enumerate(stores)])
+            return await stores[0].get_domain("race.example.com")
+
+        def check(record):
+            self.assertEqual(record.page, {f"w{i}": 20 for i in range(4)})
+            self.assertEqual(record.version, 80)
+
+        return ensureDeferred(run()).addCallback(check)
+
+    async def test_newer_schema_is_refused(self):
+        """A schema newer than the code is refused with a StoreError naming both versions."""
+        store = self.make_store()
+        await store.open()
+
+        def bump(cursor):
+            cursor.execute("UPDATE jobhost_schema SET version = 99 WHERE id = 1")
+
+        await store.pool.runInteraction(bump)
+        newer = self.make_second_store()
+        failure = await self.assertFailure(newer.open(), StoreError)
+        self.assertIn("99", str(failure))
+        self.assertIn(str(SCHEMA_VERSION), str(failure))
+
+    async def test_check_fails_when_the_schema_row_is_gone(self):
+        """check() fails with StoreError once the schema row it opened is deleted."""
+        store = self.make_store()
+        self.assertIs(await store.check(), True)
+        await store.pool.runInteraction(lambda cursor: cursor.execute("DELETE FROM jobhost_schema"))
+        await self.assertFailure(store.check(), StoreError)
+
+
+class SqliteStoreContractTests(_SqlContract, TestCase):
+    """The SQL store on an SQLite file keeps the IStore contract, also across two pools on one file."""
+
+    def make_engine(self):
+        directory = tempfile.mkdtemp(prefix="jobhost-sqlite-test-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        return Engine.sqlite(os.path.join(directory, "jobhost.db"))
+
+
+class PostgresStoreContractTests(_SqlContract, TestCase):
+    """The SQL store on the real PostgreSQL keeps the IStore contract, also across pools (nodes)."""
+
+    def make_engine(self):
+        url = create_database(self)
+        return Engine.postgresql(url, url)
+
+
+del _SqlContract
