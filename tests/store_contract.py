@@ -566,6 +566,17 @@ class StoreContractTests:
     # -- accounts ------------------------------------------------------------------------------------
 
     @inlineCallbacks
+    def test_list_accounts(self):
+        """list_accounts gives every stored account, ordered by directory URL."""
+        store = self.make_store()
+        self.assertEqual((yield store.list_accounts()), [])
+        b = make_account("https://b.example/dir", "https://b.example/acct/1")
+        a = make_account("https://a.example/dir", "https://a.example/acct/1")
+        yield store.put_account(b)
+        yield store.put_account(a)
+        self.assertEqual((yield store.list_accounts()), [a, b])
+
+    @inlineCallbacks
     def test_account_per_directory(self):
         """Accounts are kept per directory URL and replaced by a later put for the same URL."""
         store = self.make_store()

@@ -694,6 +694,31 @@ class DirectoryStore:
         path = self._file(ACCOUNTS, account_file_stem(directory_url))
         return read_record(path, self._parser(Account, "directory_url", directory_url), directory_url)
 
+    def _list_accounts_sync(self) -> list[Account]:
+        directory = self._dir(ACCOUNTS)
+        try:
+            names = sorted(n for n in os.listdir(directory) if n.endswith(_JSON) and not n.startswith("."))
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise StoreError(f"cannot list {directory}: {e.strerror}") from None
+        accounts = []
+        for name in names:
+            path = os.path.join(directory, name)
+            try:
+                account = read_record(path, Account.from_json, name)
+            except KeyError:
+                continue  # deleted meanwhile
+            except StoreError as e:
+                self._log.error("Skipping a store file: {reason}", file=path, reason=e.message)
+                continue
+            accounts.append(account)
+        return sorted(accounts, key=lambda a: a.directory_url)
+
+    def list_accounts(self) -> Deferred:
+        """Fire with every readable Account, ordered by directory URL."""
+        return self.run_in_thread(self._list_accounts_sync)
+
     def get_account(self, directory_url: str) -> Deferred:
         """Fire with the :class:`Account` for that CA directory; fail with KeyError if none."""
         return self.run_in_thread(self._get_account_sync, directory_url)

@@ -140,6 +140,12 @@ class IStore(Interface):
     def get_account(directory_url):
         """Fire with the :class:`Account` for that CA directory; fail with KeyError if none."""
 
+    def list_accounts():
+        """Fire with every stored :class:`Account`, ordered by directory URL (for copying stores).
+
+        An account that cannot be read is skipped and logged.
+        """
+
     def put_account(account):
         """Create or replace the account for ``account.directory_url``; fire with None."""
 

@@ -171,6 +171,9 @@ class MemoryStore:
     def get_account(self, directory_url):
         return self._get(self.accounts, directory_url)
 
+    def list_accounts(self):
+        return succeed([self.accounts[url] for url in sorted(self.accounts)])
+
     def put_account(self, account):
         self.accounts[account.directory_url] = account
         return succeed(None)

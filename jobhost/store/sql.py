@@ -625,6 +625,21 @@ class SqlStore:
 
         return self._run(get)
 
+    def list_accounts(self) -> Deferred:
+        """Fire with every readable Account, ordered by directory URL."""
+
+        def run(cursor):
+            cursor.execute("SELECT directory_url, doc FROM accounts ORDER BY directory_url")
+            accounts = []
+            for url, doc in cursor.fetchall():
+                try:
+                    accounts.append(_parse("account", url, doc, Account, "directory_url"))
+                except BrokenRecord as e:
+                    self._log.error("Skipping a store row: {reason}", reason=e.message)
+            return accounts
+
+        return self._run(run)
+
     def put_account(self, account: Account) -> Deferred:
         """Create or replace the account for its directory URL; fire with None."""
 

@@ -8,6 +8,7 @@ Subcommands::
     jobhost-store --store directory:var/store list
     jobhost-store --store directory:var/store show HOSTNAME
     jobhost-store --store directory:var/store delete-certificate HOSTNAME
+    jobhost-store copy --from directory:var/store --to sqlite:var/jobhost.db
 
 It goes through the same :class:`IStore` API as the daemon, so a running
 daemon sharing the store sees each change on its change feed.  Relative store
@@ -31,7 +32,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 
 from jobhost.errors import JobhostError
 from jobhost.hostnames import normalise_hostname
-from jobhost.store.factory import store_from_url
+from jobhost.store.factory import redacted_url, store_from_url
 from jobhost.store.interfaces import IStore
 from jobhost.store.records import DomainRecord, DomainState, certificate_record
 from jobhost.timeutil import now, to_iso
@@ -51,9 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Inspect and change a jobhost store.")
     parser.add_argument(
         "--store",
-        required=True,
         metavar="URL",
-        help="the store, e.g. directory:var/store (relative to the current directory)",
+        help="the store, e.g. directory:var/store or sqlite:var/jobhost.db (relative to the current directory)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     delete = commands.add_parser("delete-certificate", help="delete a hostname's certificate")
     delete.add_argument("hostname")
+
+    copy = commands.add_parser(
+        "copy",
+        help="copy every domain, certificate and account to another store (rerun to finish an interrupted copy)",
+    )
+    copy.add_argument("--from", dest="source", metavar="URL", help="the store to read (default: --store)")
+    copy.add_argument("--to", dest="target", required=True, metavar="URL", help="the store to write")
     return parser
 
 
@@ -215,12 +222,28 @@ async def _delete_certificate(reactor, store: IStore, args, out: TextIO, err: Te
     return 0
 
 
+async def _copy(reactor, store: IStore, args, out: TextIO, err: TextIO) -> int:
+    from jobhost.store.copy import Progress, copy_store
+
+    target = store_from_url(args.target, reactor, os.getcwd())
+    report = await copy_store(store, target, Progress(err, "copied"))
+    for what, reason in report.skipped:
+        err.write(f"{PROG}: skipped {what}: {reason}\n")
+    out.write(
+        f"copied {report.domains} domains, {report.certificates} certificates and {report.accounts} accounts "
+        f"to {redacted_url(args.target)}" + (f"; skipped {len(report.skipped)} unreadable" if report.skipped else "")
+        + "\n"
+    )
+    return EXIT_ERROR if report.skipped else 0
+
+
 _COMMANDS = {
     "put-certificate": _put_certificate,
     "add-domain": _add_domain,
     "list": _list,
     "show": _show,
     "delete-certificate": _delete_certificate,
+    "copy": _copy,
 }
 
 
@@ -248,8 +271,13 @@ async def run(
 
 
 async def _main(reactor, args: argparse.Namespace) -> None:
+    url = getattr(args, "source", None) or args.store
+    if not url:
+        sys.stderr.write(f"{PROG}: error: name the store with --store URL" +
+                         (" or --from URL" if args.command == "copy" else "") + "\n")
+        raise SystemExit(EXIT_ERROR)
     try:
-        store = store_from_url(args.store, reactor, os.getcwd())
+        store = store_from_url(url, reactor, os.getcwd())
     except JobhostError as e:
         sys.stderr.write(f"{PROG}: error: {e}\n")
         raise SystemExit(EXIT_ERROR) from None
