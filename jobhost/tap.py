@@ -337,10 +337,23 @@ class Parts:
 
 
 def _build_store(reactor, config: Config):
-    """[store]: the store the URL names."""
-    from jobhost.store.factory import store_from_url
+    """[store]: the store the URL names; an SQL store's schema is created or migrated here.
 
-    return store_from_url(config.store.url, reactor, str(config.base_dir))
+    That happens before the reactor runs, so no listener serves on a schema this code
+    does not know; a database that cannot be used stops start-up with one line.
+    """
+    from jobhost.errors import StoreError
+    from jobhost.store.factory import store_from_url
+    from jobhost.store.sql import SqlStore
+
+    store = store_from_url(config.store.url, reactor, str(config.base_dir))
+    if isinstance(store, SqlStore):
+        try:
+            store.migrate_now()
+        except StoreError as e:
+            store.close()
+            raise ConfigError(f"cannot use the store: {e.message}", ("store", "url")) from None
+    return store
 
 
 def _build_domains(reactor, store):

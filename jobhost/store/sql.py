@@ -170,6 +170,10 @@ class Engine:
         )
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
 def _sqlite_connection_opened(connection) -> None:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
@@ -252,6 +256,42 @@ class SqlStore:
             return self._store_id
 
         return Deferred.fromCoroutine(run())
+
+    def migrate_now(self) -> str:
+        """Create or migrate the schema now, blocking, on a connection of its own; return the store id.
+
+        For start-up, before the reactor runs and before any listener serves (the
+        daemon calls it while building its services, so a database it cannot use,
+        or a schema newer than this code, stops it with one line).
+
+        Raises:
+            StoreError: naming the database (password redacted) and the cause.
+        """
+        module_name, args, kwargs = self.engine.pool_args
+        module = __import__(module_name)
+        options = {k: v for k, v in kwargs.items() if not k.startswith("cp_")}
+        try:
+            connection = module.connect(*args, **options)
+        except Exception as e:
+            raise StoreError(f"cannot connect to {self.engine.description}: {_one_line(e)}") from None
+        try:
+            opened = kwargs.get("cp_openfun")
+            if opened is not None:
+                opened(connection)
+            cursor = connection.cursor()
+            try:
+                store_id = self._migrate(cursor)
+                connection.commit()
+            except StoreError:
+                connection.rollback()
+                raise
+            except Exception as e:
+                connection.rollback()
+                raise StoreError(f"{self.engine.description}: {_one_line(e)}") from None
+        finally:
+            connection.close()
+        self._store_id = store_id
+        return store_id
 
     def _run_raw(self, interaction: Callable, *args: Any) -> Deferred:
         def translate(failure):

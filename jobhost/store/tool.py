@@ -9,6 +9,7 @@ Subcommands::
     jobhost-store --store directory:var/store show HOSTNAME
     jobhost-store --store directory:var/store delete-certificate HOSTNAME
     jobhost-store copy --from directory:var/store --to sqlite:var/jobhost.db
+    jobhost-store --store postgresql://jobhost@db/jobhost migrate
 
 It goes through the same :class:`IStore` API as the daemon, so a running
 daemon sharing the store sees each change on its change feed.  Relative store
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     delete = commands.add_parser("delete-certificate", help="delete a hostname's certificate")
     delete.add_argument("hostname")
+
+    commands.add_parser("migrate", help="create or migrate an SQL store's schema (the daemon also does at start)")
 
     copy = commands.add_parser(
         "copy",
@@ -222,6 +225,17 @@ async def _delete_certificate(reactor, store: IStore, args, out: TextIO, err: Te
     return 0
 
 
+async def _migrate(reactor, store: IStore, args, out: TextIO, err: TextIO) -> int:
+    from jobhost.store.sql import SCHEMA_VERSION, SqlStore
+
+    if not isinstance(store, SqlStore):
+        out.write("this store has no schema to migrate\n")
+        return 0
+    await store.open()
+    out.write(f"{store.engine.description}: schema at version {SCHEMA_VERSION}\n")
+    return 0
+
+
 async def _copy(reactor, store: IStore, args, out: TextIO, err: TextIO) -> int:
     from jobhost.store.copy import Progress, copy_store
 
@@ -244,6 +258,7 @@ _COMMANDS = {
     "show": _show,
     "delete-certificate": _delete_certificate,
     "copy": _copy,
+    "migrate": _migrate,
 }
 
 

@@ -230,3 +230,40 @@ def test_deleted_store_makes_healthz_fail(daemon, ports, tmp_path):
     while "Store health check failed" not in daemon.log() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert daemon.log().count("Store health check failed") == 1, daemon.log()[-3000:]
+
+
+def test_sqlite_schema_newer_than_the_code_stops_start_up(tmp_path):
+    """twistd exits 1 naming both schema versions when the SQLite store's schema is newer than the code."""
+    import sqlite3
+
+    from jobhost.store.sql import SCHEMA_VERSION
+
+    (tmp_path / "var").mkdir()
+    database = tmp_path / "var" / "jobhost.db"
+    migrated = store_tool(tmp_path, "migrate", store="sqlite:var/jobhost.db")
+    assert migrated.returncode == 0, migrated.stderr
+    assert f"schema at version {SCHEMA_VERSION}" in migrated.stdout
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE jobhost_schema SET version = 99")
+    path = tmp_path / "jobhost.toml"
+    path.write_text('[store]\nurl = "sqlite:var/jobhost.db"\n[preflight]\naddresses = ["127.0.0.1"]\n')
+    result = run_twistd(tmp_path, path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "[store] url: cannot use the store" in output
+    assert f"version 99, newer than this jobhost understands ({SCHEMA_VERSION})" in output
+    assert "Traceback" not in output
+
+
+def test_unreachable_postgresql_stops_start_up_in_one_line(tmp_path):
+    """An unreachable PostgreSQL URL makes twistd exit 1 with one line naming it, password redacted."""
+    path = tmp_path / "jobhost.toml"
+    path.write_text(
+        '[store]\nurl = "postgresql://jobhost:s3cret@127.0.0.1:1/jobhost?connect_timeout=2"\n'
+        '[preflight]\naddresses = ["127.0.0.1"]\n'
+    )
+    result = run_twistd(tmp_path, path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "[store] url: cannot use the store: cannot connect to postgresql://jobhost:***@127.0.0.1:1/jobhost" in output
+    assert "s3cret" not in output and "Traceback" not in output
