@@ -387,7 +387,9 @@ def _build_caches(reactor, config: Config, store, metrics) -> CacheParts:
     )
     pages = PageCache(max_entries=config.tls.cache_size)
     fanout = _Caches((certificates, pages))
-    poller = ChangePoller(cache=fanout, store=store, clock=reactor, interval=config.tls.poll_interval)
+    poller = ChangePoller(
+        cache=fanout, store=store, clock=reactor, interval=config.tls.poll_interval, watch=store.watch_changes
+    )
     poller.setName("changes")
     metrics.register_counter_source(
         "jobhost_cert_cache_total",

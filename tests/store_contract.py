@@ -540,6 +540,13 @@ class StoreContractTests:
         spent_again = yield store.reserve_order("ca", T0 + window + timedelta(seconds=2), window, 2)
         self.assertEqual(spent_again, T0 + timedelta(minutes=1) + window)
 
+    def test_watch_changes_returns_a_stopper(self):
+        """watch_changes returns a function that stops it (pushing is optional: callers still poll)."""
+        store = self.make_store()
+        stop = store.watch_changes(lambda: None)
+        self.assertTrue(callable(stop))
+        stop()
+
     # -- challenges --------------------------------------------------------------------------------
 
     @inlineCallbacks

@@ -363,6 +363,28 @@ class ChangePollerTests(SynchronousTestCase):
         self.assertEqual(poller.polls, 2)
         self.successResultOf(poller.stopService())
 
+    def test_a_push_polls_at_once_and_stopping_unwatches(self):
+        """The store's push makes the poller read the feed before its interval; stopping the poller unwatches."""
+        store = ScriptedFeed([(1, {}), (2, {ALPHA: ChangeKind.ALL})], store_with(record_for(ALPHA)))
+        cache = CertificateCache(store=store, clock=self.clock)
+        pushes, stopped = [], []
+
+        def watch(callback):
+            pushes.append(callback)
+            return lambda: stopped.append(True)
+
+        poller = ChangePoller(cache=cache, store=store, clock=self.clock, interval=60, watch=watch)
+        poller.startService()
+        self.successResultOf(cache.load(ALPHA))
+        self.assertEqual((len(pushes), poller.polls), (1, 1))
+        pushes[0]()  # another node stored a certificate: no need to wait 60 s
+        self.assertEqual(poller.polls, 2)
+        self.assertIsNone(cache.lookup(ALPHA))
+        poller.stopService()
+        self.assertEqual(stopped, [True])
+        pushes[0]()
+        self.assertEqual(poller.polls, 2, "a push after stopping does nothing")
+
     def test_unknown_changes_invalidate_everything(self):
         """When the feed cannot tell what changed (None), the whole cache is cleared."""
         store = ScriptedFeed([(1, {}), (2, None)], store_with(record_for(ALPHA)))

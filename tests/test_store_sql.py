@@ -132,5 +132,35 @@ class PostgresStoreContractTests(_SqlContract, TestCase):
         url = create_database(self)
         return Engine.postgresql(url, url)
 
+    async def test_a_change_by_another_node_is_pushed_within_a_second(self):
+        """A certificate stored through another pool (node) calls the watcher within a second, then stops."""
+        import time
+
+        from store_contract import make_certificate
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        store = self.make_store()
+        other = self.make_second_store()
+        await store.open()
+        calls = []
+        stop = store.watch_changes(lambda: calls.append(time.monotonic()))
+        self.addCleanup(stop)
+        await deferLater(reactor, 0.3, lambda: None)  # the listener is connected
+        written = time.monotonic()
+        await other.put_certificate(make_certificate("pushed.example.com"))
+        for _ in range(100):
+            if calls:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertTrue(calls, "no push within a second")
+        self.assertLess(calls[0] - written, 1.0)
+        stop()
+        await deferLater(reactor, 0.8, lambda: None)  # the thread sees the stop within its 0.5 s wait
+        before = len(calls)
+        await other.put_certificate(make_certificate("after-stop.example.com"))
+        await deferLater(reactor, 0.5, lambda: None)
+        self.assertEqual(len(calls), before, "a stopped watcher is not called")
+
 
 del _SqlContract

@@ -660,6 +660,10 @@ class DirectoryStore:
         """
         return self.run_in_thread(read_changes, self._root, cursor)
 
+    def watch_changes(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Nothing is pushed (callers poll :meth:`changes`); returns a no-op stopper."""
+        return lambda: None
+
     # -- challenges --------------------------------------------------------------------------
 
     def _put_challenge_sync(self, challenge: Challenge) -> None:

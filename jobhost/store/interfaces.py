@@ -121,6 +121,16 @@ class IStore(Interface):
         ``cursor=None`` it fires with the current cursor and an empty mapping.
         """
 
+    def watch_changes(callback):
+        """Call ``callback()`` (on the reactor thread) soon after any process records a change.
+
+        A push, so that caches learn of changes sooner than their poll interval;
+        it says only "read the feed now" and may be late, coalesced or lost (e.g.
+        while a connection is down: it then calls once after reconnecting), so
+        callers keep polling :meth:`changes` as the safety net.  A store that
+        cannot push does nothing.  Returns a no-argument function that stops it.
+        """
+
     # -- challenges ------------------------------------------------------------
 
     def put_challenge(challenge):

@@ -157,6 +157,9 @@ class MemoryStore:
             changed[hostname] = changed.get(hostname, frozenset()) | kinds
         return succeed((end, changed))
 
+    def watch_changes(self, callback):
+        return lambda: None  # callers poll; nothing to push
+
     def put_challenge(self, challenge):
         self.challenges[challenge.token] = challenge
         return succeed(None)

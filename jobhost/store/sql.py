@@ -57,6 +57,9 @@ SCHEMA_VERSION = 1
 #: How many change-feed rows are kept (older ones are pruned).
 CHANGES_KEPT = 100_000
 
+#: The PostgreSQL channel every committed change is announced on.
+CHANGES_CHANNEL = "jobhost_changes"
+
 _SCHEMA_V1 = (
     """CREATE TABLE domains (
         hostname TEXT PRIMARY KEY,
@@ -208,6 +211,7 @@ class SqlStore:
 
     engine: Engine
     pool: adbapi.ConnectionPool = attrs.field(repr=False)
+    reactor: Any = attrs.field(default=None, repr=False)
     _open_lock: DeferredLock = attrs.field(factory=DeferredLock, init=False, repr=False)
     _store_id: str | None = attrs.field(default=None, init=False, repr=False)
 
@@ -224,7 +228,7 @@ class SqlStore:
         module, args, kwargs = engine.pool_args
         if reactor is not None:
             kwargs = {**kwargs, "cp_reactor": reactor}
-        store = cls(engine, adbapi.ConnectionPool(module, *args, **kwargs))
+        store = cls(engine, adbapi.ConnectionPool(module, *args, **kwargs), reactor)
         if reactor is not None:
             reactor.callWhenRunning(store._open_at_start)
         return store
@@ -350,10 +354,64 @@ class SqlStore:
         new_id = e.insert_returning_id(
             cursor, "INSERT INTO changes (hostname, kinds) VALUES (?, ?)", (hostname, ",".join(sorted(kinds)))
         )
+        if e.name == "postgresql":
+            # Delivered at commit, to every node LISTENing (see watch_changes); equal
+            # notifications within one transaction are folded into one.
+            cursor.execute("SELECT pg_notify(%s, '')", (CHANGES_CHANNEL,))
         if new_id % 1000 == 0 and new_id > CHANGES_KEPT:
             floor = new_id - CHANGES_KEPT
             cursor.execute(e.sql("DELETE FROM changes WHERE id <= ?"), (floor,))
             cursor.execute(e.sql("UPDATE jobhost_schema SET changes_floor = ? WHERE id = 1"), (floor,))
+
+    def watch_changes(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """On PostgreSQL, call ``callback`` (reactor thread) when any node commits a change.
+
+        A thread of its own holds a connection that ``LISTEN`` s on
+        :data:`CHANGES_CHANNEL`.  When the connection is lost it reconnects (once a
+        second) and calls ``callback`` once, since notifications sent meanwhile
+        are lost.  SQLite pushes nothing (one machine: the poll is cheap).
+        Returns the function that stops the thread.
+        """
+        if self.engine.name != "postgresql":
+            return lambda: None
+        import threading
+
+        from twisted.internet import reactor as global_reactor
+
+        reactor = self.reactor if self.reactor is not None else global_reactor
+        stopping = threading.Event()
+        url = self.engine.pool_args[1][0]
+
+        def listen() -> None:
+            import psycopg
+
+            connected_before = False
+            while not stopping.is_set():
+                try:
+                    with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+                        connection.execute(f"LISTEN {CHANGES_CHANNEL}")
+                        if connected_before:
+                            reactor.callFromThread(callback)  # what was sent while we were away
+                        connected_before = True
+                        while not stopping.is_set():
+                            for _ in connection.notifies(timeout=0.5, stop_after=1):
+                                reactor.callFromThread(callback)
+                except Exception as e:
+                    if stopping.is_set():
+                        return
+                    reactor.callFromThread(
+                        self._log.warn, "Change notifications from {store} interrupted: {error}; reconnecting",
+                        store=self.engine.description, error=_one_line(e),
+                    )
+                    stopping.wait(1.0)
+
+        thread = threading.Thread(target=listen, name="jobhost-store-listen", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            stopping.set()
+
+        return stop
 
     def check(self) -> Deferred:
         """Fire True when the schema row this store opened is still there; else StoreError."""
@@ -749,4 +807,4 @@ class SqlStore:
         return self._run(reserve)
 
 
-__all__ = ["CHANGES_KEPT", "Engine", "MIGRATIONS", "SCHEMA_VERSION", "SqlStore"]
+__all__ = ["CHANGES_CHANNEL", "CHANGES_KEPT", "Engine", "MIGRATIONS", "SCHEMA_VERSION", "SqlStore"]

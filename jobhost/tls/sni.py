@@ -399,6 +399,8 @@ class ChangePoller(Service):
         store: The store whose ``changes`` feed to read.
         clock: Schedules the polls.
         interval: Seconds between polls.
+        watch: ``callback -> stop``: the store's push (``IStore.watch_changes``), which makes
+            it poll at once when another process records a change; or None (poll only).
         polls, failures: How many polls completed and failed.
     """
 
@@ -406,29 +408,47 @@ class ChangePoller(Service):
     store: IStore
     clock: IReactorTime
     interval: float = 5.0
+    watch: Any = None
     polls: int = attrs.field(default=0, init=False)
     failures: int = attrs.field(default=0, init=False)
     _cursor: Any = attrs.field(default=None, init=False, repr=False)
     _loop: LoopingCall | None = attrs.field(default=None, init=False, repr=False)
     _done: Deferred | None = attrs.field(default=None, init=False, repr=False)
+    _unwatch: Any = attrs.field(default=None, init=False, repr=False)
+    _polling: bool = attrs.field(default=False, init=False, repr=False)
+    _again: bool = attrs.field(default=False, init=False, repr=False)
 
     log = Logger()
 
     def startService(self) -> None:
-        """Start polling at once, then every ``interval`` seconds."""
+        """Start polling at once, then every ``interval`` seconds (and when the store pushes)."""
         super().startService()
         self._loop = LoopingCall(self.poll)
         self._loop.clock = self.clock
         self._done = self._loop.start(self.interval, now=True)
+        if self.watch is not None:
+            self._unwatch = self.watch(self.poll_soon)
 
     def stopService(self) -> Deferred | None:
         """Stop polling; fires once a poll in progress has finished."""
         super().stopService()
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         loop, done = self._loop, self._done
         self._loop = self._done = None
         if loop is not None and loop.running:
             loop.stop()
         return done
+
+    def poll_soon(self) -> None:
+        """Poll now, or right after the poll in progress (pushes arriving meanwhile make one more)."""
+        if not self.running:
+            return
+        if self._polling:
+            self._again = True
+            return
+        self.poll()
 
     def poll(self) -> Deferred:
         """Read the change feed once and invalidate what changed.
@@ -436,10 +456,19 @@ class ChangePoller(Service):
         Returns:
             A Deferred firing with None when done; it never fails (failures are logged).
         """
+        self._polling = True
         d = maybeDeferred(self.store.changes, self._cursor)
         d.addCallback(self._apply)
         d.addErrback(self._failed)
+        d.addBoth(self._polled)
         return d
+
+    def _polled(self, result) -> None:
+        self._polling = False
+        if self._again:
+            self._again = False
+            self.poll_soon()
+        return result
 
     def _apply(self, answer: tuple[Any, frozenset[str] | None]) -> None:
         cursor, hostnames = answer
