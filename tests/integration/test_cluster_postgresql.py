@@ -31,9 +31,9 @@ class _Case:
         self.cleanups.append((f, args))
 
 
-def _node_config(url: str, node: str, self_check_port: int):
+def _node_config(url: str, node: str, self_check_port: int, extra: str = ""):
     def make(http: int, https: int, admin: int, pebble: PebbleServer) -> str:
-        text = stack_config(http, https, admin, pebble, extra="")
+        text = stack_config(http, https, admin, pebble, extra=extra)
         text = text.replace('url = "directory:var/store"', f'url = "{url}"')
         text = text.replace('node_id = "test-node"', f'node_id = "{node}"')
         return text.replace(f"self_check_port = {http}", f"self_check_port = {self_check_port}")
@@ -41,29 +41,34 @@ def _node_config(url: str, node: str, self_check_port: int):
     return make
 
 
-@pytest.fixture
-def cluster(tmp_path):
+def _cluster(tmp_path, pebble_env=None, extra=""):
     case = _Case()
     url = create_database(case)
     a_ports = (free_port(), free_port(), free_port())
     b_ports = (free_port(), free_port(), free_port())
-    pebble = PebbleServer.start(http_port=b_ports[0], nonce_reject=5)
+    pebble = PebbleServer.start(http_port=b_ports[0], nonce_reject=5, env_extra=pebble_env)
     nodes = []
     try:
         for name, ports in (("node-a", a_ports), ("node-b", b_ports)):
             workdir = tmp_path / name
             workdir.mkdir()
-            daemon = Daemon(workdir, _node_config(url, name, b_ports[0])(*ports, pebble))
+            daemon = Daemon(workdir, _node_config(url, name, b_ports[0], extra)(*ports, pebble))
             daemon.start()
             nodes.append(Stack(workdir, pebble, daemon, ports))
             daemon.wait_listening(*ports)
-        yield nodes
+        yield nodes, url
     finally:
         for node in nodes:
             node.daemon.stop()
         pebble.stop()
         for f, args in reversed(case.cleanups):
             f(*args)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    for nodes, _ in _cluster(tmp_path):
+        yield nodes
 
 
 def _orders(node: Stack) -> int:
@@ -119,3 +124,30 @@ def test_fifty_names_across_two_nodes_get_one_order_each(cluster):
     for name in names[:5]:
         assert a.verified_leaf(name).serial_number == b.verified_leaf(name).serial_number
 
+
+
+def test_a_killed_node_s_hostnames_are_finished_by_the_other_after_its_leases_expire(tmp_path):
+    """SIGKILL node A while it holds issuing leases (Pebble validating slowly): node B issues those names
+    once the leases expire."""
+    import psycopg
+
+    slow_pebble = {"PEBBLE_VA_NOSLEEP": "0"}  # Pebble's VA sleeps before validating: A's orders wait
+    short_leases = 'lease_duration = "3s"'  # appended to the stack config's [renewal] section
+    for (a, b), url in _cluster(tmp_path, pebble_env=slow_pebble, extra=short_leases):
+        names = [f"k{i}.acme-corp.test" for i in range(3)]
+        for name in names:
+            a.register(name)
+        deadline = time.monotonic() + 10
+        held = []
+        while time.monotonic() < deadline and len(held) < len(names):
+            with psycopg.connect(url) as connection:
+                held = connection.execute(
+                    "SELECT name FROM leases WHERE holder = 'node-a' AND name LIKE 'issue:%'"
+                ).fetchall()
+            time.sleep(0.05)
+        assert len(held) == len(names), f"node A holds {held}"
+        a.daemon.kill()
+        for name in names:
+            b.wait_state(name, ("active",), timeout=90)
+            assert b.verified_leaf(name)
+        assert _orders(b) >= 1, "node B ordered what node A left unfinished"
