@@ -132,6 +132,28 @@ class PostgresStoreContractTests(_SqlContract, TestCase):
         url = create_database(self)
         return Engine.postgresql(url, url)
 
+    async def test_connections_the_server_dropped_cost_no_failed_call(self):
+        """After the server ends every pooled connection (as a restart does), the next calls all succeed."""
+        store = self.make_store()
+        await store.open()
+        # Several pool threads, so several connections exist.
+        await gatherResults([store.list_domains() for _ in range(8)])
+        database = self.engine.description.rsplit("/", 1)[1]
+        with _admin_connection() as conn:
+            ended = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (database,),
+            ).fetchone()[0]
+        self.assertGreaterEqual(ended, 2)
+        for _ in range(8):
+            self.assertEqual(await store.list_domains(), [])
+        # adbapi itself logs each dead connection's failed rollback ("Rollback failed").
+        import psycopg
+        from twisted.enterprise.adbapi import ConnectionLost
+
+        self.flushLoggedErrors(ConnectionLost, psycopg.OperationalError)
+
     async def test_a_change_by_another_node_is_pushed_within_a_second(self):
         """A certificate stored through another pool (node) calls the watcher within a second, then stops."""
         import time

@@ -297,7 +297,22 @@ class SqlStore:
         self._store_id = store_id
         return store_id
 
-    def _run_raw(self, interaction: Callable, *args: Any) -> Deferred:
+    def _run_raw(self, interaction: Callable, *args: Any, retries: int | None = None) -> Deferred:
+        """Run ``interaction(cursor, *args)`` in one transaction; driver errors become StoreError.
+
+        A connection the server dropped (a restart, a failover) fails its next use
+        once; adbapi then discards it (``cp_reconnect``).  Each pool thread holds a
+        connection of its own, so a call that failed for that reason is tried again,
+        up to once per pooled connection, until one is fresh.
+        """
+        if retries is None:
+            retries = self.pool.max
+
+        def again(failure):
+            if retries > 0 and self._connection_lost(failure.value):
+                return self._run_raw(interaction, *args, retries=retries - 1)
+            return failure
+
         def translate(failure):
             if failure.check(StoreError, KeyError, BrokenRecord):
                 return failure
@@ -306,7 +321,16 @@ class SqlStore:
                 raise StoreError(f"{self.engine.description}: {type(exc).__name__}: {exc}".strip())
             return failure
 
-        return self.pool.runInteraction(interaction, *args).addErrback(translate)
+        return self.pool.runInteraction(interaction, *args).addErrback(again).addErrback(translate)
+
+    def _connection_lost(self, exc: BaseException) -> bool:
+        if self.engine.name != "postgresql":
+            return False
+        import psycopg
+
+        from twisted.enterprise.adbapi import ConnectionLost
+
+        return isinstance(exc, (ConnectionLost, psycopg.OperationalError, psycopg.InterfaceError))
 
     def _run(self, interaction: Callable, *args: Any) -> Deferred:
         async def run():

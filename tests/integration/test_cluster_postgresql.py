@@ -11,6 +11,7 @@ shared challenge row.  Orders are counted by what both nodes report in
 from __future__ import annotations
 
 import re
+from pathlib import Path
 import time
 
 import pytest
@@ -151,3 +152,95 @@ def test_a_killed_node_s_hostnames_are_finished_by_the_other_after_its_leases_ex
             b.wait_state(name, ("active",), timeout=90)
             assert b.verified_leaf(name)
         assert _orders(b) >= 1, "node B ordered what node A left unfinished"
+
+
+def _pg_cluster(action: str) -> None:
+    import subprocess
+
+    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[0]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action, "-m", "fast"]
+                   if action == "stop" else ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+                   check=True, capture_output=True, timeout=60)
+    if action == "start":
+        deadline = time.monotonic() + 30
+        while subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1"]).returncode != 0:
+            assert time.monotonic() < deadline, "PostgreSQL did not come back"
+            time.sleep(0.2)
+
+
+def _admin(port: int, token: str, path: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.mark.skipif(not Path("/etc/postgresql").is_dir(), reason="needs the machine's PostgreSQL cluster to stop")
+def test_postgresql_outage_keeps_serving_and_recovers(tmp_path):
+    """With PostgreSQL stopped, cached hostnames keep their TLS handshakes and admin calls answer 503; once it is
+    back, everything works again without restarting jobhost."""
+    import ssl
+
+    from daemon import https_request, status_of, store_tool
+    from jobhost.testing import TestCA
+    from test_daemon import config_text
+
+    case = _Case()
+    url = create_database(case)
+    http, https, admin = free_port(), free_port(), free_port()
+    config = config_text(http, https, admin).replace('url = "directory:var/store"', f'url = "{url}"')
+    daemon = Daemon(tmp_path, config.replace('poll_interval = "2s"', 'poll_interval = "0.5s"'))
+    ca = TestCA.create("outage CA")
+    (tmp_path / "ca.pem").write_bytes(ca.root_pem)
+    verify = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+
+    def put(hostname: str) -> None:
+        key, chain = ca.issue(hostname)
+        (tmp_path / f"{hostname}.key").write_bytes(key)
+        (tmp_path / f"{hostname}.pem").write_bytes(chain)
+        done = store_tool(tmp_path, "put-certificate", hostname, "--key", f"{hostname}.key",
+                          "--chain", f"{hostname}.pem", store=url)
+        assert done.returncode == 0, done.stderr
+        done = store_tool(tmp_path, "add-domain", hostname, store=url)
+        assert done.returncode == 0, done.stderr
+
+    def served(hostname: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return status_of(https_request(https, hostname, "/", verify)[0]) in (200, 404)
+            except (ssl.SSLError, OSError):
+                time.sleep(0.1)
+        return False
+
+    stopped = False
+    try:
+        daemon.start()
+        daemon.wait_listening(http, https, admin)
+        token = (tmp_path / "var" / "admin.token").read_text().strip()
+        put("before.acme-corp.test")
+        assert served("before.acme-corp.test", 10), daemon.log()[-3000:]
+        _pg_cluster("stop")
+        stopped = True
+        for _ in range(20):
+            assert served("before.acme-corp.test", 2), "a cached hostname's handshake failed during the outage"
+        assert _admin(admin, token, "/api/v1/domains/before.acme-corp.test") == 503
+        assert _admin(admin, token, "/healthz") == 503
+        _pg_cluster("start")
+        stopped = False
+        # The pool's connections all died with the server: the first call after it is back
+        # still succeeds (each dead connection fails once and the call is tried again).
+        assert _admin(admin, token, "/api/v1/domains/before.acme-corp.test") == 200, daemon.log()[-3000:]
+        put("after.acme-corp.test")
+        assert served("after.acme-corp.test", 10), daemon.log()[-3000:]
+    finally:
+        if stopped:
+            _pg_cluster("start")
+        daemon.stop()
+        for f, args in reversed(case.cleanups):
+            f(*args)
