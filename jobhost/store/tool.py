@@ -10,6 +10,7 @@ Subcommands::
     jobhost-store --store directory:var/store delete-certificate HOSTNAME
     jobhost-store copy --from directory:var/store --to sqlite:var/jobhost.db
     jobhost-store --store postgresql://jobhost@db/jobhost migrate
+    jobhost-store --store sqlite:var/jobhost.db import-certbot /etc/letsencrypt
 
 It goes through the same :class:`IStore` API as the daemon, so a running
 daemon sharing the store sees each change on its change feed.  Relative store
@@ -76,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     delete = commands.add_parser("delete-certificate", help="delete a hostname's certificate")
     delete.add_argument("hostname")
+
+    certbot = commands.add_parser(
+        "import-certbot",
+        help="store certbot's certificates (live/*/fullchain.pem + privkey.pem) and register their hostnames",
+    )
+    certbot.add_argument("config_dir", metavar="DIR", help="certbot's config directory, e.g. /etc/letsencrypt")
 
     commands.add_parser("migrate", help="create or migrate an SQL store's schema (the daemon also does at start)")
 
@@ -225,6 +232,20 @@ async def _delete_certificate(reactor, store: IStore, args, out: TextIO, err: Te
     return 0
 
 
+async def _import_certbot(reactor, store: IStore, args, out: TextIO, err: TextIO) -> int:
+    from jobhost.store.certbot import import_certbot
+    from jobhost.store.copy import Progress
+
+    report = await import_certbot(args.config_dir, store, now(reactor), Progress(err, "imported"))
+    for lineage, reason in report.skipped:
+        err.write(f"{PROG}: skipped {lineage}: {reason}\n")
+    out.write(
+        f"stored {len(report.stored)} certificates, registered {len(report.registered)} new hostnames"
+        + (f"; skipped {len(report.skipped)} lineages" if report.skipped else "") + "\n"
+    )
+    return EXIT_ERROR if report.skipped else 0
+
+
 async def _migrate(reactor, store: IStore, args, out: TextIO, err: TextIO) -> int:
     from jobhost.store.sql import SCHEMA_VERSION, SqlStore
 
@@ -259,6 +280,7 @@ _COMMANDS = {
     "delete-certificate": _delete_certificate,
     "copy": _copy,
     "migrate": _migrate,
+    "import-certbot": _import_certbot,
 }
 
 

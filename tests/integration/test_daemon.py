@@ -267,3 +267,46 @@ def test_unreachable_postgresql_stops_start_up_in_one_line(tmp_path):
     assert result.returncode == 1, output
     assert "[store] url: cannot use the store: cannot connect to postgresql://jobhost:***@127.0.0.1:1/jobhost" in output
     assert "s3cret" not in output and "Traceback" not in output
+
+
+def test_certbot_import_is_served(ports, tmp_path):
+    """jobhost-store import-certbot stores a certbot lineage under its names; the daemon serves it, and a second
+    import registers nothing twice."""
+    http, https, admin = ports
+    ca = TestCA.create("certbot CA")
+    key, chain = ca.issue("jobs.acme-corp.test", extra_names=("careers.acme-corp.test",))
+    letsencrypt = tmp_path / "letsencrypt"
+    archive = letsencrypt / "archive" / "jobs.acme-corp.test"
+    live = letsencrypt / "live" / "jobs.acme-corp.test"
+    archive.mkdir(parents=True)
+    live.mkdir(parents=True)
+    (archive / "privkey1.pem").write_bytes(key)
+    (archive / "fullchain1.pem").write_bytes(chain)
+    (live / "privkey.pem").symlink_to("../../archive/jobs.acme-corp.test/privkey1.pem")
+    (live / "fullchain.pem").symlink_to("../../archive/jobs.acme-corp.test/fullchain1.pem")
+    (letsencrypt / "live" / "broken").mkdir()
+    (tmp_path / "ca.pem").write_bytes(ca.root_pem)
+    store = "sqlite:var/jobhost.db"
+    config = config_text(http, https, admin).replace('url = "directory:var/store"', f'url = "{store}"')
+    d = Daemon(tmp_path, config)
+    d.start()
+    try:
+        d.wait_listening(https, admin)
+        imported = store_tool(tmp_path, "import-certbot", str(letsencrypt), store=store)
+        assert imported.returncode == 2, imported.stderr  # the broken lineage is named
+        assert "stored 2 certificates, registered 2 new hostnames; skipped 1 lineages" in imported.stdout
+        assert "live/broken: cannot read" in imported.stderr
+        verify = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", https), timeout=5) as raw:
+                    with verify.wrap_socket(raw, server_hostname="careers.acme-corp.test"):
+                        break
+            except (ssl.SSLError, OSError):
+                assert time.monotonic() < deadline, d.log()[-3000:]
+                time.sleep(0.2)
+        again = store_tool(tmp_path, "import-certbot", str(letsencrypt), store=store)
+        assert "stored 2 certificates, registered 0 new hostnames" in again.stdout
+    finally:
+        d.stop()
