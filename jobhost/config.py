@@ -55,7 +55,7 @@ class ListenConfig:
 class StoreConfig:
     """``[store]``: where records live: ``directory:PATH`` or ``memory:`` (see :mod:`jobhost.store.factory`)."""
 
-    url: str = "directory:var/store"
+    url: str = "sqlite:var/jobhost.db"
 
 
 @attrs.frozen

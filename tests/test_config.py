@@ -21,7 +21,7 @@ def test_embedded_default_file_parses(tmp_path):
     """etc/jobhost.toml loads, and its relative paths resolve against the base directory."""
     config = load_config(ROOT / "etc" / "jobhost.toml", base_dir=tmp_path)
     assert config.listen.https == "tcp:8443"
-    assert config.store.url == "directory:var/store"
+    assert config.store.url == "sqlite:var/jobhost.db"
     assert config.tls.fallback_cert == str(tmp_path / "var" / "fallback.pem")
     assert config.admin.token_file == str(tmp_path / "var" / "admin.token")
     assert "127.0.0.1" in config.listen.admin

@@ -193,7 +193,7 @@ def test_postgresql_outage_keeps_serving_and_recovers(tmp_path):
     case = _Case()
     url = create_database(case)
     http, https, admin = free_port(), free_port(), free_port()
-    config = config_text(http, https, admin).replace('url = "directory:var/store"', f'url = "{url}"')
+    config = config_text(http, https, admin, store=url)
     daemon = Daemon(tmp_path, config.replace('poll_interval = "2s"', 'poll_interval = "0.5s"'))
     ca = TestCA.create("outage CA")
     (tmp_path / "ca.pem").write_bytes(ca.root_pem)

@@ -21,9 +21,12 @@ from daemon import REPO, Daemon, free_port, https_request, run_twistd, status_of
 from jobhost.testing import TestCA
 
 
-def config_text(http: int, https: int, admin: int, extra: str = "") -> str:
-    """The embedded default config with the three ports replaced (so tests run in parallel)."""
+def config_text(http: int, https: int, admin: int, extra: str = "", store: str | None = None) -> str:
+    """The embedded default config with the three ports (and, when given, the store URL) replaced."""
     text = (REPO / "etc" / "jobhost.toml").read_text()
+    if store is not None:
+        assert 'url = "sqlite:var/jobhost.db"' in text
+        text = text.replace('url = "sqlite:var/jobhost.db"', f'url = "{store}"')
     text = text.replace('"tcp:8080"', f'"tcp:{http}:interface=127.0.0.1"')
     text = text.replace('"tcp:8443"', f'"tcp:{https}:interface=127.0.0.1"')
     text = text.replace('"tcp:8081:interface=127.0.0.1"', f'"tcp:{admin}:interface=127.0.0.1"')
@@ -50,8 +53,20 @@ def ports():
 
 @pytest.fixture
 def daemon(tmp_path, ports):
+    """The daemon on the embedded defaults (the SQLite store)."""
     http, https, admin = ports
     d = Daemon(tmp_path, config_text(http, https, admin, '\n[renewal]\nscan_interval = "1s"\n'))
+    d.start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def directory_daemon(tmp_path, ports):
+    """The daemon on the directory store."""
+    http, https, admin = ports
+    config = config_text(http, https, admin, "\n[renewal]\nscan_interval = \"1s\"\n", "directory:var/store")
+    d = Daemon(tmp_path, config)
     d.start()
     yield d
     d.stop()
@@ -80,23 +95,15 @@ def test_embedded_defaults_answer_on_every_port(daemon, ports, tmp_path):
     assert "Traceback" not in daemon.log()
 
 
-def test_certificate_put_by_another_process_is_served_without_restart(daemon, ports, tmp_path):
+def test_certificate_put_by_another_process_is_served_without_restart(directory_daemon, ports, tmp_path):
     """A certificate added with jobhost-store is served by SNI within the poll interval; removal falls back."""
-    served_without_restart(daemon, ports, tmp_path, "directory:var/store")
+    served_without_restart(directory_daemon, ports, tmp_path, "directory:var/store")
 
 
-def test_sqlite_store_serves_what_another_process_put(ports, tmp_path):
-    """With [store] url = sqlite:..., a certificate and page put by jobhost-store are served, and removal falls back."""
-    http, https, admin = ports
-    config = config_text(http, https, admin, '\n[renewal]\nscan_interval = "1s"\n')
-    assert 'url = "directory:var/store"' in config
-    config = config.replace('url = "directory:var/store"', 'url = "sqlite:var/jobhost.db"')
-    d = Daemon(tmp_path, config)
-    d.start()
-    try:
-        served_without_restart(d, ports, tmp_path, "sqlite:var/jobhost.db")
-    finally:
-        d.stop()
+def test_sqlite_store_serves_what_another_process_put(daemon, ports, tmp_path):
+    """On the default store (SQLite), a certificate and page put by jobhost-store are served; removal falls back."""
+    served_without_restart(daemon, ports, tmp_path, "sqlite:var/jobhost.db")
+    daemon.stop()
     database = tmp_path / "var" / "jobhost.db"
     assert database.stat().st_mode & 0o777 == 0o600, "the database holds private keys"
     assert not (tmp_path / "var" / "store").exists(), "nothing went to the directory store"
@@ -199,9 +206,11 @@ def test_plugin_is_discovered():
     assert makers["jobhost"].options is not None
 
 
-def test_deleted_store_makes_healthz_fail(daemon, ports, tmp_path):
+def test_deleted_store_makes_healthz_fail(directory_daemon, ports, tmp_path):
     """With the store directory deleted under the running daemon, /healthz answers 503 naming it, logged once."""
     import shutil
+
+    daemon = directory_daemon
 
     http, https, admin = ports
     daemon.wait_listening(admin)
@@ -287,7 +296,7 @@ def test_certbot_import_is_served(ports, tmp_path):
     (letsencrypt / "live" / "broken").mkdir()
     (tmp_path / "ca.pem").write_bytes(ca.root_pem)
     store = "sqlite:var/jobhost.db"
-    config = config_text(http, https, admin).replace('url = "directory:var/store"', f'url = "{store}"')
+    config = config_text(http, https, admin, store=store)
     d = Daemon(tmp_path, config)
     d.start()
     try:
