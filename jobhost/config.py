@@ -53,9 +53,15 @@ class ListenConfig:
 
 @attrs.frozen
 class StoreConfig:
-    """``[store]``: where records live: ``directory:PATH`` or ``memory:`` (see :mod:`jobhost.store.factory`)."""
+    """``[store]``: where records live (see :mod:`jobhost.store.factory` for the URL forms).
+
+    ``password_file``: a file (mode 0600) holding the PostgreSQL password, so it
+    need not be in the URL; libpq's own ways (``PGPASSFILE``, the environment, a
+    service file) work too.
+    """
 
     url: str = "sqlite:var/jobhost.db"
+    password_file: str | None = None
 
 
 @attrs.frozen
@@ -336,7 +342,7 @@ def _webhook_url(value):
 
 _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "listen": (ListenConfig, {"http": _endpoint, "https": _endpoint, "admin": _endpoint}),
-    "store": (StoreConfig, {"url": _store_url}),
+    "store": (StoreConfig, {"url": _store_url, "password_file": _optional_string}),
     "acme": (
         AcmeConfig,
         {
@@ -412,6 +418,7 @@ _PATH_KEYS = {
     ("admin", "token_file"),
     ("acme", "ca_bundle"),
     ("events", "webhook_secret_file"),
+    ("store", "password_file"),
 }
 
 

@@ -346,7 +346,7 @@ def _build_store(reactor, config: Config):
     from jobhost.store.factory import store_from_url
     from jobhost.store.sql import SqlStore
 
-    store = store_from_url(config.store.url, reactor, str(config.base_dir))
+    store = store_from_url(config.store.url, reactor, str(config.base_dir), config.store.password_file)
     if isinstance(store, SqlStore):
         try:
             store.migrate_now()

@@ -186,3 +186,61 @@ class PostgresStoreContractTests(_SqlContract, TestCase):
 
 
 del _SqlContract
+
+
+class PasswordFileTests(TestCase):
+    """[store] password_file: the PostgreSQL password from a 0600 file, never in a message."""
+
+    def _file(self, text: str, mode: int) -> str:
+        directory = tempfile.mkdtemp(prefix="jobhost-password-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "db.password")
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+    def test_reads_the_first_line_of_a_private_file(self):
+        """The password is the file's first line, without its newline."""
+        from jobhost.store.factory import read_password_file
+
+        self.assertEqual(read_password_file(self._file("s3cret\nignored\n", 0o600)), "s3cret")
+
+    def test_refuses_a_file_others_may_read_an_empty_or_missing_one(self):
+        """A group- or world-readable, empty or missing file is a ConfigError at [store] password_file."""
+        from jobhost.errors import ConfigError
+        from jobhost.store.factory import read_password_file
+
+        for path, problem in [
+            (self._file("s3cret\n", 0o644), "readable by others"),
+            (self._file("\n", 0o600), "is empty"),
+            ("/nonexistent/db.password", "cannot read"),
+        ]:
+            with self.assertRaises(ConfigError) as caught:
+                read_password_file(path)
+            self.assertIn(problem, str(caught.exception))
+            self.assertEqual(caught.exception.path, ("store", "password_file"))
+            self.assertNotIn("s3cret", str(caught.exception))
+
+    def test_only_for_postgresql(self):
+        """password_file with an SQLite URL is refused, naming the key."""
+        from twisted.internet.testing import MemoryReactor
+
+        from jobhost.errors import ConfigError
+        from jobhost.store.factory import store_from_url
+
+        with self.assertRaises(ConfigError) as caught:
+            store_from_url("sqlite:x.db", MemoryReactor(), tempfile.gettempdir(), self._file("pw\n", 0o600))
+        self.assertEqual(caught.exception.path, ("store", "password_file"))
+
+    async def test_postgresql_store_opens_with_it_and_never_names_it(self):
+        """A PostgreSQL store built with a password file opens and works; the password is in no description."""
+        from twisted.internet import reactor
+
+        from jobhost.store.factory import store_from_url
+
+        url = create_database(self)
+        store = store_from_url(url, reactor, tempfile.gettempdir(), self._file("s3cret-pw\n", 0o600))
+        self.addCleanup(store.close)
+        self.assertIs(await store.check(), True)
+        self.assertNotIn("s3cret-pw", store.engine.description + repr(store) + repr(store.engine))

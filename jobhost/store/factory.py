@@ -114,12 +114,37 @@ def _check_postgresql(url: str, rest: str) -> None:
         )
 
 
-def _postgresql(url: str, rest: str, reactor, base_dir: FilePath | str) -> IStore:
+def read_password_file(path: str) -> str:
+    """The password in ``path`` (its first line), refusing a file others may read.
+
+    Raises:
+        ConfigError: at ``[store] password_file``, naming the file and what is wrong.
+    """
+    where = ("store", "password_file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}", path=where) from None
+    try:
+        mode = os.fstat(fd).st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigError(f"{path} is readable by others (mode {mode:o}); chmod 600 it", path=where)
+        with os.fdopen(os.dup(fd), "r", encoding="utf-8") as f:
+            password = f.readline().rstrip("\r\n")
+    finally:
+        os.close(fd)
+    if not password:
+        raise ConfigError(f"{path} is empty", path=where)
+    return password
+
+
+def _postgresql(url: str, rest: str, reactor, base_dir: FilePath | str, password_file: str | None = None) -> IStore:
     from jobhost.errors import StoreError
     from jobhost.store.sql import Engine, SqlStore
 
+    password = read_password_file(password_file) if password_file else None
     try:
-        engine = Engine.postgresql(url, redacted_url(url))
+        engine = Engine.postgresql(url, redacted_url(url), password=password)
     except StoreError as e:
         raise ConfigError(e.message, path=_PATH) from None
     return SqlStore.create(engine, reactor)
@@ -169,7 +194,7 @@ def _scheme_of(url: str) -> tuple[_Scheme, str]:
     return scheme, rest
 
 
-def store_from_url(url: str, reactor, base_dir: FilePath | str) -> IStore:
+def store_from_url(url: str, reactor, base_dir: FilePath | str, password_file: str | None = None) -> IStore:
     """Build the store a ``[store] url`` names.
 
     Args:
@@ -177,6 +202,7 @@ def store_from_url(url: str, reactor, base_dir: FilePath | str) -> IStore:
         reactor: The reactor the store's thread pool reports back to (and is
             started and stopped with).
         base_dir: Where relative paths start (twistd's run directory).
+        password_file: ``[store] password_file`` (PostgreSQL only): read here, never logged.
 
     Returns:
         A new :class:`IStore`.
@@ -186,7 +212,11 @@ def store_from_url(url: str, reactor, base_dir: FilePath | str) -> IStore:
             malformed URL.
     """
     scheme, rest = _scheme_of(url)
+    if password_file and scheme.build is _postgresql:
+        return _postgresql(url, rest, reactor, base_dir, password_file)
+    if password_file:
+        raise ConfigError("password_file applies to postgresql:// store URLs only", path=("store", "password_file"))
     return scheme.build(url, rest, reactor, base_dir)
 
 
-__all__ = ["check_store_url", "redacted_url", "store_from_url", "supported_store_urls"]
+__all__ = ["check_store_url", "read_password_file", "redacted_url", "store_from_url", "supported_store_urls"]

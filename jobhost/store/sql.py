@@ -157,8 +157,11 @@ class Engine:
         )
 
     @classmethod
-    def postgresql(cls, url: str, description: str) -> Engine:
-        """A PostgreSQL database by libpq URL (``PGPASSFILE``, services and the environment work)."""
+    def postgresql(cls, url: str, description: str, password: str | None = None) -> Engine:
+        """A PostgreSQL database by libpq URL (``PGPASSFILE``, services and the environment work).
+
+        ``password``, when given, is passed to libpq beside the URL (never in ``description``).
+        """
         import importlib.util
 
         if importlib.util.find_spec("psycopg") is None:
@@ -168,7 +171,11 @@ class Engine:
         return cls(
             name="postgresql",
             placeholder="%s",
-            pool_args=("psycopg", (url,), {"cp_min": 1, "cp_max": 4, "cp_reconnect": True}),
+            pool_args=(
+                "psycopg",
+                (url,),
+                {"cp_min": 1, "cp_max": 4, "cp_reconnect": True, **({"password": password} if password else {})},
+            ),
             description=description,
         )
 
@@ -405,6 +412,7 @@ class SqlStore:
         reactor = self.reactor if self.reactor is not None else global_reactor
         stopping = threading.Event()
         url = self.engine.pool_args[1][0]
+        extra = {k: v for k, v in self.engine.pool_args[2].items() if k == "password"}
 
         def listen() -> None:
             import psycopg
@@ -412,7 +420,7 @@ class SqlStore:
             connected_before = False
             while not stopping.is_set():
                 try:
-                    with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+                    with psycopg.connect(url, autocommit=True, connect_timeout=5, **extra) as connection:
                         connection.execute(f"LISTEN {CHANGES_CHANNEL}")
                         if connected_before:
                             reactor.callFromThread(callback)  # what was sent while we were away
