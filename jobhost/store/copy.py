@@ -84,7 +84,8 @@ class Progress:
         self.stream.flush()
 
 
-async def _read_all(list_page) -> list:
+async def read_all(list_page) -> list:
+    """Every record of a paged listing: ``list_page(after)`` asks for :data:`PAGE_SIZE` after a hostname."""
     out: list = []
     after = None
     while True:
@@ -114,8 +115,8 @@ async def copy_store(source: IStore, target: IStore, progress: Progress | None =
         stays written; running it again completes it).
     """
     report = CopyReport()
-    domains = await _read_all(lambda after: source.list_domains(after=after, limit=PAGE_SIZE, include_broken=True))
-    certificates = await _read_all(
+    domains = await read_all(lambda after: source.list_domains(after=after, limit=PAGE_SIZE, include_broken=True))
+    certificates = await read_all(
         lambda after: source.list_certificates(after=after, limit=PAGE_SIZE, include_broken=True)
     )
     accounts = await source.list_accounts()
@@ -137,4 +138,4 @@ async def copy_store(source: IStore, target: IStore, progress: Progress | None =
     return report
 
 
-__all__ = ["CONCURRENCY", "CopyReport", "PAGE_SIZE", "Progress", "copy_store"]
+__all__ = ["CONCURRENCY", "CopyReport", "PAGE_SIZE", "Progress", "copy_store", "read_all"]

@@ -34,6 +34,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 
 from jobhost.errors import JobhostError
 from jobhost.hostnames import normalise_hostname
+from jobhost.store.copy import PAGE_SIZE, read_all
 from jobhost.store.factory import redacted_url, store_from_url
 from jobhost.store.interfaces import IStore
 from jobhost.store.records import DomainRecord, DomainState, certificate_record
@@ -42,7 +43,6 @@ from jobhost.timeutil import now, to_iso
 PROG = "jobhost-store"
 #: Exit status for errors the operator can fix.
 EXIT_ERROR = 2
-_PAGE_SIZE = 500
 
 
 class ToolError(Exception):
@@ -174,24 +174,13 @@ async def _add_domain(reactor, store: IStore, args, out: TextIO, err: TextIO) ->
     return 0
 
 
-async def _all(list_page) -> list[Any]:
-    records: list[Any] = []
-    after = None
-    while True:
-        batch = await list_page(after)
-        records.extend(batch)
-        if len(batch) < _PAGE_SIZE:
-            return records
-        after = batch[-1].hostname
-
-
 async def _list(reactor, store: IStore, args, out: TextIO, err: TextIO) -> int:
     domains = {
-        r.hostname: r for r in await _all(lambda after: store.list_domains(after=after, limit=_PAGE_SIZE))
+        r.hostname: r for r in await read_all(lambda after: store.list_domains(after=after, limit=PAGE_SIZE))
     }
     certificates = {
         r.hostname: r
-        for r in await _all(lambda after: store.list_certificates(after=after, limit=_PAGE_SIZE))
+        for r in await read_all(lambda after: store.list_certificates(after=after, limit=PAGE_SIZE))
     }
     hostnames = sorted(set(domains) | set(certificates))
     width = max([len("HOSTNAME")] + [len(h) for h in hostnames])
