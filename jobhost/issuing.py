@@ -279,7 +279,10 @@ class IssuingService(Service):
         self._wake_call = None
         for d in list(self._in_flight.values()):
             d.cancel()
-        return succeed(None)
+        # Hand the scanning to another node at once rather than when the lease expires.
+        released = self.store.release_lease(self._scan_lease, self.holder)
+        released.addErrback(lambda f: log.failure("Could not release the scan lease", f))
+        return released
 
     # -- what other components call --------------------------------------------------------
 
@@ -338,6 +341,8 @@ class IssuingService(Service):
     def scan(self) -> Deferred:
         """Walk every domain record; submit those whose ``next_attempt`` has come.
 
+        Only the node holding the lease ``scan:<directory URL>`` scans (0 submitted
+        elsewhere): nodes sharing a store take turns instead of all reading every record.
         Sets a timer for the earliest future ``next_attempt`` so backoffs shorter than the
         scan interval fire on time.  Fires with the number of hostnames submitted; a failure
         to read the store is logged and the next scan tries again.
@@ -360,8 +365,19 @@ class IssuingService(Service):
             self._scanning = d
         return d
 
+    @property
+    def _scan_lease(self) -> str:
+        return "scan:" + self.directory_url
+
     async def _scan(self) -> int:
         now = self._now()
+        # One node scans at a time: every node sharing the store would otherwise read every
+        # record and contend for the same hostnames.  The lease outlives two scan intervals,
+        # so a node that died is replaced by another one's periodic scan soon after.
+        expires = now + timedelta(seconds=2 * self.scan_interval)
+        if not await self.store.acquire_lease(self._scan_lease, self.holder, expires, now):
+            log.debug("Another node scans the store; this one only works on what it is asked to")
+            return 0
         earliest: datetime | None = None
         submitted = 0
         after = None

@@ -83,8 +83,7 @@ class Harness:
             panic=lambda h, c, f: self.panics.append((h, f.value)),
             on_certificate=self.stored.append,
             random=lambda: 0.0,
-            holder="node-a",
-            **kwargs,
+            **{"holder": "node-a", **kwargs},
         )
 
     def register(self, hostname=HOST):
@@ -654,3 +653,22 @@ def test_unreadable_domain_record_is_reported_once_and_others_are_issued(ca, tmp
     good = []
     store.get_domain("good.acme-corp.test").addCallback(good.append)
     assert good[0].state == DomainState.ACTIVE
+
+
+def test_one_node_scans_a_shared_store_and_another_takes_over_when_it_stops(ca):
+    """Of two nodes on one store only the scan lease holder scans; once it stops, the other's next scan does."""
+    h = Harness(ca, scan_interval=600.0)
+    other = Harness(ca, store=h.store, clock=h.clock, scan_interval=600.0, holder="node-b")
+    h.register("a.acme-corp.test")
+    h.service.startService()
+    other.service.startService()
+    assert len(h.client.orders) == 1 and other.client.orders == []
+    other.register("b.acme-corp.test")
+    assert other.service.scan().result == 0, "node-b leaves scanning to node-a"
+    assert other.client.orders == []
+    h.clock.advance(600)
+    assert len(h.client.orders) == 2 and other.client.orders == []
+    h.service.stopService()
+    other.register("c.acme-corp.test")
+    h.clock.advance(600)
+    assert [o["hostnames"] for o in other.client.orders] == [["c.acme-corp.test"]]
