@@ -379,6 +379,21 @@ class StoreContractTests:
         stored, created = yield other.add_domain(make_domain("a.example.com", DomainState.ACTIVE))
         self.assertFalse(created)
 
+    @inlineCallbacks
+    def test_listing_is_in_byte_order(self):
+        """Hostnames list in byte order (``-`` < ``.`` < digits < letters), in every store and collation."""
+        store = self.make_store()
+        names = ["ab.example.com", "a-b.example.com", "a.example.com", "a0.example.com", "b.example.com"]
+        for name in names:
+            yield store.put_domain(make_domain(name))
+            yield store.put_certificate(make_certificate(name))
+        domains = yield store.list_domains()
+        self.assertEqual([r.hostname for r in domains], sorted(names))
+        certificates = yield store.list_certificates()
+        self.assertEqual([r.hostname for r in certificates], sorted(names))
+        after = yield store.list_domains(after="a-b.example.com", limit=2)
+        self.assertEqual([r.hostname for r in after], sorted(names)[1:3])
+
     # -- atomic updates ----------------------------------------------------------------------------
 
     @inlineCallbacks

@@ -62,7 +62,7 @@ CHANGES_CHANNEL = "jobhost_changes"
 
 _SCHEMA_V1 = (
     """CREATE TABLE domains (
-        hostname TEXT PRIMARY KEY,
+        hostname {key_text} PRIMARY KEY,
         state TEXT NOT NULL,
         next_attempt DOUBLE PRECISION,
         version BIGINT NOT NULL,
@@ -70,20 +70,21 @@ _SCHEMA_V1 = (
     "CREATE INDEX domains_state ON domains (state, hostname)",
     "CREATE INDEX domains_next_attempt ON domains (next_attempt)",
     """CREATE TABLE certificates (
-        hostname TEXT PRIMARY KEY,
+        hostname {key_text} PRIMARY KEY,
         not_after DOUBLE PRECISION,
         fingerprint TEXT,
         doc TEXT NOT NULL)""",
     "CREATE INDEX certificates_not_after ON certificates (not_after)",
     "CREATE TABLE challenges (token TEXT PRIMARY KEY, doc TEXT NOT NULL)",
-    "CREATE TABLE accounts (directory_url TEXT PRIMARY KEY, doc TEXT NOT NULL)",
+    "CREATE TABLE accounts (directory_url {key_text} PRIMARY KEY, doc TEXT NOT NULL)",
     "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL)",
     "CREATE TABLE order_slots (budget TEXT NOT NULL, taken_at DOUBLE PRECISION NOT NULL)",
     "CREATE INDEX order_slots_budget ON order_slots (budget, taken_at)",
 )
 
 #: version -> statements that bring the schema from ``version - 1`` to ``version``.
-#: (The change table's key column is dialect-specific: see :meth:`Engine.changes_table`.)
+#: ``{key_text}`` is the type of columns the store orders by (:meth:`Engine.ddl`); the change
+#: table's key column is dialect-specific too (:meth:`Engine.changes_table`).
 MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1}
 
 log = Logger()
@@ -122,6 +123,15 @@ class Engine:
         """Serialise transactions that lock ``name`` (until commit), across every node."""
         if self.name == "postgresql":
             cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
+
+    def ddl(self, statement: str) -> str:
+        """``statement`` with ``{key_text}`` made a byte-ordered text type.
+
+        Hostnames are listed and paged in byte order in every store (the admin API's
+        prefix search relies on it); PostgreSQL's default collation would order
+        ``a-b`` and ``ab`` by other rules, so its ordered columns use ``COLLATE "C"``.
+        """
+        return statement.replace("{key_text}", 'TEXT COLLATE "C"' if self.name == "postgresql" else "TEXT")
 
     def changes_table(self) -> str:
         key = "INTEGER PRIMARY KEY AUTOINCREMENT" if self.name == "sqlite" else "BIGSERIAL PRIMARY KEY"
@@ -365,7 +375,7 @@ class SqlStore:
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[target]:
-                cursor.execute(statement)
+                cursor.execute(e.ddl(statement))
             if target == 1:
                 cursor.execute(e.changes_table())
             log.info("Store schema migrated to version {version} in {store}", version=target, store=e.description)
