@@ -72,6 +72,15 @@ def cluster(tmp_path):
         yield nodes
 
 
+def _metric(node: Stack, series: str) -> float:
+    status, body = node.api_raw("GET", "/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no {series} in /metrics")
+
+
 def _orders(node: Stack) -> int:
     status, body = node.api_raw("GET", "/metrics")
     assert status == 200
@@ -101,6 +110,8 @@ def test_two_nodes_share_challenges_certificates_and_pages(cluster):
     assert set(served) == {"a", "b"}, f"served by {sorted(served)}\n{a.daemon.log()[-3000:]}\n{b.daemon.log()[-3000:]}"
     assert abs(served["a"] - served["b"]) < 1.0, served
     assert a.verified_leaf("jobs.acme-corp.test").serial_number == b.verified_leaf("jobs.acme-corp.test").serial_number
+    b.https_get("jobs.acme-corp.test")  # B's TLS context for the name is cached now
+    misses = _metric(b, 'jobhost_cert_cache_total{result="miss"}')
     status, _ = a.api("PUT", "/api/v1/domains/jobs.acme-corp.test/page", {"company": "Acme Renamed", "jobs": []})
     assert status == 200
     deadline = time.monotonic() + 1.0
@@ -110,6 +121,8 @@ def test_two_nodes_share_challenges_certificates_and_pages(cluster):
         time.sleep(0.05)
     else:
         raise AssertionError("node B did not serve the edited page within a second")
+    # The feed said "page", not "certificate": B served the new page without rebuilding its context.
+    assert _metric(b, 'jobhost_cert_cache_total{result="miss"}') == misses
     assert _orders(a) + _orders(b) == 1
 
 
