@@ -313,6 +313,23 @@ class CliTests(TestCase):
 
         return deferToThread(run).addCallback(check)
 
+    def test_bad_database_url_is_one_line_without_the_password(self):
+        """A store URL that cannot work is a usage error in one line naming the key, its password redacted."""
+        config = self.write(
+            "badstore.toml",
+            '[store]\nurl = "postgresql://jobhost:s3cret@db:port/x"\n[preflight]\naddresses = ["127.0.0.1"]\n',
+        )
+
+        async def run():
+            status, _, err = await self.cli("--config", config, "domains", "list")
+            self.assertEqual(status, EXIT_USAGE)
+            self.assertIn("[store] url", err)
+            self.assertIn("jobhost:***@db", err)
+            self.assertNotIn("s3cret", err)
+            self.assertEqual(err.strip().count("\n"), 0, err)
+
+        return self.run_async(run())
+
     def test_bad_config_exits_2_and_unreachable_api_exits_1(self):
         """A broken config is a usage error; a closed port is reported as unreachable."""
         config = self.write("broken.toml", "[listen]\nadmin = 5\n")
