@@ -135,6 +135,9 @@ def test_fifty_names_across_two_nodes_get_one_order_each(cluster):
     for name in names:
         (a, b)[hash(name) % 2].wait_state(name, ("active",), timeout=120)
     assert _orders(a) + _orders(b) == 50
+    # And as Pebble counts them: one "Added order" per order it accepted.
+    pebble_log = Path(a.pebble.workdir, "pebble.log").read_text()
+    assert pebble_log.count("Added order") == 50
     for name in names[:5]:
         assert a.verified_leaf(name).serial_number == b.verified_leaf(name).serial_number
 
