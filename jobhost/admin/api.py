@@ -770,13 +770,11 @@ class AdminResource(Resource):
 
     async def _put_page(self, request: Request, hostname: str) -> _Response:
         body = self._json_body(request)
-        record = await self._get_domain(hostname)
+        await self._get_domain(hostname)  # 404 before any complaint about the page
         page = self._validate_page(body)
-        if record.state == DomainState.REMOVED:
-            raise api_errors.conflict(f"{hostname} was removed; register it again first", hostname=hostname)
         try:
             await self.domains.set_page(hostname, page)
-        except TransitionForbidden:
+        except TransitionForbidden:  # removed (the transition table allows no page edit then)
             raise api_errors.conflict(f"{hostname} was removed; register it again first", hostname=hostname) from None
         except KeyError:
             raise api_errors.domain_not_found(hostname) from None

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 from OpenSSL import SSL
@@ -408,7 +408,7 @@ class ChangePoller(Service):
     store: IStore
     clock: IReactorTime
     interval: float = 5.0
-    watch: Any = None
+    watch: Callable[[Callable[[], None]], Callable[[], None]] | None = None
     polls: int = attrs.field(default=0, init=False)
     failures: int = attrs.field(default=0, init=False)
     _cursor: Any = attrs.field(default=None, init=False, repr=False)
@@ -463,7 +463,7 @@ class ChangePoller(Service):
         d.addBoth(self._polled)
         return d
 
-    def _polled(self, result) -> None:
+    def _polled(self, result: Any) -> Any:
         self._polling = False
         if self._again:
             self._again = False
