@@ -501,6 +501,10 @@ def start_mutant(path: Path, source: str, mutant: Mutant, tests: list[str]) -> i
         _child_env()
         _quiet()
         sys.meta_path.insert(0, _MutantFinder(module_name(path), path, code))
+        try:
+            importlib.import_module(module_name(path))
+        except Exception:
+            os._exit(1)  # a mutant that cannot even be imported fails every test that uses it
         import pytest
 
         status = pytest.main(_pytest_args(tests))
@@ -783,6 +787,14 @@ def main(argv=None) -> int:
                     print(mutant_diff(run.source, mutant, relative))
         return 0
 
+    # The checkout's jobhost/, not a copy pip installed into site-packages (CI installs the
+    # project without -e): coverage measures, and the mutants replace, the files under ROOT.
+    sys.path.insert(0, str(ROOT))
+    spec = importlib.util.find_spec("jobhost")
+    if spec is None or Path(spec.origin).resolve().parent != ROOT / "jobhost":
+        raise SystemExit(f"jobhost imports from {spec and spec.origin}, not from {ROOT / 'jobhost'}")
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     for module in PRELOAD:
         try:
             __import__(module)
