@@ -122,17 +122,19 @@ class IssueValue:
 
 
 def parse_issue_value(value: str) -> IssueValue | None:
-    """Parse an ``issue`` property value (RFC 8659 section 4.2); None if malformed."""
-    issuer_part, semicolon, rest = value.partition(";")
+    """Parse an ``issue`` property value (RFC 8659 section 4.2); None if malformed.
+
+    A ``";"`` may end the issuer with nothing after it, but every ``";"`` after that must
+    separate two parameters: an empty one (``"ca.example; a=b;"``, ``"ca.example;; a=b"``)
+    is malformed, by the RFC's grammar and to Let's Encrypt.
+    """
+    issuer_part, _, rest = value.partition(";")
     issuer = issuer_part.strip(" \t")
     if issuer and not _ISSUER.match(issuer):
         return None
     parameters: dict[str, str] = {}
-    if semicolon:
+    if rest.strip(" \t"):
         for piece in rest.split(";"):
-            piece = piece.strip(" \t")
-            if not piece:
-                continue
             key, equals, parameter_value = piece.partition("=")
             key, parameter_value = key.strip(" \t"), parameter_value.strip(" \t")
             if not equals or not _PARAMETER_TAG.match(key) or not _PARAMETER_VALUE.match(parameter_value):
@@ -164,7 +166,8 @@ def issue_refusal(record: CaaRecord, ca_identifiers: Sequence[str], account_uri:
     if account is not None and account_uri is not None and account != account_uri:
         return f"allows only the ACME account {account}, not ours ({account_uri})"
     methods = value.parameters.get("validationmethods")
-    if methods is not None and HTTP_01 not in [m.strip() for m in methods.split(",")]:
+    # a parameter value has no white space (parse_issue_value): "dns-01, http-01" is malformed
+    if methods is not None and HTTP_01 not in methods.split(","):
         return f"allows only the validation methods {methods}, not {HTTP_01}"
     return None
 

@@ -130,12 +130,10 @@ def make_csr(key, hostnames: Iterable[str]) -> bytes:
 def split_pem_chain(chain_pem: bytes) -> list[x509.Certificate]:
     """Parse every certificate in a PEM bundle, in order; raise InvalidCertificate if none."""
     try:
-        certs = x509.load_pem_x509_certificates(chain_pem)
+        # raises ValueError for PEM data without a certificate, too: never returns an empty list
+        return x509.load_pem_x509_certificates(chain_pem)
     except ValueError as e:
         raise InvalidCertificate(f"cannot parse certificate PEM ({e})") from None
-    if not certs:
-        raise InvalidCertificate("no certificate in the PEM data")
-    return certs
 
 
 def load_private_key(key_pem: bytes):

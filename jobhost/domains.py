@@ -189,7 +189,9 @@ class DomainService:
             stored, created = await self.store.add_domain(record)
             if created or stored.state != DomainState.REMOVED:
                 return stored, created
-            revived = {"created": False}
+            # Set on every call of revive (the store may call it again after losing a race; the
+            # last call is the one written); update_domain fails rather than not calling it.
+            revived: dict[str, bool] = {}
 
             def revive(current: DomainRecord) -> DomainRecord:
                 if current.state != DomainState.REMOVED:

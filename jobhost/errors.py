@@ -19,7 +19,12 @@ import attrs
 
 
 class JobhostError(Exception):
-    """Base class of every exception jobhost raises on purpose."""
+    """Base class of every exception jobhost raises on purpose.
+
+    Subclasses are ``@attrs.define(str=False)``: attrs keeps an exception class comparing and
+    hashing by identity (its ``auto_exc``), and ``str=False`` keeps ``str()`` the sentence
+    from :meth:`describe` rather than a field dump.
+    """
 
     def __str__(self) -> str:
         return self.describe()
@@ -36,7 +41,7 @@ class RemoteError(JobhostError):
     """A remote party (CA, DNS, network) failed or refused; may be transient."""
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class ConfigError(LocalError):
     """A config file is unreadable or a value in it is wrong.
 
@@ -59,7 +64,7 @@ class ConfigError(LocalError):
         return f"{prefix}{where}{self.message}"
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class InvalidHostname(LocalError):
     """User input is not a hostname jobhost will serve.
 
@@ -75,7 +80,7 @@ class InvalidHostname(LocalError):
         return f"invalid hostname {self.value!r}: {self.reason}"
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class StoreError(LocalError):
     """The store could not read or write; nothing was changed by the failed call."""
 
@@ -85,7 +90,7 @@ class StoreError(LocalError):
         return f"store error: {self.message}"
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class StoreConflict(StoreError):
     """Other writers kept changing a record while ``update_domain`` tried to change it."""
 
@@ -93,7 +98,7 @@ class StoreConflict(StoreError):
         return f"store conflict: {self.message}"
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class BrokenRecord(StoreError):
     """A stored record exists but cannot be used: it does not parse or does not verify.
 
@@ -111,7 +116,7 @@ class BrokenRecord(StoreError):
     reason: str = ""
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class TransitionForbidden(LocalError):
     """A domain event that the transition table does not allow in the record's state.
 
@@ -130,7 +135,7 @@ class TransitionForbidden(LocalError):
         return f"{self.hostname}: {self.event!r} is not allowed {where}"
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class LeaseLost(LocalError):
     """Another holder took a lease this process was working under; its work is abandoned."""
 
@@ -141,7 +146,7 @@ class LeaseLost(LocalError):
         return f"lease {self.name!r} was lost by {self.holder}; the attempt was abandoned"
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class InvalidCertificate(LocalError):
     """Key or certificate material is malformed or does not match."""
 
@@ -151,7 +156,7 @@ class InvalidCertificate(LocalError):
         return f"invalid certificate material: {self.message}"
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class AcmeProblem(RemoteError):
     """The ACME server answered with an RFC 7807 problem document.
 
@@ -176,7 +181,7 @@ class AcmeProblem(RemoteError):
     @property
     def code(self) -> str:
         """The short problem name, e.g. ``rateLimited``."""
-        return self.type.rsplit(":", 1)[-1]
+        return self.type.rpartition(":")[2]
 
     def as_document(self) -> dict[str, Any]:
         """The problem as a JSON-able mapping for the domain record and API."""
@@ -189,7 +194,7 @@ class AcmeProblem(RemoteError):
         return f"CA problem {self.code} (HTTP {self.status}): {self.detail}"
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class AcmeTransportError(RemoteError):
     """The CA could not be reached or answered something that is not ACME."""
 
@@ -200,7 +205,7 @@ class AcmeTransportError(RemoteError):
         return f"cannot talk to the CA{f' at {self.url}' if self.url else ''}: {self.message}"
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class AuthorizationFailed(RemoteError):
     """The CA could not validate our control of a hostname."""
 
@@ -213,7 +218,7 @@ class AuthorizationFailed(RemoteError):
         return f"authorization for {self.hostname} is {self.status}{why}"
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class AcmeTimeout(RemoteError):
     """The CA did not finish an authorization or order before our polling deadline.
 
@@ -233,7 +238,7 @@ class AcmeTimeout(RemoteError):
         return f"{self.url} still {self.status} after {self.seconds:g} s"
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class AcmeUnsupported(LocalError):
     """jobhost asked the CA for something its directory does not offer (e.g. a profile).
 
@@ -255,7 +260,7 @@ class AcmeUnsupported(LocalError):
         return f"the CA{where} does not offer {self.feature} {self.requested!r} (offered: {offered})"
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class PreflightFailed(RemoteError):
     """DNS or CAA says the CA could not (or may not) validate this hostname for us.
 
@@ -279,7 +284,7 @@ class PreflightFailed(RemoteError):
         return f"preflight failed for {self.hostname}"
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class SelfCheckFailed(RemoteError):
     """Our own challenge URL did not answer with the key authorization.
 
@@ -294,7 +299,7 @@ class SelfCheckFailed(RemoteError):
         return f"self-check of {self.url} failed: {self.reason}"
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class PageInvalid(LocalError):
     """A careers page document does not follow the page schema.
 

@@ -101,14 +101,15 @@ def normalise_hostname(value: object) -> str:
     else:
         try:
             ascii_name = idna.encode(text, uts46=True, std3_rules=True).decode("ascii")
-        except idna.IDNAError as e:
+        except UnicodeError as e:  # idna.IDNAError is a UnicodeError
             raise _refuse(original, f"not a valid IDNA name ({e})") from None
-        except UnicodeError as e:
-            raise _refuse(original, f"not a valid IDNA name ({e})") from None
+        # UTS 46 maps "\u3002", "\uff0e" and "\uff61" to "." and drops ignorable characters, so a
+        # name ending in one of those dots (or in "." and an ignorable) comes back with a trailing
+        # dot: drop it, as for an ASCII one.  idna refuses every other empty label.
+        ascii_name = ascii_name.removesuffix(".")
     labels = ascii_name.split(".")
     for label in labels:
-        if not label:
-            raise _refuse(original, "empty label (leading, trailing or doubled dot)")
+        # no label is empty here: checked above for ASCII dots, by idna for the others
         if len(label) > MAX_LABEL_OCTETS:
             raise _refuse(original, f"label {label[:20]!r}... is longer than {MAX_LABEL_OCTETS} octets")
         if not _LDH_LABEL.match(label):

@@ -288,7 +288,7 @@ class IssuingService(Service):
 
     def kick(self, hostname: str) -> None:
         """Work on ``hostname`` soon (it was just registered or changed)."""
-        self._submit(hostname, force=False)
+        self._submit(hostname)
 
     def renew_now(self, hostname: str) -> Deferred:
         """Clear the backoff and force an attempt, even if the certificate is not due.
@@ -298,8 +298,10 @@ class IssuingService(Service):
         """
 
         async def clear() -> None:
+            # The request is kept in the record (renew_requested) until a certificate is
+            # issued: the attempt reads it there, whichever node makes it.
             await self.domains.request_renewal(hostname)
-            self._submit(hostname, force=True)
+            self._submit(hostname)
 
         return Deferred.fromCoroutine(clear())
 
@@ -391,7 +393,7 @@ class IssuingService(Service):
                 if record.state == DomainState.REMOVED or record.parked:
                     continue
                 if record.next_attempt is None or record.next_attempt <= now:
-                    self._submit(record.hostname, force=False)
+                    self._submit(record.hostname)
                     submitted += 1
                 elif earliest is None or record.next_attempt < earliest:
                     earliest = record.next_attempt
@@ -410,20 +412,17 @@ class IssuingService(Service):
     def _wake_at(self, when: datetime) -> None:
         """Make sure a scan runs at ``when`` (keeps only the earliest such timer)."""
         delay = max(0.0, (when - self._now()).total_seconds())
-        if self.running is False and self._scan_loop is None:
-            return
         if self._wake_call is not None and self._wake_call.active():
             if self._wake_call.getTime() <= self.clock.seconds() + delay:
                 return
             self._wake_call.cancel()
         self._wake_call = self.clock.callLater(delay, self.scan)
 
-    def _submit(self, hostname: str, force: bool) -> Deferred:
-        """Queue one attempt for ``hostname``, or return the one already queued or running."""
-        existing = self._in_flight.get(hostname)
-        if existing is not None:
-            return existing
-        d = self._semaphore.run(lambda: Deferred.fromCoroutine(self._attempt(hostname, force)))
+    def _submit(self, hostname: str) -> None:
+        """Queue one attempt for ``hostname``, unless one is already queued or running."""
+        if hostname in self._in_flight:
+            return
+        d = self._semaphore.run(lambda: Deferred.fromCoroutine(self._attempt(hostname)))
         self._in_flight[hostname] = d
 
         def finished(result):
@@ -437,7 +436,6 @@ class IssuingService(Service):
             return None
 
         d.addBoth(finished)
-        return d
 
     def _maybe_idle(self) -> None:
         if not self._in_flight and self._scanning is None:
@@ -460,14 +458,14 @@ class IssuingService(Service):
             self._budget_name, now, timedelta(seconds=self.order_window), self.orders_per_window, take=take
         )
 
-    async def _attempt(self, hostname: str, force: bool) -> None:
+    async def _attempt(self, hostname: str) -> None:
         now = self._now()
         lease = f"issue:{hostname}"
         expires = now + timedelta(seconds=self.lease_duration)
         if not await self.store.acquire_lease(lease, self.holder, expires, now):
             log.debug("Another process is working on {hostname}", hostname=hostname)
             return
-        work = Deferred.fromCoroutine(self._attempt_leased(hostname, force, lease))
+        work = Deferred.fromCoroutine(self._attempt_leased(hostname, lease))
         heartbeat = LoopingCall(self._keep_lease, hostname, lease, work)
         heartbeat.clock = self.clock
         heartbeat.start(self.lease_duration / 3, now=False).addErrback(
@@ -499,7 +497,7 @@ class IssuingService(Service):
         now = self._now()
         return self.store.acquire_lease(lease, self.holder, now + timedelta(seconds=self.lease_duration), now)
 
-    async def _attempt_leased(self, hostname: str, force: bool, lease: str) -> None:
+    async def _attempt_leased(self, hostname: str, lease: str) -> None:
         try:
             record = await self.store.get_domain(hostname)
         except KeyError:
@@ -507,8 +505,7 @@ class IssuingService(Service):
         if record.state == DomainState.REMOVED or record.parked:
             return
         now = self._now()
-        # Backoff applies to forced renewals too: renew_now clears next_attempt itself.
-        force = force or record.renew_requested
+        # Backoff applies to requested renewals too: renew_now clears next_attempt itself.
         if record.next_attempt is not None and record.next_attempt > now:
             self._wake_at(record.next_attempt)
             return
@@ -516,7 +513,7 @@ class IssuingService(Service):
             current = await self.store.get_certificate(hostname)
         except KeyError:
             current = None
-        if current is not None and not force:
+        if current is not None and not record.renew_requested:
             current = await self._refresh_ari(current, now)
             due = self._due(current)
             if now < due and hostname in current.names and current.not_after > now:
@@ -649,9 +646,6 @@ class IssuingService(Service):
                     profile=self.profile,
                 )
                 break
-            except AcmeTransportError:
-                self.ca_reachable = False
-                raise
             except AcmeProblem as e:
                 if retry or not _account_unknown(e):
                     raise

@@ -729,7 +729,6 @@ class AcmeClient:
             raise
         statuses[authz.url] = result.status
         self.log.info("Authorization for {hostname} is valid", hostname=authz.hostname)
-        return result
 
     @inlineCallbacks
     def _deactivate_pending(self, statuses: dict[str, str]) -> Any:

@@ -168,9 +168,10 @@ def _read_body(response: Any, limit: int = MAX_BODY_BYTES) -> Deferred:
     reader: _BodyReader
 
     def cancel(d: Deferred) -> None:
-        if reader.finished is not None and reader.transport is not None:
-            reader.finished = None
-            reader.transport.stopProducing()
+        # Only ever called while the body is arriving: deliverBody has connected the reader,
+        # and a Deferred that has fired (reader.finished is None) is not cancelled.
+        reader.finished = None
+        reader.transport.stopProducing()
 
     finished: Deferred = Deferred(cancel)
     reader = _BodyReader(finished, limit)
@@ -380,7 +381,9 @@ class JWSTransport:
         d.addBoth(settled)
 
         def failed(failure: Failure) -> Failure:
-            if self.on_response is not None and not failure.check(CancelledError):
+            # A cancellation is the caller's unless it is our timeout (which, mid-body, is a
+            # bare CancelledError too): only the caller's goes unreported.
+            if self.on_response is not None and (timed_out or not failure.check(CancelledError)):
                 self.on_response(method, url, "error")
             if timed_out:
                 raise AcmeTransportError(f"no complete answer within {self.timeout:g} s", url=url)

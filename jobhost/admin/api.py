@@ -93,19 +93,19 @@ class Route:
     Attributes:
         template: The documented path, e.g. ``/api/v1/domains/{hostname}/page``.
         methods: HTTP method -> name of an :class:`AdminResource` coroutine method.
-        auth: Whether the bearer token is required.
     """
 
     template: str
     methods: Mapping[str, str]
-    auth: bool = True
 
 
-#: Every route the resource serves (``/metrics``' ``auth`` follows ``metrics_public``).
+#: Every route the resource serves.  Which need the token is decided by the path, before the
+#: route is looked up (see ``AdminResource._dispatch``): everything under ``/api/v1`` except
+#: ``openapi.json``, and ``/metrics`` unless ``metrics_public``.
 ROUTES: tuple[Route, ...] = (
-    Route("/healthz", {"GET": "_healthz"}, auth=False),
+    Route("/healthz", {"GET": "_healthz"}),
     Route("/metrics", {"GET": "_metrics"}),
-    Route("/api/v1/openapi.json", {"GET": "_openapi"}, auth=False),
+    Route("/api/v1/openapi.json", {"GET": "_openapi"}),
     Route("/api/v1/domains", {"GET": "_list_domains", "POST": "_add_domain"}),
     Route("/api/v1/domains/{hostname}", {"GET": "_show_domain", "DELETE": "_remove_domain"}),
     Route("/api/v1/domains/{hostname}/renew", {"POST": "_renew"}),
@@ -424,16 +424,10 @@ class AdminResource(Resource):
     def _json_body(self, request: Request) -> Any:
         """Read, limit and parse the request body (413, 415, 400 in that order)."""
         limit = self.max_body_bytes
-        declared = request.getHeader(b"content-length")
         if getattr(request, "body_too_large", False):
             raise api_errors.body_too_large(limit)
-        if declared is not None:
-            try:
-                too_large = int(declared) > limit
-            except ValueError:
-                raise api_errors.bad_request("Content-Length is not a number") from None
-            if too_large:
-                raise api_errors.body_too_large(limit)
+        # Twisted reads the whole body (exactly Content-Length bytes, or every chunk) before
+        # rendering, so measuring what it holds covers a declared length too.
         content = request.content
         content.seek(0)
         raw = content.read(limit + 1)

@@ -53,7 +53,7 @@ from jobhost.errors import (
 log = Logger()
 
 
-@attrs.define(eq=False, str=False)
+@attrs.define(str=False)
 class ApiError(Exception):
     """An error that is only meaningful over HTTP; carries its own status and code.
 
@@ -201,9 +201,6 @@ _MAPPING: dict[type, Callable[[Any], ApiError]] = {
     AcmeTimeout: _ca_error,
 }
 
-#: Every status the API answers with an error body.
-ERROR_STATUSES = (400, 401, 404, 405, 409, 413, 415, 422, 500, 502, 503)
-
 
 def to_api_error(exception: BaseException) -> ApiError | None:
     """The :class:`ApiError` for ``exception``, or None when it is unexpected (a 500)."""
@@ -247,7 +244,6 @@ def error_response(failure: Failure, method: str = "", path: str = "") -> tuple[
 
 __all__ = [
     "ApiError",
-    "ERROR_STATUSES",
     "bad_json",
     "bad_request",
     "body_too_large",

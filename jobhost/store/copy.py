@@ -33,9 +33,9 @@ CONCURRENCY = 16
 class CopyReport:
     """What a copy did: records copied by kind, and those skipped with why."""
 
-    domains: int = 0
-    certificates: int = 0
-    accounts: int = 0
+    domains: int
+    certificates: int
+    accounts: int
     skipped: list[tuple[str, str]] = attrs.field(factory=list)
 
     @property
@@ -114,28 +114,27 @@ async def copy_store(source: IStore, target: IStore, progress: Progress | None =
         The :class:`CopyReport`.  A failed write fails the copy (what was written
         stays written; running it again completes it).
     """
-    report = CopyReport()
     domains = await read_all(lambda after: source.list_domains(after=after, limit=PAGE_SIZE, include_broken=True))
     certificates = await read_all(
         lambda after: source.list_certificates(after=after, limit=PAGE_SIZE, include_broken=True)
     )
     accounts = await source.list_accounts()
-    for kind, records in (("domain", domains), ("certificate", certificates)):
-        for broken in [r for r in records if isinstance(r, BrokenRecord)]:
-            report.skipped.append((f"{kind} {broken.key}", broken.reason))
+    skipped = [
+        (f"{kind} {record.key}", record.reason)
+        for kind, records in (("domain", domains), ("certificate", certificates))
+        for record in records
+        if isinstance(record, BrokenRecord)
+    ]
     domains = [r for r in domains if not isinstance(r, BrokenRecord)]
     certificates = [r for r in certificates if not isinstance(r, BrokenRecord)]
     if progress is not None:
         progress.start(len(domains) + len(certificates) + len(accounts))
     await _in_batches(domains, target.put_domain, progress)
-    report.domains = len(domains)
     await _in_batches(certificates, target.put_certificate, progress)
-    report.certificates = len(certificates)
     await _in_batches(accounts, target.put_account, progress)
-    report.accounts = len(accounts)
     if progress is not None:
         progress.finish()
-    return report
+    return CopyReport(len(domains), len(certificates), len(accounts), skipped)
 
 
 __all__ = ["CONCURRENCY", "CopyReport", "PAGE_SIZE", "Progress", "copy_store", "read_all"]

@@ -337,7 +337,7 @@ class DirectoryStore:
         return parse
 
     def _list_sync(
-        self, kind: str, cls_, after: str | None, limit: int | None, keep=None, include_broken: bool = False
+        self, kind: str, cls_, after: str | None, limit: int | None, keep, include_broken: bool
     ) -> tuple[list[Any], list[tuple[str, str]]]:
         """Return ``(records, problems)``: records by hostname, and files skipped with why.
 

@@ -13,6 +13,7 @@ implements, and names the ones that exist.
 from __future__ import annotations
 
 import os
+import re
 from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,18 +24,26 @@ from jobhost.errors import ConfigError
 from jobhost.store.interfaces import IStore
 
 _PATH = ("store", "url")
+#: libpq's password parameter in a URL's query string.
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def redacted_url(url: str) -> str:
-    """``url`` with any password replaced, fit for an error message or a log line."""
+    """``url`` with any password replaced, fit for an error message or a log line.
+
+    A password is ``user:PASSWORD@host`` or libpq's ``?password=PASSWORD``; a URL that
+    does not parse, or has ``@`` but no ``//`` (no telling where a password would end),
+    keeps only its scheme.
+    """
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
+        if not parts.netloc and "@" in url:
+            raise ValueError("user information without //")
     except ValueError:
-        return url.split(":", 1)[0] + ":..."
+        return url.partition(":")[0] + ":..."
+    if parts.password is not None:
+        url = urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+    return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
 def _base_path(base_dir: FilePath | str) -> str:

@@ -213,8 +213,7 @@ def _log_header(base: int) -> bytes:
 
 
 def _read_log_start(f) -> tuple[int, int]:
-    """Return ``(base, content_start)`` of an open change log."""
-    f.seek(0)
+    """Return ``(base, content_start)`` of a change log just opened (read from its start)."""
     first = f.read(64)
     if first.startswith(_HEADER_PREFIX):
         end = first.find(b"\n")

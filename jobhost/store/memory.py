@@ -8,7 +8,7 @@ import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from jobhost.errors import StoreConflict
+from jobhost.errors import StoreConflict, StoreError
 from jobhost.store.interfaces import IStore
 from jobhost.store.records import (
     Account,
@@ -98,6 +98,8 @@ class MemoryStore:
                 return fail()
             if new is old or new == old:
                 return succeed(old)
+            if new.hostname != hostname:
+                return fail(StoreError(f"a change to {hostname} returned a record for {new.hostname!r}"))
             if self.before_write is not None:
                 self.before_write(hostname)
             if self.domains.get(hostname) is not old:

@@ -297,20 +297,18 @@ class SqlStore:
             raise StoreError(f"cannot connect to {self.engine.description}: {_one_line(e)}") from None
         try:
             opened = kwargs.get("cp_openfun")
-            if opened is not None:
-                opened(connection)
-            cursor = connection.cursor()
             try:
+                if opened is not None:
+                    opened(connection)  # SQLite's first statements: "file is not a database" shows here
+                cursor = connection.cursor()
                 store_id = self._migrate(cursor)
                 connection.commit()
             except StoreError:
-                connection.rollback()
                 raise
             except Exception as e:
-                connection.rollback()
                 raise StoreError(f"{self.engine.description}: {_one_line(e)}") from None
         finally:
-            connection.close()
+            connection.close()  # without a commit, this discards the transaction
         self._store_id = store_id
         return store_id
 
@@ -334,7 +332,8 @@ class SqlStore:
             if failure.check(StoreError, KeyError, BrokenRecord):
                 return failure
             exc = failure.value
-            if isinstance(exc, Exception) and type(exc).__module__.split(".")[0] in ("sqlite3", "psycopg"):
+            driver = isinstance(exc, Exception) and type(exc).__module__.split(".")[0] in ("sqlite3", "psycopg")
+            if driver or isinstance(exc, adbapi.ConnectionLost):  # the latter: every retry met a lost connection
                 raise StoreError(f"{self.engine.description}: {type(exc).__name__}: {exc}".strip())
             return failure
 
@@ -486,10 +485,9 @@ class SqlStore:
         )
 
     @staticmethod
-    def _checked(hostname: object) -> str:
+    def _checked(hostname: object) -> None:
         if not is_normalised_hostname(hostname):
             raise StoreError(f"refusing to store a record under {hostname!r}: not a normalised hostname")
-        return hostname  # type: ignore[return-value]
 
     def get_domain(self, hostname: str) -> Deferred:
         """Fire with the DomainRecord; KeyError when absent, BrokenRecord when unusable."""
@@ -580,8 +578,6 @@ class SqlStore:
 
     def _list(self, table: str, cls_, kind: str, where: str, params: tuple, after, limit, include_broken):
         def run(cursor):
-            if limit is not None and limit <= 0:
-                return []
             clauses, args = ([where], list(params)) if where else ([], [])
             if after is not None:
                 clauses.append("hostname > ?")
@@ -591,7 +587,7 @@ class SqlStore:
                 query += " WHERE " + " AND ".join(clauses)
             query += " ORDER BY hostname"
             if limit is not None:
-                query += f" LIMIT {int(limit)}"
+                query += f" LIMIT {max(int(limit), 0)}"  # a negative LIMIT is no limit to SQLite
             cursor.execute(self.engine.sql(query), args)
             out = []
             for hostname, doc in cursor.fetchall():
@@ -614,9 +610,9 @@ class SqlStore:
 
     # -- certificate records -------------------------------------------------------------
 
-    def _select_certificate(self, cursor, hostname: str, for_update: bool = False) -> CertificateRecord | None:
-        suffix = " FOR UPDATE" if for_update and self.engine.name == "postgresql" else ""
-        cursor.execute(self.engine.sql("SELECT doc FROM certificates WHERE hostname = ?" + suffix), (hostname,))
+    def _select_certificate(self, cursor, hostname: str) -> CertificateRecord | None:
+        # No FOR UPDATE: every writer of a certificate row first takes the "certificate:" lock.
+        cursor.execute(self.engine.sql("SELECT doc FROM certificates WHERE hostname = ?"), (hostname,))
         row = cursor.fetchone()
         return None if row is None else _parse("certificate", hostname, row[0], CertificateRecord, "hostname")
 
@@ -649,7 +645,7 @@ class SqlStore:
             self._checked(record.hostname)
             self.engine.lock(cursor, "certificate:" + record.hostname)
             try:
-                old = self._select_certificate(cursor, record.hostname, for_update=True)
+                old = self._select_certificate(cursor, record.hostname)
             except BrokenRecord:
                 old = None
             self._write_certificate(cursor, record)
@@ -663,7 +659,7 @@ class SqlStore:
         def set_info(cursor):
             self.engine.begin_write(cursor)
             self.engine.lock(cursor, "certificate:" + hostname)
-            current = self._select_certificate(cursor, hostname, for_update=True)
+            current = self._select_certificate(cursor, hostname)
             if current is None or current.fingerprint != fingerprint:
                 return False
             self._write_certificate(cursor, attrs.evolve(current, ari=ari))

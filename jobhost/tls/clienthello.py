@@ -46,7 +46,8 @@ EXT_SERVER_NAME = 0
 EXT_ALPN = 16
 EXT_SUPPORTED_VERSIONS = 43
 
-# The start of an HTTP request line: a method token, then a space (or the end so far).
+# The start of an HTTP request line: a method token, then a space (or the end so far).  Anchored
+# and bounded, so a match reads at most 13 bytes however long the buffer is.
 _HTTP_REQUEST = re.compile(rb"[A-Z]{3,12}(?: |\Z)")
 
 
@@ -129,11 +130,12 @@ class _Reader:
     def uint(self, size: int, what: str) -> int:
         return int.from_bytes(self.take(size, what), "big")
 
-    def vector(self, length_size: int, what: str) -> _Reader:
-        return _Reader(self.take(self.uint(length_size, what + " length"), what))
+    def opaque(self, length_size: int, what: str) -> bytes:
+        """A length-prefixed byte string (a TLS vector's contents)."""
+        return self.take(self.uint(length_size, what + " length"), what)
 
-    def take_rest(self) -> bytes:
-        return self.take(len(self._data) - self._pos, "data")
+    def vector(self, length_size: int, what: str) -> _Reader:
+        return _Reader(self.opaque(length_size, what))
 
 
 _Extensions = tuple[str | None, tuple[bytes, ...], tuple[int, ...], tuple[int, ...]]
@@ -156,7 +158,7 @@ def _parse_extensions(exts: _Reader) -> _Extensions:
                 raise _Malformed("bad server_name extension")
             while not names.done():
                 name_type = names.uint(1, "server_name type")
-                name = names.vector(2, "server_name").take_rest()
+                name = names.opaque(2, "server_name")
                 if name_type != 0:
                     continue  # only host_name (0) is defined; skip others as OpenSSL does
                 if server_name is not None or not name or not name.isascii():
@@ -168,13 +170,13 @@ def _parse_extensions(exts: _Reader) -> _Extensions:
                 raise _Malformed("bad ALPN extension")
             names_ = []
             while not protocols.done():
-                proto = protocols.vector(1, "ALPN protocol").take_rest()
+                proto = protocols.opaque(1, "ALPN protocol")
                 if not proto:
                     raise _Malformed("empty ALPN protocol name")
                 names_.append(proto)
             alpn = tuple(names_)
         elif ext_type == EXT_SUPPORTED_VERSIONS:
-            listed = body.vector(1, "supported_versions").take_rest()
+            listed = body.opaque(1, "supported_versions")
             if not listed or len(listed) % 2 or not body.done():
                 raise _Malformed("bad supported_versions extension")
             versions = tuple(int.from_bytes(listed[i : i + 2], "big") for i in range(0, len(listed), 2))
@@ -186,12 +188,12 @@ def _parse_body(body: bytes, length: int) -> ClientHello | NotTLS:
     try:
         legacy_version = r.uint(2, "legacy_version")
         r.take(32, "random")
-        if len(r.vector(1, "legacy_session_id").take_rest()) > 32:
+        if len(r.opaque(1, "legacy_session_id")) > 32:
             raise _Malformed("session id longer than 32 bytes")
-        suites = r.vector(2, "cipher_suites").take_rest()
+        suites = r.opaque(2, "cipher_suites")
         if not suites or len(suites) % 2:
             raise _Malformed("bad cipher_suites")
-        if not r.vector(1, "compression_methods").take_rest():
+        if not r.opaque(1, "compression_methods"):
             raise _Malformed("no compression method")
         server_name, alpn, versions, types = None, (), (), ()
         if not r.done():
@@ -233,7 +235,7 @@ def parse_client_hello(
     if not data:
         return NeedMore()
     if data[0] != _HANDSHAKE_RECORD:
-        if _HTTP_REQUEST.match(data[:13]):
+        if _HTTP_REQUEST.match(data):
             return NotTLS("plain HTTP request", http=True)
         if data[0] & 0x80:
             return NotTLS("SSLv2-style record header")
@@ -243,14 +245,14 @@ def parse_client_hello(
         pos, message = resume.consumed, resume.message
     while True:
         header = data[pos : pos + _RECORD_HEADER]
-        if header[:1] and header[0] != _HANDSHAKE_RECORD:
+        if header and header[0] != _HANDSHAKE_RECORD:
             return NotTLS(f"record of type {header[0]} inside the ClientHello")
         if len(header) >= 2 and header[1] != 3:
             return NotTLS(f"unknown record version {header[1]}.x")
         if len(header) < _RECORD_HEADER:
             needed, partial = pos + _RECORD_HEADER, b""
             break
-        length = int.from_bytes(header[3:5], "big")
+        length = int.from_bytes(header[3:], "big")
         if length == 0 or length > _MAX_FRAGMENT:
             return NotTLS(f"handshake record of {length} bytes")
         end = pos + _RECORD_HEADER + length

@@ -247,11 +247,8 @@ class _HelloHold(Protocol):
 
     def _hand_over(self, served: bool) -> None:
         factory = self._factory
+        # Never None: a TLSMemoryBIOFactory always builds its wrapper (like Twisted's listenSSL).
         tls = factory.tls_factory.buildProtocol(self._address)
-        if tls is None:
-            self._state = self._CLOSED
-            self.transport.loseConnection()
-            return
         if served:
             factory.served += 1
         else:

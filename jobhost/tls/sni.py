@@ -463,12 +463,12 @@ class ChangePoller(Service):
         d.addBoth(self._polled)
         return d
 
-    def _polled(self, result: Any) -> Any:
+    def _polled(self, _: None) -> None:
+        # _apply and _failed both return None: the poll's Deferred fires with None.
         self._polling = False
         if self._again:
             self._again = False
             self.poll_soon()
-        return result
 
     def _apply(self, answer: tuple[Any, frozenset[str] | None]) -> None:
         cursor, hostnames = answer
