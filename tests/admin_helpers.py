@@ -25,6 +25,7 @@ from zope.interface import implementer
 from jobhost.domains import DomainService
 from jobhost.admin.api import AdminResource, openapi_document
 from jobhost.errors import StoreError
+from jobhost.events import IEventSink
 from jobhost.issuing import IIssuer
 from jobhost.metrics import Metrics
 from jobhost.preflight import Check, IPreflight, PreflightReason, PreflightResult, ReasonCode
@@ -96,10 +97,14 @@ class FakeIssuer:
     calls: list[tuple[str, str]] = attrs.field(factory=list)
     revoke_error: Exception | None = None
     renew_error: Exception | None = None
+    kick_error: Exception | None = None
+    forget_error: Exception | None = None
     certificate_at_revoke: list[bool] = attrs.field(factory=list)
 
     def kick(self, hostname: str) -> None:
         self.calls.append(("kick", hostname))
+        if self.kick_error is not None:
+            raise self.kick_error
 
     def renew_now(self, hostname: str) -> Deferred:
         self.calls.append(("renew_now", hostname))
@@ -109,6 +114,8 @@ class FakeIssuer:
 
     def forget(self, hostname: str) -> Deferred:
         self.calls.append(("forget", hostname))
+        if self.forget_error is not None:
+            return fail(self.forget_error)
         return succeed(None)
 
     def revoke(self, hostname: str) -> Deferred:
@@ -176,14 +183,31 @@ class FakePreflight:
 
 @attrs.define
 class FakeCertificateCache:
-    """Records which hostnames were invalidated, and for what kinds of change."""
+    """Records which hostnames were invalidated, and for what kinds of change; can be told to raise."""
 
     invalidated: list[str] = attrs.field(factory=list)
     kinds: list = attrs.field(factory=list)
+    error: Exception | None = None
 
     def invalidate(self, hostname: str, kinds=None) -> None:
         self.invalidated.append(hostname)
         self.kinds.append(kinds)
+        if self.error is not None:
+            raise self.error
+
+
+@implementer(IEventSink)
+@attrs.define
+class RecordingEvents:
+    """Records every notify call as (event, hostname, state); with ``raises`` it breaks the contract."""
+
+    calls: list = attrs.field(factory=list)
+    raises: bool = False
+
+    def notify(self, event, record, certificate=None):
+        self.calls.append((event, record.hostname, record.state))
+        if self.raises:
+            raise RuntimeError("the event sink is broken")
 
 
 def make_domain(hostname: str, state: str = DomainState.ACTIVE, page: dict | None = None, **changes) -> DomainRecord:
@@ -300,14 +324,18 @@ class ApiClient:
     preflight: FakePreflight | None
     cache: FakeCertificateCache
     clock: Clock
-    metrics: Metrics
+    metrics: Metrics | None
     resource: AdminResource
     stub: StubTreq
     answers: list[Answer] = attrs.field(factory=list)
 
     @classmethod
     def create(cls, issuer: Any = None, preflight: Any = "default", store: Any = None, **options: Any) -> ApiClient:
-        """The resource over ``store`` (by default a new :class:`RecordingStore`) and fakes."""
+        """The resource over ``store`` (by default a new :class:`RecordingStore`) and fakes.
+
+        ``options`` go to :class:`AdminResource`; ``max_body_bytes`` is 4096 unless given
+        (None: the resource's own default), ``metrics`` a new :class:`Metrics` unless given.
+        """
         store = RecordingStore() if store is None else store
         clock = Clock()
         clock.advance(T0.timestamp())
@@ -316,15 +344,15 @@ class ApiClient:
         if preflight == "default":
             preflight = FakePreflight()
         cache = FakeCertificateCache()
-        metrics = Metrics()
-        options.setdefault("max_body_bytes", 4096)
+        metrics = options.setdefault("metrics", Metrics())
+        if options.setdefault("max_body_bytes", 4096) is None:
+            del options["max_body_bytes"]
         resource = AdminResource(
             store=store,
             domains=DomainService(store=store, clock=clock),
             issuer=issuer,
             clock=clock,
             token=TOKEN,
-            metrics=metrics,
             preflight=preflight,
             caches=cache,
             **options,
@@ -394,6 +422,7 @@ __all__ = [
     "FakeIssuer",
     "FakePreflight",
     "INVALID_PATH_HOSTNAMES",
+    "RecordingEvents",
     "RecordingStore",
     "T0",
     "TOKEN",

@@ -13,12 +13,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import attrs
-from twisted.internet.defer import inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from zope.interface.verify import verifyObject
 
 from jobhost.certs import AriWindow, generate_private_key, private_key_pem
 from jobhost.store.interfaces import IStore
-from jobhost.errors import StoreConflict
+from jobhost.errors import StoreConflict, StoreError
 from jobhost.store.records import (
     Account,
     ChangeKind,
@@ -249,6 +249,17 @@ class StoreContractTests:
         between = yield store.list_domains(after="b.example.co")
         self.assertEqual(between[0].hostname, "b.example.com")
 
+    @inlineCallbacks
+    def test_list_with_limit_zero_is_empty(self):
+        """limit=0 asks for nothing and gets nothing, broken records or not."""
+        store = self.make_store()
+        yield self._fill_domains(store)
+        yield store.put_certificate(make_certificate("a.example.com"))
+        self.assertEqual((yield store.list_domains(limit=0)), [])
+        self.assertEqual((yield store.list_domains(limit=0, include_broken=True)), [])
+        self.assertEqual((yield store.list_domains(state=DomainState.ACTIVE, limit=0)), [])
+        self.assertEqual((yield store.list_certificates(limit=0)), [])
+
     # -- certificate records ---------------------------------------------------------------
 
     @inlineCallbacks
@@ -347,6 +358,50 @@ class StoreContractTests:
         self.assertEqual(frozenset(names), frozenset())
 
     @inlineCallbacks
+    def test_put_and_delete_domain_report_what_changed(self):
+        """Each domain write on its own: a put changing only the page is PAGE; an identical put still STATE; a delete both."""
+        store = self.make_store()
+        yield store.put_domain(make_domain("p.example.com"))
+        cursor, _ = yield store.changes(None)
+        yield store.put_domain(make_domain("p.example.com", page={"title": "edited"}))
+        cursor, changed = yield store.changes(cursor)
+        self.assertEqual(dict(changed), {"p.example.com": frozenset({ChangeKind.PAGE})})
+        yield store.put_domain(make_domain("p.example.com", page={"title": "edited"}))
+        cursor, changed = yield store.changes(cursor)
+        self.assertEqual(dict(changed), {"p.example.com": frozenset({ChangeKind.STATE})})
+        yield store.delete_domain("p.example.com")
+        cursor, changed = yield store.changes(cursor)
+        self.assertEqual(dict(changed), {"p.example.com": frozenset({ChangeKind.PAGE, ChangeKind.STATE})})
+
+    @inlineCallbacks
+    def test_certificate_change_kinds(self):
+        """Re-putting the same key and chain with only new facts is RENEWAL_INFO; a different chain for the same key is CERTIFICATE."""
+        store = self.make_store()
+        certificate = make_certificate("k.example.com")
+        yield store.put_certificate(certificate)
+        cursor, _ = yield store.changes(None)
+        window = AriWindow(start=T0, end=T0 + timedelta(days=1))
+        yield store.put_certificate(attrs.evolve(certificate, ari=window))
+        cursor, changed = yield store.changes(cursor)
+        self.assertEqual(dict(changed), {"k.example.com": frozenset({ChangeKind.RENEWAL_INFO})})
+        end = b"-----END CERTIFICATE-----\n"
+        leaf_only = certificate.chain_pem[: certificate.chain_pem.index(end) + len(end)]
+        yield store.put_certificate(certificate_record("k.example.com", certificate.key_pem, leaf_only))
+        cursor, changed = yield store.changes(cursor)
+        self.assertEqual(dict(changed), {"k.example.com": frozenset({ChangeKind.CERTIFICATE})})
+
+    @inlineCallbacks
+    def test_changes_past_the_end_is_none(self):
+        """A cursor past the feed's end (from a store that was since replaced or reset) fires None: reload everything."""
+        store = self.make_store()
+        yield store.put_domain(make_domain("a.example.com"))
+        cursor, _ = yield store.changes(None)
+        end, changed = yield store.changes(cursor + 1000)
+        self.assertIsNone(changed)
+        again, changed = yield store.changes(end)
+        self.assertEqual((again, dict(changed)), (end, {}))
+
+    @inlineCallbacks
     def test_changes_seen_by_second_store(self):
         """A change written through one store is on another store's feed over the same data."""
         store = self.make_store()
@@ -418,14 +473,31 @@ class StoreContractTests:
 
     @inlineCallbacks
     def test_update_domain_unchanged_writes_nothing(self):
-        """A change that returns the record as it was writes nothing: same version, nothing on the feed."""
+        """A change that returns the record as it was, or an equal copy, writes nothing: same version, nothing on the feed."""
         store = self.make_store()
         yield store.add_domain(make_domain("same.example.com"))
         cursor, _ = yield store.changes(None)
         got = yield store.update_domain("same.example.com", lambda r: r)
         self.assertEqual(got.version, 0)
+        copy = yield store.update_domain("same.example.com", lambda r: attrs.evolve(r, attempts=r.attempts))
+        self.assertEqual(copy.version, 0)
         _, changed = yield store.changes(cursor)
         self.assertEqual(dict(changed), {})
+        got = yield store.get_domain("same.example.com")
+        self.assertEqual(got.version, 0)
+
+    @inlineCallbacks
+    def test_update_domain_refuses_a_record_for_another_hostname(self):
+        """A change returning a record for another hostname fails with StoreError; neither record is written."""
+        store = self.make_store()
+        yield store.add_domain(make_domain("a.example.com"))
+        yield self.assertFailure(
+            store.update_domain("a.example.com", lambda r: attrs.evolve(r, hostname="b.example.com", attempts=9)),
+            StoreError,
+        )
+        got = yield store.get_domain("a.example.com")
+        self.assertEqual(got, make_domain("a.example.com"))
+        yield self.assertFailure(store.get_domain("b.example.com"), KeyError)
 
     @inlineCallbacks
     def test_update_domain_error_writes_nothing(self):
@@ -554,6 +626,76 @@ class StoreContractTests:
         self.assertIsNone(freed)
         spent_again = yield store.reserve_order("ca", T0 + window + timedelta(seconds=2), window, 2)
         self.assertEqual(spent_again, T0 + timedelta(minutes=1) + window)
+
+    @inlineCallbacks
+    def test_reserve_order_frees_a_slot_when_it_says(self):
+        """A spent budget names when its oldest slot frees, and at exactly that time the slot is free again."""
+        store = self.make_store()
+        window = timedelta(hours=3)
+        self.assertIsNone((yield store.reserve_order("ca", T0, window, 1)))
+        frees_at = yield store.reserve_order("ca", T0 + timedelta(minutes=1), window, 1)
+        self.assertEqual(frees_at, T0 + window)
+        self.assertIsNone((yield store.reserve_order("ca", frees_at, window, 1, take=False)))
+        self.assertIsNone((yield store.reserve_order("ca", frees_at, window, 1)))
+        self.assertEqual((yield store.reserve_order("ca", frees_at, window, 1)), frees_at + window)
+
+    @inlineCallbacks
+    def test_every_call_returns_a_deferred(self):
+        """Every IStore method returns a Deferred, whatever path it takes (callers chain callbacks on it)."""
+        store = yield self.opened(self.make_store())
+        certificate = make_certificate("a.example.com")
+        window = AriWindow(start=T0, end=T0 + timedelta(days=1))
+        challenge = Challenge("tok", "tok.k", "a.example.com", T0)
+        calls = [
+            lambda: store.check(),
+            lambda: store.put_domain(make_domain("a.example.com")),
+            lambda: store.add_domain(make_domain("a.example.com")),
+            lambda: store.add_domain(make_domain("b.example.com")),
+            lambda: store.get_domain("a.example.com"),
+            lambda: store.update_domain("a.example.com", lambda r: r),
+            lambda: store.update_domain("a.example.com", lambda r: attrs.evolve(r, attempts=5)),
+            lambda: store.list_domains(),
+            lambda: store.delete_domain("b.example.com"),
+            lambda: store.put_certificate(certificate),
+            lambda: store.get_certificate("a.example.com"),
+            lambda: store.set_renewal_info("a.example.com", certificate.fingerprint, window),
+            lambda: store.set_renewal_info("a.example.com", "0" * 64, window),
+            lambda: store.list_certificates(),
+            lambda: store.delete_certificate("a.example.com"),
+            lambda: store.delete_certificate("a.example.com"),
+            lambda: store.changes(None),
+            lambda: store.changes(0),
+            lambda: store.put_challenge(challenge),
+            lambda: store.get_challenge("tok"),
+            lambda: store.delete_challenge("tok"),
+            lambda: store.delete_challenge("tok"),
+            lambda: store.put_account(make_account("https://ca.example/dir")),
+            lambda: store.get_account("https://ca.example/dir"),
+            lambda: store.list_accounts(),
+            lambda: store.acquire_lease("l", "node-a", T0 + timedelta(seconds=60), T0),
+            lambda: store.acquire_lease("l", "node-b", T0 + timedelta(seconds=60), T0),
+            lambda: store.release_lease("l", "node-b"),
+            lambda: store.release_lease("l", "node-a"),
+            lambda: store.reserve_order("ca", T0, timedelta(hours=1), 1),
+            lambda: store.reserve_order("ca", T0, timedelta(hours=1), 1),
+            lambda: store.reserve_order("other", T0, timedelta(hours=1), 1, take=False),
+        ]
+        for call in calls:
+            d = call()
+            self.assertIsInstance(d, Deferred)
+            yield d
+        failing = [
+            lambda: store.get_domain("absent.example.com"),
+            lambda: store.update_domain("absent.example.com", lambda r: r),
+            lambda: store.delete_domain("absent.example.com"),
+            lambda: store.get_certificate("absent.example.com"),
+            lambda: store.get_challenge("absent"),
+            lambda: store.get_account("https://absent.example/dir"),
+        ]
+        for call in failing:
+            d = call()
+            self.assertIsInstance(d, Deferred)
+            yield self.assertFailure(d, KeyError)
 
     def test_watch_changes_returns_a_stopper(self):
         """watch_changes returns a function that stops it (pushing is optional: callers still poll)."""

@@ -22,9 +22,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.x509.oid import NameOID
 from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -88,6 +92,7 @@ class FakeAcmeServer(Resource):
         self.seen: list[Seen] = []
         self.scripted: dict[str, list[tuple[int, dict[str, str], bytes]]] = {}
         self.hang: set[str] = set()
+        self.held: list[Any] = []
         self.bad_nonces = 0
         self.meta: dict[str, Any] = {"termsOfService": BASE + "/tos"}
         self.directory_extra: dict[str, Any] = {}
@@ -142,10 +147,22 @@ class FakeAcmeServer(Resource):
     # -- twisted.web -------------------------------------------------------------------------
 
     def render(self, request: Any) -> Any:
+        if request.path.decode("ascii") in self.hang:
+            self.held.append(request)
+            return NOT_DONE_YET
+        return self._respond(request)
+
+    def release(self) -> None:
+        """Answer the requests held by ``hang`` (which stops holding)."""
+        self.hang.clear()
+        held, self.held = self.held, []
+        for request in held:
+            request.write(self._respond(request))
+            request.finish()
+
+    def _respond(self, request: Any) -> bytes:
         path = request.path.decode("ascii")
         method = request.method.decode("ascii")
-        if path in self.hang:
-            return NOT_DONE_YET
         code, headers, body = self._dispatch(request, method, path)
         request.setResponseCode(code)
         if method != "GET":  # like Boulder: nonces come from POST answers and newNonce only
@@ -395,6 +412,11 @@ def _account_key() -> jose.JWKEC:
     return jose.JWKEC(key=generate_private_key("ecdsa-p256"))
 
 
+def _client_log(events: list[dict[str, Any]]) -> list[str]:
+    """The client's own log lines (not the transport's), as text."""
+    return [formatEvent(e) for e in events if e.get("log_namespace", "").startswith("jobhost.acme.client")]
+
+
 class _Base(SynchronousTestCase):
     def setUp(self) -> None:
         self.server = FakeAcmeServer()
@@ -522,10 +544,42 @@ class TransportTests(_Base):
         self.result(self.client.directory())
         self.assertEqual(len([s for s in self.server.seen if s.path == "/dir"]), 1)
 
-    def test_timeout_uses_the_clock(self) -> None:
-        """A request with no answer fails with AcmeTransportError exactly when the timeout passes."""
+    def test_directory_fetch_shared_while_in_flight(self) -> None:
+        """Callers asking while the directory is being fetched wait for that one GET, and get its answer."""
         self.server.hang.add("/dir")
-        client = self.make_client(timeout=30)
+        d1, d2 = self.client.directory(), self.client.directory()
+        self.stub.flush()
+        self.assertNoResult(d1)
+        self.assertNoResult(d2)
+        self.server.release()
+        self.stub.flush()
+        first, second = self.successResultOf(d1), self.successResultOf(d2)
+        self.assertEqual(first["newOrder"], BASE + "/order")
+        self.assertEqual(first, second)
+        self.assertEqual(len([s for s in self.server.seen if s.path == "/dir"]), 1)
+
+    def test_directory_failure_shared_and_not_cached(self) -> None:
+        """A failed directory fetch fails every waiting caller; the next call asks again."""
+        self.server.hang.add("/dir")
+        self.server.script("/dir", (503, {"Content-Type": "text/html"}, b"down"))
+        d1, d2 = self.client.directory(), self.client.directory()
+        self.stub.flush()
+        self.server.release()
+        self.stub.flush()
+        self.assertIn("HTTP 503", self.failureResultOf(d1, AcmeTransportError).value.message)
+        self.assertIn("HTTP 503", self.failureResultOf(d2, AcmeTransportError).value.message)
+        self.assertIn("newNonce", self.result(self.client.directory()))
+        self.assertEqual(len([s for s in self.server.seen if s.path == "/dir"]), 2)
+
+    def test_directory_that_is_not_json(self) -> None:
+        """A directory answer that is not a JSON object is an AcmeTransportError."""
+        self.server.script("/dir", (200, {"Content-Type": "application/json"}, b"<html>"))
+        self.assertIn("not JSON", self.failure(self.client.directory(), AcmeTransportError).message)
+
+    def test_timeout_uses_the_clock(self) -> None:
+        """By default a request with no answer fails with AcmeTransportError exactly when 30 s pass."""
+        self.server.hang.add("/dir")
+        client = self.client
         d = client.directory()
         self.stub.flush()
         self.clock.advance(29.9)
@@ -545,6 +599,13 @@ class TransportTests(_Base):
         self.assertEqual(len(set(nonces)), len(nonces))
         # Nonces after the first came from Replay-Nonce headers: only one HEAD newNonce.
         self.assertEqual(len([s for s in self.server.seen if s.method == "HEAD"]), 1)
+
+    def test_bad_nonce_retried_ten_times_by_default(self) -> None:
+        """A default client re-signs a POST 10 times after badNonce before raising it."""
+        self.server.bad_nonces = 1000
+        problem = self.failure(self.client.register(_account_key()), AcmeProblem)
+        self.assertEqual(problem.code, "badNonce")
+        self.assertEqual(len(self.server.posts("/acct")), 11)
 
     def test_bad_nonce_retries_are_bounded(self) -> None:
         """After max_bad_nonce_retries re-signs the badNonce problem is raised."""
@@ -580,6 +641,52 @@ class ConnectionTests(TestCase):
 
         error = self.assertRaises(ConfigError, AcmeClient.create, reactor, "letsencrypt", "/nonexistent/jobhost-test/ca.pem")
         self.assertEqual(error.path, ("acme", "ca_bundle"))
+
+
+class LifecycleTests(SynchronousTestCase):
+    """create() and close() on a real Agent and connection pool, over an in-memory reactor."""
+
+    def connect(self, reactor: MemoryReactorClock) -> tuple[Any, StringTransport]:
+        """Complete the client's pending TCP connection to the CA with an in-memory transport."""
+        _host, _port, factory, _timeout, _bind = reactor.tcpClients[-1]
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 14000))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_create_defaults_to_thirty_second_timeouts(self) -> None:
+        """A client made by create() without a timeout connects with 30 s and gives up on a silent CA after 30 s."""
+        reactor = MemoryReactorClock()
+        client = AcmeClient.create(reactor, "https://127.0.0.1:14000/dir")
+        d = client.directory()
+        ((host, port, _factory, connect_timeout, _bind),) = reactor.tcpClients
+        self.assertEqual((host, port, connect_timeout), ("127.0.0.1", 14000, 30))
+        reactor.advance(29.9)
+        self.assertNoResult(d)
+        reactor.advance(0.1)
+        self.assertIn("within 30 s", self.failureResultOf(d, AcmeTransportError).value.message)
+
+    def test_close_closes_the_kept_alive_connection(self) -> None:
+        """close() closes the connection kept open to the CA and fires once it is closed."""
+        reactor = MemoryReactorClock()
+        client = AcmeClient.create(reactor, "http://127.0.0.1:14000/dir")
+        d = client.directory()
+        protocol, transport = self.connect(reactor)
+        self.assertTrue(transport.value().startswith(b"GET /dir HTTP/1.1"))
+        body = json.dumps({"newNonce": "n", "newAccount": "a", "newOrder": "o"}).encode()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        self.assertEqual(self.successResultOf(d)["newOrder"], "o")
+        self.assertFalse(transport.disconnecting, "kept alive for the next request")
+        closed = client.close()
+        self.assertTrue(transport.disconnecting)
+        self.assertNoResult(closed)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(closed)
+
+    def test_close_without_a_pool(self) -> None:
+        """A client built on someone else's HTTP client has nothing to close: close() fires at once."""
+        client = AcmeClient(http_client=StubTreq(Resource()), clock=Clock(), directory_url=BASE + "/dir")
+        self.assertIsNone(self.successResultOf(client.close()))
 
 
 class AccountTests(_Base):
@@ -647,6 +754,31 @@ class AccountTests(_Base):
         self.assertEqual(problem.code, "unauthorized")
         self.assertEqual(self.server.accounts, {})
 
+    def test_account_without_location(self) -> None:
+        """A newAccount answer without Location is an AcmeTransportError; the client stays without an account."""
+        self.server.script("/acct", (200, {"Content-Type": "application/json"}, b'{"status": "valid"}'))
+        error = self.failure(self.client.register(_account_key()), AcmeTransportError)
+        self.assertIn("without a Location", error.message)
+        self.assertEqual(error.url, BASE + "/acct")
+        self.assertIsNone(self.client.account_url)
+
+    def test_requests_before_register_are_refused(self) -> None:
+        """Obtaining, ordering or fetching before register()/use_account() is a RuntimeError, with nothing posted."""
+        self.failure(self.client.obtain_certificate(["a.test"], b"", DictResponder(self.server)), RuntimeError)
+        self.assertEqual(self.server.seen, [], "obtain_certificate refuses before even reading the directory")
+        order = "https://ca.test/order/1"
+        for call in (lambda: self.client.new_order(["a.test"]), lambda: self.client.fetch_order(order)):
+            self.failure(call(), RuntimeError)
+        self.assertEqual(self.server.posts(""), [])
+
+    def test_repr_hides_the_account_key(self) -> None:
+        """A client's repr (logs, test failures) shows its account URL but not its private key."""
+        client = self.registered()
+        text = repr(client)
+        self.assertIn(client.account_url, text)
+        self.assertNotIn(self.key.to_partial_json()["d"], text)
+        self.assertNotIn("JWKEC", text)
+
 
 class OrderTests(_Base):
     """newOrder options: profiles and ARI replaces."""
@@ -686,11 +818,41 @@ class OrderTests(_Base):
         self.assertEqual(len(order.authorizations), 2)
 
     def test_replaces_dropped_without_ari(self) -> None:
-        """Without renewalInfo in the directory, replaces is not sent."""
+        """Without renewalInfo in the directory, replaces is not sent, and the log says why."""
         client = self.registered()
-        self.result(client.new_order(["a.test"], replaces="abc.def"))
+        with capturedLogs() as events:
+            order = self.result(client.new_order(["a.test"], replaces="abc.def"))
         (seen,) = self.server.posts("/order")
         self.assertNotIn("replaces", seen.payload)
+        self.assertEqual(
+            _client_log(events),
+            [
+                "The CA offers no renewal information; not sending replaces=abc.def",
+                f"Created order {order.url} for ['a.test'] (pending)",
+            ],
+        )
+
+    def test_order_without_location(self) -> None:
+        """A newOrder answer without Location is an AcmeTransportError (the order could not be followed)."""
+        client = self.registered()
+        self.server.script("/order", (201, {"Content-Type": "application/json"}, b'{"status": "pending"}'))
+        error = self.failure(client.new_order(["a.test"]), AcmeTransportError)
+        self.assertIn("without a Location", error.message)
+
+    def test_malformed_order(self) -> None:
+        """An order document the acme library cannot read is an AcmeTransportError naming the order URL."""
+        client = self.registered()
+        self.server.script("/order", (201, {"Content-Type": "application/json", "Location": BASE + "/order/9"},
+                                      b'{"status": "pending", "identifiers": "a.test"}'))
+        error = self.failure(client.new_order(["a.test"]), AcmeTransportError)
+        self.assertIn("malformed order", error.message)
+        self.assertEqual(error.url, BASE + "/order")
+
+    def test_order_needs_a_hostname(self) -> None:
+        """An order for no hostname is a ValueError, and nothing is sent."""
+        client = self.registered()
+        self.assertIn("at least one hostname", str(self.failure(client.new_order([]), ValueError)))
+        self.assertEqual(self.server.posts("/order"), [])
 
     def test_rate_limited_carries_retry_after(self) -> None:
         """A rateLimited newOrder raises AcmeProblem with the CA's Retry-After."""
@@ -744,6 +906,53 @@ class PollingTests(_Base):
         self.successResultOf(d)
         self.assertEqual(gaps, [0.2, 0.3, 0.45, 0.5, 0.5, 0.5])
 
+    def _gaps(self, d: Deferred, limit: int = 100) -> list[float]:
+        """Step the clock from one poll delay to the next until ``d`` fires; the delays."""
+        gaps = []
+        for _ in range(limit):
+            if d.called:
+                break
+            (call,) = self.clock.getDelayedCalls()
+            gaps.append(round(call.getTime() - self.clock.seconds(), 6))
+            self.clock.advance(call.getTime() - self.clock.seconds())
+        return gaps
+
+    def test_default_polling(self) -> None:
+        """A default client polls 0.2 s apart, 1.5x longer each time up to 5 s, and gives up after 300 s."""
+        self.server.pending_polls = 10**6
+        client = self.registered()
+        url = self._answered_authz(client)
+        d = client.poll_authorization(url)
+        gaps = self._gaps(d)
+        expected = [0.2, 0.3, 0.45, 0.675, 1.0125, 1.51875, 2.278125, 3.4171875, 5.0, 5.0]
+        self.assertEqual([round(g, 5) for g in gaps[:10]], [round(e, 5) for e in expected])
+        self.assertEqual(max(gaps), 5.0)
+        error = self.failureResultOf(d, AcmeTimeout).value
+        self.assertAlmostEqual(error.seconds, 300.0, places=6)
+        self.assertAlmostEqual(sum(gaps), 300.0, places=6)
+
+    def test_last_poll_is_at_the_deadline(self) -> None:
+        """Polls 1 s apart with a 3 s deadline: asked at 0, 1, 2 and 3 s, then AcmeTimeout reporting 3 s."""
+        self.server.pending_polls = 10**6
+        client = self.registered(poll_interval=1, max_poll_interval=1, poll_timeout=3)
+        url = self._answered_authz(client)
+        before = len(self.server.posts("/authz/"))
+        d = client.poll_authorization(url)
+        self.assertEqual(self._gaps(d, limit=10), [1, 1, 1])
+        error = self.failureResultOf(d, AcmeTimeout).value
+        self.assertEqual((error.url, error.status, error.seconds), (url, "pending", 3))
+        self.assertEqual(len(self.server.posts("/authz/")) - before, 4)
+
+    def test_retry_after_ending_at_the_deadline_is_waited_for(self) -> None:
+        """A Retry-After that ends exactly at the deadline is honoured, and the poll then may succeed."""
+        self.server.pending_polls = 1
+        self.server.authz_retry_after = "10"
+        client = self.registered(poll_timeout=10)
+        url = self._answered_authz(client)
+        d = client.poll_authorization(url)
+        self.assertEqual(self._gaps(d), [10])
+        self.assertEqual(self.successResultOf(d).status, "valid")
+
     def test_poll_deadline(self) -> None:
         """An authorization pending past poll_timeout fails with AcmeTimeout."""
         self.server.pending_polls = 10**6
@@ -761,6 +970,56 @@ class PollingTests(_Base):
         url = self._answered_authz(client)
         error = self.failureResultOf(client.poll_authorization(url), AcmeTimeout).value
         self.assertEqual(error.retry_after, 600.0)
+
+    def _issued_order(self, client: AcmeClient) -> Any:
+        chain = self.result(client.obtain_certificate(["a.test"], make_csr(generate_private_key(), ["a.test"]),
+                                                      DictResponder(self.server)))
+        return self.result(client.fetch_order(chain.order_url))
+
+    def test_order_already_there_is_not_polled(self) -> None:
+        """A valid order satisfies until="valid" and until="ready" as it is, without asking the CA."""
+        client = self.registered()
+        order = self._issued_order(client)
+        posts = len(self.server.posts(""))
+        self.assertIs(self.result(client.poll_order(order, until="valid")), order)
+        self.assertIs(self.result(client.poll_order(order, until="ready")), order)
+        self.assertEqual(len(self.server.posts("")), posts)
+
+    def test_invalid_order_raises_its_error(self) -> None:
+        """An order that turns invalid while awaited fails with the CA's error (status 0 when the error has none)."""
+        client = self.registered()
+        order = self.result(client.new_order(["a.test"]))
+        self.result(client.deactivate_authorization(order.authorizations[0]))
+        problem = self.failure(client.poll_order(order, until="ready"), AcmeProblem)
+        self.assertEqual((problem.code, problem.detail, problem.status), ("unauthorized", "an authorization failed", 0))
+        self.assertEqual(problem.url, order.url)
+
+    def test_invalid_order_without_error(self) -> None:
+        """An invalid order without an error document still fails, with jobhost's orderInvalid problem."""
+        client = self.registered()
+        order = self.result(client.new_order(["a.test"]))
+        doc = {"status": "invalid", "identifiers": [{"type": "dns", "value": "a.test"}],
+               "authorizations": list(order.authorizations), "finalize": order.finalize}
+        self.server.script(order.url[len(BASE):], (200, {"Content-Type": "application/json"}, json.dumps(doc).encode()))
+        problem = self.failure(client.poll_order(order, until="ready"), AcmeProblem)
+        self.assertEqual(problem.type, "urn:jobhost:error:orderInvalid")
+        self.assertIn("order is invalid (wanted ready)", problem.detail)
+
+    def test_order_shown_ready_after_finalize_is_polled_to_valid(self) -> None:
+        """A CA that still shows the order ready in its finalize answer is asked again until it is valid."""
+        original = self.server._post
+
+        def post(path, header, key, payload):
+            code, headers, body = original(path, header, key, payload)
+            if path.startswith("/finalize/"):
+                body = json.dumps({**json.loads(body), "status": "ready"}).encode()
+            return code, headers, body
+
+        self.server._post = post
+        client = self.registered()
+        chain = self.result(client.obtain_certificate(["a.test"], make_csr(generate_private_key(), ["a.test"]),
+                                                      DictResponder(self.server)))
+        self.assertTrue(chain.cert_url.startswith(BASE + "/cert/"))
 
     def test_order_processing_honours_retry_after(self) -> None:
         """A processing order with Retry-After: 3 is polled after 3 s, then valid."""
@@ -801,6 +1060,25 @@ class ObtainTests(_Base):
         self.assertEqual([c[0] for c in responder.calls], ["start", "stop"])
         self.assertEqual(self.server.published, {})
 
+    def test_obtain_logs_each_step(self) -> None:
+        """An operator can follow an issue in the log: order, validation asked, valid, downloaded, obtained."""
+        client = self.registered()
+        with capturedLogs() as events:
+            chain = self.result(client.obtain_certificate(["a.test"], make_csr(generate_private_key(), ["a.test"]),
+                                                          DictResponder(self.server)))
+        order_url = chain.order_url
+        (authz_url,) = [BASE + "/authz/" + i for i in self.server.authzs]
+        self.assertEqual(
+            _client_log(events),
+            [
+                f"Created order {order_url} for ['a.test'] (pending)",
+                f"Asking the CA to validate a.test over HTTP-01 ({authz_url})",
+                "Authorization for a.test is valid",
+                f"Downloaded certificate {chain.cert_url} for order {order_url} (1 chains offered)",
+                f"Obtained certificate for ['a.test'] (order {order_url})",
+            ],
+        )
+
     def test_requests_are_reported_by_endpoint(self) -> None:
         """on_response sees every request with a bounded endpoint name and the status."""
         seen: list[tuple[str, str]] = []
@@ -838,14 +1116,120 @@ class ObtainTests(_Base):
         self.assertEqual(sorted(c[0] for c in responder.calls), ["start", "start", "stop", "stop"])
         self.assertEqual(self.server.published, {})
 
+    def test_only_pending_authorizations_are_deactivated(self) -> None:
+        """On failure a still-pending authorization is deactivated (and logged); one already valid is left alone."""
+        client = self.registered()
+        original = self.server._post
+
+        def post(path, header, key, payload):
+            code, headers, body = original(path, header, key, payload)
+            if path == "/order":
+                for authz in self.server.authzs.values():
+                    if authz["hostname"] == "a.test":
+                        authz["status"] = "valid"
+            return code, headers, body
+
+        self.server._post = post
+
+        def self_check(hostname: str, token: str, key_authorization: str) -> None:
+            raise RuntimeError("unreachable")
+
+        csr = make_csr(generate_private_key(), ["a.test", "b.test"])
+        with capturedLogs() as events:
+            self.failure(client.obtain_certificate(["a.test", "b.test"], csr, DictResponder(self.server), self_check),
+                         RuntimeError)
+        statuses = {a["hostname"]: a["status"] for a in self.server.authzs.values()}
+        self.assertEqual(statuses, {"a.test": "valid", "b.test": "deactivated"})
+        (b_url,) = [BASE + "/authz/" + i for i, a in self.server.authzs.items() if a["hostname"] == "b.test"]
+        self.assertIn(f"Deactivated authorization {b_url} for b.test", _client_log(events))
+
+    def test_failed_deactivation_is_logged_and_the_error_kept(self) -> None:
+        """A deactivation the CA refuses is logged as a warning; the caller still gets the original error."""
+        client = self.registered()
+
+        def self_check(hostname: str, token: str, key_authorization: str) -> None:
+            for authz_id in self.server.authzs:
+                self.server.script("/authz/" + authz_id, _problem("serverInternal", "database down", 500))
+            raise KeyError("unreachable")
+
+        csr = make_csr(generate_private_key(), ["a.test"])
+        with capturedLogs() as events:
+            self.failure(client.obtain_certificate(["a.test"], csr, DictResponder(self.server), self_check), KeyError)
+        (authz_id,) = self.server.authzs
+        self.assertIn(
+            f"Could not deactivate authorization {BASE}/authz/{authz_id}: CA problem serverInternal (HTTP 500): database down",
+            _client_log(events),
+        )
+
+    def test_authorization_timeout_deactivates_it(self) -> None:
+        """An authorization still pending at the poll deadline fails with AcmeTimeout for it, and is deactivated."""
+        self.server.pending_polls = 10**6
+        client = self.registered(poll_timeout=5)
+        csr = make_csr(generate_private_key(), ["a.test"])
+        error = self.failure(client.obtain_certificate(["a.test"], csr, DictResponder(self.server)), AcmeTimeout)
+        (authz_id,) = self.server.authzs
+        self.assertEqual((error.url, error.status), (BASE + "/authz/" + authz_id, "pending"))
+        self.assertEqual(self.server.authzs[authz_id]["status"], "deactivated")
+
+    def test_authorization_already_failed(self) -> None:
+        """An authorization the CA already holds as invalid fails the order at once, with nothing published or answered."""
+        client = self.registered()
+        original = self.server._post
+
+        def post(path, header, key, payload):
+            code, headers, body = original(path, header, key, payload)
+            if path == "/order":
+                for authz in self.server.authzs.values():
+                    authz["status"] = "invalid"
+            return code, headers, body
+
+        self.server._post = post
+        responder = DictResponder(self.server)
+        csr = make_csr(generate_private_key(), ["a.test"])
+        error = self.failure(client.obtain_certificate(["a.test"], csr, responder), AuthorizationFailed)
+        self.assertEqual((error.hostname, error.status), ("a.test", "invalid"))
+        self.assertEqual((responder.calls, self.server.posts("/chall/")), ([], []))
+
+    def test_no_http01_offered(self) -> None:
+        """A CA offering no HTTP-01 challenge fails with AcmeUnsupported naming what it offers; nothing is published."""
+        client = self.registered()
+        original = self.server._authz_doc
+
+        def authz_doc(authz_id):
+            doc = original(authz_id)
+            doc["challenges"] = [c for c in doc["challenges"] if c["type"] != "http-01"]
+            return doc
+
+        self.server._authz_doc = authz_doc
+        responder = DictResponder(self.server)
+        csr = make_csr(generate_private_key(), ["a.test"])
+        error = self.failure(client.obtain_certificate(["a.test"], csr, responder), AcmeUnsupported)
+        self.assertEqual((error.feature, error.requested, error.offered), ("challenge", "http-01", ("dns-01",)))
+        self.assertEqual(responder.calls, [])
+
+    def test_stop_failure_is_logged_and_the_certificate_kept(self) -> None:
+        """A responder that cannot withdraw a token is logged; the certificate is still returned."""
+
+        class Sticky(DictResponder):
+            def stop_responding(self, hostname: str, token: str) -> Deferred:
+                raise OSError("store unavailable")
+
+        client = self.registered()
+        csr = make_csr(generate_private_key(), ["a.test"])
+        chain = self.result(client.obtain_certificate(["a.test"], csr, Sticky(self.server)))
+        self.assertTrue(chain.chain_pem.startswith(b"-----BEGIN CERTIFICATE-----"))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
     def test_failed_authorization_carries_problem(self) -> None:
         """A wrong key authorization fails with AuthorizationFailed carrying the CA's problem; the other name's pending authorization is deactivated."""
         client = self.registered()
         responder = DictResponder(self.server, corrupt=True)
         csr = make_csr(generate_private_key(), ["a.test"])
-        error = self.failure(client.obtain_certificate(["a.test"], csr, responder), AuthorizationFailed)
+        with capturedLogs() as events:
+            error = self.failure(client.obtain_certificate(["a.test"], csr, responder), AuthorizationFailed)
+        self.assertIn(f"Authorization for a.test is invalid: {error.problem.describe()}", _client_log(events))
         self.assertEqual((error.hostname, error.status), ("a.test", "invalid"))
-        self.assertEqual(error.problem.code, "unauthorized")
+        self.assertEqual((error.problem.code, error.problem.status), ("unauthorized", 403))
         self.assertIn("key authorization", error.problem.detail)
         self.assertEqual([c[0] for c in responder.calls], ["start", "stop"])
         self.assertEqual([s.payload for s in self.server.posts("/authz/") if s.payload], [])
@@ -891,6 +1275,77 @@ class ObtainTests(_Base):
         self.assertEqual(split_pem_chain(chain.chain_pem)[1].issuer.rfc4514_string(), "CN=fake ACME root")
         self.assertEqual(len(chain.alternates), 1)
         self.assertEqual(select_chain([chain.chain_pem, chain.alternates[0]], None), 0)
+
+    def test_revoke_reason_defaults_to_unspecified(self) -> None:
+        """Without a reason, revocation sends CRLReason 0 (unspecified), and is logged with the serial."""
+        client = self.registered()
+        chain = self.result(client.obtain_certificate(["a.test"], make_csr(generate_private_key(), ["a.test"]),
+                                                      DictResponder(self.server)))
+        with capturedLogs() as events:
+            self.assertIsNone(self.result(client.revoke(chain.chain_pem)))
+        (seen,) = self.server.posts("/revoke")
+        self.assertEqual(seen.payload["reason"], 0)
+        serial = format(split_pem_chain(chain.chain_pem)[0].serial_number, "x")
+        self.assertEqual(_client_log(events), [f"Revoked certificate {serial} (reason 0)"])
+
+    def test_finalize_refuses_a_bad_csr(self) -> None:
+        """A CSR that does not parse is an InvalidCertificate, and nothing is sent to finalize."""
+        client = self.registered()
+        order = self.result(client.new_order(["a.test"]))
+        self.failure(client.finalize(order, b"-----BEGIN CERTIFICATE REQUEST-----\nnope\n"), InvalidCertificate)
+        self.assertEqual(self.server.posts("/finalize/"), [])
+
+    def test_download_needs_a_certificate_url(self) -> None:
+        """Downloading from an order without a certificate URL is an AcmeProblem, and nothing is asked."""
+        client = self.registered()
+        order = self.result(client.new_order(["a.test"]))
+        posts = len(self.server.posts(""))
+        problem = self.failure(client.download_certificate(order), AcmeProblem)
+        self.assertEqual((problem.type, problem.url), ("urn:jobhost:error:orderInvalid", order.url))
+        self.assertEqual(len(self.server.posts("")), posts)
+
+    def test_download_that_is_not_pem(self) -> None:
+        """A certificate URL answering something other than PEM certificates is an AcmeTransportError."""
+        client = self.registered()
+        order = self._issued_order_without_download(client)
+        self.server.script(order.certificate[len(BASE):], (200, {"Content-Type": "text/html"}, b"<html>hello</html>"))
+        error = self.failure(client.download_certificate(order), AcmeTransportError)
+        self.assertIn("not a PEM chain", error.message)
+        self.assertEqual(error.url, order.certificate)
+
+    def test_broken_alternate_is_skipped(self) -> None:
+        """An alternate chain that is not PEM is skipped with a warning; the alternates after it are kept."""
+        self.server.alternate_ca = TestCA.create("other")
+        client = self.registered()
+        order = self._issued_order_without_download(client)
+        order_id = order.url.rsplit("/", 1)[1]
+        default = self.server.orders[order_id]["chain"]
+        links = [f"<{BASE}/cert/{order_id}/broken>;rel=alternate", f"<{BASE}/cert/{order_id}/alt>;rel=alternate"]
+        self.server.script(f"/cert/{order_id}", (200, {"Content-Type": "application/pem-certificate-chain", "Link": links}, default))
+        self.server.script(f"/cert/{order_id}/broken", (200, {"Content-Type": "text/plain"}, b"not a chain"))
+        with capturedLogs() as events:
+            chain = self.result(client.download_certificate(order))
+        self.assertEqual(chain.chain_pem, default)
+        self.assertEqual(chain.alternates, (self.server.orders[order_id]["alternate"],))
+        warnings = [line for line in _client_log(events) if line.startswith("Skipping alternate chain")]
+        self.assertEqual(len(warnings), 1)
+        self.assertIn(f"{BASE}/cert/{order_id}/broken", warnings[0])
+        self.assertIn(f"Downloaded certificate {order.certificate} for order {order.url} (2 chains offered)",
+                      _client_log(events))
+
+    def _issued_order_without_download(self, client: AcmeClient) -> Any:
+        """A valid order, finalized but not downloaded."""
+        order = self.result(client.new_order(["a.test"]))
+        self.server.published.update(
+            {a["token"]: a["token"] + "." + _b64(self.key.thumbprint()) for a in self.server.authzs.values()}
+        )
+        for url in order.authorizations:
+            authz = self.result(client.authorization(url))
+            self.result(client.answer_challenge(authz.http01().uri))
+            self.result(client.poll_authorization(url))
+        order = self.result(client.poll_order(order, until="ready"))
+        order = self.result(client.finalize(order, make_csr(generate_private_key(), ["a.test"])))
+        return self.result(client.poll_order(order, until="valid"))
 
     def test_revoke_and_deactivate(self) -> None:
         """revoke sends the leaf's DER and reason (kid, or jwk with the certificate key); deactivate posts status."""
@@ -946,6 +1401,24 @@ class AriTests(_Base):
         """A certificate without an authority key identifier has no ARI ID."""
         self.assertRaises(InvalidCertificate, ari_cert_id, _cert_with(None, 5))
 
+    def test_cert_id_needs_a_key_identifier(self) -> None:
+        """An authority key identifier naming only issuer and serial (no keyIdentifier) gives no ARI ID."""
+        key = generate_private_key()
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "issuer")])
+        cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(9).not_valid_before(NOW).not_valid_after(NOW + timedelta(days=1))
+            .add_extension(x509.AuthorityKeyIdentifier(None, [x509.DirectoryName(name)], 1), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        error = self.assertRaises(InvalidCertificate, ari_cert_id, cert.public_bytes(serialization.Encoding.PEM))
+        self.assertIn("no keyIdentifier", str(error))
+
+    def test_cert_id_of_a_chain_is_the_leafs(self) -> None:
+        """Given a whole chain (as stored), the ID is the leaf's, not the intermediate's."""
+        leaf = _cert_with(b"\x01\x02", 0x1234)
+        self.assertEqual(ari_cert_id(leaf + _cert_with(b"\x03\x04", 0x5678)), ari_cert_id(leaf))
+
     def test_renewal_info(self) -> None:
         """The window, explanation and clamped Retry-After come back; the GET names the certificate ID."""
         self.server.directory_extra["renewalInfo"] = BASE + "/ari"
@@ -974,6 +1447,38 @@ class AriTests(_Base):
         self.server.script(path, (200, {"Content-Type": "application/json"}, doc))
         self.assertEqual(self.result(self.client.renewal_info(leaf))[1], 60.0)
         self.assertEqual(self.result(self.client.renewal_info(leaf))[1], 21600.0)
+
+    def test_renewal_info_retry_after_capped_at_a_day(self) -> None:
+        """A Retry-After longer than a day is cut to a day."""
+        self.server.directory_extra["renewalInfo"] = BASE + "/ari/"
+        leaf = _cert_with(b"\xaa", 7)
+        doc = json.dumps({"suggestedWindow": {"start": "2026-04-01T00:00:00Z", "end": "2026-04-02T00:00:00Z"}}).encode()
+        self.server.script("/ari/" + ari_cert_id(leaf), (200, {"Content-Type": "application/json", "Retry-After": "100000"}, doc))
+        window, retry_after = self.result(self.client.renewal_info(leaf))
+        self.assertEqual(retry_after, 86400.0)
+        self.assertEqual(window.retry_after, NOW + timedelta(days=1))
+        self.assertIsNone(window.explanation_url)
+
+    def test_renewal_info_window_of_one_instant(self) -> None:
+        """A window that starts and ends at the same instant (renew right then) is accepted."""
+        self.server.directory_extra["renewalInfo"] = BASE + "/ari/"
+        leaf = _cert_with(b"\xaa", 7)
+        doc = json.dumps({"suggestedWindow": {"start": "2026-04-01T00:00:00Z", "end": "2026-04-01T00:00:00Z"}}).encode()
+        self.server.script("/ari/" + ari_cert_id(leaf), (200, {"Content-Type": "application/json"}, doc))
+        window, _ = self.result(self.client.renewal_info(leaf))
+        self.assertEqual(window.start, window.end)
+
+    def test_renewal_info_without_a_window(self) -> None:
+        """An answer without a usable suggestedWindow is an AcmeTransportError naming the renewalInfo URL."""
+        self.server.directory_extra["renewalInfo"] = BASE + "/ari/"
+        leaf = _cert_with(b"\xaa", 7)
+        path = "/ari/" + ari_cert_id(leaf)
+        for doc in ({}, {"suggestedWindow": "soon"}, {"suggestedWindow": {"start": "2026-04-01T00:00:00Z"}},
+                    {"suggestedWindow": {"start": "yesterday", "end": "2026-04-01T00:00:00Z"}}):
+            self.server.script(path, (200, {"Content-Type": "application/json"}, json.dumps(doc).encode()))
+            error = self.failure(self.client.renewal_info(leaf), AcmeTransportError)
+            self.assertIn("no valid suggestedWindow", error.message)
+            self.assertEqual(error.url, BASE + path)
 
     def test_renewal_info_malformed_window(self) -> None:
         """A window that ends before it starts is an AcmeTransportError."""

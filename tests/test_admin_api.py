@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
+import attrs
 import pytest
 from admin_helpers import (
     INVALID_PATH_HOSTNAMES,
@@ -13,6 +15,8 @@ from admin_helpers import (
     ApiClient,
     FakeIssuer,
     FakePreflight,
+    RecordingEvents,
+    RecordingStore,
     assert_error,
     make_domain,
     spec,
@@ -22,18 +26,21 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.logger import LogLevel, capturedLogs
+from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
+from twisted.python.failure import Failure
 from twisted.web.server import Site
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from jobhost.domains import DomainService
 from jobhost.admin.api import ROUTES, AdminResource, admin_site, decode_cursor, encode_cursor
-from jobhost.admin.errors import ApiError
+from jobhost.admin.errors import ApiError, domain_not_found, error_response
 from jobhost.errors import AcmeProblem, AcmeTimeout, AcmeTransportError, SelfCheckFailed
 from jobhost.preflight import IPreflight
 from jobhost.store.memory import MemoryStore
-from jobhost.store.records import DomainState, certificate_record
+from jobhost.store.records import ChangeKind, DomainState, certificate_record
 from jobhost.testing import TestCA
 
 HOST = "jobs.acme-corp.example"
@@ -167,6 +174,32 @@ def test_metrics_needs_the_token_unless_public():
     assert b"jobhost_domains" in answer.body
 
 
+def test_metrics_is_404_when_the_daemon_keeps_none():
+    """Without a metrics registry /metrics answers 404 not_found."""
+    api = ApiClient.create(metrics=None, metrics_public=True)
+    assert_error(api.request("GET", "/metrics", token=None), 404, "not_found")
+
+
+def test_every_answer_is_marked_no_store_and_nosniff():
+    """Successes and errors alike tell caches not to keep them and browsers not to guess their type."""
+    api = registered()
+    answers = [
+        api.request("GET", f"/api/v1/domains/{HOST}"),
+        api.request("GET", "/api/v1/domains", token=None),
+        api.request("GET", "/healthz", token=None),
+        api.request("GET", "/api/v1/openapi.json", token=None),
+    ]
+    assert [a.status for a in answers] == [200, 401, 200, 200]
+    for answer in answers:
+        assert answer.header("cache-control") == "no-store"
+        assert answer.header("x-content-type-options") == "nosniff"
+
+
+def test_the_resource_repr_does_not_show_the_token():
+    """What a log line or a traceback shows of the resource never carries the admin token."""
+    assert TOKEN not in repr(ApiClient.create().resource)
+
+
 # -- hostnames in the path ---------------------------------------------------------------------
 
 
@@ -194,6 +227,16 @@ def test_unknown_hostname_is_404(method, template, body):
     assert error["details"] == {"hostname": "unknown.example.com"}
     assert api.store.snapshot() == before
     assert api.issuer.calls == []
+
+
+def test_hostname_in_path_that_is_not_utf8_is_422():
+    """Path bytes that are not UTF-8 answer 422 invalid_hostname, echoing at most 300 characters of them."""
+    api = registered()
+    error = assert_error(api.request("GET", "/api/v1/domains/%FF%FE"), 422, "invalid_hostname")
+    assert error["details"] == {"value": repr(b"\xff\xfe"), "reason": "not UTF-8 text"}
+    error = assert_error(api.request("GET", "/api/v1/domains/" + "%FF" * 200), 422, "invalid_hostname")
+    assert error["details"]["value"].startswith("b'\\xff\\xff") and len(error["details"]["value"]) <= 300
+    assert api.store.calls == []
 
 
 def test_unicode_hostname_in_path_finds_the_punycode_record():
@@ -265,14 +308,58 @@ def test_body_over_the_limit_is_413(method, template, body):
     assert api.issuer.calls == []
 
 
+def test_body_of_exactly_the_limit_is_accepted_and_one_byte_more_is_413():
+    """max_body_bytes is the largest body taken."""
+    api = ApiClient.create(max_body_bytes=200)
+    doc = json.dumps({"hostname": HOST}).encode()
+    json_type = {"Content-Type": "application/json"}
+    over = api.request("POST", "/api/v1/domains", data=doc.ljust(201), headers=json_type)
+    assert_error(over, 413, "body_too_large")
+    assert api.store.domains == {}
+    assert api.request("POST", "/api/v1/domains", data=doc.ljust(200), headers=json_type).status == 201
+
+
+def test_default_body_limit_is_one_mebibyte():
+    """A resource not told otherwise takes a body of 1 MiB (the config's default) and refuses one byte more."""
+    api = ApiClient.create(max_body_bytes=None)
+    doc = json.dumps({"hostname": HOST}).encode()
+    json_type = {"Content-Type": "application/json"}
+    over = api.request("POST", "/api/v1/domains", data=doc.ljust(1024 * 1024 + 1), headers=json_type)
+    assert assert_error(over, 413, "body_too_large")["details"] == {"max_body_bytes": 1024 * 1024}
+    assert api.request("POST", "/api/v1/domains", data=doc.ljust(1024 * 1024), headers=json_type).status == 201
+
+
+def test_content_type_is_matched_regardless_of_case_and_spaces():
+    """'Application/JSON ; Charset="UTF-8"' is application/json."""
+    api = ApiClient.create()
+    answer = api.request(
+        "POST",
+        "/api/v1/domains",
+        data=json.dumps({"hostname": HOST}).encode(),
+        headers={"Content-Type": 'Application/JSON ; Charset="UTF-8"'},
+    )
+    assert answer.status == 201
+
+
+@pytest.mark.parametrize("raw", [b"", b" \r\n\t "], ids=["nothing", "whitespace"])
+def test_empty_body_is_400_saying_it_is_empty(raw):
+    """A body with nothing but whitespace answers 400 bad_json saying so, not a parser's complaint."""
+    api = ApiClient.create()
+    answer = api.request("POST", "/api/v1/domains", data=raw, headers={"Content-Type": "application/json"})
+    assert assert_error(answer, 400, "bad_json")["message"] == "the body is empty; send a JSON document"
+
+
 @pytest.mark.parametrize(
     "body,field",
     [
         ([HOST], None),
+        (5, None),
+        ("jobs.example.com", None),
         ({}, "hostname"),
         ({"hostname": 5}, "hostname"),
         ({"hostname": HOST, "skip_preflight": "yes"}, "skip_preflight"),
         ({"hostname": HOST, "colour": "red"}, "colour"),
+        ({"hostname": HOST, "size": 1, "colour": "red"}, "colour"),  # the first in alphabetical order
     ],
 )
 def test_register_with_wrong_fields_is_400(body, field):
@@ -280,7 +367,9 @@ def test_register_with_wrong_fields_is_400(body, field):
     api = ApiClient.create()
     error = assert_error(api.request("POST", "/api/v1/domains", json_body=body), 400, "bad_request")
     if field:
-        assert error["details"]["field"] == field
+        assert error["details"]["field"] == field and field in error["message"]
+    else:
+        assert error == {"code": "bad_request", "message": "the body must be a JSON object", "details": {}}
     assert api.store.domains == {}
 
 
@@ -384,6 +473,7 @@ def test_registering_twice_is_idempotent():
     without_page = api.request("POST", "/api/v1/domains", json_body={"hostname": HOST})
     assert without_page.status == 200
     assert api.store.snapshot() == before
+    assert api.preflight.asked == [HOST], "a repeat spends no DNS query"
 
 
 def test_registering_again_with_a_different_page_is_409():
@@ -408,6 +498,55 @@ def test_registering_a_removed_hostname_starts_afresh_and_keeps_history():
     assert stored.attempts == 0
     assert [h.state for h in stored.history] == ["removed", "pending"]
     assert api.issuer.calls == [("kick", HOST)]
+
+
+def test_registration_stands_when_the_issuer_cannot_start():
+    """If telling the issuer fails the registration is still stored and answered 201; the failure is logged."""
+    api = ApiClient.create(issuer=FakeIssuer(kick_error=RuntimeError("issuer stopped")))
+    with capturedLogs() as events:
+        answer = api.request("POST", "/api/v1/domains", json_body={"hostname": HOST})
+    assert answer.status == 201
+    assert api.store.domains[HOST].state == DomainState.PENDING
+    failures = [e for e in events if e.get("log_failure") is not None]
+    assert [str(e["log_failure"].value) for e in failures] == ["issuer stopped"]
+    assert failures[0]["hostname"] == HOST
+
+
+@attrs.define
+class RacingPreflight(FakePreflight):
+    """Passes, but another request registers the hostname (with ``page``) while it looks."""
+
+    domains: Any = None
+    page: Any = None
+
+    def check(self, hostname: str) -> Deferred:
+        self.domains.register(hostname, self.page, "registered by another request")
+        return super().check(hostname)
+
+
+@pytest.mark.parametrize("page,status", [(PAGE, 200), ({"company": "Other Co"}, 409)])
+def test_registration_racing_another_answers_as_a_repeat(page, status):
+    """Registered by another request while preflight ran: the same page answers 200 with that record, another 409."""
+    api = ApiClient.create(preflight=RacingPreflight(page=page))
+    api.preflight.domains = api.resource.domains
+    answer = api.request("POST", "/api/v1/domains", json_body={"hostname": HOST, "page": PAGE})
+    assert answer.status == status
+    if status == 200:
+        assert answer.json["history"][-1]["reason"] == "registered by another request"
+    assert api.store.domains[HOST].page == page
+    assert api.issuer.calls == [], "the other request started issuance"
+
+
+def test_registering_replacing_a_page_and_removing_are_logged():
+    """Each change an operator makes leaves an info line naming the hostname."""
+    api = ApiClient.create()
+    with capturedLogs() as events:
+        api.request("POST", "/api/v1/domains", json_body={"hostname": HOST})
+        api.request("PUT", f"/api/v1/domains/{HOST}/page", json_body=PAGE)
+        api.request("DELETE", f"/api/v1/domains/{HOST}")
+    lines = [formatEvent(e) for e in events if e["log_level"] == LogLevel.info]
+    for line in (f"Registered {HOST}", f"Careers page of {HOST} replaced", f"Removed {HOST} (revoked: False)"):
+        assert line in lines
 
 
 # -- listing -----------------------------------------------------------------------------------
@@ -466,6 +605,140 @@ def test_list_filters_by_expiry_and_shows_certificates(ca):
     assert [d["certificate"] is not None for d in everything] == [True, False, True]
 
 
+def test_list_without_a_limit_answers_100_at_a_time():
+    """The default page is 100 entries."""
+    api = ApiClient.create()
+    names = [f"host{i:03}.example.com" for i in range(101)]
+    for name in names:
+        api.store.domains[name] = make_domain(name)
+    first = api.request("GET", "/api/v1/domains").json
+    assert [d["hostname"] for d in first["domains"]] == names[:100]
+    second = api.request("GET", f"/api/v1/domains?cursor={first['next_cursor']}").json
+    assert [d["hostname"] for d in second["domains"]] == names[100:]
+    assert second["next_cursor"] is None
+
+
+def test_list_limit_can_be_500():
+    """limit=500, the largest, is taken (501 is a 400)."""
+    api = ApiClient.create()
+    names = [f"host{i:03}.example.com" for i in range(501)]
+    for name in names:
+        api.store.domains[name] = make_domain(name)
+    doc = api.request("GET", "/api/v1/domains?limit=500").json
+    assert [d["hostname"] for d in doc["domains"]] == names[:500]
+    assert decode_cursor(doc["next_cursor"]) == names[499]
+
+
+def test_list_whose_last_page_is_full_ends_with_a_null_cursor():
+    """When the hostnames fill the last page exactly, that page says there is no next one."""
+    api = ApiClient.create()
+    names = [f"host{i}.example.com" for i in range(6)]
+    for name in names:
+        api.store.domains[name] = make_domain(name)
+    first = api.request("GET", "/api/v1/domains?limit=3").json
+    assert first["next_cursor"] is not None
+    second = api.request("GET", f"/api/v1/domains?limit=3&cursor={first['next_cursor']}").json
+    assert [d["hostname"] for d in second["domains"]] == names[3:]
+    assert second["next_cursor"] is None
+
+
+def test_a_page_of_an_unfiltered_listing_is_one_store_read():
+    """Without filters a page costs one list_domains call, however many hostnames follow it."""
+    api = ApiClient.create()
+    for i in range(10):
+        api.store.domains[f"host{i}.example.com"] = make_domain(f"host{i}.example.com")
+    assert len(api.request("GET", "/api/v1/domains?limit=3").json["domains"]) == 3
+    assert api.store.calls.count("list_domains") == 1
+
+
+def test_list_uses_the_first_of_a_repeated_parameter():
+    """?state=failing&state=active filters by failing."""
+    api = ApiClient.create()
+    api.store.domains["a.example.com"] = make_domain("a.example.com", state=DomainState.FAILING)
+    api.store.domains["b.example.com"] = make_domain("b.example.com")
+    doc = api.request("GET", "/api/v1/domains?state=failing&state=active").json
+    assert [d["hostname"] for d in doc["domains"]] == ["a.example.com"]
+
+
+def test_list_prefix_is_trimmed_lower_cased_and_unicode_aware():
+    """q is matched as a hostname would be: spaces trimmed, any case, unicode labels in their A-label form."""
+    api = ApiClient.create()
+    for name in ("b.example", "jobs.example.com", "xn--bcher-kva.example"):
+        api.store.domains[name] = make_domain(name)
+    listed = lambda q: [d["hostname"] for d in api.request("GET", "/api/v1/domains?q=" + q).json["domains"]]
+    assert listed("%20JOBS.%20") == ["jobs.example.com"]
+    assert listed("B%C3%BCcher") == ["xn--bcher-kva.example"]
+    assert listed("%EF%BD%82%C3%BCcher.") == ["xn--bcher-kva.example"]  # a full-width b, as UTS 46 maps it
+    assert listed("b.") == ["b.example"]
+
+
+@pytest.mark.parametrize("q", ["%E2%98%83", "b%C3%BC-", "%FF"], ids=["snowman", "idna-hyphen", "not-utf8"])
+def test_list_prefix_that_cannot_start_a_hostname_is_400(q):
+    """A q that no hostname can start with (or that is not UTF-8) answers 400 naming q."""
+    api = ApiClient.create()
+    error = assert_error(api.request("GET", "/api/v1/domains?q=" + q), 400, "bad_request")
+    assert error["details"] == {"parameter": "q"}
+
+
+def test_list_prefix_is_at_most_253_characters():
+    """A prefix as long as the longest hostname is taken; one character more is a 400."""
+    api = ApiClient.create()
+    longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    api.store.domains[longest] = make_domain(longest)
+    doc = api.request("GET", "/api/v1/domains?q=" + longest).json
+    assert [d["hostname"] for d in doc["domains"]] == [longest]
+    error = assert_error(api.request("GET", "/api/v1/domains?q=" + longest + "d"), 400, "bad_request")
+    assert error["details"] == {"parameter": "q"}
+
+
+def test_prefix_search_reads_only_the_stored_range_of_the_prefix():
+    """A prefix search finds matches past the first hundred candidates, reads the store from just before
+    the prefix in pages of a hundred, and stops at the first hostname past it: two reads here."""
+    api = ApiClient.create()
+    names = (
+        [f"a{i:03}.example" for i in range(150)]
+        + [f"jobs-{i:03}.example" for i in range(150)]
+        + [f"jobs.a{i:03}.example" for i in range(150)]
+        + ["jobs.b.example"]
+        + [f"zz{i:03}.example" for i in range(150)]
+    )
+    for name in names:
+        api.store.domains[name] = make_domain(name)
+    doc = api.request("GET", "/api/v1/domains?q=jobs.b&limit=1").json
+    assert [d["hostname"] for d in doc["domains"]] == ["jobs.b.example"]
+    assert doc["next_cursor"] is None
+    assert api.store.calls.count("list_domains") == 2
+    api.store.calls.clear()
+    doc = api.request("GET", "/api/v1/domains?q=zz&limit=1").json
+    assert [d["hostname"] for d in doc["domains"]] == ["zz000.example"]
+    assert api.store.calls.count("list_domains") == 1
+
+
+def test_expiry_filter_finds_a_match_past_the_first_hundred_hostnames(ca):
+    """expires_before reads the store in pages of a hundred until it has a page of matches."""
+    api = ApiClient.create()
+    for i in range(150):
+        api.store.domains[f"a{i:03}.example"] = make_domain(f"a{i:03}.example")
+    api.store.domains["b.example"] = make_domain("b.example")
+    add_certificate(api, ca, "b.example", lifetime=timedelta(days=6))
+    doc = api.request("GET", "/api/v1/domains?limit=1&expires_before=2030-01-30T00:00:00Z").json
+    assert [d["hostname"] for d in doc["domains"]] == ["b.example"]
+    assert api.store.calls.count("list_domains") == 2
+
+
+def test_expires_before_is_strict(ca):
+    """A certificate that ends exactly at expires_before is not listed; one second later it is."""
+    api = ApiClient.create()
+    api.store.domains["short.example.com"] = make_domain("short.example.com")
+    add_certificate(api, ca, "short.example.com", lifetime=timedelta(days=6))  # ends 2030-01-20T12:00:00Z
+    listed = lambda when: [
+        d["hostname"] for d in api.request("GET", "/api/v1/domains?expires_before=" + when).json["domains"]
+    ]
+    assert listed("2030-01-20T12:00:00Z") == []
+    assert listed("2030-01-20T12:00:01Z") == ["short.example.com"]
+    assert listed("%202030-01-20T12:00:01Z%20") == ["short.example.com"]
+
+
 @pytest.mark.parametrize(
     "query,parameter",
     [
@@ -474,7 +747,7 @@ def test_list_filters_by_expiry_and_shows_certificates(ca):
         ("limit=501", "limit"),
         ("limit=ten", "limit"),
         ("cursor=%21%21", "cursor"),
-        ("cursor=" + encode_cursor("ok.example.com")[:-2] + "AA", "cursor"),
+        ("cursor={tampered}", "cursor"),
         ("expires_before=yesterday", "expires_before"),
         ("q=%3Cscript%3E", "q"),
     ],
@@ -482,13 +755,16 @@ def test_list_filters_by_expiry_and_shows_certificates(ca):
 def test_list_with_a_bad_query_is_400(query, parameter):
     """Each malformed query parameter answers 400 bad_request naming it."""
     api = ApiClient.create()
+    query = query.format(tampered=encode_cursor("ok.example.com")[:-2] + "AA")
     error = assert_error(api.request("GET", "/api/v1/domains?" + query), 400, "bad_request")
     assert error["details"]["parameter"] == parameter
 
 
 def test_cursor_round_trips_and_rejects_non_hostnames():
-    """encode_cursor/decode_cursor round-trip a hostname and refuse anything else."""
-    assert decode_cursor(encode_cursor("a.example.com")) == "a.example.com"
+    """encode_cursor/decode_cursor round-trip a hostname of any length and refuse anything else."""
+    for n in range(1, 30):
+        hostname = "a" * n + ".example"
+        assert decode_cursor(encode_cursor(hostname)) == hostname
     with pytest.raises(ApiError):
         decode_cursor(encode_cursor("A.Example.com"))
 
@@ -523,6 +799,7 @@ def test_remove_stops_serving_and_renewing(ca):
     stored = api.store.domains[HOST]
     assert stored.state == DomainState.REMOVED
     assert [h.state for h in stored.history] == ["active", "removed"]
+    assert stored.history[-1].reason == "removed by the operator"
     assert api.cache.invalidated == [HOST]
     assert api.issuer.calls == [("forget", HOST)]
 
@@ -545,6 +822,67 @@ def test_remove_with_revoke_revokes_before_deleting(ca):
     assert api.issuer.calls == [("revoke", HOST), ("forget", HOST)]
     assert api.issuer.certificate_at_revoke == [True]
     assert "certificate revoked" in api.store.domains[HOST].history[-1].reason
+
+
+@pytest.mark.parametrize(
+    "flag,revoked",
+    [("true", True), ("True", True), ("1", True), ("YES", True), ("false", False), ("0", False), ("No", False),
+     ("", False)],
+)
+def test_remove_reads_the_revoke_flag_in_any_case(ca, flag, revoked):
+    """revoke takes true/1/yes and false/0/no (or nothing) in any case."""
+    api = registered()
+    add_certificate(api, ca, HOST)
+    assert api.request("DELETE", f"/api/v1/domains/{HOST}?revoke={flag}").status == 200
+    assert (("revoke", HOST) in api.issuer.calls) is revoked
+    assert ("certificate revoked" in api.store.domains[HOST].history[-1].reason) is revoked
+
+
+def test_remove_tells_the_event_sink_once():
+    """A removal is reported as the event 'removed' with the removed record; removing again reports nothing."""
+    events = RecordingEvents()
+    api = registered(events=events)
+    api.request("DELETE", f"/api/v1/domains/{HOST}")
+    api.request("DELETE", f"/api/v1/domains/{HOST}")
+    assert events.calls == [("removed", HOST, DomainState.REMOVED)]
+
+
+def test_remove_stands_when_the_steps_after_it_fail(ca):
+    """If the issuer, the caches or the event sink fail after the record is removed, the answer is still 200,
+    the certificate is deleted, and each failure is logged."""
+    api = registered(events=RecordingEvents(raises=True))
+    add_certificate(api, ca, HOST)
+    api.issuer.forget_error = RuntimeError("the issuer is gone")
+    api.cache.error = RuntimeError("the cache is gone")
+    with capturedLogs() as events:
+        answer = api.request("DELETE", f"/api/v1/domains/{HOST}")
+    assert answer.status == 200 and answer.json["state"] == "removed"
+    assert HOST not in api.store.certificates
+    assert api.store.domains[HOST].state == DomainState.REMOVED
+    failures = sorted(str(e["log_failure"].value) for e in events if e.get("log_failure") is not None)
+    assert failures == ["the cache is gone", "the event sink is broken", "the issuer is gone"]
+
+
+class VanishingStore(RecordingStore):
+    """Another request deletes a domain record right after this one reads it."""
+
+    def get_domain(self, hostname):
+        d = super().get_domain(hostname)
+        self.domains.pop(hostname, None)
+        return d
+
+
+@pytest.mark.parametrize(
+    "method,template,body",
+    [("DELETE", "/api/v1/domains/{hostname}", None), ("PUT", "/api/v1/domains/{hostname}/page", PAGE)],
+)
+def test_record_deleted_while_a_request_runs_is_404(method, template, body):
+    """A record that disappears between reading and changing it answers 404, not a 500."""
+    api = ApiClient.create(store=VanishingStore())
+    api.store.domains[HOST] = make_domain(HOST)
+    error = assert_error(send(api, method, template, body), 404, "not_found")
+    assert error["details"] == {"hostname": HOST}
+    assert api.cache.invalidated == []
 
 
 def test_remove_with_revoke_refused_by_the_ca_changes_nothing(ca):
@@ -605,6 +943,14 @@ def test_renew_is_202_and_asks_the_issuer():
     assert api.issuer.calls == [("renew_now", HOST)]
 
 
+def test_renew_of_a_hostname_the_issuer_does_not_know_is_404():
+    """When the issuer no longer knows the hostname (deleted meanwhile) the renewal answers 404."""
+    api = registered()
+    api.issuer.renew_error = KeyError(HOST)
+    error = assert_error(api.request("POST", f"/api/v1/domains/{HOST}/renew"), 404, "not_found")
+    assert error["details"] == {"hostname": HOST}
+
+
 def test_renew_a_removed_hostname_is_409():
     """A removed hostname cannot be renewed."""
     api = ApiClient.create()
@@ -626,6 +972,8 @@ def test_put_page_validates_stores_and_returns_the_normalised_page():
     assert answer.json == expected
     assert api.store.domains[HOST].page == expected
     assert api.request("GET", f"/api/v1/domains/{HOST}/page").json == expected
+    assert api.cache.invalidated == [HOST]
+    assert api.cache.kinds == [frozenset({ChangeKind.PAGE})], "the SNI cache keeps the certificate"
 
 
 def test_put_invalid_page_is_422_with_field_errors():
@@ -672,6 +1020,7 @@ def test_diagnostics_all_passing(ca):
     assert doc["ok"] is True
     assert [c["name"] for c in doc["checks"]] == ["state", "dns", "caa", "self_check", "certificate"]
     assert all(c["passed"] is True for c in doc["checks"])
+    assert doc["checks"][0]["details"]["last_error"] is None
     assert "89 days left" in doc["checks"][-1]["message"]
 
 
@@ -689,11 +1038,159 @@ def test_diagnostics_explain_failures():
     assert doc["ok"] is False
     checks = {c["name"]: c for c in doc["checks"]}
     assert checks["state"]["passed"] is False and "timed out" in checks["state"]["message"]
+    assert checks["state"]["details"]["last_error"] == {"code": "ca_unreachable", "message": "timed out"}
+    assert checks["state"]["hint"] is None, "no attempt is scheduled"
     assert checks["dns"]["passed"] is False and "203.0.113.10" in checks["dns"]["hint"]
-    assert checks["dns"]["details"]["found"] == [f"{HOST} A 198.51.100.7"]
+    assert checks["dns"]["message"] == f"{HOST} has A 198.51.100.7, but must point at 203.0.113.10 (A)."
+    assert checks["dns"]["details"] == {"found": [f"{HOST} A 198.51.100.7"], "expected": [f"{HOST} A 203.0.113.10"]}
     assert checks["caa"]["passed"] is True
     assert checks["self_check"]["passed"] is False and "connection refused" in checks["self_check"]["message"]
     assert checks["certificate"]["passed"] is False
+
+
+def diagnose(api: ApiClient, hostname: str = HOST) -> dict:
+    """The diagnostics checks of ``hostname`` by name."""
+    return {c["name"]: c for c in api.request("GET", f"/api/v1/domains/{hostname}/diagnostics").json["checks"]}
+
+
+@pytest.mark.parametrize(
+    "state,changes,hint",
+    [
+        (DomainState.REMOVED, {}, "Register it again to serve it."),
+        (
+            DomainState.PAUSED,
+            {"unpause_url": "https://ca.test/unpause/1"},
+            "The CA paused issuance; lift the pause at https://ca.test/unpause/1, then renew.",
+        ),
+        (DomainState.PAUSED, {}, "Issuance is paused after repeated failures; fix the cause, then renew."),
+        (
+            DomainState.FAILING,
+            {"next_attempt": T0 + timedelta(hours=1)},
+            "The next attempt is at 2030-01-15T13:00:00Z; fix the cause and renew to try at once.",
+        ),
+        (DomainState.FAILING, {}, None),
+    ],
+)
+def test_diagnostics_state_check_says_what_to_do(state, changes, hint):
+    """A removed, paused or failing hostname fails the state check with the hint that fits it."""
+    api = ApiClient.create(preflight=None)
+    api.store.domains[HOST] = make_domain(HOST, state=state, **changes)
+    check = diagnose(api)["state"]
+    assert check["passed"] is False
+    assert check["hint"] == hint
+    assert check["message"] == (f"{HOST} was removed" if state == DomainState.REMOVED else f"{HOST} is {state}")
+
+
+@pytest.mark.parametrize(
+    "state,hint",
+    [
+        (DomainState.PENDING, "Issuance is in progress; look again in a minute."),
+        (DomainState.ISSUING, "Issuance is in progress; look again in a minute."),
+        (DomainState.FAILING, "See the state check's last error; renew to try again."),
+    ],
+)
+def test_diagnostics_without_a_certificate_say_whether_one_is_coming(state, hint):
+    """No certificate fails the certificate check; the hint says whether issuance is under way."""
+    api = ApiClient.create(preflight=None)
+    api.store.domains[HOST] = make_domain(HOST, state=state)
+    check = diagnose(api)["certificate"]
+    assert (check["passed"], check["message"], check["hint"]) == (False, "no certificate has been issued yet", hint)
+
+
+def test_diagnostics_certificate_expires_at_its_not_after(ca):
+    """A certificate is expired from its notAfter on; one second before, it still passes."""
+    api = registered(preflight=None)
+    add_certificate(api, ca, HOST, lifetime=timedelta(days=1))  # notAfter is now
+    check = diagnose(api)["certificate"]
+    assert check["passed"] is False
+    assert check["message"] == "the certificate expired at 2030-01-15T12:00:00Z"
+    assert check["details"]["seconds_left"] == 0
+    add_certificate(api, ca, HOST, lifetime=timedelta(days=1, seconds=1))
+    check = diagnose(api)["certificate"]
+    assert check["passed"] is True and "(0 days left)" in check["message"]
+
+
+def test_diagnostics_certificate_for_another_name_fails(ca):
+    """A stored certificate that does not name the hostname fails the check."""
+    api = registered(preflight=None)
+    key_pem, chain_pem = ca.issue("other.example.com", not_before=T0 - timedelta(days=1))
+    api.store.certificates[HOST] = certificate_record(HOST, key_pem, chain_pem)
+    check = diagnose(api)["certificate"]
+    assert (check["passed"], check["message"]) == (False, "the certificate does not name this hostname")
+    assert check["hint"] == "Renew now to replace it."
+
+
+@implementer(IPreflight)
+@attrs.define
+class CannedPreflight:
+    """Answers every check with ``result`` (or fails with ``error``)."""
+
+    result: Any = None
+    error: Exception | None = None
+
+    def set_account_uri(self, account_uri) -> None:
+        pass
+
+    def check(self, hostname: str) -> Deferred:
+        return fail(self.error) if self.error is not None else succeed(self.result)
+
+    def recent_or_check(self, hostname: str, max_age: float = 60.0) -> Deferred:
+        return self.check(hostname)
+
+
+def test_diagnostics_preflight_without_separate_checks():
+    """A preflight result without per-part checks shows one passing check, or one failing check per reason."""
+    from jobhost.preflight import PreflightReason, PreflightResult, ReasonCode
+
+    api = registered(preflight=CannedPreflight(PreflightResult(hostname=HOST, ok=True)))
+    assert diagnose(api)["preflight"] == {
+        "name": "preflight", "passed": True, "message": "DNS and CAA allow issuance", "hint": None, "details": {}
+    }
+    reason = PreflightReason(ReasonCode.DNS_TIMEOUT, "the DNS did not answer", retryable=True, fix="Wait.")
+    api = registered(preflight=CannedPreflight(PreflightResult(hostname=HOST, ok=False, reasons=(reason,))))
+    assert diagnose(api)["preflight"] == {
+        "name": "preflight",
+        "passed": False,
+        "message": "the DNS did not answer",
+        "hint": "Wait.",
+        "details": {"code": "dns_timeout", "found": [], "expected": [], "retryable": True},
+    }
+
+
+def test_diagnostics_survive_a_crashing_preflight():
+    """A preflight that raises is a failed check saying so, and is logged; the other checks still run."""
+    api = registered(preflight=CannedPreflight(error=RuntimeError("resolver exploded")))
+    with capturedLogs() as events:
+        checks = diagnose(api)
+    assert checks["preflight"]["passed"] is False
+    assert checks["preflight"]["message"] == "preflight could not run; the daemon's log has the details"
+    assert checks["state"]["passed"] is True
+    assert [str(e["log_failure"].value) for e in events if e.get("log_failure") is not None] == ["resolver exploded"]
+
+
+@attrs.frozen
+class SelfCheckOutcome:
+    passed: bool
+    message: str
+    fix: str
+    details: dict
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        {"passed": False, "message": "got HTTP 404", "fix": "Send port 80 here.", "status": 404},
+        SelfCheckOutcome(False, "got HTTP 404", "Send port 80 here.", {"status": 404}),
+    ],
+    ids=["mapping", "object"],
+)
+def test_diagnostics_show_what_the_self_check_found(outcome):
+    """A self-check's own outcome (a mapping or an object) becomes the check: fix as the hint, the rest as details."""
+    api = registered(preflight=None, self_check=lambda hostname: succeed(outcome))
+    assert diagnose(api)["self_check"] == {
+        "name": "self_check", "passed": False, "message": "got HTTP 404", "hint": "Send port 80 here.",
+        "details": {"status": 404},
+    }
 
 
 def test_diagnostics_with_checks_disabled_reports_them_as_not_run():
@@ -722,7 +1219,7 @@ def test_healthz_is_open_and_reports_the_store():
     answer = ApiClient.create().request("GET", "/healthz", token=None)
     assert answer.status == 200
     assert answer.json["status"] == "ok"
-    assert answer.json["components"]["store"]["ok"] is True
+    assert answer.json["components"]["store"] == {"ok": True, "message": "store present and readable", "critical": True}
 
 
 def test_healthz_is_503_when_the_store_fails():
@@ -745,6 +1242,48 @@ def test_healthz_with_a_non_critical_failure_is_degraded():
     assert answer.json["components"]["listeners"] == {"ok": True, "message": None, "critical": True}
     api = ApiClient.create(health=lambda: succeed({"listeners": {"ok": False, "message": "https not bound"}}))
     assert api.request("GET", "/healthz", token=None).status == 503
+
+
+def test_healthz_reports_a_crashing_health_callback_as_a_failed_component():
+    """A health callback that raises makes /healthz 503 with a failed 'health' component, and is logged."""
+
+    def health():
+        raise RuntimeError("listener table missing")
+
+    api = ApiClient.create(health=health)
+    with capturedLogs() as events:
+        answer = api.request("GET", "/healthz", token=None)
+    assert answer.status == 503
+    assert answer.json["components"]["health"] == {
+        "ok": False, "message": "health check failed; see the log", "critical": True
+    }
+    assert [str(e["log_failure"].value) for e in events if e.get("log_failure") is not None] == [
+        "listener table missing"
+    ]
+
+
+def test_healthz_waits_five_seconds_for_the_store_by_default():
+    """Unless told otherwise /healthz gives a silent store five seconds before answering 503."""
+
+    class SilentStore(RecordingStore):
+        def check(self):
+            return Deferred()
+
+    api = ApiClient.create(store=SilentStore())
+    answers: list = []
+    d = api.stub.get("http://admin.invalid/healthz")
+    d.addCallback(
+        lambda response: api.stub.json_content(response).addCallback(lambda doc: answers.append((response.code, doc)))
+    )
+    api.stub.flush()
+    api.clock.advance(4.9)
+    api.stub.flush()
+    assert answers == []
+    api.clock.advance(0.1)
+    api.stub.flush()
+    [(status, doc)] = answers
+    assert status == 503
+    assert "did not answer within 5s" in doc["components"]["store"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -774,6 +1313,23 @@ def test_unexpected_error_is_500_without_details_and_logged():
     assert error["details"] == {}
     failures = [e for e in events if e.get("log_failure") is not None]
     assert failures and "secret internals" in str(failures[0]["log_failure"].value)
+
+
+def test_an_api_error_reads_as_status_code_and_message():
+    """str() of an API error (as a log line or a traceback shows it) is its status, code and message."""
+    assert str(domain_not_found("x.example.com")) == "404 not_found: x.example.com is not registered"
+
+
+@pytest.mark.parametrize(
+    "status,logged", [(400, False), (422, False), (499, False), (500, True), (502, True), (503, True)]
+)
+def test_server_errors_are_logged_and_client_errors_are_not(status, logged):
+    """An error answered with a 5xx leaves an error line naming the request; a 4xx is the client's and leaves none."""
+    with capturedLogs() as events:
+        answer = error_response(Failure(ApiError(status, "some_code", "what happened")), "GET", "/api/v1/x")
+    assert answer == (status, {}, {"error": {"code": "some_code", "message": "what happened", "details": {}}})
+    lines = [formatEvent(e) for e in events if e["log_level"] >= LogLevel.warn]
+    assert lines == (["Admin API GET /api/v1/x: %d some_code: what happened" % status] if logged else [])
 
 
 @pytest.mark.parametrize(
@@ -827,18 +1383,40 @@ def _admin_site(resource):
     return admin_site(resource, clock=reactor)
 
 
+def _post(header: bytes, body: bytes) -> bytes:
+    """A registration request with ``header`` (its length or chunking) and ``body``, closing the connection."""
+    return (
+        b"POST /api/v1/domains HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n"
+        b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
+        + header + b"\r\n\r\n" + body
+    )
+
+
 class AdminSiteTests(TestCase):
     """admin_site() on a real loopback socket."""
 
-    def _listen(self, max_body_bytes: int, site=_admin_site):
-        store = MemoryStore()
+    def _listen(self, max_body_bytes: int, site=_admin_site, store=None):
+        """Listen on a loopback port; also returns the requests the resource got, each with ``held``:
+        how many body bytes Twisted had buffered for it."""
+        store = MemoryStore() if store is None else store
         resource = AdminResource(
             store=store, domains=DomainService(store=store, clock=reactor), issuer=FakeIssuer(),
             clock=reactor, token=TOKEN, max_body_bytes=max_body_bytes
         )
-        port = reactor.listenTCP(0, site(resource), interface="127.0.0.1")
+        built = site(resource)
+        requests: list = []
+
+        class MeasuredRequest(built.requestFactory):
+            def process(self):
+                self.held = self.content.seek(0, 2)
+                self.content.seek(0)
+                requests.append(self)
+                super().process()
+
+        built.requestFactory = MeasuredRequest
+        port = reactor.listenTCP(0, built, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        return store, port.getHost().port
+        return store, port.getHost().port, requests
 
     async def _exchange(self, port: int, payload: bytes) -> bytes:
         client = _RawClient(payload)
@@ -847,22 +1425,16 @@ class AdminSiteTests(TestCase):
 
     def test_chunked_body_over_the_limit_is_discarded_and_refused(self):
         """A chunked upload past max_body_bytes is not buffered and answers 413."""
-        return self._chunked_upload_is_refused(_admin_site)
+        return self._chunked_upload_is_refused(_admin_site, held_at_most=0)
 
     def test_chunked_body_over_the_limit_is_refused_by_the_resource_on_a_plain_site(self):
         """Without the body limit on the site the resource itself measures a body with no Content-Length."""
-        return self._chunked_upload_is_refused(Site)
+        return self._chunked_upload_is_refused(Site, held_at_most=None)
 
-    def _chunked_upload_is_refused(self, site):
-        store, port = self._listen(max_body_bytes=64, site=site)
+    def _chunked_upload_is_refused(self, site, held_at_most):
+        store, port, requests = self._listen(max_body_bytes=64, site=site)
         chunk = b"x" * 1000
-        payload = (
-            b"POST /api/v1/domains HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n"
-            b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n"
-            + (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 50
-            + b"0\r\n\r\n"
-        )
+        payload = _post(b"Transfer-Encoding: chunked", (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 50 + b"0\r\n\r\n")
 
         async def run():
             answer = await self._exchange(port, payload)
@@ -870,23 +1442,97 @@ class AdminSiteTests(TestCase):
             self.assertIn(b" 413 ", head.split(b"\r\n")[0])
             self.assertEqual(json.loads(body)["error"]["code"], "body_too_large")
             self.assertEqual(store.domains, {})
+            if held_at_most is not None:
+                self.assertLessEqual(requests[0].held, held_at_most)
 
         return Deferred.fromCoroutine(run())
 
     def test_declared_length_over_the_limit_is_refused(self):
         """A Content-Length over max_body_bytes answers 413 once the body is in, without keeping it."""
-        store, port = self._listen(max_body_bytes=64)
+        store, port, requests = self._listen(max_body_bytes=64)
         body = b'{"hostname": "' + b"a" * 200 + b'.example.com"}'
-        payload = (
-            b"POST /api/v1/domains HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n"
-            b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body) + body
-        )
 
         async def run():
-            answer = await self._exchange(port, payload)
+            answer = await self._exchange(port, _post(b"Content-Length: %d" % len(body), body))
             self.assertIn(b" 413 ", answer.split(b"\r\n")[0])
             self.assertEqual(store.domains, {})
+            self.assertEqual([r.held for r in requests], [0])
+
+        return Deferred.fromCoroutine(run())
+
+    def test_declared_length_over_the_limit_is_dropped_from_the_first_byte(self):
+        """With a Content-Length over the limit not even the bytes that arrive first are kept."""
+        store, port, requests = self._listen(max_body_bytes=64)
+        body = json.dumps({"hostname": "a.example.com"}).encode().ljust(100)
+
+        async def run():
+            client = _RawClient(_post(b"Content-Length: 100", body[:30]))
+            await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+            await deferLater(reactor, 0.05)
+            client.transport.write(body[30:])
+            answer = await client.done
+            self.assertIn(b" 413 ", answer.split(b"\r\n")[0])
+            self.assertEqual([r.held for r in requests], [0])
+
+        return Deferred.fromCoroutine(run())
+
+    def test_body_of_exactly_the_limit_passes_the_site(self):
+        """A body of exactly max_body_bytes, declared or chunked, reaches the resource whole and is registered."""
+        store, port, requests = self._listen(max_body_bytes=64)
+        declared = json.dumps({"hostname": "a.example.com"}).encode().ljust(64)
+        chunked = json.dumps({"hostname": "b.example.com"}).encode().ljust(64)
+        in_two_chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (chunked[:40], chunked[40:]))
+
+        async def run():
+            answer = await self._exchange(port, _post(b"Content-Length: 64", declared))
+            self.assertIn(b" 201 ", answer.split(b"\r\n")[0])
+            answer = await self._exchange(port, _post(b"Transfer-Encoding: chunked", in_two_chunks + b"0\r\n\r\n"))
+            self.assertIn(b" 201 ", answer.split(b"\r\n")[0])
+            self.assertEqual(sorted(store.domains), ["a.example.com", "b.example.com"])
+            self.assertEqual([r.held for r in requests], [64, 64])
+
+        return Deferred.fromCoroutine(run())
+
+    def test_body_one_byte_over_the_limit_is_not_kept(self):
+        """A body one byte over max_body_bytes, declared or chunked, is dropped by the site and answers 413."""
+        store, port, requests = self._listen(max_body_bytes=64)
+        body = json.dumps({"hostname": "a.example.com"}).encode().ljust(65)
+
+        async def run():
+            answer = await self._exchange(port, _post(b"Content-Length: 65", body))
+            self.assertIn(b" 413 ", answer.split(b"\r\n")[0])
+            answer = await self._exchange(port, _post(b"Transfer-Encoding: chunked", b"41\r\n%s\r\n0\r\n\r\n" % body))
+            self.assertIn(b" 413 ", answer.split(b"\r\n")[0])
+            self.assertEqual(store.domains, {})
+            self.assertEqual([r.held for r in requests], [0, 0])
+
+        return Deferred.fromCoroutine(run())
+
+    def test_an_answer_for_a_client_that_left_is_dropped_quietly(self):
+        """When the client hangs up before the answer is ready, nothing is written and nothing is logged."""
+        asked: Deferred = Deferred()
+        check: Deferred = Deferred()
+
+        class SlowStore(MemoryStore):
+            def check(self):
+                asked.callback(None)
+                return check
+
+        _, port, requests = self._listen(max_body_bytes=64, store=SlowStore())
+
+        async def run():
+            client = _RawClient(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+            await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+            await asked  # the resource has the request and waits for the store
+            gone = requests[0].notifyFinish()
+            client.transport.loseConnection()
+            await client.done
+            with self.assertRaises(Exception):
+                await gone  # the server has seen the connection go
+            with capturedLogs() as events:
+                check.callback(None)
+                await deferLater(reactor, 0)
+            self.assertEqual([formatEvent(e) for e in events if e["log_level"] >= LogLevel.warn], [])
 
         return Deferred.fromCoroutine(run())
 

@@ -23,6 +23,7 @@ from tls_helpers import (
 from jobhost.tls.clienthello import (
     EXT_ALPN,
     EXT_SERVER_NAME,
+    EXT_SUPPORTED_VERSIONS,
     ClientHello,
     NeedMore,
     NotTLS,
@@ -180,6 +181,14 @@ def test_resume_reads_only_new_records():
     assert isinstance(parse_client_hello(corrupted, resume=progress), ClientHello)
 
 
+def test_need_more_prints_without_the_bytes_it_holds():
+    """A NeedMore carrying a kilobyte of handshake bytes prints short: logs and test failures stay readable."""
+    wire = as_records(handshake_message(real_hellos()["sni"]), 1000)
+    progress = parse_client_hello(wire[:1010])
+    assert isinstance(progress, NeedMore) and len(progress.message) == 1000
+    assert len(repr(progress)) < 100
+
+
 # -- not TLS ---------------------------------------------------------------------------
 
 
@@ -276,6 +285,12 @@ def ext(ext_type: int, data: bytes) -> tuple[int, bytes]:
         [ext(16, vector(2, b"\x00"))],  # empty ALPN protocol name
         [ext(16, vector(2, b"\x08http"))],  # ALPN name longer than its data
         [ext(43, vector(1, b"\x03"))],  # supported_versions of odd length
+        [ext(0, vector(2, b""))],  # server_name list with no entry
+        [ext(0, sni_extension(b"a.example")[1] + b"\x00")],  # bytes after the server_name list
+        [ext(16, vector(2, b""))],  # ALPN list with no protocol
+        [ext(16, alpn_extension(b"h2")[1] + b"\x00")],  # bytes after the ALPN list
+        [ext(43, vector(1, b""))],  # supported_versions listing nothing
+        [ext(43, vector(1, b"\x03\x04") + b"\x00")],  # bytes after the supported_versions list
     ],
 )
 def test_malformed_extensions(extensions):
@@ -354,3 +369,167 @@ def test_max_size_counts_record_headers():
     result = parse_client_hello(fragmented, max_size=len(fragmented) - 1)
     assert isinstance(result, NotTLS)
     assert isinstance(parse_client_hello(fragmented[:1000], max_size=1000), NotTLS)
+
+
+def padded_message(length: int) -> bytes:
+    """A real hello re-made with a padding extension so its handshake message is ``length`` bytes."""
+    hello = real_hellos()["sni"]
+    message = with_padding(hello, length - len(with_padding(hello, 0)))
+    assert len(message) == length
+    return message
+
+
+def test_by_default_a_16_kib_hello_fits_and_one_byte_more_does_not():
+    """The default cap is 16 KiB on the wire: a hello of exactly 16384 bytes parses, 16385 is refused."""
+    fits, too_big = records(padded_message(16384 - 5)), records(padded_message(16384 - 4))
+    assert (len(fits), len(too_big)) == (16384, 16385)
+    assert isinstance(parse_client_hello(fits), ClientHello)
+    assert isinstance(parse_client_hello(too_big), NotTLS)
+
+
+def test_a_hello_exactly_max_size_bytes_long_fits():
+    """A hello taking exactly max_size bytes parses (its last byte awaited); one byte less of cap refuses it."""
+    hello = real_hellos()["sni"]
+    assert len(handshake_message(hello)) + 5 == len(hello)  # one record
+    assert isinstance(parse_client_hello(hello, max_size=len(hello)), ClientHello)
+    assert isinstance(parse_client_hello(hello[:-1], max_size=len(hello)), NeedMore)
+    assert isinstance(parse_client_hello(hello, max_size=len(hello) - 1), NotTLS)
+
+
+def test_a_hello_too_big_for_the_cap_is_refused_from_its_header_whatever_the_records():
+    """Even in small records, a hello that cannot fit in max_size is refused once its 4-byte header is in."""
+    message = handshake_message(real_hellos()["sni"])
+    wire = as_records(message, 100)
+    assert isinstance(parse_client_hello(wire[:9], max_size=len(message) + 4), NotTLS)
+    assert isinstance(parse_client_hello(wire[:9], max_size=len(message) + 5), NeedMore)
+    assert isinstance(parse_client_hello(wire[:105], max_size=len(message) + 4), NotTLS)
+
+
+def test_an_oversized_declared_length_is_refused_before_the_first_record_ends():
+    """A hello declaring more than the default cap is refused from record and handshake headers alone."""
+    wire = as_records(with_padding(real_hellos()["sni"], 20000), 100)
+    assert isinstance(parse_client_hello(wire[:8]), NeedMore)  # the 3-byte length is not all there yet
+    assert isinstance(parse_client_hello(wire[:9]), NotTLS)
+    assert isinstance(parse_client_hello(wire[:105]), NotTLS)
+
+
+def test_a_64_kib_declaration_is_refused_from_its_four_byte_header():
+    """The 24-bit length counts its high byte: a hello declaring 65552 bytes is refused once a record
+    carrying just its 4-byte handshake header is complete (and awaited when the cap allows it)."""
+    wire = b"\x16\x03\x01\x00\x04" + b"\x01" + (65552).to_bytes(3, "big")
+    assert isinstance(parse_client_hello(wire), NotTLS)
+    assert isinstance(parse_client_hello(wire, max_size=70000), NeedMore)
+
+
+def test_a_hello_with_an_empty_body_is_refused():
+    """A complete ClientHello message whose body is empty is malformed, not a reason to wait."""
+    result = parse_client_hello(b"\x16\x03\x01\x00\x04\x01\x00\x00\x00")
+    assert isinstance(result, NotTLS) and "malformed" in result.reason
+
+
+def test_refused_when_not_even_the_next_record_header_fits():
+    """In one-byte records, the hello is refused as soon as the cap leaves no room for another record header."""
+    message = build_client_hello([sni_extension(b"x.example")])
+    wire = as_records(message, 1)
+    read = len(message) // 2 * 6  # half the records, complete
+    assert isinstance(parse_client_hello(wire[:read], max_size=len(wire)), NeedMore)
+    assert isinstance(parse_client_hello(wire[:read], max_size=read + 4), NotTLS)
+    assert isinstance(parse_client_hello(wire[: read + 4], max_size=read + 4), NotTLS)
+
+
+# -- record boundaries -------------------------------------------------------------------
+
+
+def test_a_record_carries_at_most_2_14_bytes():
+    """RFC 8446 caps a record at 2^14 bytes: one of 16384 is read, one of 16385 refused from its header,
+    however large max_size is."""
+    message = padded_message(16385)
+    one_record, split = as_records(message, 16385), as_records(message, 16384)
+    assert isinstance(parse_client_hello(one_record[:5], max_size=40000), NotTLS)
+    assert isinstance(parse_client_hello(one_record, max_size=40000), NotTLS)
+    result = parse_client_hello(split, max_size=40000)
+    assert isinstance(result, ClientHello) and result.length == len(split)
+
+
+def test_an_empty_handshake_record_is_refused():
+    """RFC 8446 forbids zero-length handshake fragments: an empty record is refused even before a valid hello."""
+    assert isinstance(parse_client_hello(b"\x16\x03\x01\x00\x00" + real_hellos()["sni"]), NotTLS)
+
+
+def test_a_bad_record_version_is_refused_as_soon_as_its_byte_arrives():
+    """The record version's major byte is judged as soon as it is in, in the first record or a later one."""
+    assert isinstance(parse_client_hello(b"\x16"), NeedMore)
+    assert isinstance(parse_client_hello(b"\x16\x03"), NeedMore)
+    assert isinstance(parse_client_hello(b"\x16\x02"), NotTLS)
+    first = as_records(handshake_message(real_hellos()["sni"])[:50], 50)
+    assert isinstance(parse_client_hello(first + b"\x16\x03"), NeedMore)
+    assert isinstance(parse_client_hello(first + b"\x16\x04"), NotTLS)
+
+
+def test_an_empty_buffer_needs_one_byte_and_resumes_cleanly():
+    """Nothing received yet: one byte is enough for an answer, and resuming from there reads everything."""
+    progress = parse_client_hello(b"")
+    assert isinstance(progress, NeedMore) and progress.needed == 1
+    hello = real_hellos()["sni"]
+    assert parse_client_hello(hello, resume=progress) == parse_client_hello(hello)
+
+
+def test_resume_without_new_bytes_reads_nothing_again():
+    """Resuming on a buffer that has not grown past the records read gives the same NeedMore, unread."""
+    wire = as_records(handshake_message(real_hellos()["sni"]), 1)
+    progress = parse_client_hello(wire[:600])
+    assert isinstance(progress, NeedMore) and progress.consumed == 600
+    corrupted = b"\x16" + b"\xff" * 599  # the part already read, now garbage: a resumed call never looks
+    assert parse_client_hello(corrupted, resume=progress) == progress
+
+
+# -- extensions --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extensions",
+    [
+        [alpn_extension(b"h2"), alpn_extension(b"http/1.1")],
+        [ext(43, vector(1, b"\x03\x04")), ext(43, vector(1, b"\x03\x03"))],
+        [ext(21, b"\x00" * 4), ext(21, b"")],
+        [sni_extension(b"a.example"), alpn_extension(b"h2"), sni_extension(b"b.example")],
+    ],
+    ids=["ALPN", "supported_versions", "padding", "server_name apart"],
+)
+def test_a_hello_with_an_extension_sent_twice_is_refused(extensions):
+    """RFC 8446 section 4.2: no extension type may appear twice, whichever it is (OpenSSL refuses it too)."""
+    result = parse_client_hello(records(build_client_hello(extensions)))
+    assert isinstance(result, NotTLS) and "twice" in result.reason
+
+
+def test_supported_versions_listed_in_the_clients_order():
+    """supported_versions gives every 2-byte version offered, in order."""
+    message = build_client_hello([ext(43, vector(1, b"\x03\x04\x03\x03\x7f\x1c"))])
+    result = parse_client_hello(records(message))
+    assert isinstance(result, ClientHello)
+    assert result.supported_versions == (0x0304, 0x0303, 0x7F1C)
+    assert result.extensions == (EXT_SUPPORTED_VERSIONS,)
+
+
+# -- reasons for the debug log ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data,says",
+    [
+        (b"\x80\x2e\x01\x00\x02\x00\x15\x00\x00\x00\x10", "SSLv2"),
+        (b"\x01\x03\x80", "first byte 0x01"),
+        (b"\x17\x03\x03\x00\x01x", "first byte 0x17"),
+        (b"\x16\x03\x03\x00\x40\x02\x00\x00\x3c", "type 2,"),
+        (b"\x16\x03\x01\x00\x01\x01\x17\x03\x03\x00\x01x", "record of type 23"),
+        (b"\x16\x02\x00\x00\x10", "version 2.x"),
+        (records(build_client_hello([ext(16, vector(2, b"\x08http"))])), "truncated ALPN protocol"),
+    ],
+    ids=["SSLv2", "high bit clear", "application data", "ServerHello", "record type", "version", "truncated"],
+)
+def test_the_reason_says_what_was_wrong(data, says):
+    """NotTLS.reason goes to the debug log: it names the offending byte, message, record or field."""
+    result = parse_client_hello(data)
+    assert isinstance(result, NotTLS)
+    assert says in result.reason
+    assert ("SSLv2" in result.reason) == (says == "SSLv2")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import IResource, Resource
@@ -135,6 +137,43 @@ class ChallengeResourceTests(SynchronousTestCase):
         self.assertEqual(response.headers.getRawHeaders(b"retry-after"), [b"5"])
         self.assertEqual(len(self.flushLoggedErrors(StoreError)), 1)
 
+    def test_store_cancelling_its_read_is_503(self):
+        """A store read cancelled underneath us (say, by the database pool's own timeout) is a 503, not a hang."""
+        store = _store_with_challenge()
+        store.fault = CancelledError()
+        response, _ = self.fetch(_mounted(store), f"http://a.example/.well-known/acme-challenge/{TOKEN}")
+        self.assertEqual(response.code, 503)
+        self.assertEqual(len(self.flushLoggedErrors(CancelledError)), 1)
+
+    def test_unservable_record_is_500_and_logged(self):
+        """A stored key authorization that cannot be sent (a lone surrogate from a corrupt store) is a logged 500."""
+        store = _store_with_challenge(key_authorization=TOKEN + ".\ud800")
+        response, body = self.fetch(_mounted(store), f"http://a.example/.well-known/acme-challenge/{TOKEN}")
+        self.assertEqual((response.code, body), (500, b"Internal error\n"))
+        self.assertEqual(len(self.flushLoggedErrors(UnicodeEncodeError)), 1)
+
+    def test_every_answer_forbids_caching_and_sniffing(self):
+        """Every answer (200, 400, 404, 405, 503) says Cache-Control: no-store and X-Content-Type-Options: nosniff."""
+        store = _store_with_challenge()
+        base = "http://a.example/.well-known/acme-challenge/"
+        answers = [self.fetch(_mounted(store), base + TOKEN), self.fetch(_mounted(store), base + "a.b"),
+                   self.fetch(_mounted(store), base + "nope"), self.fetch(_mounted(store), base + TOKEN, method="PUT")]
+        store.fault = StoreError("down")
+        answers.append(self.fetch(_mounted(store), base + TOKEN))
+        self.flushLoggedErrors(StoreError)
+        self.assertEqual([response.code for response, _ in answers], [200, 400, 404, 405, 503])
+        for response, _ in answers:
+            self.assertEqual(response.headers.getRawHeaders(b"cache-control"), [b"no-store"], response.code)
+            self.assertEqual(response.headers.getRawHeaders(b"x-content-type-options"), [b"nosniff"], response.code)
+
+    def test_answer_is_logged_with_token_and_hostname(self):
+        """Each answered challenge is logged with its token and the hostname it is for."""
+        store = _store_with_challenge()
+        with capturedLogs() as events:
+            self.fetch(_mounted(store), f"http://other.example/.well-known/acme-challenge/{TOKEN}")
+        answered = [(e["token"], e["hostname"]) for e in events if "hostname" in e]
+        self.assertEqual(answered, [(TOKEN, "jobs.acme-corp.example")])
+
     def test_head_has_no_body(self):
         """HEAD gets the GET status with an empty body."""
         store = _store_with_challenge()
@@ -191,6 +230,15 @@ class WireTests(SynchronousTestCase):
         head, _, body = transport.value().partition(b"\r\n\r\n")
         self.assertIn(b"Content-Length: %d" % len(KEY_AUTHORIZATION), head.split(b"\r\n"))
         self.assertEqual(body, b"")
+
+    def test_kept_alive_connection_answers_the_next_request(self):
+        """After an answer the connection serves the CA's next request (keep-alive): each answer is finished."""
+        protocol, transport = _connect(_mounted(_store_with_challenge()))
+        request = b"GET /.well-known/acme-challenge/" + TOKEN.encode() + b" HTTP/1.1\r\nHost: a.example\r\n\r\n"
+        protocol.dataReceived(request)
+        protocol.dataReceived(request.replace(TOKEN.encode(), b"nope"))
+        self.assertEqual(re.findall(rb"HTTP/1.1 \d+", transport.value()), [b"HTTP/1.1 200", b"HTTP/1.1 404"])
+        self.assertEqual(transport.value().count(KEY_AUTHORIZATION.encode()), 1)
 
     def test_closed_request_cancels_read_and_writes_nothing(self):
         """Losing the connection while the store read is pending cancels it and nothing is written or logged."""

@@ -1,27 +1,52 @@
 """Tests for jobhost.issuing over a MemoryStore, a FakeAcmeClient and a Clock."""
 
+import hashlib
+import socket
+from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
 import attrs
 import pytest
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from jobhost.certs import AriWindow
-from jobhost.errors import AcmeProblem, AcmeTransportError
+from jobhost.acme.resources import ari_cert_id
+from jobhost.certs import AriWindow, renewal_time
+from jobhost.config import AcmeConfig, RenewalConfig
 from jobhost.domains import DomainService
-from jobhost.issuing import IssuingService
+from jobhost.errors import (
+    AcmeProblem,
+    AcmeTransportError,
+    AuthorizationFailed,
+    PreflightFailed,
+    SelfCheckFailed,
+    StoreError,
+)
+from jobhost.issuing import IssuingService, StoreResponder, default_holder, describe_failure, log_panic
+from jobhost.metrics import Metrics
 from jobhost.preflight import IPreflight, PreflightReason, PreflightResult, ReasonCode
 from jobhost.retry import backoff_delay
+from jobhost.store.directory import DirectoryStore
 from jobhost.store.memory import MemoryStore
-from jobhost.store.records import DomainRecord, DomainState, Lease, certificate_record
+from jobhost.store.records import (
+    Challenge,
+    ChangeKind,
+    DomainRecord,
+    DomainState,
+    Lease,
+    certificate_record,
+)
 from jobhost.testing import FakeAcmeClient, TestCA
+from jobhost.timeutil import to_iso
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 DAY = 86400.0
 HOST = "jobs.acme-corp.test"
+ACME = "urn:ietf:params:acme:error:"
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +65,8 @@ class FakePreflight:
     failing: bool = False
     checked: list = attrs.field(factory=list)
     account_uri: str | None = None
+    #: When set, checks wait for it (a slow DNS lookup).
+    gate: Deferred | None = None
 
     def set_account_uri(self, account_uri):
         self.account_uri = account_uri
@@ -47,11 +74,15 @@ class FakePreflight:
     def check(self, hostname):
         self.checked.append(hostname)
         if not self.failing:
-            return succeed(PreflightResult(hostname=hostname, ok=True))
-        reason = PreflightReason(
-            ReasonCode.POINTS_ELSEWHERE, f"{hostname} has A 198.51.100.7, but must point at 203.0.113.10"
-        )
-        return succeed(PreflightResult(hostname=hostname, ok=False, reasons=(reason,)))
+            result = PreflightResult(hostname=hostname, ok=True)
+        else:
+            reason = PreflightReason(
+                ReasonCode.POINTS_ELSEWHERE, f"{hostname} has A 198.51.100.7, but must point at 203.0.113.10"
+            )
+            result = PreflightResult(hostname=hostname, ok=False, reasons=(reason,))
+        if self.gate is not None:
+            return self.gate.addCallback(lambda _: result)
+        return succeed(result)
 
     def recent_or_check(self, hostname, max_age=60.0):
         return self.check(hostname)
@@ -74,7 +105,7 @@ class Harness:
         self.panics = []
         self.stored = []
         self.domains = DomainService(store=self.store, clock=self.clock)
-        self.service = IssuingService(
+        settings = dict(
             store=self.store,
             domains=self.domains,
             client=self.client,
@@ -83,8 +114,9 @@ class Harness:
             panic=lambda h, c, f: self.panics.append((h, f.value)),
             on_certificate=self.stored.append,
             random=lambda: 0.0,
-            **{"holder": "node-a", **kwargs},
+            holder="node-a",
         )
+        self.service = IssuingService(**{**settings, **kwargs})
 
     def register(self, hostname=HOST):
         now = datetime.fromtimestamp(self.clock.seconds(), tz=timezone.utc)
@@ -95,6 +127,83 @@ class Harness:
 
     def now(self):
         return datetime.fromtimestamp(self.clock.seconds(), tz=timezone.utc)
+
+
+def clock_at_t0():
+    clock = Clock()
+    clock.advance(T0.timestamp())
+    return clock
+
+
+def messages(events, level=None):
+    """The formatted log lines of captured ``events`` (of ``level`` only, when given)."""
+    return [formatEvent(e) for e in events if level is None or e["log_level"] == level]
+
+
+def unexpected_failures(events):
+    """The captured events that logged a traceback."""
+    return [e for e in events if e.get("log_failure") is not None]
+
+
+def certificate_changes(store):
+    """The hostnames whose certificate the MemoryStore's change feed says changed."""
+    return [hostname for hostname, kinds in store.journal if ChangeKind.CERTIFICATE in kinds]
+
+
+def rate_limited(seconds):
+    return AcmeProblem(type=ACME + "rateLimited", detail="too many", status=429, retry_after=seconds)
+
+
+def _play(fault, real, *args, **kwargs):
+    """An exception fails the call; a Deferred delays it until fired."""
+    if isinstance(fault, BaseException):
+        return fail(fault)
+    return fault.addCallback(lambda _: real(*args, **kwargs))
+
+
+class FaultyStore(MemoryStore):
+    """A MemoryStore with injected faults: ``faults[method]`` lists what its next calls do instead.
+
+    An exception makes the call fail with it; a Deferred makes it wait until fired, then run.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.faults = defaultdict(list)
+
+    def _call(self, name, *args, **kwargs):
+        real = getattr(MemoryStore, name).__get__(self)
+        if self.faults[name]:
+            return _play(self.faults[name].pop(0), real, *args, **kwargs)
+        return real(*args, **kwargs)
+
+    def acquire_lease(self, *args, **kwargs):
+        return self._call("acquire_lease", *args, **kwargs)
+
+    def release_lease(self, *args, **kwargs):
+        return self._call("release_lease", *args, **kwargs)
+
+    def list_domains(self, *args, **kwargs):
+        return self._call("list_domains", *args, **kwargs)
+
+    def get_domain(self, *args, **kwargs):
+        return self._call("get_domain", *args, **kwargs)
+
+    def put_challenge(self, *args, **kwargs):
+        return self._call("put_challenge", *args, **kwargs)
+
+
+@attrs.define
+class FaultyClient(FakeAcmeClient):
+    """A fake CA whose next registrations fail or wait, as listed in :attr:`register_faults` (see FaultyStore)."""
+
+    register_faults: list = attrs.field(factory=list)
+
+    def register(self, account_key, contact=(), terms_agreed=True, eab=None):
+        real = super().register
+        if self.register_faults:
+            return _play(self.register_faults.pop(0), real, account_key, contact, terms_agreed, eab)
+        return real(account_key, contact, terms_agreed, eab)
 
 
 def test_new_hostname_is_issued(ca):
@@ -322,6 +431,7 @@ def test_self_check_failure_recorded(ca):
     h.register()
     h.service.startService()
     assert h.record().last_error["code"] == "self_check_failed"
+    assert h.record().last_error["url"] == f"http://{HOST}/.well-known/acme-challenge/token1-0", "the URL that failed"
     assert HOST not in h.store.certificates
 
 
@@ -330,8 +440,12 @@ def test_order_budget_defers_work(ca):
     h = Harness(ca, orders_per_window=2, order_window=3600.0)
     for name in ("a.acme-corp.test", "b.acme-corp.test", "c.acme-corp.test"):
         h.register(name)
-    h.service.startService()
+    with capturedLogs() as events:
+        h.service.startService()
     assert len(h.client.orders) == 2
+    assert messages(events, LogLevel.warn) == [
+        f"Order budget of 2 per 3600.0s is spent; c.acme-corp.test waits until {to_iso(T0 + timedelta(hours=1))}"
+    ]
     waiting = h.record("c.acme-corp.test")
     assert waiting.next_attempt == T0 + timedelta(hours=1)
     assert waiting.state == DomainState.PENDING
@@ -361,8 +475,11 @@ def test_removed_while_ordering_discards_certificate(ca):
     h.register()
     h.service.startService()
     h.store.domains[HOST] = attrs.evolve(h.record(), state=DomainState.REMOVED)
-    h.client.resume()
+    with capturedLogs() as events:
+        h.client.resume()
+    assert f"{HOST} was removed while its certificate was ordered; discarding it" in messages(events)
     assert HOST not in h.store.certificates
+    assert h.stored == [] and certificate_changes(h.store) == [], "not even stored for a moment"
 
 
 def test_forget_cancels_in_flight(ca):
@@ -384,8 +501,10 @@ def test_lease_held_elsewhere_skips(ca):
     h = Harness(ca)
     h.register()
     h.store.acquire_lease(f"issue:{HOST}", "node-b", T0 + timedelta(minutes=10), T0)
-    h.service.startService()
+    with capturedLogs() as events:
+        h.service.startService()
     assert h.client.orders == []
+    assert f"Another process is working on {HOST}" in messages(events, LogLevel.debug)
     h.clock.advance(600)  # lease expired; the next scan takes over
     assert len(h.client.orders) == 1
 
@@ -405,8 +524,11 @@ def test_revoke(ca):
     h = Harness(ca)
     h.register()
     h.service.startService()
-    h.service.revoke(HOST)
-    assert h.client.revoked == [h.store.certificates[HOST].chain_pem]
+    with capturedLogs() as events:
+        h.service.revoke(HOST)
+    revoked = h.store.certificates[HOST]
+    assert h.client.revoked == [revoked.chain_pem]
+    assert messages(events) == [f"Revoked certificate {revoked.serial} for {HOST}"]
 
 
 def test_past_ari_window_for_new_certificate_does_not_loop(ca):
@@ -444,11 +566,13 @@ def test_forgotten_account_is_registered_again_in_the_same_attempt(ca):
     h = Harness(ca)
     h.client.failures = [AcmeProblem(type="urn:ietf:params:acme:error:accountDoesNotExist", detail="no account", status=400)]
     h.register()
-    h.service.startService()
+    with capturedLogs() as events:
+        h.service.startService()
     assert h.record().state == DomainState.ACTIVE
     assert len(h.client.orders) == 2
     assert len(h.client.registrations) == 2
     assert len(h.store.accounts) == 1
+    assert f"The CA does not know account {h.client.account_url}; registering again" in messages(events, LogLevel.warn)
 
 
 # -- one owner, atomic updates, leases kept fresh, permanent errors ------------------------------
@@ -489,13 +613,15 @@ def test_attempt_longer_than_its_lease_keeps_the_lease(ca):
     h.client.pause()
     h.register()
     h.service.startService()
-    for _ in range(6):  # 1,500 s: two and a half lease durations
-        h.clock.advance(250)
+    for step in [1] + [250] * 6:  # from its first second to 1,500 s: two and a half lease durations
+        h.clock.advance(step)
         taken = h.store.acquire_lease(f"issue:{HOST}", "node-b", h.now() + timedelta(seconds=600), h.now())
         assert taken.result is False, f"node-b took the lease after {h.clock.seconds() - T0.timestamp()} s"
     h.client.resume()
     assert h.record().state == DomainState.ACTIVE
     assert f"issue:{HOST}" not in h.store.leases, "the lease is released after the attempt"
+    h.clock.advance(600)
+    assert f"issue:{HOST}" not in h.store.leases, "the heartbeat stopped with the attempt"
 
 
 def test_lost_lease_abandons_the_attempt(ca):
@@ -505,8 +631,12 @@ def test_lost_lease_abandons_the_attempt(ca):
     h.register()
     h.service.startService()
     h.store.leases[f"issue:{HOST}"] = Lease(f"issue:{HOST}", "node-b", h.now() + timedelta(hours=1))
-    h.clock.advance(200)  # the heartbeat at a third of the duration finds node-b holding it
+    h.clock.advance(199)
+    assert HOST in h.service._in_flight, "no heartbeat yet"
+    with capturedLogs() as events:
+        h.clock.advance(1)  # the heartbeat at a third of the duration finds node-b holding it
     assert HOST not in h.service._in_flight
+    assert f"Lost lease issue:{HOST} while working on {HOST}; abandoning the attempt" in messages(events, LogLevel.warn)
     h.client.resume()
     assert HOST not in h.store.certificates
     assert h.store.leases[f"issue:{HOST}"].holder == "node-b", "node-b keeps the lease it took"
@@ -519,9 +649,12 @@ def test_lease_lost_before_storing_stores_nothing(ca):
     h.register()
     h.service.startService()
     h.store.leases[f"issue:{HOST}"] = Lease(f"issue:{HOST}", "node-b", h.now() + timedelta(hours=1))
-    h.client.resume()  # before any heartbeat: the check just before storing finds the lease gone
+    with capturedLogs() as events:
+        h.client.resume()  # before any heartbeat: the check just before storing finds the lease gone
     assert HOST not in h.store.certificates
     assert h.record().state == DomainState.ISSUING, "left to the new holder as it was"
+    assert any(m.endswith(f"; {HOST} is left to the new holder") for m in messages(events, LogLevel.warn))
+    assert unexpected_failures(events) == [], "losing the lease is not an unexpected error"
 
 
 @pytest.mark.parametrize("problem_type", ["badCSR", "rejectedIdentifier"])
@@ -532,12 +665,18 @@ def test_permanent_error_parks_until_renew(ca, problem_type):
         AcmeProblem(type=f"urn:ietf:params:acme:error:{problem_type}", detail="refused", status=400)
     )
     h.register()
-    h.service.startService()
+    with capturedLogs() as events:
+        h.service.startService()
     record = h.record()
     assert record.state == DomainState.FAILING and record.parked
     assert record.last_error["retryable"] is False and record.next_attempt is None
+    assert messages(events, LogLevel.error) == [
+        f"Certificate for {HOST} failed and cannot succeed by retrying: {record.last_error['message']}; "
+        "parked until an operator asks for a renewal"
+    ]
     h.clock.advance(30 * DAY)
-    assert len(h.client.orders) == 1, "no further order while parked"
+    h.service.kick(HOST)
+    assert len(h.client.orders) == 1, "no further order while parked, even when kicked"
     h.service.renew_now(HOST)
     assert len(h.client.orders) == 2
     assert h.record().state == DomainState.ACTIVE
@@ -548,10 +687,16 @@ def test_transient_error_is_retryable(ca):
     h = Harness(ca)
     h.client.failures.append(AcmeProblem(type="urn:ietf:params:acme:error:serverInternal", detail="x", status=500))
     h.register()
-    h.service.startService()
+    with capturedLogs() as events:
+        h.service.startService()
     record = h.record()
     assert record.last_error["retryable"] is True and record.next_attempt is not None
     assert not record.parked
+    assert messages(events, LogLevel.warn) == [
+        f"Certificate for {HOST} failed (attempt 1): {record.last_error['message']}; "
+        f"next attempt at {to_iso(T0 + timedelta(seconds=60))}"
+    ]
+    assert messages(events, LogLevel.error) == []
 
 
 def test_order_budget_is_shared_through_the_store(ca):
@@ -602,7 +747,9 @@ def test_page_edit_while_asking_the_ca_for_renewal_information_is_kept(ca):
     """A page PUT while the "not due" path waits on the ARI request survives that path's write (the reported lost update)."""
     h, gate = waiting_on_ari(ca)
     h.domains.set_page(HOST, {"title": "Edited during ARI"})
-    gate.callback(None)
+    with capturedLogs() as events:
+        gate.callback(None)
+    assert not [m for m in messages(events) if "changed while" in m], "the window was stored with its certificate"
     record = h.record()
     assert record.page == {"title": "Edited during ARI"}
     assert record.state == DomainState.ACTIVE and record.next_attempt == T0 + timedelta(hours=12)
@@ -614,8 +761,10 @@ def test_certificate_replaced_while_asking_for_renewal_information_is_kept(ca):
     key_pem, chain_pem = ca.issue(HOST)
     imported = certificate_record(HOST, key_pem, chain_pem)
     h.store.put_certificate(imported)
-    gate.callback(None)
+    with capturedLogs() as events:
+        gate.callback(None)
     assert h.store.certificates[HOST].fingerprint == imported.fingerprint
+    assert f"The certificate of {HOST} changed while its renewal window was asked for" in messages(events)
 
 
 def test_preflight_learns_the_account_uri(ca):
@@ -664,7 +813,9 @@ def test_one_node_scans_a_shared_store_and_another_takes_over_when_it_stops(ca):
     other.service.startService()
     assert len(h.client.orders) == 1 and other.client.orders == []
     other.register("b.acme-corp.test")
-    assert other.service.scan().result == 0, "node-b leaves scanning to node-a"
+    with capturedLogs() as events:
+        assert other.service.scan().result == 0, "node-b leaves scanning to node-a"
+    assert messages(events) == ["Another node scans the store; this one only works on what it is asked to"]
     assert other.client.orders == []
     h.clock.advance(600)
     assert len(h.client.orders) == 2 and other.client.orders == []
@@ -672,3 +823,805 @@ def test_one_node_scans_a_shared_store_and_another_takes_over_when_it_stops(ca):
     other.register("c.acme-corp.test")
     h.clock.advance(600)
     assert [o["hostnames"] for o in other.client.orders] == [["c.acme-corp.test"]]
+
+
+# -- what the service is made of ------------------------------------------------------------------
+
+
+def unconfigured_service(ca, **kwargs):
+    """An IssuingService given only what it cannot do without (as a test or a tool builds one)."""
+    clock = clock_at_t0()
+    store = MemoryStore()
+    client = FakeAcmeClient(ca=ca, clock=clock)
+    return IssuingService(store=store, domains=DomainService(store=store, clock=clock), client=client,
+                          clock=clock, directory_url=client.directory_url, **kwargs)
+
+
+def test_service_defaults_are_the_daemons_configuration_defaults(ca):
+    """A service built without settings (tests, tools) follows the policy of the daemon's default configuration."""
+    service = unconfigured_service(ca)
+    renewal, acme = RenewalConfig(), AcmeConfig()
+    for name in ("scan_interval", "backoff", "max_in_flight", "orders_per_window", "order_window",
+                 "panic_interval", "lease_duration"):
+        assert getattr(service, name) == getattr(renewal, name), name
+    for name in ("key_type", "account_key_type", "contact", "terms_agreed", "profile"):
+        assert getattr(service, name) == getattr(acme, name), name
+
+
+def test_runtime_state_is_not_a_constructor_argument(ca):
+    """Only configuration is passed in: what the service holds or learns while running cannot be preset."""
+    assert unconfigured_service(ca).ca_reachable is None, "not known before the first order"
+    for name in ("in_flight", "account", "account_lock", "scan_loop", "wake_call", "scanning", "idle_waiters",
+                 "ca_reachable", "broken"):
+        with pytest.raises(TypeError):
+            unconfigured_service(ca, **{name: None})
+
+
+def test_two_services_configured_alike_are_still_two_services(ca):
+    """Services are told apart by identity, as Twisted's are: a parent removes the one it is given; both hash."""
+    from twisted.application.service import MultiService
+
+    h = Harness(ca)
+    twin = IssuingService(**{a.name: getattr(h.service, a.name) for a in attrs.fields(IssuingService) if a.init})
+    parent = MultiService()
+    h.service.setServiceParent(parent)
+    twin.setServiceParent(parent)
+    parent.removeService(twin)
+    assert [s is h.service for s in parent] == [True]
+    assert len({h.service, twin}) == 2
+
+
+def test_the_default_lease_holder_is_this_machines_host_name(ca):
+    """Leases are held under the host name unless told otherwise, so a restarted node takes its own leases back."""
+    assert unconfigured_service(ca).holder == default_holder() == socket.gethostname()
+
+
+# -- what is recorded and logged for a failure ------------------------------------------------------
+
+
+def test_last_error_documents_carry_the_cause():
+    """A failure's document names the CA's problem (also inside an authorization), the failing URL, or the reasons."""
+    caa = AcmeProblem(type=ACME + "caa", detail="CAA forbids", status=403)
+    doc = describe_failure(Failure(AuthorizationFailed(HOST, "invalid", caa)))
+    assert doc["problem"] == {"type": ACME + "caa", "detail": "CAA forbids", "status": 403}
+    assert "problem" not in describe_failure(Failure(AuthorizationFailed(HOST, "invalid")))
+    url = f"http://{HOST}/.well-known/acme-challenge/t"
+    assert describe_failure(Failure(SelfCheckFailed(HOST, url, "HTTP 404")))["url"] == url
+    reason = PreflightReason(ReasonCode.POINTS_ELSEWHERE, "points at 198.51.100.7")
+    assert describe_failure(Failure(PreflightFailed(HOST, (reason,))))["reasons"] == [reason.to_json()]
+    assert describe_failure(Failure(RuntimeError())) == {"message": "RuntimeError", "code": "internal"}
+
+
+@pytest.mark.parametrize(
+    "links, detail, unpause",
+    [
+        ({"unpause": ("https://ca.invalid/unpause/1",)}, "too many", "https://ca.invalid/unpause/1"),
+        ({}, "see https://ca.invalid/docs/rate-limits or https://ca.invalid/sfe/unpause?jwt=x).",
+         "https://ca.invalid/sfe/unpause?jwt=x"),
+        ({}, "too many certificates (5) already issued for this exact set of domains", None),
+    ],
+)
+def test_rate_limited_hostname_records_where_to_unpause(ca, links, detail, unpause):
+    """A rate limit's unpause URL comes from its Link header or from the first https unpause link in its detail."""
+    h = Harness(ca)
+    h.client.failures = [AcmeProblem(type=ACME + "rateLimited", detail=detail, status=429, links=links)]
+    h.register()
+    h.service.startService()
+    assert h.record().state == DomainState.PAUSED
+    assert h.record().unpause_url == unpause
+
+
+def test_default_panic_hook_logs_critical_naming_hostname_and_expiry(ca):
+    """Without a panic hook, a renewal failing close to expiry is a CRITICAL log line an operator can alert on."""
+    key_pem, chain_pem = ca.issue(HOST, not_before=T0, lifetime=timedelta(days=6))
+    certificate = certificate_record(HOST, key_pem, chain_pem)
+    with capturedLogs() as events:
+        log_panic(HOST, certificate, Failure(RuntimeError("CA down")))
+    assert [(e["log_level"], formatEvent(e)) for e in events] == [(
+        LogLevel.critical,
+        f"Renewal for {HOST} keeps failing and its certificate expires at {to_iso(T0 + timedelta(days=6))}: CA down",
+    )]
+
+
+@pytest.mark.parametrize("left, panics", [(7 * DAY, False), (7 * DAY - 1, True)])
+def test_panic_starts_inside_the_panic_interval(ca, left, panics):
+    """A failing renewal panics when less than panic_interval of the certificate is left, not at exactly that much."""
+    h = Harness(ca, panic_interval=7 * DAY)
+    not_after = T0 + timedelta(seconds=left)
+    key_pem, chain_pem = ca.issue(HOST, not_before=not_after - timedelta(days=90), lifetime=timedelta(days=90))
+    h.register()
+    h.store.certificates[HOST] = certificate_record(HOST, key_pem, chain_pem)
+    h.client.failures = [AcmeTransportError("down")]
+    h.service.kick(HOST)
+    assert h.record().state == DomainState.FAILING
+    assert [hostname for hostname, _ in h.panics] == ([HOST] if panics else [])
+
+
+def test_a_failing_panic_hook_is_logged_and_the_retry_still_happens(ca):
+    """A panic hook that raises is logged; the failure is recorded and retried as usual."""
+
+    def panic(hostname, certificate, failure):
+        raise RuntimeError("pager unreachable")
+
+    h = Harness(ca, panic=panic, panic_interval=100 * DAY)
+    h.register()
+    h.service.startService()
+    h.client.failures = [AcmeTransportError("down")]
+    with capturedLogs() as events:
+        h.service.renew_now(HOST)
+    assert h.record().state == DomainState.FAILING
+    assert h.record().next_attempt == T0 + timedelta(seconds=60)
+    assert [formatEvent(e) for e in unexpected_failures(events)] == [f"panic hook failed for {HOST}"]
+    h.clock.advance(60)
+    assert h.record().state == DomainState.ACTIVE
+
+
+def test_an_unexpected_error_is_logged_with_its_traceback_and_retried(ca):
+    """An error that is not jobhost's own (a library's) is logged with its traceback; the hostname backs off."""
+    h = Harness(ca)
+    h.client.failures = [RuntimeError("bug in a library")]
+    h.register()
+    with capturedLogs() as events:
+        h.service.startService()
+    record = h.record()
+    assert (record.state, record.last_error["code"], record.last_error["retryable"]) == (
+        DomainState.FAILING, "internal", True)
+    [logged] = unexpected_failures(events)
+    assert formatEvent(logged) == f"Unexpected error while working on {HOST}"
+    assert logged["log_failure"].check(RuntimeError)
+
+
+def test_a_known_error_is_logged_without_a_traceback(ca):
+    """A CA outage is logged as one warning line, not as an unexpected error."""
+    h = Harness(ca)
+    h.client.failures = [AcmeTransportError("connection refused")]
+    h.register()
+    with capturedLogs() as events:
+        h.service.startService()
+    assert h.record().state == DomainState.FAILING
+    assert unexpected_failures(events) == []
+
+
+def test_an_events_sink_that_raises_is_logged(ca):
+    """An events sink that raises is logged naming the event and hostname; the certificate is stored."""
+
+    class Raising:
+        def notify(self, event, record, certificate):
+            raise RuntimeError("webhook queue full")
+
+    h = Harness(ca, events=Raising())
+    h.register()
+    with capturedLogs() as events:
+        h.service.startService()
+    assert HOST in h.store.certificates
+    assert [formatEvent(e) for e in unexpected_failures(events)] == [f"Event active for {HOST} could not be sent"]
+
+
+def test_metrics_count_attempts_successes_failures_and_rate_limits(ca):
+    """The metrics see every attempt, each failure by its code, rate limits, and how long a success took."""
+    metrics = Metrics()
+    h = Harness(ca, metrics=metrics)
+    h.client.failures = [AcmeTransportError("down"), rate_limited(100.0)]
+    h.register()
+    h.service.startService()
+    h.clock.advance(60)
+    h.client.pause()
+    h.clock.advance(100)
+    h.clock.advance(30)  # the third order takes 30 s
+    h.client.resume()
+    assert h.record().state == DomainState.ACTIVE
+    value = metrics.registry.get_sample_value
+    assert value("jobhost_issuance_attempts_total") == 3
+    assert value("jobhost_issuance_failures_total", {"reason": "ca_unreachable"}) == 1
+    assert value("jobhost_issuance_failures_total", {"reason": "rateLimited"}) == 1
+    assert value("jobhost_rate_limited_total") == 1
+    assert value("jobhost_issuance_success_total") == 1
+    assert value("jobhost_issuance_seconds_sum") == 30.0
+
+
+def test_issuance_and_renewal_are_logged_for_the_operator(ca):
+    """A first certificate and a renewal each leave one line saying what happened; nothing else is logged."""
+    h = Harness(ca)
+    h.client.renewal_window = AriWindow(start=T0 + timedelta(days=50), end=T0 + timedelta(days=51))
+    h.register()
+    with capturedLogs() as events:
+        h.service.startService()
+    new = h.store.certificates[HOST]
+    assert messages(events) == [
+        f"Using ACME account {h.client.account_url} at {h.client.directory_url}",
+        f"Issued certificate for {HOST}, expires {to_iso(new.not_after)}, renewal due {to_iso(renewal_time(new))}",
+    ]
+    with capturedLogs() as events:
+        h.service.renew_now(HOST)
+    renewed = h.store.certificates[HOST]
+    assert messages(events) == [
+        f"Renewed certificate for {HOST}, expires {to_iso(renewed.not_after)}, "
+        f"renewal due {to_iso(renewal_time(renewed))}",
+    ]
+
+
+# -- lifecycle ---------------------------------------------------------------------------------------
+
+
+def test_start_and_stop_follow_the_service_contract(ca):
+    """running is true between start and stop; stopping fires once the scan lease is handed back to the store."""
+    store = FaultyStore()
+    h = Harness(ca, store=store)
+    h.service.startService()
+    assert h.service.running
+    scan_lease = f"scan:{h.client.directory_url}"
+    assert scan_lease in store.leases
+    gate = Deferred()
+    store.faults["release_lease"].append(gate)
+    stopped = h.service.stopService()
+    assert not h.service.running
+    assert not stopped.called, "waits for the store"
+    gate.callback(None)
+    assert stopped.called and stopped.result is None
+    assert scan_lease not in store.leases
+
+
+def test_stopping_a_service_never_started_or_stopping_twice_is_harmless(ca):
+    """stopService before startService, or a second time, fires with None and raises nothing."""
+    h = Harness(ca)
+    assert h.service.stopService().result is None
+    h.service.startService()
+    assert h.service.stopService().result is None
+    assert h.service.stopService().result is None
+
+
+def test_a_stopped_service_leaves_no_timers_and_orders_nothing_more(ca):
+    """After stopService no scan and no retry is pending: a failed hostname is not retried by this service."""
+    h = Harness(ca)
+    h.client.failures = [AcmeTransportError("down")]
+    h.register()
+    h.service.startService()
+    assert h.record().next_attempt == T0 + timedelta(seconds=60)
+    h.service.stopService()
+    assert h.clock.getDelayedCalls() == []
+    h.clock.advance(DAY)
+    assert len(h.client.orders) == 1
+
+
+def test_stopping_cancels_the_attempt_in_flight(ca):
+    """An attempt in flight at stop is cancelled: nothing is stored, its challenge and leases are released."""
+    h = Harness(ca)
+    h.client.pause()
+    h.register()
+    h.service.startService()
+    h.service.stopService()
+    h.client.resume()
+    assert HOST not in h.store.certificates
+    assert h.store.challenges == {}
+    assert h.store.leases == {}
+
+
+def test_stop_fires_even_when_the_scan_lease_cannot_be_released(ca):
+    """A store that fails to release the scan lease is logged; stopping still completes (the lease lapses)."""
+    store = FaultyStore()
+    h = Harness(ca, store=store)
+    h.service.startService()
+    store.faults["release_lease"].append(StoreError("database away"))
+    with capturedLogs() as events:
+        stopped = h.service.stopService()
+    assert stopped.result is None
+    assert [formatEvent(e) for e in unexpected_failures(events)] == ["Could not release the scan lease"]
+
+
+def test_when_idle_waits_for_attempts_and_scans(ca):
+    """when_idle fires at once when nothing runs, else once the last attempt and the scan have finished."""
+    store = FaultyStore()
+    h = Harness(ca, store=store)
+    assert h.service.when_idle().result is None
+    h.client.pause()
+    h.register()
+    h.service.startService()
+    idle = h.service.when_idle()
+    assert not idle.called
+    h.client.resume()
+    assert idle.called, "the attempt finished"
+    h.client.pause()
+    h.register("b.acme-corp.test")
+    h.service.kick("b.acme-corp.test")
+    gate = Deferred()
+    store.faults["list_domains"].append(gate)
+    h.clock.advance(600)  # the next scan waits on the store
+    idle = h.service.when_idle()
+    h.client.resume()
+    assert not idle.called, "the scan still runs"
+    gate.callback(None)
+    assert idle.called
+
+
+# -- what callers ask -----------------------------------------------------------------------------------
+
+
+def test_kick_on_a_hostname_with_a_valid_certificate_orders_nothing(ca):
+    """kick() works on a hostname; one whose certificate is valid and not due is only confirmed."""
+    h = Harness(ca)
+    h.register()
+    h.service.startService()
+    h.service.kick(HOST)
+    assert len(h.client.orders) == 1
+    assert h.record().state == DomainState.ACTIVE
+
+
+def test_kick_during_backoff_waits_for_the_next_attempt_even_between_scans(ca):
+    """A hostname kicked while it backs off is not ordered early, and is ordered at its next attempt."""
+    h = Harness(ca, scan_interval=DAY)
+    h.service.startService()
+    h.store.domains[HOST] = DomainRecord(HOST, DomainState.FAILING, T0, T0, attempts=1,
+                                         next_attempt=T0 + timedelta(seconds=100))
+    h.service.kick(HOST)
+    h.clock.advance(99)
+    assert h.client.orders == []
+    h.clock.advance(1)
+    assert len(h.client.orders) == 1
+    assert h.record().state == DomainState.ACTIVE
+
+
+def test_forget_fires_at_once_and_logs_the_stop_as_such(ca):
+    """forget() fires with None at once (also for a hostname not being worked on); the stop is no error."""
+    h = Harness(ca)
+    h.client.pause()
+    h.register()
+    h.service.startService()
+    with capturedLogs() as events:
+        forgotten = h.service.forget(HOST)
+    assert forgotten.called and forgotten.result is None
+    assert f"Stopped working on {HOST}" in messages(events, LogLevel.info)
+    assert unexpected_failures(events) == []
+    assert h.service.forget("other.acme-corp.test").result is None
+
+
+def test_revoke_right_after_a_restart_registers_the_account_first(ca):
+    """revoke() as the first thing after a restart finds the account at the CA before it asks to revoke."""
+    h = Harness(ca)
+    h.register()
+    h.service.startService()
+    h.service.stopService()
+    chain_pem = h.store.certificates[HOST].chain_pem
+    h.client.account_key = h.client.account_url = None  # a new process: its ACME client has no account yet
+    restarted = Harness(ca, store=h.store, clock=h.clock, client=h.client)
+    assert restarted.service.revoke(HOST).result is None
+    assert h.client.revoked == [chain_pem]
+
+
+def test_a_renewal_request_answered_by_another_nodes_certificate_is_not_repeated(ca):
+    """renew_now is answered by the next certificate issued, whichever node issues it: no second order."""
+    h = Harness(ca, max_in_flight=1)
+    h.register("a.acme-corp.test")
+    h.register("b.acme-corp.test")
+    h.service.startService()
+    h.client.pause()
+    h.service.renew_now("a.acme-corp.test")  # holds the only slot, waiting on the CA
+    h.service.renew_now("b.acme-corp.test")  # waits for the slot
+    h.domains.start_attempt("b.acme-corp.test", renewing=True)  # meanwhile another node renews b
+    key_pem, chain_pem = ca.issue("b.acme-corp.test", not_before=h.now())
+    renewed_elsewhere = certificate_record("b.acme-corp.test", key_pem, chain_pem)
+    h.store.put_certificate(renewed_elsewhere)
+    h.domains.issued("b.acme-corp.test", True, renewal_time(renewed_elsewhere))
+    h.client.resume()
+    assert [o["hostnames"] for o in h.client.orders[2:]] == [["a.acme-corp.test"]]
+    assert h.store.certificates["b.acme-corp.test"].fingerprint == renewed_elsewhere.fingerprint
+    assert h.record("b.acme-corp.test").state == DomainState.ACTIVE
+
+
+def test_an_attempt_that_cannot_read_the_store_is_logged_as_unexpected(ca):
+    """An attempt that fails outside the CA conversation (the store) is logged with its traceback; its lease is released."""
+    store = FaultyStore()
+    store.faults["get_domain"].append(StoreError("database away"))
+    h = Harness(ca, store=store)
+    h.register()
+    with capturedLogs() as events:
+        h.service.kick(HOST)
+    [logged] = unexpected_failures(events)
+    assert formatEvent(logged) == f"Attempt for {HOST} failed unexpectedly"
+    assert h.service.when_idle().called
+    assert h.store.leases == {}
+
+
+def test_store_responder_publishes_the_challenge_for_every_node_and_withdraws_it():
+    """The HTTP-01 answer is written to the shared store (when, for whom) and deleted afterwards."""
+    clock = clock_at_t0()
+    store = MemoryStore()
+    responder = StoreResponder(store, clock)
+    assert responder.start_responding(HOST, "tok", "tok.thumb").result is None
+    assert store.challenges == {"tok": Challenge(token="tok", key_authorization="tok.thumb", hostname=HOST,
+                                                 created_at=T0)}
+    assert responder.stop_responding(HOST, "tok").result is None
+    assert store.challenges == {}
+
+
+def test_store_responder_reports_a_challenge_it_could_not_store():
+    """When the store cannot take the answer, the ACME client is told (before it asks the CA to validate)."""
+    store = FaultyStore()
+    store.faults["put_challenge"].append(StoreError("disk full"))
+    failures = []
+    StoreResponder(store, clock_at_t0()).start_responding(HOST, "tok", "tok.thumb").addErrback(failures.append)
+    assert [f.check(StoreError) for f in failures] == [StoreError]
+
+
+# -- scanning ---------------------------------------------------------------------------------------------
+
+
+def test_scan_submits_due_hostnames_and_wakes_for_the_earliest_later_one(ca):
+    """A scan submits what is due (not removed or parked ones), and the earliest later one is ordered on time."""
+    h = Harness(ca, scan_interval=DAY)
+    parked_error = {"code": "badCSR", "message": "refused", "retryable": False}
+    for name, state, extra in [
+        ("a-removed", DomainState.REMOVED, {}),
+        ("b-parked", DomainState.FAILING, {"last_error": parked_error}),
+        ("c-due", DomainState.PENDING, {}),
+        ("d-later", DomainState.FAILING, {"next_attempt": T0 + timedelta(seconds=300)}),
+        ("e-sooner", DomainState.FAILING, {"next_attempt": T0 + timedelta(seconds=120)}),
+        ("f-due-now", DomainState.FAILING, {"next_attempt": T0}),
+    ]:
+        h.store.domains[f"{name}.test"] = DomainRecord(f"{name}.test", state, T0, T0, **extra)
+    assert h.service.scan().result == 2
+    assert [o["hostnames"] for o in h.client.orders] == [["c-due.test"], ["f-due-now.test"]]
+    h.clock.advance(119)
+    assert len(h.client.orders) == 2
+    h.clock.advance(1)
+    assert h.client.orders[-1]["hostnames"] == ["e-sooner.test"]
+    h.clock.advance(180)
+    assert h.client.orders[-1]["hostnames"] == ["d-later.test"]
+
+
+def test_scan_reads_every_page_of_a_large_store(ca):
+    """More hostnames than one page of the store are all submitted, each once."""
+    h = Harness(ca, max_in_flight=1)
+    h.client.pause()  # the attempts queue behind the first
+    for i in range(1001):
+        h.register(f"h{i:04d}.acme-corp.test")
+    assert h.service.scan().result == 1001
+
+
+def test_scan_pages_past_an_unreadable_record_at_the_end_of_a_page(ca, tmp_path):
+    """An unusable record that ends a page of the store does not stop the scan: the records after it are submitted."""
+    store = DirectoryStore(str(tmp_path / "store"), lambda f, *a: maybeDeferred(f, *a))
+    h = Harness(ca, store=store, max_in_flight=1)
+    h.client.pause()
+    names = [f"h{i:04d}.acme-corp.test" for i in range(501)]
+    store.add_domain(DomainRecord(names[0], DomainState.PENDING, T0, T0))
+    folder = tmp_path / "store" / "domains"
+    stored = (folder / f"{names[0]}.json").read_bytes()
+    for name in names[1:]:  # copies of the first file, as the store writes them (without its fsyncs: faster)
+        (folder / f"{name}.json").write_bytes(stored.replace(names[0].encode(), name.encode()))
+    (folder / f"{names[499]}.json").write_text("{not json")
+    assert h.service.scan().result == 500
+
+
+def test_a_scan_asked_for_while_one_runs_is_that_scan(ca):
+    """scan() while a scan runs returns that scan (the store is read once); the next scan after it reads afresh."""
+    store = FaultyStore()
+    h = Harness(ca, store=store)
+    h.register()
+    gate = Deferred()
+    store.faults["list_domains"].append(gate)
+    first = h.service.scan()
+    second = h.service.scan()
+    assert not second.called
+    gate.callback(None)
+    assert first.result == second.result == 1
+    assert len(h.client.orders) == 1
+    h.register("b.acme-corp.test")
+    h.register("c.acme-corp.test")
+    assert h.service.scan().result == 2
+
+
+def test_a_scan_that_cannot_read_the_store_submits_nothing_and_the_next_one_does(ca):
+    """A store failure during a scan is logged and counts 0; the next scan works."""
+    store = FaultyStore()
+    store.faults["list_domains"].append(StoreError("database away"))
+    h = Harness(ca, store=store)
+    h.register()
+    with capturedLogs() as events:
+        assert h.service.scan().result == 0
+    assert [formatEvent(e) for e in unexpected_failures(events)] == [
+        "Scan of domain records failed; next scan will retry"
+    ]
+    assert h.client.orders == []
+    assert h.service.scan().result == 1
+
+
+def test_a_node_that_stopped_scanning_unannounced_is_replaced_after_two_scan_intervals(ca):
+    """The scan lease outlives two scan intervals: another node's scan takes over exactly then, not sooner."""
+    h = Harness(ca, scan_interval=600.0)
+    other = Harness(ca, store=h.store, clock=h.clock, scan_interval=600.0, holder="node-b")
+    h.service.scan()  # node-a scans once, then dies without a word
+    other.service.startService()
+    other.register("b.acme-corp.test")
+    h.clock.advance(1199)
+    assert other.client.orders == []
+    h.clock.advance(1)
+    assert [o["hostnames"] for o in other.client.orders] == [["b.acme-corp.test"]]
+
+
+def test_only_the_earliest_retry_timer_is_kept(ca):
+    """With several hostnames backing off, one timer is pending, for the earliest retry, and each is retried on time."""
+    h = Harness(ca, scan_interval=DAY)
+    h.client.failures = [rate_limited(1000.0), AcmeTransportError("down"), rate_limited(6000.0)]
+    for name in ("a.acme-corp.test", "b.acme-corp.test", "c.acme-corp.test"):
+        h.register(name)
+    h.service.startService()  # a waits 1000 s, b 60 s, c 6000 s
+    assert len(h.clock.getDelayedCalls()) == 2, "the scan loop and one retry timer"
+    h.clock.advance(60)
+    assert h.record("b.acme-corp.test").state == DomainState.ACTIVE
+    h.clock.advance(939)
+    assert h.record("a.acme-corp.test").state == DomainState.PAUSED
+    h.clock.advance(1)
+    assert h.record("a.acme-corp.test").state == DomainState.ACTIVE
+    h.clock.advance(5000)
+    assert h.record("c.acme-corp.test").state == DomainState.ACTIVE
+    assert len(h.client.orders) == 6
+
+
+def test_retry_after_zero_retries_at_once(ca):
+    """A rate limit whose Retry-After is 0 (or a date already past) is retried at once, not a second later."""
+    h = Harness(ca, scan_interval=DAY)
+    h.client.failures = [rate_limited(0.0)]
+    h.register()
+    h.service.startService()
+    assert len(h.client.orders) == 1
+    h.clock.advance(0)
+    assert len(h.client.orders) == 2
+    assert h.record().state == DomainState.ACTIVE
+
+
+# -- leases -----------------------------------------------------------------------------------------------
+
+
+def test_a_store_hiccup_during_a_heartbeat_does_not_abandon_the_attempt(ca):
+    """A heartbeat that cannot reach the store is logged and tried again next beat; the attempt goes on."""
+    store = FaultyStore()
+    h = Harness(ca, store=store)
+    h.client.pause()
+    h.register()
+    h.service.startService()
+    store.faults["acquire_lease"].append(StoreError("database restarting"))
+    with capturedLogs() as events:
+        h.clock.advance(200)
+    assert HOST in h.service._in_flight
+    assert any(m.startswith(f"Could not renew lease issue:{HOST}: ") for m in messages(events, LogLevel.warn))
+    h.client.resume()
+    assert HOST in h.store.certificates
+
+
+def account_lease(directory_url):
+    """The registration lease every node takes for ``directory_url`` (its name is shared by every version)."""
+    return "account:" + hashlib.sha256(directory_url.encode()).hexdigest()[:16]
+
+
+def test_registration_waits_for_another_node_registering_and_releases_its_lease(ca):
+    """While another node registers (holds the registration lease), this one polls each second, then registers."""
+    h = Harness(ca)
+    name = account_lease(h.client.directory_url)
+    h.store.acquire_lease(name, "node-b", T0 + timedelta(seconds=5), T0)
+    h.register()
+    h.service.startService()
+    h.clock.advance(4)
+    assert h.client.registrations == []
+    h.clock.advance(1)
+    assert len(h.client.registrations) == 1
+    assert h.record().state == DomainState.ACTIVE
+    assert name not in h.store.leases, "released once registered"
+
+
+def test_the_registration_lease_keeps_other_nodes_out_for_a_minute(ca):
+    """A registration holds its lease for 60 s: a node that died registering blocks the others no longer."""
+    clock = clock_at_t0()
+    gate = Deferred()
+    client = FaultyClient(ca=ca, clock=clock, register_faults=[gate])
+    h = Harness(ca, clock=clock, client=client)
+    name = account_lease(h.client.directory_url)
+    h.register()
+    h.service.startService()
+
+    def node_b_takes_it():
+        return h.store.acquire_lease(name, "node-b", h.now() + timedelta(seconds=60), h.now()).result
+
+    h.clock.advance(59)
+    assert not node_b_takes_it()
+    h.clock.advance(1)
+    assert node_b_takes_it()
+
+
+def test_a_failed_registration_keeps_its_key_and_the_next_one_stores_the_url(ca):
+    """The account key is stored before registering, so the retry registers the same key; then its URL is stored."""
+    clock = clock_at_t0()
+    client = FaultyClient(ca=ca, clock=clock, register_faults=[AcmeTransportError("connection refused")])
+    h = Harness(ca, clock=clock, client=client)
+    h.register()
+    h.service.startService()
+    assert h.record().state == DomainState.FAILING
+    assert h.service.ca_reachable is False
+    before = h.store.accounts[h.client.directory_url]
+    assert before.account_url == ""
+    h.clock.advance(60)
+    assert h.record().state == DomainState.ACTIVE
+    after = h.store.accounts[h.client.directory_url]
+    assert after.key_pem == before.key_pem
+    assert after.account_url == h.client.account_url
+    assert h.service.ca_reachable is True
+    h.client.failures = [AcmeProblem(type=ACME + "serverInternal", detail="oops", status=500)]
+    h.service.renew_now(HOST)
+    assert h.record().state == DomainState.FAILING
+    assert h.service.ca_reachable is True, "a CA that answers with a problem is reachable"
+
+
+@pytest.mark.parametrize(
+    "code, detail, registers_again",
+    [
+        ("unauthorized", 'Account is not valid, has status "deactivated"', True),
+        ("malformed", "Unknown Account key", True),
+        ("unauthorized", "Unable to validate the order", False),
+        ("serverInternal", "the account database is down", False),
+    ],
+)
+def test_only_a_ca_that_forgot_the_account_is_answered_by_registering_again(ca, code, detail, registers_again):
+    """unauthorized or malformed about the account registers again and retries; other refusals are failures."""
+    h = Harness(ca)
+    h.client.failures = [AcmeProblem(type=ACME + code, detail=detail, status=403)]
+    h.register()
+    h.service.startService()
+    assert len(h.client.registrations) == (2 if registers_again else 1)
+    assert h.record().state == (DomainState.ACTIVE if registers_again else DomainState.FAILING)
+
+
+def test_a_ca_that_forgets_the_account_again_right_after_registering_fails_the_attempt(ca):
+    """The order is retried once after registering again; a second refusal is recorded as the failure."""
+    h = Harness(ca)
+    forgot = AcmeProblem(type=ACME + "accountDoesNotExist", detail="no account", status=400)
+    h.client.failures = [forgot, forgot]
+    h.register()
+    h.service.startService()
+    assert (len(h.client.registrations), len(h.client.orders)) == (2, 2)
+    assert h.record().state == DomainState.FAILING
+    assert h.record().last_error["code"] == "accountDoesNotExist"
+
+
+# -- due or not ------------------------------------------------------------------------------------------
+
+
+def test_a_certificate_at_the_end_of_its_validity_is_renewed_even_if_the_ca_says_later(ca):
+    """A certificate with no validity left is renewed at once, whatever its renewal window says."""
+    h = Harness(ca)
+    key_pem, chain_pem = ca.issue(HOST, not_before=T0 - timedelta(days=90), lifetime=timedelta(days=90))
+    later = AriWindow(start=T0 + timedelta(days=1), end=T0 + timedelta(days=2), retry_after=T0 + timedelta(days=1))
+    h.register()
+    h.store.certificates[HOST] = certificate_record(HOST, key_pem, chain_pem, ari=later)
+    h.service.kick(HOST)
+    assert len(h.client.orders) == 1
+    assert h.store.certificates[HOST].not_after > T0
+
+
+def test_hostname_deleted_while_ordering_gets_no_certificate(ca):
+    """A hostname whose record is deleted while its order runs gets no certificate, not even for a moment."""
+    h = Harness(ca)
+    h.client.pause()
+    h.register()
+    h.service.startService()
+    h.store.delete_domain(HOST)
+    h.client.resume()
+    assert HOST not in h.store.certificates
+    assert h.stored == [] and certificate_changes(h.store) == []
+
+
+def test_hostname_removed_while_its_certificate_is_stored_keeps_no_certificate(ca):
+    """A removal that lands between ordering and recording the certificate wins: the certificate is deleted."""
+    clock = clock_at_t0()
+    client = GatedAriClient(ca=ca, clock=clock, gate=Deferred())
+    h = Harness(ca, clock=clock, client=client)
+    h.register()
+    h.service.startService()  # ordered; waits on the CA's renewal information for the new certificate
+    assert h.record().state == DomainState.ISSUING
+    h.domains.remove(HOST, "removed by the customer")
+    with capturedLogs() as events:
+        client.gate.callback(None)
+    assert HOST not in h.store.certificates
+    assert h.record().state == DomainState.REMOVED
+    assert f"{HOST} was removed while its certificate was stored; discarding it" in messages(events)
+
+
+def test_renewal_information_is_asked_again_when_the_ca_says_even_between_scans(ca):
+    """The CA's Retry-After for renewal information is followed to the second, however long the scan interval."""
+    h = Harness(ca, scan_interval=30 * DAY)
+    asked = []
+    window = AriWindow(start=T0 + timedelta(days=50), end=T0 + timedelta(days=51))
+    h.client.renewal_window = lambda chain: asked.append(h.now()) or window
+    h.register()
+    h.service.startService()
+    for hours in (6, 12):
+        h.clock.advance(6 * 3600 - 1)
+        assert asked[-1] == T0 + timedelta(hours=hours - 6)
+        h.clock.advance(1)
+        assert asked[-1] == T0 + timedelta(hours=hours)
+    assert len(h.client.orders) == 1
+
+
+def test_a_renewal_window_still_fresh_is_not_asked_for_again(ca):
+    """A stored certificate whose renewal window's Retry-After has not come is scheduled by it without asking the CA."""
+    h = Harness(ca)
+    asked = []
+    h.client.renewal_window = lambda chain: asked.append(chain)
+    key_pem, chain_pem = ca.issue(HOST, not_before=T0, lifetime=timedelta(days=90))
+    window = AriWindow(start=T0 + timedelta(days=50), end=T0 + timedelta(days=51), retry_after=T0 + timedelta(hours=6))
+    stored = certificate_record(HOST, key_pem, chain_pem, ari_cert_id=ari_cert_id(chain_pem), ari=window)
+    h.register()
+    h.store.certificates[HOST] = stored
+    with capturedLogs() as events:
+        h.service.kick(HOST)
+    assert asked == [] and h.client.orders == []
+    assert unexpected_failures(events) == []
+    assert h.record().state == DomainState.ACTIVE
+    assert h.record().next_attempt == T0 + timedelta(hours=6)
+
+
+def test_a_certificate_without_an_ari_id_follows_its_lifetime_without_asking_the_ca(ca):
+    """A stored certificate the CA cannot be asked about (no ARI ID, e.g. imported) is renewed by its lifetime."""
+    h = Harness(ca)
+    asked = []
+    h.client.renewal_window = lambda chain: asked.append(chain)
+    key_pem, chain_pem = ca.issue(HOST, not_before=T0, lifetime=timedelta(days=90))
+    imported = certificate_record(HOST, key_pem, chain_pem)
+    h.register()
+    h.store.certificates[HOST] = imported
+    with capturedLogs() as events:
+        h.service.kick(HOST)
+    assert asked == [] and h.client.orders == []
+    assert h.record().state == DomainState.ACTIVE
+    assert h.record().next_attempt == renewal_time(imported)
+    assert unexpected_failures(events) == []
+
+
+def test_a_failing_renewal_information_request_falls_back_to_the_lifetime_rule(ca):
+    """When the CA's renewal-information request fails, the certificate is kept and renewed by its lifetime."""
+    h = Harness(ca)
+
+    def refuse(chain):
+        raise AcmeTransportError("renewalInfo endpoint down")
+
+    h.client.renewal_window = refuse
+    h.register()
+    with capturedLogs() as events:
+        h.service.startService()
+    certificate = h.store.certificates[HOST]
+    assert certificate.ari is None
+    assert h.record().state == DomainState.ACTIVE
+    assert h.record().next_attempt == renewal_time(certificate)
+    assert any(m.startswith(f"No renewal information for {HOST}: ") for m in messages(events, LogLevel.info))
+
+
+# -- the order budget --------------------------------------------------------------------------------------
+
+
+def test_a_hostname_waiting_for_the_order_budget_is_ordered_when_a_slot_frees_even_between_scans(ca):
+    """A hostname deferred for the budget is ordered the moment the window frees a slot, not at the next scan."""
+    h = Harness(ca, orders_per_window=1, order_window=3600.0, scan_interval=DAY)
+    h.register("a.acme-corp.test")
+    h.register("b.acme-corp.test")
+    h.service.startService()
+    assert len(h.client.orders) == 1
+    h.clock.advance(3599)
+    assert len(h.client.orders) == 1
+    h.clock.advance(1)
+    assert len(h.client.orders) == 2
+    assert h.record("b.acme-corp.test").state == DomainState.ACTIVE
+
+
+def test_an_order_slot_taken_by_another_process_meanwhile_defers_the_attempt(ca):
+    """When another process takes the last order slot while this attempt prepares, nothing is ordered until it frees."""
+    preflight = FakePreflight(gate=Deferred())
+    h = Harness(ca, preflight=preflight, orders_per_window=1, order_window=3600.0, scan_interval=DAY)
+    h.register()
+    h.service.startService()  # a slot was free when it looked; now it waits on DNS
+    budget = f"orders:{h.client.directory_url}"
+    assert h.store.reserve_order(budget, h.now(), timedelta(hours=1), 1).result is None, "another process's order"
+    gate, preflight.gate = preflight.gate, None
+    gate.callback(None)
+    assert h.client.orders == []
+    assert h.record().next_attempt == T0 + timedelta(hours=1)
+    h.clock.advance(3600)
+    assert len(h.client.orders) == 1
+    assert h.record().state == DomainState.ACTIVE

@@ -69,9 +69,12 @@ def test_retry_after_http_date():
     assert parse_retry_after("Sun, 01 Mar 2026 11:00:00 GMT", NOW) == 0.0
 
 
-@pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5", "\u00b2", "\u0663", "Sun, 01 Mar 2026"])
+@pytest.mark.parametrize(
+    "value",
+    [None, "", "soon", "-5", "1.5", "\u00b2", "\u0663", "Sun, 01 Mar 2026", "Sun, 01 Mar 2026 12:01:30 -0000"],
+)
 def test_retry_after_garbage(value):
-    """Missing, empty, negative, fractional, non-ASCII or unparsable values give None, never raise."""
+    """Missing, empty, negative, fractional, non-ASCII, unparsable or zone-less ("-0000") values give None, never raise."""
     assert parse_retry_after(value, NOW) is None
 
 

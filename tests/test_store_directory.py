@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -16,11 +17,12 @@ from datetime import timedelta
 
 import attrs
 from store_contract import T0, StoreContractTests, make_account, make_certificate, make_domain, shared_ca
+from jobhost.certs import AriWindow
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
-from twisted.logger import capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -35,7 +37,8 @@ from jobhost.store.directory import (
     lease_file_stem,
 )
 from jobhost.store.factory import store_from_url
-from jobhost.store.files import CHANGES_LOG, CHANGES_LOG_OLD
+from jobhost.store import directory as directory_module
+from jobhost.store.files import CHANGES_LOCK, CHANGES_LOG, CHANGES_LOG_OLD
 from jobhost.store.memory import MemoryStore
 from jobhost.store.records import Challenge, DomainRecord, DomainState
 from jobhost.store.tool import EXIT_ERROR, build_parser, run
@@ -150,14 +153,30 @@ class LayoutTests(_Base):
         for directory in ("", "domains", "certificates", "challenges", "accounts", "leases"):
             self.assertEqual(self.mode(directory), 0o700, directory)
 
+    def umask(self, mask):
+        self.addCleanup(os.umask, os.umask(mask))
+
     def test_secret_mode_ignores_umask(self):
-        """A certificate written under a permissive umask is still exactly 0600."""
-        old = os.umask(0)
-        try:
+        """Certificate and account files are exactly 0600 (readable by the daemon) whatever the umask, a permissive one or one removing owner bits."""
+        account = make_account("https://ca.example/dir")
+        for mask in (0o000, 0o277):
+            self.umask(mask)
             self.ok(self.store.put_certificate(make_certificate("a.example.com")))
-        finally:
-            os.umask(old)
-        self.assertEqual(self.mode("certificates", "a.example.com.json"), 0o600)
+            self.ok(self.store.put_account(account))
+            self.assertEqual(self.mode("certificates", "a.example.com.json"), 0o600, oct(mask))
+            self.assertEqual(self.mode("accounts", account_file_stem(account.directory_url) + ".json"), 0o600, oct(mask))
+
+    def test_other_files_are_0644_unless_the_umask_is_stricter(self):
+        """Domain, challenge and lease files are 0644 under the usual umask, and follow a stricter umask (077: 0600)."""
+        self.umask(0o022)
+        self.ok(self.store.put_domain(make_domain("a.example.com")))
+        self.ok(self.store.put_challenge(Challenge("tok", "tok.k", "a.example.com", T0)))
+        self.ok(self.store.acquire_lease("x", "h", T0, T0))
+        for parts in (("domains", "a.example.com.json"), ("challenges", "tok.json"), ("leases", "x.json")):
+            self.assertEqual(self.mode(*parts), 0o644, parts)
+        self.umask(0o077)
+        self.ok(self.store.put_domain(make_domain("a.example.com")))
+        self.assertEqual(self.mode("domains", "a.example.com.json"), 0o600)
 
     def test_no_temp_files_left(self):
         """Successful writes, replacements and registrations leave no temp files behind."""
@@ -230,12 +249,61 @@ class MarkerTests(_Base):
         self.assertIs(self.ok(second.check()), True)
 
     def test_check_names_a_deleted_directory(self):
-        """With the store directory deleted, check() fails naming it."""
+        """With the store directory deleted, check() fails naming the directory (not just its marker)."""
         self.ok(self.store.open())
         shutil.rmtree(self.root)
-        message = self.check_error()
-        self.assertIn(self.root, message)
-        self.assertIn("missing", message)
+        self.assertEqual(self.check_error(), f"the store directory {self.root} is missing")
+
+    def write_marker(self, **doc):
+        os.makedirs(self.root, exist_ok=True)
+        with open(self.path(MARKER), "w") as f:
+            json.dump(doc, f)
+
+    def test_open_reads_layout_1_and_refuses_layout_2(self):
+        """A layout 1 marker (what every jobhost so far wrote) opens with its id; a layout 2 marker (a newer jobhost's) is refused."""
+        self.write_marker(format="jobhost-directory-store", layout_version=1, store_id="0123abcd")
+        self.assertEqual(self.ok(self.store.open()), "0123abcd")
+        self.write_marker(format="jobhost-directory-store", layout_version=2, store_id="0123abcd")
+        failure = self.failureResultOf(DirectoryStore(self.root, run_now).open(), BrokenRecord)
+        self.assertEqual(failure.value.reason, "its layout_version 2 is not one this jobhost reads (up to 1)")
+
+    def test_open_says_why_a_marker_is_not_one(self):
+        """A marker of another format, or without a store id, makes open() fail saying which."""
+        cases = [
+            ({"format": "other-store", "layout_version": 1, "store_id": "x"}, "its format is 'other-store', not 'jobhost-directory-store'"),
+            ({"format": MARKER_FORMAT, "layout_version": 1}, "it has no store_id"),
+            ({"format": MARKER_FORMAT, "layout_version": 1, "store_id": ""}, "it has no store_id"),
+            ({"format": MARKER_FORMAT, "layout_version": 1, "store_id": 7}, "it has no store_id"),
+            ({"format": MARKER_FORMAT, "store_id": "x"}, "its layout_version None is not one this jobhost reads (up to 1)"),
+        ]
+        for doc, reason in cases:
+            self.write_marker(**doc)
+            failure = self.failureResultOf(DirectoryStore(self.root, run_now).open(), BrokenRecord)
+            self.assertEqual(failure.value.reason, reason, doc)
+
+    def test_open_logs_whether_it_created_or_found_the_store(self):
+        """open() logs, with the path and store id, that it created a new store or opened an existing one."""
+        with capturedLogs() as events:
+            store_id = self.ok(self.store.open())
+            self.ok(DirectoryStore(self.root, run_now).open())
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                f"Created the directory store at {self.root} (store id {store_id})",
+                f"Opened the directory store at {self.root} (store id {store_id})",
+            ],
+        )
+
+    def test_the_open_at_reactor_start_creates_the_store_or_logs_why_not(self):
+        """The open run when the reactor starts creates the marker; when it fails the error is logged, naming the store and the cause."""
+        self.store._open_at_start()
+        self.assertIs(self.ok(self.store.check()), True)
+        self.write_marker(format="other-store", layout_version=1, store_id="x")
+        with capturedLogs() as events:
+            DirectoryStore(self.root, run_now)._open_at_start()
+        [error] = [e for e in events if e["log_level"] == LogLevel.error]
+        self.assertIn(f"Cannot open the directory store at {self.root}: ", formatEvent(error))
+        self.assertIn("its format is 'other-store'", formatEvent(error))
 
     def test_writes_do_not_recreate_a_healthy_store(self):
         """A write after the directory was deleted recreates folders but not the marker: check() still fails."""
@@ -473,6 +541,24 @@ class PathSafetyTests(_Base):
             self.failureResultOf(self.store.put_challenge(Challenge(token, "k", "a.example.com", T0)), StoreError)
         self.assertFalse(os.path.exists(self.path("challenges")) and os.listdir(self.path("challenges")))
 
+    def test_reads_never_leave_their_folder(self):
+        """A name leading into another folder reads as absent, even where the file it names exists."""
+        self.ok(self.store.put_domain(make_domain("a.example.com")))
+        self.ok(self.store.put_certificate(make_certificate("a.example.com")))
+        self.ok(self.store.put_challenge(Challenge("tok", "tok.k", "a.example.com", T0)))
+        self.failureResultOf(self.store.get_domain("../certificates/a.example.com"), KeyError)
+        self.failureResultOf(self.store.get_certificate("../domains/a.example.com"), KeyError)
+        self.failureResultOf(self.store.get_challenge("../domains/a.example.com"), KeyError)
+
+    def test_updates_of_bad_hostnames_touch_nothing(self):
+        """update_domain and set_renewal_info of a non-normalised hostname change nothing and create no file, also outside the store."""
+        called = []
+        self.failureResultOf(self.store.update_domain("../../escape", called.append), KeyError)
+        window = AriWindow(start=T0, end=T0 + timedelta(days=1))
+        self.assertIs(self.ok(self.store.set_renewal_info("../../escape", "0" * 64, window)), False)
+        self.assertEqual(called, [])
+        self.assertEqual(os.listdir(os.path.dirname(self.root)), [])
+
     def test_lease_names_stay_inside(self):
         """Lease names with path characters are kept under a hashed file name inside leases/."""
         name = "../../escape/lease"
@@ -482,6 +568,175 @@ class PathSafetyTests(_Base):
         self.assertTrue(stem.startswith("_") and "/" not in stem)
         self.assertTrue(os.path.exists(self.path("leases", stem + ".json")))
         self.assertFalse(os.path.exists(os.path.join(os.path.dirname(self.root), "escape")))
+
+
+class ListingTests(_Base):
+    """Listing a folder shows every record in it and nothing else, whatever else lies there."""
+
+    def setUp(self):
+        super().setUp()
+        for hostname in ("a.example.com", "b.example.com", "c.example.com"):
+            self.ok(self.store.put_domain(make_domain(hostname)))
+        self.accounts = [make_account(f"https://ca{i}.example/dir") for i in range(3)]
+        for account in self.accounts:
+            self.ok(self.store.put_account(account))
+
+    def account_path(self, account):
+        return self.path("accounts", account_file_stem(account.directory_url) + ".json")
+
+    def errors(self, events):
+        return [e for e in events if e["log_level"] == LogLevel.error]
+
+    def test_files_that_are_not_records_are_skipped_silently(self):
+        """Hidden files, editor backups and other non-JSON files beside the records are neither listed nor logged."""
+        for folder in ("domains", "accounts"):
+            for name in (".b.example.com.json", "a.example.com.json~", "README"):
+                with open(self.path(folder, name), "w") as f:
+                    f.write("{")
+        with capturedLogs() as events:
+            domains = self.ok(self.store.list_domains(include_broken=True))
+            accounts = self.ok(self.store.list_accounts())
+        self.assertEqual([r.hostname for r in domains], ["a.example.com", "b.example.com", "c.example.com"])
+        self.assertEqual(accounts, self.accounts)
+        self.assertEqual(self.errors(events), [])
+
+    def test_a_record_deleted_while_listing_is_left_out(self):
+        """A record deleted between reading the folder and reading the file is left out without an error; the rest are listed."""
+        real_listdir = os.listdir
+        first_account = min(self.accounts, key=lambda a: account_file_stem(a.directory_url))
+        doomed = [self.path("domains", "b.example.com.json"), self.account_path(first_account)]
+
+        def listdir(path):
+            names = real_listdir(path)
+            for victim in doomed:
+                if os.path.dirname(victim) == path:
+                    os.unlink(victim)  # another process deletes it just now
+            return names
+
+        self.patch(os, "listdir", listdir)
+        with capturedLogs() as events:
+            domains = self.ok(self.store.list_domains())
+            accounts = self.ok(self.store.list_accounts())
+        self.assertEqual([r.hostname for r in domains], ["a.example.com", "c.example.com"])
+        self.assertEqual(len(accounts), 2)
+        self.assertEqual(self.errors(events), [])
+
+    def test_an_unreadable_record_is_logged_and_the_rest_listed(self):
+        """A record file that cannot be read (here a folder) is skipped and logged naming it; the records after it are listed."""
+        os.unlink(self.path("domains", "b.example.com.json"))
+        os.mkdir(self.path("domains", "b.example.com.json"))
+        os.mkdir(self.path("accounts", "0.json"))
+        with capturedLogs() as events:
+            domains = self.ok(self.store.list_domains(include_broken=True))
+            accounts = self.ok(self.store.list_accounts())
+        self.assertEqual([r.hostname for r in domains], ["a.example.com", "c.example.com"])
+        self.assertEqual(accounts, self.accounts)
+        self.assertEqual(
+            sorted(e["file"] for e in self.errors(events)),
+            [self.path("accounts", "0.json"), self.path("domains", "b.example.com.json")],
+        )
+
+    def test_a_folder_that_cannot_be_listed_fails_naming_it(self):
+        """When a record folder is not a folder, listing it fails with StoreError naming it."""
+        for folder in ("domains", "accounts"):
+            shutil.rmtree(self.path(folder))
+            with open(self.path(folder), "w"):
+                pass
+        failure = self.failureResultOf(self.store.list_domains(), StoreError)
+        self.assertEqual(failure.value.message, f"cannot list {self.path('domains')}: Not a directory")
+        failure = self.failureResultOf(self.store.list_accounts(), StoreError)
+        self.assertEqual(failure.value.message, f"cannot list {self.path('accounts')}: Not a directory")
+
+
+class FaultTests(_Base):
+    """What the store does when the disk, the change log or another process gets in the way."""
+
+    def test_deletes_sync_the_directory_after_the_unlink(self):
+        """Deleting a domain, certificate or challenge is durable: its folder is fsynced after the unlink."""
+        self.ok(self.store.put_domain(make_domain("a.example.com")))
+        self.ok(self.store.put_certificate(make_certificate("a.example.com")))
+        self.ok(self.store.put_challenge(Challenge("tok", "tok.k", "a.example.com", T0)))
+        events = []
+        real_fsync, real_unlink = os.fsync, os.unlink
+
+        def fsync(fd):
+            events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+            return real_fsync(fd)
+
+        def unlink(path):
+            real_unlink(path)
+            events.append(("unlink", os.path.realpath(os.path.dirname(path)), os.path.basename(path)))
+
+        self.patch(os, "fsync", fsync)
+        self.patch(os, "unlink", unlink)
+        deletes = [
+            ("domains", "a.example.com.json", lambda: self.store.delete_domain("a.example.com")),
+            ("certificates", "a.example.com.json", lambda: self.store.delete_certificate("a.example.com")),
+            ("challenges", "tok.json", lambda: self.store.delete_challenge("tok")),
+        ]
+        for folder, name, delete in deletes:
+            del events[:]
+            self.ok(delete())
+            folder = os.path.realpath(self.path(folder))
+            self.assertEqual(events, [("unlink", folder, name), ("fsync", folder)])
+
+    def test_a_record_that_cannot_be_deleted_fails_naming_it(self):
+        """When the record file cannot be unlinked (here a folder is in its place) the delete fails naming it."""
+        os.makedirs(self.path("certificates", "a.example.com.json"))
+        failure = self.failureResultOf(self.store.delete_certificate("a.example.com"), StoreError)
+        self.assertEqual(
+            failure.value.message, f"cannot delete {self.path('certificates', 'a.example.com.json')}: Is a directory"
+        )
+
+    def test_a_lease_that_cannot_be_deleted_fails_the_release(self):
+        """Releasing a lease on a read-only disk fails with StoreError naming the lease file, rather than seeming done."""
+        self.ok(self.store.acquire_lease("l", "node-a", T0 + timedelta(seconds=60), T0))
+        lease = self.path("leases", "l.json")
+        real_unlink = os.unlink
+
+        def unlink(path):
+            if path == lease:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+            return real_unlink(path)
+
+        self.patch(os, "unlink", unlink)
+        failure = self.failureResultOf(self.store.release_lease("l", "node-a"), StoreError)
+        self.assertEqual(failure.value.message, f"cannot delete {lease}: Read-only file system")
+
+    def test_add_domain_racing_a_delete_asks_to_try_again(self):
+        """When the record add_domain found is deleted before it can be read, it fails with StoreError saying to try again."""
+        self.ok(self.store.add_domain(make_domain("a.example.com")))
+        real_create = directory_module.create_exclusively
+
+        def create_then_lose(path, data, mode):
+            created = real_create(path, data, mode)
+            os.unlink(path)  # another process deletes the record just after our attempt
+            return created
+
+        self.patch(directory_module, "create_exclusively", create_then_lose)
+        failure = self.failureResultOf(self.store.add_domain(make_domain("a.example.com")), StoreError)
+        self.assertIn("was deleted while registering a.example.com; try again", failure.value.message)
+
+    def test_writes_whose_change_cannot_be_logged_are_kept_and_the_failure_logged(self):
+        """When the change log is unusable every write still succeeds, and each logs one error naming the log."""
+        os.makedirs(self.path(CHANGES_LOCK))
+        certificate = make_certificate("a.example.com")
+        window = AriWindow(start=T0, end=T0 + timedelta(days=1))
+        with capturedLogs() as events:
+            self.ok(self.store.put_domain(make_domain("a.example.com")))
+            self.ok(self.store.add_domain(make_domain("b.example.com")))
+            self.ok(self.store.update_domain("a.example.com", lambda r: attrs.evolve(r, attempts=7)))
+            self.ok(self.store.delete_domain("b.example.com"))
+            self.ok(self.store.put_certificate(certificate))
+            self.assertIs(self.ok(self.store.set_renewal_info("a.example.com", certificate.fingerprint, window)), True)
+            self.ok(self.store.delete_certificate("a.example.com"))
+        errors = [formatEvent(e) for e in events if e["log_level"] == LogLevel.error]
+        self.assertEqual(len(errors), 7, errors)
+        for message in errors:
+            self.assertIn("Stored the change but could not record it in the change feed: ", message)
+            self.assertIn(self.path(CHANGES_LOG), message)
+        self.assertEqual(self.ok(self.store.get_domain("a.example.com")).attempts, 7)
+        self.failureResultOf(self.store.get_domain("b.example.com"), KeyError)
 
 
 class ChangeLogTests(_Base):

@@ -1,5 +1,6 @@
 """
-Helpers for jobhost's TLS tests: real and hand-built ClientHellos, and blocking TLS clients.
+Helpers for jobhost's TLS tests: real and hand-built ClientHellos, certificates and stores,
+in-memory TLS peers, and blocking TLS clients.
 
 The blocking clients are meant to run in a thread (``deferToThread``) while
 the reactor serves the other end; they talk only to 127.0.0.1.
@@ -14,10 +15,17 @@ import struct
 import threading
 import time
 
+import functools
+from datetime import datetime, timezone
+
 import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHandshakeListener, IOpenSSLClientConnectionCreator
+from twisted.internet.protocol import Factory, Protocol
+from zope.interface import implementer
 
 # -- ClientHello bytes -------------------------------------------------------------
 
@@ -133,13 +141,140 @@ def with_padding(records: bytes, padding: int) -> bytes:
     return b"\x01" + vector(3, body[:pos] + vector(2, extensions))
 
 
-# -- certificates ----------------------------------------------------------------------
+# -- certificates and stores -----------------------------------------------------------
 
 
 def pem_sha256(pem: bytes) -> str:
     """SHA-256 (hex) of the DER of the first certificate in ``pem``."""
     certificate = x509.load_pem_x509_certificates(pem)[0]
     return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+@functools.cache
+def ca():
+    """One :class:`jobhost.testing.TestCA` per test session, made on first use (never at import)."""
+    from jobhost.testing import TestCA
+
+    return TestCA.create("sni unit test CA")
+
+
+@functools.cache
+def fallback_pems() -> tuple[bytes, bytes]:
+    """A self-signed fallback ``(key_pem, cert_pem)``, made once per test session."""
+    from jobhost.certs import self_signed_certificate
+
+    return self_signed_certificate("fallback.jobhost.invalid", datetime.now(timezone.utc))
+
+
+def record_for(hostname: str, *extra_names: str, stored_as: str | None = None):
+    """A certificate record for ``hostname`` (leaf + intermediate from :func:`ca`)."""
+    from jobhost.store.records import certificate_record
+
+    key_pem, chain_pem = ca().issue(hostname, extra_names=extra_names)
+    return certificate_record(stored_as or hostname, key_pem, chain_pem)
+
+
+def store_with(*records):
+    """A :class:`jobhost.store.memory.MemoryStore` holding ``records``."""
+    from jobhost.store.memory import MemoryStore
+
+    store = MemoryStore()
+    for record in records:
+        store.put_certificate(record)
+    return store
+
+
+class GatedStore:
+    """A store whose certificate reads wait until the test releases them (the rest is ``inner``'s)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+        self._waiting: list[tuple[str, Deferred]] = []
+
+    def get_certificate(self, hostname):
+        self.calls.append(hostname)
+        d: Deferred = Deferred()
+        self._waiting.append((hostname, d))
+        return d
+
+    def release(self) -> None:
+        """Answer every read waiting so far, with what ``inner`` holds now."""
+        waiting, self._waiting = self._waiting, []
+        for hostname, d in waiting:
+            self.inner.get_certificate(hostname).chainDeferred(d)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class CountingStore(GatedStore):
+    """A store that counts certificate reads and answers at once."""
+
+    def get_certificate(self, hostname):
+        self.calls.append(hostname)
+        return self.inner.get_certificate(hostname)
+
+
+# -- in-memory TLS peers (for twisted.test.iosim) ----------------------------------------
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+@attrs.define
+class UncheckedClient:
+    """A TLS client that sends ``server_name`` (or no SNI) and accepts any certificate."""
+
+    server_name: bytes | None
+
+    def clientConnectionForTLS(self, tls_protocol):
+        context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        connection = SSL.Connection(context, None)
+        if self.server_name is not None:
+            connection.set_tlsext_host_name(self.server_name)
+        connection.set_alpn_protos([b"http/1.1"])
+        connection.set_connect_state()
+        return connection
+
+
+@implementer(IHandshakeListener)
+class Recorder(Protocol):
+    """Remembers whether the handshake completed, what arrived, and how the connection ended."""
+
+    handshake_done = False
+    lost = None
+
+    def connectionMade(self):
+        self.received = b""
+
+    def handshakeCompleted(self):
+        self.handshake_done = True
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def connectionLost(self, reason):
+        self.lost = reason
+
+
+class RecordingFactory(Factory):
+    """Builds :class:`Recorder` protocols and keeps them; counts starts and stops."""
+
+    protocol = Recorder
+
+    def __init__(self):
+        self.built: list[Recorder] = []
+        self.starts = self.stops = 0
+
+    def startFactory(self):
+        self.starts += 1
+
+    def stopFactory(self):
+        self.stops += 1
+
+    def buildProtocol(self, addr):
+        p = super().buildProtocol(addr)
+        self.built.append(p)
+        return p
 
 
 # -- blocking clients for threads ------------------------------------------------------
@@ -324,19 +459,28 @@ def raw_probe(
 
 
 __all__ = [
+    "CountingStore",
     "Fetched",
+    "GatedStore",
     "Probed",
+    "Recorder",
+    "RecordingFactory",
+    "UncheckedClient",
     "alpn_extension",
     "as_records",
     "build_client_hello",
+    "ca",
     "client_context",
+    "fallback_pems",
     "handshake_message",
     "https_get",
     "pem_sha256",
     "pyopenssl_client_hello",
     "raw_probe",
+    "record_for",
     "sni_extension",
     "stdlib_client_hello",
+    "store_with",
     "tls_error",
     "trickled_https_get",
     "vector",
