@@ -37,9 +37,12 @@ from zope.interface.verify import verifyObject
 from jobhost.tls.listener import (
     PLAIN_HTTP_RESPONSE,
     UNRECOGNIZED_NAME_ALERT,
+    HeldConnectionCreator,
     SNIServerFactory,
-    fallback_context_factory,
+    _switch_to_certificate,
+    fallback_context,
 )
+from jobhost.tls.policy import SessionContexts
 from jobhost.tls.sni import CertificateCache
 
 ALPHA, BETA = "alpha.example.com", "beta.example.com"
@@ -425,9 +428,12 @@ class ListenerTests(SynchronousTestCase):
 
     def direct_factory(self) -> SNIServerFactory:
         key_pem, cert_pem = fallback_pems()
-        creator = fallback_context_factory(key_pem, cert_pem, self.cache)
+        creator = HeldConnectionCreator(fallback_context(key_pem, cert_pem, self.cache.policy))
         tls_factory = TLSMemoryBIOFactory(creator, False, self.server_app, clock=self.clock)
-        return SNIServerFactory(cache=self.cache, tls_factory=tls_factory, clock=self.clock)
+        sessions = SessionContexts(self.cache.policy, _switch_to_certificate, self.clock)
+        return SNIServerFactory(
+            cache=self.cache, tls_factory=tls_factory, clock=self.clock, policy=self.cache.policy, sessions=sessions
+        )
 
     def test_default_timeouts(self):
         """By default (from create or the constructor) a client has 10 s for its hello and the store 5 s before the fallback."""

@@ -23,9 +23,14 @@ producer API work unchanged, and the web layer sees the TLS protocol (with
 ``getPeerCertificate``, ``negotiatedProtocol``, ``ISSLTransport``) as its
 transport, as with a plain ``listenSSL``.
 
-OpenSSL then calls the servername callback of the fallback context with the
-same name, in the same reactor turn as the decision, and
-``CertificateCache.peek`` finds the context that the decision saw.
+A served connection starts in its hostname's session context
+(:class:`~jobhost.tls.policy.SessionContexts`: the ticket key, no certificate)
+and OpenSSL's servername callback switches it to the certificate's context that
+the decision found, kept on the TLS protocol: no second lookup, and no window in
+which the cache could change its mind.  A connection with no SNI or a name we do
+not serve starts in the fallback context (the default certificate).  A client
+whose ALPN offer has none of our protocols gets a ``no_application_protocol``
+alert (RFC 7301) before any cryptography is done.
 
 Plain HTTP sent to the HTTPS port gets a minimal ``HTTP/1.0 400`` response
 telling the user to use https, then the connection is closed: it costs a
@@ -39,18 +44,18 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import TimeoutError
-from twisted.internet.interfaces import IAddress, IProtocolFactory, IReactorTime
+from OpenSSL import SSL
+from twisted.internet.interfaces import IAddress, IOpenSSLServerConnectionCreator, IProtocolFactory, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from jobhost.certs import load_private_key, split_pem_chain
 from jobhost.errors import InvalidHostname
 from jobhost.hostnames import normalise_hostname
 from jobhost.tls.clienthello import MAX_HELLO_BYTES, ClientHello, NeedMore, NotTLS, parse_client_hello
+from jobhost.tls.policy import SessionContexts, TlsPolicy
 from jobhost.tls.sni import CertificateCache
 
 #: A fatal ``unrecognized_name`` (112) alert record (RFC 6066 section 3), TLS 1.2 record version.
@@ -67,37 +72,42 @@ PLAIN_HTTP_RESPONSE = (
 )
 
 
-def fallback_context_factory(
-    key_pem: bytes | None,
-    cert_pem: bytes | None,
-    cache: CertificateCache,
-    alpn_protocols: tuple[bytes, ...] = (b"http/1.1",),
-) -> CertificateOptions:
-    """The server connection creator every HTTPS connection starts with.
+#: A fatal ``no_application_protocol`` (120) alert record (RFC 7301 section 3.2).
+NO_APPLICATION_PROTOCOL_ALERT = b"\x15\x03\x03\x00\x02\x02\x78"
 
-    Its context serves the fallback certificate and has a servername callback
-    that switches the connection to ``cache.peek(name)`` when that is not None.
 
-    Args:
-        key_pem, cert_pem: The fallback key and certificate (chain) PEM, or both
-            None for a listener that rejects unknown names (it never serves a
-            default certificate).
-        cache: Where the servername callback looks names up.
-        alpn_protocols: ALPN protocols offered on the fallback certificate.
+def _switch_to_certificate(connection: SSL.Connection) -> None:
+    """The servername callback of every session context: switch to the decided certificate."""
+    protocol = connection.get_app_data()
+    context = getattr(protocol, "jobhost_certificate_context", None)
+    if context is not None:
+        connection.set_context(context)
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+@attrs.define(eq=False)
+class HeldConnectionCreator:
+    """Makes each handed-over connection's ``SSL.Connection`` in the context the hold chose.
+
+    Attributes:
+        fallback: The context of connections with no SNI or a name we do not serve (the
+            default certificate); None for a listener that rejects those.
     """
-    key = certificate = None
-    chain: list[Any] = []
-    if key_pem is not None and cert_pem is not None:
-        key = load_private_key(key_pem)
-        certificate, *chain = split_pem_chain(cert_pem)
-    return CertificateOptions(
-        privateKey=key,
-        certificate=certificate,
-        extraCertChain=chain or None,
-        acceptableProtocols=list(alpn_protocols),
-        raiseMinimumTo=TLSVersion.TLSv1_2,
-        contextForServerName=cache.peek,
-    )
+
+    fallback: SSL.Context | None
+
+    def serverConnectionForTLS(self, protocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        context = getattr(protocol, "jobhost_session_context", None) or self.fallback
+        connection = SSL.Connection(context, None)
+        connection.set_app_data(protocol)
+        return connection
+
+
+def fallback_context(key_pem: bytes | None, cert_pem: bytes | None, policy: TlsPolicy) -> SSL.Context | None:
+    """The context serving the fallback certificate, or None without one (``reject_unknown``)."""
+    if key_pem is None or cert_pem is None:
+        return None
+    return policy.context(key_pem, cert_pem)
 
 
 class _HelloHold(Protocol):
@@ -182,14 +192,22 @@ class _HelloHold(Protocol):
 
     def _hello(self, hello: ClientHello) -> None:
         self._cancel_timer()
-        cache = self._factory.cache
+        factory = self._factory
+        if hello.alpn and factory.policy.alpn_refused(hello.alpn):
+            factory.alpn_refused += 1
+            self._state = self._CLOSED
+            self.transport.write(NO_APPLICATION_PROTOCOL_ALERT)
+            self.transport.loseConnection()
+            return
+        cache = factory.cache
         name = hello.server_name
         if name is None:
             self._unknown(None)
             return
         # The hot path: one dictionary lookup of the name as sent.
-        if cache.lookup(name) is not None:
-            self._hand_over(served=True)
+        context = cache.lookup(name)
+        if context is not None:
+            self._hand_over(context, name)
             return
         try:
             hostname = normalise_hostname(name)
@@ -208,8 +226,9 @@ class _HelloHold(Protocol):
     def _loaded(self, found: bool, hostname: str) -> None:
         if self._state is not self._LOADING:
             return  # the client went away while we waited
-        if self._factory.cache.peek(hostname) is not None:
-            self._hand_over(served=True)
+        context = self._factory.cache.peek(hostname)
+        if context is not None:
+            self._hand_over(context, hostname)
         else:
             self._unknown(hostname)
 
@@ -243,14 +262,18 @@ class _HelloHold(Protocol):
             self.transport.write(UNRECOGNIZED_NAME_ALERT)
             self.transport.loseConnection()
         else:
-            self._hand_over(served=False)
+            self._hand_over(None, None)
 
-    def _hand_over(self, served: bool) -> None:
+    def _hand_over(self, context: SSL.Context | None, hostname: str | None) -> None:
+        """Connect the TLS protocol: in ``hostname``'s session context switching to
+        ``context`` (its certificate), or with both None in the fallback context."""
         factory = self._factory
         # Never None: a TLSMemoryBIOFactory always builds its wrapper (like Twisted's listenSSL).
         tls = factory.tls_factory.buildProtocol(self._address)
-        if served:
+        if context is not None:
             factory.served += 1
+            tls.jobhost_session_context = factory.sessions.get(hostname)
+            tls.jobhost_certificate_context = context
         else:
             factory.fallback += 1
         self._state = self._HANDED_OVER
@@ -272,20 +295,24 @@ class SNIServerFactory(Factory):
     Attributes:
         cache: The :class:`~jobhost.tls.sni.CertificateCache` names are looked up in and loaded into.
         tls_factory: A ``TLSMemoryBIOFactory(creator, False, web_factory)`` whose creator is
-            :func:`fallback_context_factory` over the same cache.
+            a :class:`HeldConnectionCreator`.
+        policy: The TLS policy every context follows (ALPN refusals are decided here).
+        sessions: Each served hostname's session context.
         clock: Schedules the hello and load timeouts.
         reject_unknown: Send an ``unrecognized_name`` alert instead of the fallback certificate
             to clients with no SNI or a name jobhost does not serve.
         hello_timeout: Seconds a client may take to send its complete ClientHello.
         load_timeout: Seconds to wait for the store before serving the fallback.
         max_hello_bytes: The ClientHello must arrive within this many bytes.
-        served, fallback, rejected, not_tls, timeout: Connection outcomes.
+        served, fallback, rejected, not_tls, timeout, alpn_refused: Connection outcomes.
         connections: The connections not yet closed (hold protocols).
     """
 
     cache: CertificateCache
     tls_factory: TLSMemoryBIOFactory
     clock: IReactorTime
+    policy: TlsPolicy
+    sessions: SessionContexts
     reject_unknown: bool = False
     hello_timeout: float = 10.0
     load_timeout: float = 5.0
@@ -295,6 +322,7 @@ class SNIServerFactory(Factory):
     rejected: int = attrs.field(default=0, init=False)
     not_tls: int = attrs.field(default=0, init=False)
     timeout: int = attrs.field(default=0, init=False)
+    alpn_refused: int = attrs.field(default=0, init=False)
     connections: set = attrs.field(factory=set, init=False, repr=False)
 
     log = Logger()
@@ -313,6 +341,7 @@ class SNIServerFactory(Factory):
         hello_timeout: float = 10.0,
         load_timeout: float = 5.0,
         max_hello_bytes: int = MAX_HELLO_BYTES,
+        ticket_rotation: float = 86400.0,
     ) -> SNIServerFactory:
         """Build the listener factory around ``wrapped_factory`` (e.g. a ``twisted.web`` Site).
 
@@ -323,18 +352,27 @@ class SNIServerFactory(Factory):
             key_pem, cert_pem: The fallback certificate (see
                 :func:`jobhost.tls.fallback.load_or_create_fallback`); may be None only
                 with ``reject_unknown``.
+            ticket_rotation: Seconds after which a hostname's session ticket key is replaced.
+
+        The TLS policy is the cache's (:attr:`CertificateCache.policy`).
 
         Raises:
             ValueError: when no fallback certificate is given and ``reject_unknown`` is False.
         """
         if (key_pem is None or cert_pem is None) and not reject_unknown:
             raise ValueError("a fallback key and certificate are needed unless reject_unknown is set")
-        creator = fallback_context_factory(key_pem, cert_pem, cache, cache.alpn_protocols)
+        policy = cache.policy
+        creator = HeldConnectionCreator(fallback_context(key_pem, cert_pem, policy))
         tls_factory = TLSMemoryBIOFactory(creator, False, wrapped_factory, clock=clock)
+        sessions = SessionContexts(
+            policy, _switch_to_certificate, clock, max_entries=cache.max_entries, rotate_after=ticket_rotation
+        )
         return cls(
             cache=cache,
             tls_factory=tls_factory,
             clock=clock,
+            policy=policy,
+            sessions=sessions,
             reject_unknown=reject_unknown,
             hello_timeout=hello_timeout,
             load_timeout=load_timeout,
@@ -359,8 +397,10 @@ class SNIServerFactory(Factory):
 
 
 __all__ = [
+    "HeldConnectionCreator",
+    "NO_APPLICATION_PROTOCOL_ALERT",
     "PLAIN_HTTP_RESPONSE",
     "SNIServerFactory",
     "UNRECOGNIZED_NAME_ALERT",
-    "fallback_context_factory",
+    "fallback_context",
 ]

@@ -41,42 +41,27 @@ from OpenSSL import SSL
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from jobhost.certs import load_private_key, split_pem_chain
 from jobhost.errors import BrokenRecord, InvalidCertificate, InvalidHostname, StoreError
 from jobhost.hostnames import normalise_hostname
 from jobhost.store.interfaces import IStore
 from jobhost.store.records import CertificateRecord, ChangeKind
+from jobhost.tls.policy import TlsPolicy
 
 
-def build_context(
-    key_pem: bytes, chain_pem: bytes, alpn_protocols: tuple[bytes, ...] = (b"http/1.1",)
-) -> SSL.Context:
+def build_context(key_pem: bytes, chain_pem: bytes, policy: TlsPolicy | None = None) -> SSL.Context:
     """Make a server ``SSL.Context`` serving ``chain_pem`` (leaf first) with ``key_pem``.
 
-    The context is made by Twisted's ``CertificateOptions`` so that, after the
-    servername callback switches a connection to it, it still has Twisted's
-    ALPN selection callback, cipher list and TLS 1.2 minimum.
+    Configured by ``policy`` (default: :class:`~jobhost.tls.policy.TlsPolicy`'s
+    defaults), like every other context of the listener.
 
     Raises:
         InvalidCertificate: when the PEM does not parse or the key does not match.
     """
-    certificates = split_pem_chain(chain_pem)
-    options = CertificateOptions(
-        privateKey=load_private_key(key_pem),
-        certificate=certificates[0],
-        extraCertChain=certificates[1:],
-        acceptableProtocols=list(alpn_protocols),
-        raiseMinimumTo=TLSVersion.TLSv1_2,
-    )
-    try:
-        return options.getContext()
-    except SSL.Error as e:
-        raise InvalidCertificate(f"OpenSSL refused the key or chain ({e})") from None
+    return (policy or TlsPolicy()).context(key_pem, chain_pem)
 
 
 def chain_fingerprint(record: CertificateRecord) -> str:
@@ -120,7 +105,7 @@ class CertificateCache:
             at most this many negative entries are kept too.
         negative_ttl: Seconds a "the store has no usable certificate for this name" answer is
             trusted (absent, or broken).
-        alpn_protocols: ALPN protocols every context offers (the wrapped web factory may add more).
+        policy: How every context is configured (versions, suites, ALPN, tickets).
         hits, misses: :meth:`lookup` outcomes.
         loads: Store reads started (shared loads count once).
         evictions: Hostnames dropped to honour ``max_entries``.
@@ -133,7 +118,7 @@ class CertificateCache:
     clock: IReactorTime
     max_entries: int = attrs.field(default=10000, validator=attrs.validators.ge(1))
     negative_ttl: float = 60.0
-    alpn_protocols: tuple[bytes, ...] = attrs.field(default=(b"http/1.1",), converter=tuple)
+    policy: TlsPolicy = attrs.field(factory=TlsPolicy)
     hits: int = attrs.field(default=0, init=False)
     misses: int = attrs.field(default=0, init=False)
     loads: int = attrs.field(default=0, init=False)
@@ -270,7 +255,7 @@ class CertificateCache:
         existing = self._materials.get(fingerprint)
         if existing is not None:
             return fingerprint, existing.context
-        return fingerprint, build_context(record.key_pem, record.chain_pem, self.alpn_protocols)
+        return fingerprint, self.policy.context(record.key_pem, record.chain_pem)
 
     def _loaded(self, result: Any, hostname: str, pending: _PendingLoad) -> None:
         if self._inflight.get(hostname) is not pending:
