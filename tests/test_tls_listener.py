@@ -44,6 +44,7 @@ from jobhost.tls.listener import (
 )
 from jobhost.tls.policy import SessionContexts
 from jobhost.tls.sni import CertificateCache
+from jobhost.web.limits import ConnectionBudget, LimitReporter
 
 ALPHA, BETA = "alpha.example.com", "beta.example.com"
 PEER = IPv4Address("TCP", "192.0.2.7", 50123)
@@ -337,6 +338,54 @@ class ListenerTests(SynchronousTestCase):
             self.assertEqual((event["log_level"], event["peer"], event["timeout"]), (LogLevel.debug, PEER, 3))
             server.connectionLost(None)
         self.assertEqual(factory.timeout, 2)
+
+    def test_held_connections_are_capped_and_the_oldest_is_dropped(self):
+        """Over max_held connections still sending their hello, the one that has waited longest goes."""
+        reporter = LimitReporter(self.clock)
+        factory = self.factory(max_held=2, reporter=reporter)
+        first, first_transport = self.held(factory)
+        self.clock.advance(1)
+        second, second_transport = self.held(factory)
+        with capturedLogs():
+            third, third_transport = self.held(factory)
+        self.assertTrue(first_transport.disconnected)
+        self.assertFalse(second_transport.disconnected or third_transport.disconnected)
+        self.assertEqual(len(factory.held), 2)
+        self.assertEqual(reporter.counts["max_held"], 1)
+        # a connection whose hello is complete is no longer held: it does not count
+        second.dataReceived(pyopenssl_client_hello(ALPHA.encode()))
+        self.assertEqual(list(factory.held), [third])
+        fourth, fourth_transport = self.held(factory)
+        self.assertFalse(third_transport.disconnected or fourth_transport.disconnected)
+        first.connectionLost(None)
+        self.assertEqual(len(factory.held), 2)
+
+    def test_the_budget_refuses_connections_over_its_caps_and_is_released_on_close(self):
+        reporter = LimitReporter(self.clock)
+        budget = ConnectionBudget(max_connections=2, max_per_peer=1, reporter=reporter)
+        factory = self.factory(budget=budget, reporter=reporter)
+        server, _ = self.held(factory)
+        with capturedLogs():
+            self.assertIsNone(factory.buildProtocol(PEER))
+        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.8", 1)))
+        with capturedLogs():
+            self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.9", 1)))
+        self.assertEqual(reporter.counts, {"max_per_peer": 1, "max_connections": 1})
+        server.connectionLost(None)
+        self.assertEqual(budget.open, 1)
+        self.assertIsNotNone(factory.buildProtocol(PEER))
+
+    def test_hello_deadline_is_reported(self):
+        reporter = LimitReporter(self.clock)
+        factory = self.factory(hello_timeout=3, reporter=reporter)
+        server, transport = self.held(factory)
+        for _ in range(5):  # a byte a second does not extend the deadline
+            server.dataReceived(b"\x16")
+            with capturedLogs():
+                self.clock.advance(1)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(reporter.counts["hello_deadline"], 1)
+        self.assertEqual(self.clock.seconds(), 5)
 
     def test_plain_http_gets_a_400(self):
         """Plain HTTP to the HTTPS port gets a minimal 400 response telling it to use https, logged at debug."""

@@ -128,8 +128,15 @@ class _HelloHold(Protocol):
         return "HTTPS"
 
     def connectionMade(self) -> None:
-        self._factory.connections.add(self)
-        self._timer = self._factory.clock.callLater(self._factory.hello_timeout, self._silent)
+        factory = self._factory
+        factory.connections.add(self)
+        held = factory.held
+        if len(held) >= factory.max_held:
+            # Full: drop the connection that has been sending its hello the longest.
+            oldest = next(iter(held))
+            oldest._drop("max_held")
+        held[self] = None
+        self._timer = factory.clock.callLater(factory.hello_timeout, self._silent)
 
     def dataReceived(self, data: bytes) -> None:
         if self._tls is not None:
@@ -156,12 +163,17 @@ class _HelloHold(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._cancel_timer()
-        self._factory.connections.discard(self)
+        factory = self._factory
+        factory.connections.discard(self)
+        if factory.budget is not None:
+            factory.budget.release(self._address)
         self._state = self._CLOSED
         if self._tls is not None:
             self._tls.connectionLost(reason)
 
     def _cancel_timer(self) -> None:
+        """The hello is complete or the connection is closing: no longer held."""
+        self._factory.held.pop(self, None)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -171,12 +183,19 @@ class _HelloHold(Protocol):
         if self._state is not self._READING:
             return
         self._factory.timeout += 1
-        self._state = self._CLOSED
         self._factory.log.debug(
             "No ClientHello from {peer} within {timeout}s; closing",
             peer=self._address,
             timeout=self._factory.hello_timeout,
         )
+        self._drop("hello_deadline")
+
+    def _drop(self, limit: str) -> None:
+        """Close a connection still sending its hello because of ``limit``."""
+        self._cancel_timer()
+        self._state = self._CLOSED
+        if self._factory.reporter is not None:
+            self._factory.reporter.hit(limit, self._address)
         self.transport.abortConnection()
 
     def _refuse(self, result: NotTLS) -> None:
@@ -304,8 +323,13 @@ class SNIServerFactory(Factory):
         hello_timeout: Seconds a client may take to send its complete ClientHello.
         load_timeout: Seconds to wait for the store before serving the fallback.
         max_hello_bytes: The ClientHello must arrive within this many bytes.
+        max_held: At most this many connections may be sending their ClientHello at once;
+            a new one drops the oldest.
+        budget: Counts this listener's connections against the public caps (None: uncapped).
+        reporter: Counts and logs the limits hit (None: not counted).
         served, fallback, rejected, not_tls, timeout, alpn_refused: Connection outcomes.
         connections: The connections not yet closed (hold protocols).
+        held: The connections still sending their ClientHello, oldest first.
     """
 
     cache: CertificateCache
@@ -317,6 +341,9 @@ class SNIServerFactory(Factory):
     hello_timeout: float = 10.0
     load_timeout: float = 5.0
     max_hello_bytes: int = MAX_HELLO_BYTES
+    max_held: int = 1000
+    budget: Any = None
+    reporter: Any = None
     served: int = attrs.field(default=0, init=False)
     fallback: int = attrs.field(default=0, init=False)
     rejected: int = attrs.field(default=0, init=False)
@@ -324,6 +351,7 @@ class SNIServerFactory(Factory):
     timeout: int = attrs.field(default=0, init=False)
     alpn_refused: int = attrs.field(default=0, init=False)
     connections: set = attrs.field(factory=set, init=False, repr=False)
+    held: dict = attrs.field(factory=dict, init=False, repr=False)
 
     log = Logger()
     noisy = False
@@ -342,6 +370,9 @@ class SNIServerFactory(Factory):
         load_timeout: float = 5.0,
         max_hello_bytes: int = MAX_HELLO_BYTES,
         ticket_rotation: float = 86400.0,
+        max_held: int = 1000,
+        budget: Any = None,
+        reporter: Any = None,
     ) -> SNIServerFactory:
         """Build the listener factory around ``wrapped_factory`` (e.g. a ``twisted.web`` Site).
 
@@ -377,10 +408,15 @@ class SNIServerFactory(Factory):
             hello_timeout=hello_timeout,
             load_timeout=load_timeout,
             max_hello_bytes=max_hello_bytes,
+            max_held=max_held,
+            budget=budget,
+            reporter=reporter,
         )
 
-    def buildProtocol(self, addr: IAddress) -> Protocol:
-        """Every connection starts with a ClientHello hold (module docstring)."""
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+        """Every connection starts with a ClientHello hold (module docstring); None over a cap."""
+        if self.budget is not None and not self.budget.admit(addr):
+            return None  # the port closes the socket at once
         return _HelloHold(self, addr)
 
     def startFactory(self) -> None:

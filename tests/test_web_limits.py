@@ -1,0 +1,175 @@
+"""Connection caps, request-head deadlines and 414/431 (jobhost.web.limits), over a Clock and StringTransport."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from jobhost.web.limits import (
+    LIMITS,
+    ConnectionBudget,
+    LimitReporter,
+    channel_protocol_factory,
+    guarded_channel_class,
+)
+
+
+def peer(host: str = "192.0.2.1", port: int = 40000) -> IPv4Address:
+    return IPv4Address("TCP", host, port)
+
+
+class Hello(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        return b"hello"
+
+
+def make(head_timeout: float = 10.0, budget: ConnectionBudget | None = None):
+    clock = Clock()
+    reporter = LimitReporter(clock)
+    site = Site(Hello(), reactor=clock)
+    site.protocol = channel_protocol_factory(guarded_channel_class(head_timeout, reporter, budget))
+    return clock, reporter, site
+
+
+def connect(site, address=None):
+    protocol = site.buildProtocol(address or peer())
+    transport = StringTransport(peerAddress=address or peer())
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+# -- the reporter ------------------------------------------------------------------------
+
+
+def test_reporter_logs_the_first_hit_then_once_a_minute_with_the_count():
+    clock = Clock()
+    reporter = LimitReporter(clock)
+    with capturedLogs() as events:
+        for _ in range(5):
+            reporter.hit("max_per_peer", peer("198.51.100.7"))
+        clock.advance(59.9)
+        reporter.hit("max_per_peer", peer())
+        reporter.hit("head_deadline", peer())  # another limit: its own first line
+        clock.advance(0.1)
+        reporter.hit("max_per_peer", peer("203.0.113.9"))
+    lines = [(e["limit"], e["count"], e["peer"]) for e in events]
+    assert lines == [
+        ("max_per_peer", 1, "198.51.100.7"),
+        ("head_deadline", 1, "192.0.2.1"),
+        ("max_per_peer", 6, "203.0.113.9"),
+    ]
+    assert reporter.counts == {"max_per_peer": 7, "head_deadline": 1}
+    assert set(reporter.counts) <= set(LIMITS)
+
+
+# -- the budget --------------------------------------------------------------------------
+
+
+def test_budget_caps_overall_and_per_peer_and_frees_on_release():
+    reporter = LimitReporter(Clock())
+    budget = ConnectionBudget(max_connections=3, max_per_peer=2, reporter=reporter)
+    a, b = peer("192.0.2.1"), peer("192.0.2.2")
+    with capturedLogs():
+        assert budget.admit(a) and budget.admit(a)
+        assert not budget.admit(a)  # third from one peer
+        assert budget.admit(b)
+        assert not budget.admit(peer("192.0.2.3"))  # overall cap
+        assert (budget.open, budget.peers()) == (3, 2)
+        budget.release(a)
+        assert budget.admit(a)
+        budget.release(b)
+        assert budget.peers() == 1
+        assert budget.admit(peer("192.0.2.3"))
+    assert reporter.counts == {"max_per_peer": 1, "max_connections": 1}
+
+
+def test_budget_refuses_nonsense_caps():
+    with pytest.raises(ValueError):
+        ConnectionBudget(max_connections=0, max_per_peer=1, reporter=LimitReporter(Clock()))
+    with pytest.raises(ValueError):
+        ConnectionBudget(max_connections=1, max_per_peer=0, reporter=LimitReporter(Clock()))
+
+
+# -- the channel -------------------------------------------------------------------------
+
+
+def test_a_request_head_dribbled_byte_by_byte_is_cut_at_its_deadline():
+    """Each byte would restart Twisted's idle timeout; the head deadline is total."""
+    clock, reporter, site = make(head_timeout=10)
+    protocol, transport = connect(site)
+    head = b"GET / HTTP/1.1\r\nHost: a.example\r\nX-Slow: " + b"x" * 40
+    with capturedLogs():
+        for i in range(len(head)):
+            protocol.dataReceived(head[i : i + 1])
+            clock.advance(0.2)
+            if transport.disconnecting or getattr(transport, "disconnected", False):
+                break
+    assert clock.seconds() == pytest.approx(10.0, abs=0.21)
+    assert transport.value() == b""
+    assert reporter.counts["head_deadline"] == 1
+
+
+def test_a_complete_head_in_time_is_served_and_the_next_head_gets_a_fresh_deadline():
+    clock, reporter, site = make(head_timeout=10)
+    protocol, transport = connect(site)
+    clock.advance(9)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    assert b"HTTP/1.1 200 OK" in transport.value() and transport.value().endswith(b"hello")
+    transport.clear()
+    clock.advance(9.9)  # 18.9 s after connecting: the first deadline would have passed
+    assert not transport.disconnecting
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    assert transport.value().endswith(b"hello")
+    with capturedLogs():
+        clock.advance(10)  # idle keep-alive connection: the next head's deadline passes
+    assert reporter.counts["head_deadline"] == 1
+
+
+def test_an_over_long_request_line_gets_414():
+    _, reporter, site = make()
+    protocol, transport = connect(site)
+    with capturedLogs():
+        protocol.dataReceived(b"GET /" + b"a" * 17000 + b" HTTP/1.1\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 414 URI Too Long\r\n")
+    assert transport.disconnecting
+    assert reporter.counts["uri_too_long"] == 1
+
+
+def test_an_over_long_header_line_or_head_gets_431():
+    _, reporter, site = make()
+    protocol, transport = connect(site)
+    with capturedLogs():
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nCookie: " + b"c" * 17000 + b"\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    # many short headers adding up to more than Twisted's 16 KiB total
+    protocol, transport = connect(site)
+    with capturedLogs():
+        protocol.dataReceived(b"GET / HTTP/1.1\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(200)))
+    assert transport.value().startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert reporter.counts["headers_too_large"] == 2
+
+
+def test_a_malformed_head_still_gets_400():
+    _, reporter, site = make()
+    protocol, transport = connect(site)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 400 Bad Request")
+    assert not reporter.counts
+
+
+def test_the_channel_releases_its_budget_when_closed():
+    clock = Clock()
+    budget = ConnectionBudget(max_connections=10, max_per_peer=10, reporter=LimitReporter(clock))
+    assert budget.admit(peer())
+    _, _, site = make(budget=budget)
+    protocol, transport = connect(site)
+    assert budget.open == 1
+    protocol.connectionLost(None)
+    assert (budget.open, budget.peers()) == (0, 0)
