@@ -458,7 +458,56 @@ def raw_probe(
         return Probed(received, reset, end - start, end - connected_at)
 
 
+def h2_get(
+    port: int, server_name: str, paths: list[str], cadata: bytes, timeout: float = 5.0
+) -> tuple[str | None, dict[str, tuple[int, bytes]]]:
+    """HTTP/2 over one TLS connection (ALPN h2 first): GET every path as its own stream.
+
+    Returns the negotiated ALPN protocol and ``{path: (status, body)}``.
+    """
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    context = client_context(cadata)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        with context.wrap_socket(raw, server_hostname=server_name) as tls:
+            alpn = tls.selected_alpn_protocol()
+            if alpn != "h2":
+                return alpn, {}
+            connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            connection.initiate_connection()
+            streams = {}
+            for path in paths:
+                stream_id = connection.get_next_available_stream_id()
+                connection.send_headers(
+                    stream_id,
+                    [(":method", "GET"), (":path", path), (":scheme", "https"), (":authority", server_name)],
+                    end_stream=True,
+                )
+                streams[stream_id] = path
+            tls.sendall(connection.data_to_send())
+            statuses, bodies, done = {}, {sid: b"" for sid in streams}, set()
+            deadline = time.monotonic() + timeout
+            while len(done) < len(streams) and time.monotonic() < deadline:
+                data = tls.recv(65536)
+                if not data:
+                    break
+                for event in connection.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        statuses[event.stream_id] = int(dict(event.headers)[b":status"])
+                    elif isinstance(event, h2.events.DataReceived):
+                        bodies[event.stream_id] += event.data
+                        connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                        done.add(event.stream_id)
+                tls.sendall(connection.data_to_send())
+            return alpn, {streams[sid]: (statuses.get(sid, 0), bodies[sid]) for sid in streams}
+
+
 __all__ = [
+    "h2_get",
     "CountingStore",
     "Fetched",
     "GatedStore",

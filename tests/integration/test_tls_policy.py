@@ -13,6 +13,7 @@ import ssl
 import time
 
 import attrs
+from tls_helpers import h2_get, https_get
 from test_tls_loopback import ALPHA, BETA, HELLO_TIMEOUT, POLL_INTERVAL, HelloResource, LoopbackHelpers, materials
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
@@ -175,3 +176,23 @@ class TlsPolicyLoopbackTests(LoopbackHelpers, TestCase):
         self.assertIn("VERSION", reason)
         served = yield deferToThread(visit, modern, ALPHA, self.client(TLS13))
         self.assertTrue(served.response.startswith(b"HTTP/1.1 200"))
+
+    @inlineCallbacks
+    def test_http2_and_http11_clients_get_the_same_pages(self):
+        """With h2 offered, an HTTP/2 client fetches several paths on one connection; HTTP/1.1 gets the same."""
+        _, port = self.listen(TlsPolicy(alpn=(b"h2", b"http/1.1")))
+        paths = ["/", "/jobs/1", "/jobs/2"]
+        alpn, pages = yield deferToThread(h2_get, port, ALPHA, paths, self.m.cadata)
+        self.assertEqual(alpn, "h2")
+        self.assertEqual(set(pages), set(paths))
+        for path in paths:
+            status, body = pages[path]
+            self.assertEqual(status, 200)
+            self.assertEqual(body, b"hello " + ALPHA.encode() + b" secure")
+            http11 = yield deferToThread(https_get, port, ALPHA, self.m.cadata)
+            self.assertEqual(http11.alpn, "http/1.1")
+            self.assertTrue(http11.response.endswith(body))
+        # without h2 in the policy an h2-first client falls back to HTTP/1.1
+        _, plain = self.listen()
+        alpn, pages = yield deferToThread(h2_get, plain, ALPHA, paths, self.m.cadata)
+        self.assertEqual((alpn, pages), ("http/1.1", {}))
