@@ -1,0 +1,3 @@
+module jobhost/bench/loadgen
+
+go 1.19
