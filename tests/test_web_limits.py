@@ -13,6 +13,7 @@ from twisted.web.server import Site
 from jobhost.web.limits import (
     LIMITS,
     ConnectionBudget,
+    Deadlines,
     LimitReporter,
     channel_protocol_factory,
     guarded_channel_class,
@@ -34,7 +35,7 @@ def make(head_timeout: float = 10.0, budget: ConnectionBudget | None = None):
     clock = Clock()
     reporter = LimitReporter(clock)
     site = Site(Hello(), reactor=clock)
-    site.protocol = channel_protocol_factory(guarded_channel_class(head_timeout, reporter, budget))
+    site.protocol = channel_protocol_factory(guarded_channel_class(clock, head_timeout, reporter, budget))
     return clock, reporter, site
 
 
@@ -173,3 +174,42 @@ def test_the_channel_releases_its_budget_when_closed():
     assert budget.open == 1
     protocol.connectionLost(None)
     assert (budget.open, budget.peers()) == (0, 0)
+
+
+# -- one sweep for many deadlines ----------------------------------------------------------
+
+
+def test_deadlines_expire_in_order_at_most_a_granule_late_and_stop_when_empty():
+    clock = Clock()
+    expired = []
+    deadlines = Deadlines(clock, timeout=2.0, expire=expired.append, granularity=0.5)
+    deadlines.add("a")
+    clock.advance(0.3)
+    deadlines.add("b")
+    deadlines.add("c")
+    assert (len(deadlines), deadlines.oldest(), list(deadlines)) == (3, "a", ["a", "b", "c"])
+    clock.advance(1.7)  # t=2.0: a's deadline
+    assert expired == ["a"]
+    deadlines.add("b")  # restarted: now due at 4.0, after c
+    clock.advance(0.5)  # t=2.5: c (due 2.3) swept
+    assert expired == ["a", "c"] and "b" in deadlines and "c" not in deadlines
+    clock.advance(1.5)  # t=4.0
+    assert expired == ["a", "c", "b"]
+    assert clock.getDelayedCalls() == []  # nothing left: no sweep
+
+
+def test_deadlines_discard_and_stop():
+    clock = Clock()
+    expired = []
+    deadlines = Deadlines(clock, timeout=1.0, expire=expired.append)
+    deadlines.add("a")
+    deadlines.add("b")
+    deadlines.discard("a")
+    deadlines.discard("missing")
+    assert len(clock.getDelayedCalls()) == 1
+    deadlines.discard("b")
+    assert clock.getDelayedCalls() == []
+    deadlines.add("c")
+    deadlines.stop()
+    clock.advance(5)
+    assert expired == [] and list(deadlines) == ["c"]

@@ -57,6 +57,7 @@ from jobhost.hostnames import normalise_hostname
 from jobhost.tls.clienthello import MAX_HELLO_BYTES, ClientHello, NeedMore, NotTLS, parse_client_hello
 from jobhost.tls.policy import SessionContexts, TlsPolicy
 from jobhost.tls.sni import CertificateCache
+from jobhost.web.limits import Deadlines
 
 #: A fatal ``unrecognized_name`` (112) alert record (RFC 6066 section 3), TLS 1.2 record version.
 UNRECOGNIZED_NAME_ALERT = b"\x15\x03\x03\x00\x02\x02\x70"
@@ -121,7 +122,6 @@ class _HelloHold(Protocol):
         self._buffer = bytearray()
         self._progress: NeedMore | None = None
         self._state = self._READING
-        self._timer: Any = None
         self._tls: TLSMemoryBIOProtocol | None = None
 
     def logPrefix(self) -> str:
@@ -133,10 +133,8 @@ class _HelloHold(Protocol):
         held = factory.held
         if len(held) >= factory.max_held:
             # Full: drop the connection that has been sending its hello the longest.
-            oldest = next(iter(held))
-            oldest._drop("max_held")
-        held[self] = None
-        self._timer = factory.clock.callLater(factory.hello_timeout, self._silent)
+            held.oldest()._drop("max_held")
+        held.add(self)  # its hello deadline: _silent when it passes
 
     def dataReceived(self, data: bytes) -> None:
         if self._tls is not None:
@@ -173,13 +171,9 @@ class _HelloHold(Protocol):
 
     def _cancel_timer(self) -> None:
         """The hello is complete or the connection is closing: no longer held."""
-        self._factory.held.pop(self, None)
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._factory.held.discard(self)
 
     def _silent(self) -> None:
-        self._timer = None
         if self._state is not self._READING:
             return
         self._factory.timeout += 1
@@ -329,7 +323,8 @@ class SNIServerFactory(Factory):
         reporter: Counts and logs the limits hit (None: not counted).
         served, fallback, rejected, not_tls, timeout, alpn_refused: Connection outcomes.
         connections: The connections not yet closed (hold protocols).
-        held: The connections still sending their ClientHello, oldest first.
+        held: The connections still sending their ClientHello, oldest first, each with its
+            ``hello_timeout`` deadline (one sweep for all, not a timer each).
     """
 
     cache: CertificateCache
@@ -351,10 +346,13 @@ class SNIServerFactory(Factory):
     timeout: int = attrs.field(default=0, init=False)
     alpn_refused: int = attrs.field(default=0, init=False)
     connections: set = attrs.field(factory=set, init=False, repr=False)
-    held: dict = attrs.field(factory=dict, init=False, repr=False)
+    held: Deadlines = attrs.field(init=False, repr=False)
 
     log = Logger()
     noisy = False
+
+    def __attrs_post_init__(self) -> None:
+        self.held = Deadlines(self.clock, self.hello_timeout, _HelloHold._silent)
 
     @classmethod
     def create(
@@ -424,7 +422,8 @@ class SNIServerFactory(Factory):
         self.tls_factory.doStart()
 
     def stopFactory(self) -> None:
-        """Stop the TLS and web factories."""
+        """Stop the TLS and web factories, and the hello deadline sweep."""
+        self.held.stop()
         self.tls_factory.doStop()
 
     def logPrefix(self) -> str:

@@ -20,10 +20,11 @@ Limits that keep one client from starving the others: connection caps and reques
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Callable, Hashable
 
 import attrs
 from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
@@ -73,6 +74,80 @@ class LimitReporter:
             count=count,
             peer=_host(peer) or "?",
         )
+
+
+@attrs.define(eq=False)
+class Deadlines:
+    """Many connections, one timeout each, the same length for all: one sweep instead of a timer each.
+
+    A ``callLater`` per connection (made, then cancelled on almost every
+    connection) costs more than the work it guards; here :meth:`add` is a dict
+    insert.  Entries expire in the order they were added (equal timeouts, a
+    monotonic clock), so a sweep every ``granularity`` seconds looks only at the
+    front.  An entry is expired at most ``granularity`` seconds late.  The
+    sweep runs only while there are entries: an idle process does not wake
+    (under light load that is a timer per connection again, which is then cheap).
+
+    Attributes:
+        clock: Time and the sweep's timer.
+        timeout: Seconds from :meth:`add` to ``expire(key)``.
+        expire: Called with each key whose deadline passed (after it is removed).
+        granularity: Seconds between sweeps.
+    """
+
+    clock: IReactorTime
+    timeout: float
+    expire: Callable[[Any], None]
+    granularity: float = 0.5
+    _due: dict[Hashable, float] = attrs.field(factory=dict, init=False, repr=False)
+    _sweeper: LoopingCall | None = attrs.field(default=None, init=False, repr=False)
+
+    def add(self, key: Hashable) -> None:
+        """Start (or restart) ``key``'s deadline."""
+        self._due.pop(key, None)
+        self._due[key] = self.clock.seconds() + self.timeout
+        if self._sweeper is None:
+            self._sweeper = LoopingCall(self._sweep)
+            self._sweeper.clock = self.clock
+            self._sweeper.start(self.granularity, now=False)
+
+    def discard(self, key: Hashable) -> None:
+        """``key`` is done in time (or gone): forget its deadline (the sweep stops with the last)."""
+        self._due.pop(key, None)
+        if not self._due and self._sweeper is not None:
+            self.stop()
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._due
+
+    def __iter__(self):
+        """The keys, oldest first."""
+        return iter(list(self._due))
+
+    def oldest(self) -> Any:
+        """The key added longest ago (the first to expire)."""
+        return next(iter(self._due))
+
+    def stop(self) -> None:
+        """Stop sweeping (the listener stopped); the entries stay."""
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
+
+    def _sweep(self) -> None:
+        now = self.clock.seconds()
+        due = self._due
+        while due:
+            key = next(iter(due))
+            if due[key] > now:
+                break
+            del due[key]
+            self.expire(key)
+        if not due:
+            self.stop()
 
 
 def _host(address: IAddress | None) -> str | None:
@@ -129,51 +204,41 @@ class ConnectionBudget:
 class GuardedHTTPChannel(HTTPChannel):
     """``HTTPChannel`` with a total request-head deadline and 414/431 answers (module docstring).
 
-    Class attributes set by :func:`guarded_channel_factory`'s subclass:
+    Class attributes, set by :func:`guarded_channel_class`'s subclass:
 
     Attributes:
-        head_timeout: Seconds from the connection (or the end of the previous response)
-            to the end of the next request's head.
+        head_deadlines: The site's :class:`Deadlines` (its ``timeout``: seconds from the
+            connection, or from the end of the previous response, to the end of the next
+            request's head).
         reporter: Counts and logs the limits hit (None: not counted).
         budget: Released when the connection closes (None: not counted here).
     """
 
-    head_timeout: float = 10.0
+    head_deadlines: Deadlines
     reporter: LimitReporter | None = None
     budget: ConnectionBudget | None = None
-    _head_call: Any = None
     _peer: Any = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         if self.budget is not None:
             self._peer = self.transport.getPeer()
-        self._start_head_deadline()
-
-    def _start_head_deadline(self) -> None:
-        self._cancel_head_deadline()
-        self._head_call = self.callLater(self.head_timeout, self._head_deadline_passed)
-
-    def _cancel_head_deadline(self) -> None:
-        call, self._head_call = self._head_call, None
-        if call is not None and call.active():
-            call.cancel()
+        self.head_deadlines.add(self)
 
     def _head_deadline_passed(self) -> None:
-        self._head_call = None
         if self.reporter is not None:
             self.reporter.hit("head_deadline", self.transport.getPeer())
         self.transport.abortConnection()
 
     def allHeadersReceived(self) -> None:
-        self._cancel_head_deadline()
+        self.head_deadlines.discard(self)
         super().allHeadersReceived()
 
     def requestDone(self, request) -> None:
         if self.persistent and len(self.requests) == 1:
             # A kept-alive connection now waits for the next head.  Started before Twisted
             # parses what the client already sent, which may complete that head at once.
-            self._start_head_deadline()
+            self.head_deadlines.add(self)
         super().requestDone(request)
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -192,14 +257,14 @@ class GuardedHTTPChannel(HTTPChannel):
             super()._respondToBadRequestAndDisconnect()
 
     def _refuse(self, status: bytes, limit: str) -> None:
-        self._cancel_head_deadline()
+        self.head_deadlines.discard(self)
         if self.reporter is not None:
             self.reporter.hit(limit, self.transport.getPeer())
         self.transport.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         self.loseConnection()
 
     def connectionLost(self, reason) -> None:
-        self._cancel_head_deadline()
+        self.head_deadlines.discard(self)
         if self.budget is not None and self._peer is not None:
             self.budget.release(self._peer)
             self._peer = None
@@ -207,13 +272,20 @@ class GuardedHTTPChannel(HTTPChannel):
 
 
 def guarded_channel_class(
-    head_timeout: float, reporter: LimitReporter | None, budget: ConnectionBudget | None
+    clock: IReactorTime,
+    head_timeout: float,
+    reporter: LimitReporter | None = None,
+    budget: ConnectionBudget | None = None,
 ) -> type[GuardedHTTPChannel]:
-    """A :class:`GuardedHTTPChannel` subclass with these settings (one per site)."""
+    """A :class:`GuardedHTTPChannel` subclass with these settings and its own deadline sweep."""
     return type(
         "GuardedHTTPChannel",
         (GuardedHTTPChannel,),
-        {"head_timeout": head_timeout, "reporter": reporter, "budget": budget},
+        {
+            "head_deadlines": Deadlines(clock, head_timeout, GuardedHTTPChannel._head_deadline_passed),
+            "reporter": reporter,
+            "budget": budget,
+        },
     )
 
 
@@ -232,6 +304,7 @@ def channel_protocol_factory(channel_class: type[GuardedHTTPChannel]):
 __all__ = [
     "LIMITS",
     "ConnectionBudget",
+    "Deadlines",
     "GuardedHTTPChannel",
     "LimitReporter",
     "channel_protocol_factory",
