@@ -31,11 +31,11 @@ class Hello(Resource):
         return b"hello"
 
 
-def make(head_timeout: float = 10.0, budget: ConnectionBudget | None = None):
+def make(request_timeout: float = 10.0, budget: ConnectionBudget | None = None):
     clock = Clock()
     reporter = LimitReporter(clock)
     site = Site(Hello(), reactor=clock)
-    site.protocol = channel_protocol_factory(guarded_channel_class(clock, head_timeout, reporter, budget))
+    site.protocol = channel_protocol_factory(guarded_channel_class(clock, request_timeout, reporter, budget))
     return clock, reporter, site
 
 
@@ -57,16 +57,16 @@ def test_reporter_logs_the_first_hit_then_once_a_minute_with_the_count():
             reporter.hit("max_per_peer", peer("198.51.100.7"))
         clock.advance(59.9)
         reporter.hit("max_per_peer", peer())
-        reporter.hit("head_deadline", peer())  # another limit: its own first line
+        reporter.hit("request_deadline", peer())  # another limit: its own first line
         clock.advance(0.1)
         reporter.hit("max_per_peer", peer("203.0.113.9"))
     lines = [(e["limit"], e["count"], e["peer"]) for e in events]
     assert lines == [
         ("max_per_peer", 1, "198.51.100.7"),
-        ("head_deadline", 1, "192.0.2.1"),
+        ("request_deadline", 1, "192.0.2.1"),
         ("max_per_peer", 6, "203.0.113.9"),
     ]
-    assert reporter.counts == {"max_per_peer": 7, "head_deadline": 1}
+    assert reporter.counts == {"max_per_peer": 7, "request_deadline": 1}
     assert set(reporter.counts) <= set(LIMITS)
 
 
@@ -103,7 +103,7 @@ def test_budget_refuses_nonsense_caps():
 
 def test_a_request_head_dribbled_byte_by_byte_is_cut_at_its_deadline():
     """Each byte would restart Twisted's idle timeout; the head deadline is total."""
-    clock, reporter, site = make(head_timeout=10)
+    clock, reporter, site = make(request_timeout=10)
     protocol, transport = connect(site)
     head = b"GET / HTTP/1.1\r\nHost: a.example\r\nX-Slow: " + b"x" * 40
     with capturedLogs():
@@ -114,11 +114,11 @@ def test_a_request_head_dribbled_byte_by_byte_is_cut_at_its_deadline():
                 break
     assert clock.seconds() == pytest.approx(10.0, abs=0.21)
     assert transport.value() == b""
-    assert reporter.counts["head_deadline"] == 1
+    assert reporter.counts["request_deadline"] == 1
 
 
 def test_a_complete_head_in_time_is_served_and_the_next_head_gets_a_fresh_deadline():
-    clock, reporter, site = make(head_timeout=10)
+    clock, reporter, site = make(request_timeout=10)
     protocol, transport = connect(site)
     clock.advance(9)
     protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
@@ -130,7 +130,7 @@ def test_a_complete_head_in_time_is_served_and_the_next_head_gets_a_fresh_deadli
     assert transport.value().endswith(b"hello")
     with capturedLogs():
         clock.advance(10)  # idle keep-alive connection: the next head's deadline passes
-    assert reporter.counts["head_deadline"] == 1
+    assert reporter.counts["request_deadline"] == 1
 
 
 def test_an_over_long_request_line_gets_414():
@@ -213,3 +213,15 @@ def test_deadlines_discard_and_stop():
     deadlines.stop()
     clock.advance(5)
     assert expired == [] and list(deadlines) == ["c"]
+
+
+def test_a_dribbled_body_is_cut_at_the_request_deadline_too():
+    clock, reporter, site = make(request_timeout=10)
+    protocol, transport = connect(site)
+    protocol.dataReceived(b"POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 100\r\n\r\n")
+    with capturedLogs():
+        for _ in range(40):
+            protocol.dataReceived(b"x")
+            clock.advance(0.5)
+    assert transport.value() == b""
+    assert reporter.counts["request_deadline"] == 1

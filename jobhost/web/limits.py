@@ -1,5 +1,5 @@
 """
-Limits that keep one client from starving the others: connection caps and request-head deadlines.
+Limits that keep one client from starving the others: connection caps and request deadlines.
 
 - :class:`ConnectionBudget` counts open connections on the public listeners
   (HTTP and HTTPS together), overall and per peer address, and refuses a new
@@ -8,9 +8,9 @@ Limits that keep one client from starving the others: connection caps and reques
   the admin listener (not counted) can always accept, and a flood never turns
   into ``EMFILE`` for every listener.
 - :class:`GuardedHTTPChannel` is twisted.web's ``HTTPChannel`` with a *total*
-  deadline for each request head (request line and headers): Twisted's idle
+  deadline for each request (request line, headers and body): Twisted's idle
   timeout restarts on every byte, so a client sending one header byte every
-  few seconds (slowloris) would hold the connection forever.  It also answers
+  few seconds (slowloris), or a body byte, would hold the connection forever.  It also answers
   an over-long request line with 414 and over-long or too many header lines
   with 431 (RFC 6585) instead of closing without a word.
 - :class:`LimitReporter` counts every limit hit (for ``/metrics``) and logs at
@@ -34,7 +34,7 @@ LIMITS = (
     "max_per_peer",  # one peer address's cap
     "max_held",  # HTTPS connections still sending their ClientHello: the oldest was dropped
     "hello_deadline",  # no complete ClientHello in time
-    "head_deadline",  # no complete request head in time
+    "request_deadline",  # no complete request (head and body) in time
     "uri_too_long",  # 414
     "headers_too_large",  # 431
 )
@@ -202,19 +202,19 @@ class ConnectionBudget:
 
 
 class GuardedHTTPChannel(HTTPChannel):
-    """``HTTPChannel`` with a total request-head deadline and 414/431 answers (module docstring).
+    """``HTTPChannel`` with a total per-request deadline and 414/431 answers (module docstring).
 
     Class attributes, set by :func:`guarded_channel_class`'s subclass:
 
     Attributes:
-        head_deadlines: The site's :class:`Deadlines` (its ``timeout``: seconds from the
-            connection, or from the end of the previous response, to the end of the next
-            request's head).
+        request_deadlines: The site's :class:`Deadlines` (its ``timeout``: seconds from the
+            connection, or from the end of the previous response, until the next request
+            has arrived whole: head and body).
         reporter: Counts and logs the limits hit (None: not counted).
         budget: Released when the connection closes (None: not counted here).
     """
 
-    head_deadlines: Deadlines
+    request_deadlines: Deadlines
     reporter: LimitReporter | None = None
     budget: ConnectionBudget | None = None
     _peer: Any = None
@@ -223,22 +223,22 @@ class GuardedHTTPChannel(HTTPChannel):
         super().connectionMade()
         if self.budget is not None:
             self._peer = self.transport.getPeer()
-        self.head_deadlines.add(self)
+        self.request_deadlines.add(self)
 
-    def _head_deadline_passed(self) -> None:
+    def _request_deadline_passed(self) -> None:
         if self.reporter is not None:
-            self.reporter.hit("head_deadline", self.transport.getPeer())
+            self.reporter.hit("request_deadline", self.transport.getPeer())
         self.transport.abortConnection()
 
-    def allHeadersReceived(self) -> None:
-        self.head_deadlines.discard(self)
-        super().allHeadersReceived()
+    def allContentReceived(self) -> None:
+        self.request_deadlines.discard(self)  # the request is whole: now it is ours to answer
+        super().allContentReceived()
 
     def requestDone(self, request) -> None:
         if self.persistent and len(self.requests) == 1:
-            # A kept-alive connection now waits for the next head.  Started before Twisted
-            # parses what the client already sent, which may complete that head at once.
-            self.head_deadlines.add(self)
+            # A kept-alive connection now waits for the next request.  Started before Twisted
+            # parses what the client already sent, which may complete that request at once.
+            self.request_deadlines.add(self)
         super().requestDone(request)
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -257,14 +257,14 @@ class GuardedHTTPChannel(HTTPChannel):
             super()._respondToBadRequestAndDisconnect()
 
     def _refuse(self, status: bytes, limit: str) -> None:
-        self.head_deadlines.discard(self)
+        self.request_deadlines.discard(self)
         if self.reporter is not None:
             self.reporter.hit(limit, self.transport.getPeer())
         self.transport.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         self.loseConnection()
 
     def connectionLost(self, reason) -> None:
-        self.head_deadlines.discard(self)
+        self.request_deadlines.discard(self)
         if self.budget is not None and self._peer is not None:
             self.budget.release(self._peer)
             self._peer = None
@@ -273,7 +273,7 @@ class GuardedHTTPChannel(HTTPChannel):
 
 def guarded_channel_class(
     clock: IReactorTime,
-    head_timeout: float,
+    request_timeout: float,
     reporter: LimitReporter | None = None,
     budget: ConnectionBudget | None = None,
 ) -> type[GuardedHTTPChannel]:
@@ -282,7 +282,7 @@ def guarded_channel_class(
         "GuardedHTTPChannel",
         (GuardedHTTPChannel,),
         {
-            "head_deadlines": Deadlines(clock, head_timeout, GuardedHTTPChannel._head_deadline_passed),
+            "request_deadlines": Deadlines(clock, request_timeout, GuardedHTTPChannel._request_deadline_passed),
             "reporter": reporter,
             "budget": budget,
         },
