@@ -117,20 +117,39 @@ def test_a_request_head_dribbled_byte_by_byte_is_cut_at_its_deadline():
     assert reporter.counts["request_deadline"] == 1
 
 
-def test_a_complete_head_in_time_is_served_and_the_next_head_gets_a_fresh_deadline():
-    clock, reporter, site = make(request_timeout=10)
+def test_a_kept_alive_connection_waits_keepalive_timeout_then_its_next_request_has_the_deadline():
+    clock, reporter, site = make(request_timeout=10)  # keep-alive: 60 s
     protocol, transport = connect(site)
     clock.advance(9)
     protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
     assert b"HTTP/1.1 200 OK" in transport.value() and transport.value().endswith(b"hello")
     transport.clear()
-    clock.advance(9.9)  # 18.9 s after connecting: the first deadline would have passed
+    clock.advance(59.4)  # idle between requests: the keep-alive time, not the request deadline
     assert not transport.disconnecting
-    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
-    assert transport.value().endswith(b"hello")
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a.exa")  # the next request starts...
+    clock.advance(9.4)
+    assert not transport.disconnecting
     with capturedLogs():
-        clock.advance(10)  # idle keep-alive connection: the next head's deadline passes
+        clock.advance(0.6)  # ...and has 10 s to arrive whole
     assert reporter.counts["request_deadline"] == 1
+    assert transport.value() == b""
+
+
+def test_an_idle_kept_alive_connection_is_closed_quietly_after_keepalive_timeout():
+    clock = Clock()
+    reporter = LimitReporter(clock)
+    site = Site(Hello(), reactor=clock)
+    site.protocol = channel_protocol_factory(guarded_channel_class(clock, 10, reporter, None, keepalive_timeout=30))
+    protocol, transport = connect(site)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\nGET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    assert transport.value().count(b"HTTP/1.1 200 OK") == 2  # pipelined: both answered
+    clock.advance(29.5)
+    assert not transport.disconnecting
+    clock.advance(0.5)
+    assert transport.disconnecting
+    assert not reporter.counts  # not a limit: an ordinary keep-alive expiry
+    protocol.connectionLost(None)
+    assert clock.getDelayedCalls() == []  # no sweep left behind
 
 
 def test_an_over_long_request_line_gets_414():

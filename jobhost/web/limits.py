@@ -208,22 +208,37 @@ class GuardedHTTPChannel(HTTPChannel):
 
     Attributes:
         request_deadlines: The site's :class:`Deadlines` (its ``timeout``: seconds from the
-            connection, or from the end of the previous response, until the next request
-            has arrived whole: head and body).
+            connection, or from the first byte after a kept-alive response, until the
+            request has arrived whole: head and body).
+        idle_deadlines: The site's :class:`Deadlines` for kept-alive connections waiting
+            for the first byte of their next request (its ``timeout``: the keep-alive time).
         reporter: Counts and logs the limits hit (None: not counted).
         budget: Released when the connection closes (None: not counted here).
     """
 
     request_deadlines: Deadlines
+    idle_deadlines: Deadlines
     reporter: LimitReporter | None = None
     budget: ConnectionBudget | None = None
     _peer: Any = None
+    _idle = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
         if self.budget is not None:
             self._peer = self.transport.getPeer()
         self.request_deadlines.add(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._idle:
+            # the next request starts: from now on it has the request deadline
+            self._idle = False
+            self.idle_deadlines.discard(self)
+            self.request_deadlines.add(self)
+        super().dataReceived(data)
+
+    def _idle_deadline_passed(self) -> None:
+        self.transport.loseConnection()  # an idle keep-alive connection: a normal close
 
     def _request_deadline_passed(self) -> None:
         if self.reporter is not None:
@@ -236,9 +251,11 @@ class GuardedHTTPChannel(HTTPChannel):
 
     def requestDone(self, request) -> None:
         if self.persistent and len(self.requests) == 1:
-            # A kept-alive connection now waits for the next request.  Started before Twisted
-            # parses what the client already sent, which may complete that request at once.
-            self.request_deadlines.add(self)
+            # A kept-alive connection now waits for the next request.  Set before Twisted
+            # parses what the client already sent (pipelined), which may start it at once:
+            # buffered bytes go through dataReceived too.
+            self._idle = True
+            self.idle_deadlines.add(self)
         super().requestDone(request)
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -265,6 +282,7 @@ class GuardedHTTPChannel(HTTPChannel):
 
     def connectionLost(self, reason) -> None:
         self.request_deadlines.discard(self)
+        self.idle_deadlines.discard(self)
         if self.budget is not None and self._peer is not None:
             self.budget.release(self._peer)
             self._peer = None
@@ -276,13 +294,15 @@ def guarded_channel_class(
     request_timeout: float,
     reporter: LimitReporter | None = None,
     budget: ConnectionBudget | None = None,
+    keepalive_timeout: float = 60.0,
 ) -> type[GuardedHTTPChannel]:
-    """A :class:`GuardedHTTPChannel` subclass with these settings and its own deadline sweep."""
+    """A :class:`GuardedHTTPChannel` subclass with these settings and its own deadline sweeps."""
     return type(
         "GuardedHTTPChannel",
         (GuardedHTTPChannel,),
         {
             "request_deadlines": Deadlines(clock, request_timeout, GuardedHTTPChannel._request_deadline_passed),
+            "idle_deadlines": Deadlines(clock, keepalive_timeout, GuardedHTTPChannel._idle_deadline_passed),
             "reporter": reporter,
             "budget": budget,
         },
