@@ -106,3 +106,10 @@ def test_a_run_fails_and_names_the_survivors_when_the_tests_do_not_bite():
     assert "jobhost/timeutil.py: 66.7% (4/6 killed" in result.stdout
     assert "survived  from_iso:compare#1" in result.stdout
     assert "uncovered now:return-none#0" in result.stdout
+
+
+def test_a_module_that_only_runs_at_import_is_tested_by_the_files_that_import_it():
+    """interfaces.py's lines all run at import, which coverage credits to no test."""
+    result = _run("jobhost/acme/interfaces.py", "--tests", "tests/test_testing.py", "--min-score", "100")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "jobhost/acme/interfaces.py: 100.0% (3/3 killed" in result.stdout

@@ -3,14 +3,14 @@
 from pathlib import Path
 
 import pytest
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, fail
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.internet.error import CannotListenError, ConnectionRefusedError
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
@@ -182,3 +182,335 @@ def test_a_new_certificate_keeps_rendered_pages(tmp_path):
     assert pages.get(host, b"/") is not None
     parts.caches.fanout.invalidate(host)
     assert pages.get(host, b"/") is None, "an invalidation without kinds still drops it"
+
+
+# -- the parts each config section builds -------------------------------------------------------
+
+
+def _parts(tmp_path, **sections):
+    """build_parts for ``sections`` (preflight needs somewhere customers point), on a MemoryReactorClock."""
+    sections.setdefault("preflight", {})
+    sections["preflight"].setdefault("addresses", ["127.0.0.1"])
+    return build_parts(MemoryReactorClock(), parse_config(sections, tmp_path))
+
+
+def test_store_schema_is_made_at_build_time(tmp_path):
+    """The SQL store's tables exist once the parts are built, before the reactor runs."""
+    import sqlite3
+
+    _parts(tmp_path)
+    with sqlite3.connect(tmp_path / "var" / "jobhost.db") as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"domains", "certificates", "challenges"} <= tables
+
+
+def test_unusable_store_is_a_config_error(tmp_path):
+    """A database file that is not a database stops start-up with one line naming [store] url and the cause."""
+    from jobhost.errors import ConfigError
+
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "jobhost.db").write_bytes(b"this is not an SQLite database, " * 64)
+    with pytest.raises(ConfigError) as info:
+        _parts(tmp_path)
+    assert info.value.path == ("store", "url")
+    assert "cannot use the store:" in str(info.value) and "file is not a database" in str(info.value)
+
+
+def test_fallback_file_that_is_not_a_certificate_is_a_config_error(tmp_path):
+    """A [tls] fallback_cert file that holds no key and certificate is refused (never overwritten)."""
+    from jobhost.errors import ConfigError
+
+    path = tmp_path / "own-default.pem"
+    path.write_text("not a PEM file\n")
+    with pytest.raises(ConfigError) as info:
+        _parts(tmp_path, tls={"fallback_cert": str(path)})
+    assert info.value.path == ("tls", "fallback_cert")
+    assert path.read_text() == "not a PEM file\n"
+
+
+def test_fallback_that_cannot_be_written_is_a_config_error(tmp_path):
+    """A fallback certificate that cannot be saved stops start-up, naming the file and the OS's reason."""
+    from jobhost.errors import ConfigError
+
+    (tmp_path / "plain-file").write_text("")
+    target = tmp_path / "plain-file" / "fallback.pem"
+    with pytest.raises(ConfigError) as info:
+        _parts(tmp_path, tls={"fallback_cert": str(target)})
+    assert info.value.path == ("tls", "fallback_cert")
+    assert f"cannot write {target}: " in str(info.value), "names the file, then the OS's reason"
+
+
+def test_metrics_cover_caches_and_handshakes(tmp_path):
+    """/metrics exports the certificate and page cache lookups and the TLS handshake outcomes."""
+    exposition = _parts(tmp_path).metrics.exposition()
+    for name in (b"jobhost_cert_cache_total", b"jobhost_page_cache_total", b"jobhost_tls_handshakes_total"):
+        assert b"# TYPE " + name in exposition or b"# HELP " + name in exposition, name
+    assert b"jobhost_webhook_deliveries_total" not in exposition, "no webhooks configured"
+
+
+def test_without_webhook_events_are_dropped_quietly(tmp_path):
+    """Without [events] webhook_url the issuing service and admin API get a sink that drops events."""
+    from jobhost.events import NullEventSink
+
+    parts = _parts(tmp_path)
+    assert isinstance(parts.events, NullEventSink)
+    assert parts.issuing.events is parts.events and parts.admin.resource.events is parts.events
+    assert "events" not in [s.name for s in parts.root]
+    assert not (tmp_path / "var" / "webhook.secret").exists()
+
+
+def test_webhook_notifier_in_the_tree(tmp_path):
+    """With a webhook_url the notifier is built, exported in /metrics and stopped after issuing and the listeners."""
+    from jobhost.events import WebhookNotifier
+
+    parts = _parts(tmp_path, events={"webhook_url": "https://hooks.example.test/jobhost"})
+    assert isinstance(parts.events, WebhookNotifier)
+    assert parts.issuing.events is parts.events and parts.admin.resource.events is parts.events
+    names = [s.name for s in parts.root]
+    assert names == ["changes", "acme-client", "events", "issuing", "store-stats", "http", "https", "admin"]
+    assert b"jobhost_webhook_deliveries_total" in parts.metrics.exposition()
+    assert (tmp_path / "var" / "webhook.secret").stat().st_mode & 0o777 == 0o600
+
+
+def test_preflight_and_self_check_share_a_resolver(tmp_path):
+    """Both checks enabled: the self-check resolves through the preflight's resolver; the admin API can run it."""
+    parts = _parts(tmp_path)
+    assert parts.checks.preflight is not None and parts.checks.self_check is not None
+    assert parts.checks.self_check.resolver is parts.checks.preflight.resolver
+    assert parts.issuing.preflight is parts.checks.preflight
+    assert parts.issuing.self_check is parts.checks.self_check
+    assert parts.admin.resource.self_check is not None
+
+
+def test_preflight_disabled(tmp_path):
+    """[preflight] enabled = false: no DNS/CAA checker, the self-check still runs on its own resolver."""
+    parts = _parts(tmp_path, preflight={"enabled": False})
+    assert parts.checks.preflight is None and parts.issuing.preflight is None
+    assert parts.checks.self_check is not None and parts.checks.self_check.resolver is not None
+
+
+def test_self_check_disabled(tmp_path):
+    """[preflight] self_check = false: neither the issuing service nor the admin API self-checks."""
+    parts = _parts(tmp_path, preflight={"self_check": False})
+    assert parts.checks.preflight is not None
+    assert parts.checks.self_check is None and parts.issuing.self_check is None
+    assert parts.admin.resource.self_check is None
+
+
+def test_external_account_binding_needs_both_values(tmp_path):
+    """[acme] eab_kid and eab_hmac_key reach the issuing service together; one of them alone is not EAB."""
+    both = _parts(tmp_path / "both", acme={"eab_kid": "kid-1", "eab_hmac_key": "aG1hYy1rZXk"})
+    assert both.issuing.eab == ("kid-1", "aG1hYy1rZXk")
+    kid_only = _parts(tmp_path / "kid", acme={"eab_kid": "kid-1"})
+    assert kid_only.issuing.eab is None
+    assert _parts(tmp_path / "none").issuing.eab is None
+
+
+def test_lease_holder_is_the_node_id_or_the_host_name(tmp_path):
+    """[renewal] node_id names this node in issuance leases; without it the host name does."""
+    import socket
+
+    assert _parts(tmp_path / "a", renewal={"node_id": "node-a"}).issuing.holder == "node-a"
+    assert _parts(tmp_path / "b").issuing.holder == socket.gethostname()
+
+
+@pytest.mark.parametrize(
+    ("https", "web", "port"),
+    [
+        ("tcp:8443", {}, 8443),
+        ("tcp6:443:interface=\\:\\:", {}, 443),
+        ("tcp:8443", {"https_redirect_port": 443}, 443),
+        ("unix:/run/jobhost-https.sock", {}, None),
+        ("unix:/run/jobhost-https.sock", {"https_redirect_port": 8443}, 8443),
+    ],
+)
+def test_redirect_port(tmp_path, https, web, port):
+    """HTTP redirects go to [web] https_redirect_port, else the HTTPS listener's TCP port, else no port."""
+    parts = _parts(tmp_path, listen={"https": https}, web=web)
+    assert parts.web.http.resource.https_port == port
+
+
+@pytest.mark.parametrize(
+    ("reachable", "ok", "message"),
+    [
+        (None, True, "no order placed yet"),
+        (True, True, "reachable at the last order"),
+        (False, False, "unreachable at the last order"),
+    ],
+)
+def test_health_reports_the_ca(tmp_path, reachable, ok, message):
+    """/healthz's CA part follows the last order: not critical, failing only when the CA was unreachable."""
+    parts = _parts(tmp_path)
+    parts.issuing.ca_reachable = reachable
+    assert parts.health()["ca"] == {"ok": ok, "message": message, "critical": False}
+
+
+def test_invalidate_all_drops_every_rendered_page(tmp_path):
+    """The fan-out's invalidate_all (a store-wide change) empties the page cache too."""
+    parts = _parts(tmp_path)
+    pages = parts.caches.pages
+    for host in ("jobs.acme-corp.test", "careers.example.test"):
+        pages.put(host, b"/", object(), pages.token(host))
+    parts.caches.fanout.invalidate_all()
+    assert pages.get("jobs.acme-corp.test", b"/") is None and pages.get("careers.example.test", b"/") is None
+
+
+# -- the root service -----------------------------------------------------------------------------
+
+
+class Recorder(Service):
+    """A child that records when it is stopped; its stop waits for ``gate`` (or raises ``error``)."""
+
+    def __init__(self, name: str, stops: list, gate: Deferred | None = None, error: Exception | None = None) -> None:
+        self.setName(name)
+        self.stops, self.gate, self.error = stops, gate, error
+
+    def stopService(self):
+        Service.stopService(self)
+        self.stops.append(self.name)
+        if self.error is not None:
+            raise self.error
+        return self.gate
+
+
+def test_start_up_line_names_what_is_served(tmp_path):
+    """Starting the root logs the endpoints, the store (password redacted) and the CA."""
+    config = parse_config(
+        {
+            "listen": {"http": "tcp:80", "https": "tcp:443", "admin": "tcp:8081:interface=127.0.0.1"},
+            "store": {"url": "postgresql://jobhost:s3cret@db.internal/jobhost"},
+            "acme": {"directory": "https://ca.example.test/directory"},
+            "preflight": {"addresses": ["127.0.0.1"]},
+        },
+        tmp_path,
+    )
+    root = JobhostService(config)
+    with capturedLogs() as events:
+        root.startService()
+    messages = [formatEvent(e) for e in events]
+    assert len(messages) == 1
+    line = messages[0]
+    for part in ("http tcp:80", "https tcp:443", "admin tcp:8081:interface=127.0.0.1",
+                 "db.internal", "CA https://ca.example.test/directory", "unknown names get self-signed"):
+        assert part in line, part
+    assert "s3cret" not in line
+    assert root.running
+
+
+def test_root_without_config_starts_silently():
+    """A root built without a config (tests) starts its children and logs nothing about a config."""
+    root = JobhostService()
+    child = Recorder("child", [])
+    child.setServiceParent(root)
+    with capturedLogs() as events:
+        root.startService()
+    assert root.running and child.running
+    assert events == []
+
+
+def test_root_stops_children_in_reverse_one_at_a_time():
+    """Each child's stop starts only when the one after it has finished; the root stops running at once."""
+    stops: list[str] = []
+    gates = {name: Deferred() for name in ("store", "issuing", "listener")}
+    root = JobhostService()
+    for name in ("store", "issuing", "listener"):
+        Recorder(name, stops, gates[name]).setServiceParent(root)
+    root.startService()
+    with capturedLogs() as events:
+        stopped = root.stopService()
+        assert not root.running
+        assert stops == ["listener"]
+        gates["listener"].callback(None)
+        assert stops == ["listener", "issuing"]
+        gates["issuing"].callback(None)
+        assert stops == ["listener", "issuing", "store"] and not stopped.called
+        gates["store"].callback(None)
+    assert stopped.called
+    assert [e for e in events if e.get("log_failure")] == [], "nothing failed"
+
+
+def test_a_failing_stop_is_logged_and_the_rest_still_stop():
+    """A child whose stop raises or fails is logged by name; the children before it still stop."""
+    stops: list[str] = []
+    root = JobhostService()
+    Recorder("store", stops).setServiceParent(root)
+    Recorder("issuing", stops, error=RuntimeError("stuck")).setServiceParent(root)
+    Recorder("listener", stops, gate=fail(OSError("close failed"))).setServiceParent(root)
+    root.startService()
+    with capturedLogs() as events:
+        stopped = root.stopService()
+    assert stopped.called and stops == ["listener", "issuing", "store"]
+    failures = [(e["service"].name, e["log_failure"].value) for e in events if e.get("log_failure")]
+    assert [(name, type(error)) for name, error in failures] == [("listener", OSError), ("issuing", RuntimeError)]
+
+
+@implementer(IListeningPort)
+class PortClosingBadly:
+    """A bound port whose close fails (fault injection)."""
+
+    def stopListening(self):
+        return fail(OSError("close failed"))
+
+    def getHost(self):
+        return None
+
+    def startListening(self):
+        pass
+
+
+@implementer(IStreamServerEndpoint)
+class BoundEndpoint:
+    """An endpoint that binds at once, to ``port``."""
+
+    def __init__(self, port) -> None:
+        self.port = port
+
+    def listen(self, factory):
+        return succeed(self.port)
+
+
+def test_listener_stop_reports_a_port_that_fails_to_close():
+    """A port that fails to close fails the listener's stop (so the root logs it); it is no longer running."""
+    listener = ListenerService("https", BoundEndpoint(PortClosingBadly()), Factory())
+    listener.startService()
+    assert listener.listening
+    stopped = listener.stopService()
+    failures: list = []
+    stopped.addErrback(failures.append)
+    assert [f.type for f in failures] == [OSError]
+    assert not listener.running and listener.port is None
+
+
+def test_listener_stopped_while_still_binding():
+    """Stopping a listener whose endpoint has not bound yet gives up binding and finishes at once, quietly."""
+    pending: Deferred = Deferred()
+    listener = ListenerService("http", FailingEndpoint(pending), Factory())
+    listener.startService()
+    with capturedLogs() as events:
+        stopped = listener.stopService()
+    assert stopped.called and not listener.running and not listener.listening
+    assert [e for e in events if e.get("log_failure")] == [], "giving up is not an error"
+
+
+def test_listener_stopped_before_it_started():
+    """A listener marked running that never listened (no endpoint asked) stops at once and is no longer running."""
+    listener = ListenerService("admin", FailingEndpoint(Deferred()), Factory())
+    listener.running = True  # as a parent's start marks it, before its own start ran
+    stopped = listener.stopService()
+    assert stopped.called and not listener.running
+
+
+def test_root_waits_for_a_close_on_stop():
+    """A part closed on stop (the ACME client, the webhook notifier) holds up the stops before it until closed."""
+    from jobhost.tap import _CallOnStop
+
+    stops: list[str] = []
+    closing: Deferred = Deferred()
+    root = JobhostService()
+    Recorder("store", stops).setServiceParent(root)
+    _CallOnStop("acme-client", lambda: closing).setServiceParent(root)
+    root.startService()
+    stopped = root.stopService()
+    assert stops == [] and not root.getServiceNamed("acme-client").running
+    closing.callback(None)
+    assert stops == ["store"] and stopped.called
