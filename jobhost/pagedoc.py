@@ -145,7 +145,7 @@ def _url(errors: dict[str, str], path: str, value: object, schemes: tuple[str, .
     except ValueError:
         errors[path] = f"must be an absolute {want} URL"
         return None
-    if parts.scheme.lower() not in schemes or not host:
+    if parts.scheme not in schemes or not host:  # urlsplit lower-cases the scheme
         errors[path] = f"must be an absolute {want} URL"
         return None
     return text

@@ -356,3 +356,141 @@ def test_jobs_json_lists_openings_with_urls():
     assert [j["id"] for j in doc["jobs"]] == ["eng-1", "ops_2"]
     assert doc["jobs"][1]["url"] == "https://jobs.acme.example/jobs/ops_2"
     assert json.loads(pages.render_jobs_json("jobs.acme.example", None))["jobs"] == []
+
+
+def test_script_json_keeps_non_ascii_text_as_is():
+    """Non-ASCII text stays literal in script JSON (UTF-8 page), not \\u-escaped; only the unsafe five are."""
+    assert json_for_script({"name": "Bücher & Co\u2028"}) == '{"name":"Bücher \\u0026 Co\\u2028"}'
+
+
+def test_jobs_json_body_is_indented_utf8_ending_in_newline():
+    """/jobs.json is one-space-indented UTF-8 JSON (non-ASCII literal) ending in a newline."""
+    body = pages.render_jobs_json("jobs.acme.example", {"company": "Bü", "jobs": [{"id": "a", "title": "T"}]})
+    assert body == (
+        '{\n "hostname": "jobs.acme.example",\n "company": "Bü",\n "jobs": [\n  {\n   "id": "a",\n'
+        '   "title": "T",\n   "url": "https://jobs.acme.example/jobs/a"\n  }\n ]\n}\n'
+    ).encode("utf-8")
+    assert json.loads(pages.render_jobs_json("jobs.acme.example", None)) == {
+        "hostname": "jobs.acme.example",
+        "company": None,
+        "jobs": [],
+    }
+
+
+def test_item_list_positions_count_from_one():
+    """The ItemList numbers the openings 1, 2, ... in page order and counts them."""
+    page = validate_page(_page())
+    listing = pages.item_list("jobs.acme.example", page)
+    assert listing["numberOfItems"] == 2
+    assert [(e["position"], e["name"]) for e in listing["itemListElement"]] == [
+        (1, "Anvil Engineer"),
+        (2, "Rocket Operator"),
+    ]
+    assert listing["name"] == "Open positions at Acme Corp"
+
+
+def test_organization_without_logo_has_no_logo():
+    """A page without logo_url gives an Organization without ``logo`` and a header without an image."""
+    doc = _page()
+    del doc["logo_url"]
+    page = validate_page(doc)
+    posting = pages.job_posting("jobs.acme.example", page, page["jobs"][0])
+    assert posting["hiringOrganization"] == {"@type": "Organization", "name": "Acme Corp"}
+    for html in (
+        _render(pages.render_list_page("jobs.acme.example", page)),
+        _render(pages.render_job_page("jobs.acme.example", page, page["jobs"][0])),
+    ):
+        assert "<img" not in html
+
+
+def test_logo_is_shown_with_company_alt_text():
+    """With a logo_url the header shows the logo, described as the company's, beside the heading."""
+    page = validate_page(_page())
+    html = _render(pages.render_list_page("jobs.acme.example", page))
+    assert (
+        '<header><img src="https://cdn.acme.example/logo.png" alt="Acme Corp logo" />'
+        "<h1>Careers at Acme Corp</h1></header>"
+    ) in html
+    html = _render(pages.render_job_page("jobs.acme.example", page, page["jobs"][1]))
+    assert (
+        '<header><img src="https://cdn.acme.example/logo.png" alt="Acme Corp logo" />'
+        '<p><a href="/">All openings at Acme Corp</a></p></header>'
+    ) in html
+
+
+def test_list_page_shows_each_jobs_facts_and_the_count():
+    """Each opening lists location, type and date separated by dots; a bare opening has no facts line."""
+    page = validate_page(_page())
+    html = _render(pages.render_list_page("jobs.acme.example", page))
+    assert '<h2 id="openings">Open positions (2)</h2>' in html
+    assert (
+        '<li><a href="/jobs/eng-1">Anvil Engineer</a><p class="meta">Berlin \u00b7 Full-time \u00b7 '
+        'Posted <time datetime="2024-02-29">2024-02-29</time></p></li>'
+        '<li><a href="/jobs/ops_2">Rocket Operator</a></li>'
+    ) in html
+    assert "<p>We make anvils.</p><p>Come work with us.</p>" in html
+    assert '<a href="/jobs.json">JSON</a>' in html
+
+
+def test_list_page_without_jobs_says_so():
+    """A page with no openings says "No open positions right now." and lists nothing."""
+    page = validate_page({"company": "Acme Corp"})
+    html = _render(pages.render_list_page("jobs.acme.example", page))
+    assert "<p>No open positions right now.</p>" in html
+    assert "Open positions (0)" in html
+    assert "<ul" not in html
+    (listing,) = _json_ld(html)
+    assert listing["itemListElement"] == []
+
+
+def test_job_page_facts_name_the_company_first():
+    """A job page's facts line starts with the company; a bare job shows only the company and no apply link."""
+    page = validate_page(_page())
+    html = _render(pages.render_job_page("jobs.acme.example", page, page["jobs"][0]))
+    assert (
+        '<p class="meta">Acme Corp \u00b7 Berlin \u00b7 Full-time \u00b7 '
+        'Posted <time datetime="2024-02-29">2024-02-29</time></p>'
+    ) in html
+    assert (
+        '<a href="https://apply.acme.example/eng-1?src=careers&amp;x=1" rel="noopener noreferrer" '
+        'class="apply">Apply for this position</a>'
+    ) in html
+    assert "<title>Anvil Engineer \u2013 Acme Corp</title>" in html
+    html = _render(pages.render_job_page("jobs.acme.example", page, page["jobs"][1]))
+    assert '<article><h1>Rocket Operator</h1><p class="meta">Acme Corp</p></article>' in html
+    assert "Apply for this position" not in html
+
+
+def test_paragraphs_are_stripped_and_blank_lines_dropped():
+    """Multi-line text becomes one paragraph per non-blank line, each without surrounding spaces."""
+    page = validate_page(
+        {
+            "company": "Acme Corp",
+            "intro": "First line   \n\n   \t\n   Second line",
+            "jobs": [{"id": "a", "title": "T", "description": "Do things.  \n \n  Do more."}],
+        }
+    )
+    html = _render(pages.render_list_page("jobs.acme.example", page))
+    assert "<main><p>First line</p><p>Second line</p><section" in html
+    html = _render(pages.render_job_page("jobs.acme.example", page, page["jobs"][0]))
+    assert '<p class="meta">Acme Corp</p><p>Do things.</p><p>Do more.</p></article>' in html
+
+
+def test_pages_without_structured_data_have_no_script():
+    """The no-page and not-found pages carry no JSON-LD script element at all."""
+    for html in (
+        _render(pages.render_empty_page("jobs.acme.example")),
+        _render(pages.render_not_found_page("jobs.acme.example", None)),
+        _render(pages.render_not_found_page("jobs.acme.example", validate_page(_page()))),
+    ):
+        assert "<script" not in html
+
+
+def test_not_found_page_names_the_company_or_the_hostname():
+    """The 404 page links home naming the company, or the hostname's display form without a page."""
+    html = _render(pages.render_not_found_page("jobs.acme.example", validate_page(_page())))
+    assert '<a href="/">See all open positions at Acme Corp</a>' in html
+    assert "<title>Page not found \u2013 Acme Corp</title>" in html
+    html = _render(pages.render_not_found_page("xn--bcher-kva.example", None))
+    assert '<a href="/">See all open positions at bücher.example</a>' in html
+    assert "<h1>Page not found</h1>" in html

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import re
 from datetime import datetime, timezone
@@ -10,10 +11,11 @@ from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import IResource, Resource
@@ -25,7 +27,6 @@ from jobhost.store.records import Challenge, DomainRecord, DomainState, certific
 from jobhost.testing import TestCA
 from jobhost.web.site import (
     CONTENT_SECURITY_POLICY,
-    HSTS_MAX_AGE,
     HttpRootResource,
     HttpsRootResource,
     PageCache,
@@ -69,17 +70,31 @@ class FaultyStore(MemoryStore):
         super().__init__()
         self.fault: Exception | None = None
         self.stall = False
+        #: A stalled read answers anyway when cancelled (a store that cannot cancel).
+        self.ignore_cancel = False
+        #: Reads answer with something that is not a record (a store bug).
+        self.garbage = False
         self.pending: list[Deferred] = []
         self.cancelled: list[Deferred] = []
 
     def _read(self, read, key):
         if self.fault is not None:
             return fail(self.fault)
+
+        def answer() -> Deferred:
+            return succeed("not a record") if self.garbage else read(key)
+
         if self.stall:
-            d: Deferred = Deferred(canceller=self.cancelled.append)
+
+            def cancel(d: Deferred) -> None:
+                self.cancelled.append(d)
+                if self.ignore_cancel:
+                    answer().chainDeferred(d)
+
+            d: Deferred = Deferred(canceller=cancel)
             self.pending.append(d)
             return d
-        return read(key)
+        return answer()
 
     def get_domain(self, hostname):
         return self._read(super().get_domain, hostname)
@@ -278,7 +293,7 @@ class HttpsRootResourceTests(WebTestCase):
             self.assertIn("default-src 'none'", self.header(response, "content-security-policy"))
             self.assertEqual(self.header(response, "x-content-type-options"), "nosniff")
             self.assertIsNotNone(self.header(response, "referrer-policy"))
-            self.assertEqual(self.header(response, "strict-transport-security"), f"max-age={HSTS_MAX_AGE}")
+            self.assertEqual(self.header(response, "strict-transport-security"), "max-age=300")
 
     def test_only_get_and_head(self):
         """POST, PUT and DELETE get 405 naming GET and HEAD."""
@@ -324,6 +339,82 @@ class HttpsRootResourceTests(WebTestCase):
         self.assertIn(b"Anvil Engineer", self.successResultOf(body))
 
 
+    def test_store_cancelling_its_own_read_is_503(self):
+        """A read the store gives up on (cancelled while the client still waits) answers 503, logged."""
+        self.store.stall = True
+        stub = StubTreq(self.root)
+        d = stub.get(f"https://{HOST}/")
+        stub.flush()
+        self.store.pending[0].cancel()
+        stub.flush()
+        self.assertEqual(self.successResultOf(d).code, 503)
+        self.assertEqual(len(self.flushLoggedErrors(CancelledError)), 1)
+
+    def test_rendering_bug_is_500_and_logged(self):
+        """A store answering with something that is not a record gives 500, logged with the URI."""
+        self.store.garbage = True
+        with capturedLogs() as events:
+            response, body = self.get("/jobs/eng-1?x=1")
+        self.assertEqual((response.code, body), (500, b"Internal server error\n"))
+        self.assertEqual(self.header(response, "strict-transport-security"), "max-age=300")
+        self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 1)
+        (event,) = [e for e in events if "log_failure" in e]
+        self.assertIn("/jobs/eng-1?x=1", formatEvent(event))
+        self.assertTrue(formatEvent(event).startswith("Rendering "))
+
+    def test_invalid_stored_page_is_logged_with_its_problems(self):
+        """The 500 for an invalid stored page is logged naming the hostname and what is wrong."""
+        _add_domain(self.store, page={"company": "Acme Corp", "jobs": [{"id": "x y", "title": "T"}]})
+        with capturedLogs() as events:
+            response, _ = self.get("/")
+        self.assertEqual(response.code, 500)
+        (line,) = [formatEvent(e) for e in events if e["log_level"] == LogLevel.error]
+        self.assertIn(f"The stored careers page of {HOST} is invalid", line)
+        self.assertIn("jobs[0].id", line)
+
+    def test_missing_or_repeated_host_header_is_404(self):
+        """A request without a Host header, or with two, gets the generic 404 (no page is guessed)."""
+        for request in (
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\nHost: " + HOST.encode() + b"\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\nHost: other.example\r\n\r\n",
+        ):
+            _, protocol, transport = _connect(self.root)
+            protocol.dataReceived(request)
+            head, _, body = transport.value().partition(b"\r\n\r\n")
+            self.assertTrue(head.startswith(b"HTTP/1.") and b" 404 " in head.split(b"\r\n")[0], head)
+            self.assertEqual(body, b"Not found\n")
+
+    def test_responses_carry_content_length_also_for_head(self):
+        """Every answer states its length (no chunking); HEAD states the length GET would send."""
+        _, protocol, transport = _connect(self.root)
+        protocol.dataReceived(b"GET /jobs.json HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n")
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        self.assertIn(b"Content-Length: %d" % len(body), head.split(b"\r\n"))
+        self.assertNotIn(b"Transfer-Encoding", head)
+        _, protocol, transport = _connect(self.root)
+        protocol.dataReceived(b"HEAD /jobs.json HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n")
+        head, _, rest = transport.value().partition(b"\r\n\r\n")
+        self.assertIn(b"Content-Length: %d" % len(body), head.split(b"\r\n"))
+        self.assertEqual(rest, b"")
+
+    def test_pipelined_requests_are_each_answered(self):
+        """Each response completes its request, so the next request on a kept-alive connection is answered."""
+        _, protocol, transport = _connect(self.root)
+        request = b"GET /jobs/nope HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n"
+        protocol.dataReceived(request + request.replace(b"/jobs/nope", b"/jobs.json"))
+        statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", transport.value())
+        self.assertEqual(statuses, [b"404", b"200"])
+        self.assertFalse(transport.disconnecting)
+
+    def test_resources_are_compared_by_identity(self):
+        """Roots are hashable and equal only to themselves, even when built from the same store."""
+        for make in (lambda: HttpsRootResource(self.store), lambda: HttpRootResource(self.store, 8443)):
+            one, two = make(), make()
+            self.assertNotEqual(one, two)
+            self.assertEqual(len({one, two, one}), 2)
+
+
 class HttpRootResourceTests(WebTestCase):
     """Challenges, redirects and 404s served by HttpRootResource."""
 
@@ -364,6 +455,29 @@ class HttpRootResourceTests(WebTestCase):
             head = transport.value().partition(b"\r\n\r\n")[0].split(b"\r\n")
             self.assertEqual(head[0], b"HTTP/1.1 301 Moved Permanently", target)
             self.assertIn(b"Location: " + location, head)
+
+    def test_redirect_never_leaves_the_hostname(self):
+        """A request target that is not a path (``@evil.example/``, ``.evil.example``, ``x``) redirects to the host's root."""
+        for target, location in [
+            (b"@evil.example/x?q=1", b"https://%s/?q=1" % HOST.encode()),
+            (b".evil.example/x", b"https://%s/" % HOST.encode()),
+            (b"x", b"https://%s/" % HOST.encode()),
+            (b"http://elsewhere.example", b"https://%s/" % HOST.encode()),
+            (b"http://elsewhere.example?a=b", b"https://%s/?a=b" % HOST.encode()),
+        ]:
+            _, protocol, transport = _connect(HttpRootResource(self.store, None))
+            protocol.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n")
+            head = transport.value().partition(b"\r\n\r\n")[0].split(b"\r\n")
+            self.assertEqual(head[0], b"HTTP/1.1 301 Moved Permanently", target)
+            self.assertIn(b"Location: " + location, head, target)
+
+    def test_root_mounted_under_another_resource_redirects_too(self):
+        """Reached with no path left (mounted as a child), the root still redirects rather than 404 or 405."""
+        parent = Resource()
+        parent.putChild(b"plain", HttpRootResource(self.store, 8443))
+        response, _ = self.fetch(parent, f"http://{HOST}/plain?x=1")
+        self.assertEqual(response.code, 301)
+        self.assertEqual(self.header(response, "location"), f"https://{HOST}:8443/plain?x=1")
 
     def test_redirect_uses_normalised_host(self):
         """The redirect names the normalised hostname, whatever case and port the Host header had."""
@@ -434,6 +548,25 @@ class _SessionResource(Resource):
         return b"unreachable"
 
 
+class _BannerResource(Resource):
+    isLeaf = True
+
+    def __init__(self, name) -> None:
+        super().__init__()
+        self.name = name
+
+    def render_GET(self, request):
+        request.setHeader(self.name, b"Apache/2.4.1")
+        return b"ok"
+
+
+class _ArgsResource(Resource):
+    isLeaf = True
+
+    def render_POST(self, request):
+        return repr(sorted(request.args)).encode()
+
+
 class MakeSiteTests(SynchronousTestCase):
     """The Site wrapper: banner, tracebacks, sessions, and early closes, on the wire."""
 
@@ -474,13 +607,64 @@ class MakeSiteTests(SynchronousTestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_idle_connections_time_out_on_the_given_clock(self):
-        """An idle connection is closed after a minute of the injected clock."""
+        """An idle connection is closed after exactly a minute of the injected clock."""
         clock = Clock()
         _, protocol, transport = _connect(HttpsRootResource(MemoryStore()), clock)
-        clock.advance(59)
+        clock.advance(59.5)
         self.assertFalse(transport.disconnecting)
-        clock.advance(2)
+        clock.advance(0.5)
         self.assertTrue(transport.disconnecting)
+
+    def test_answer_after_the_client_left_is_dropped_quietly(self):
+        """A store that answers although the read was cancelled: nothing is written and nothing logged."""
+        store = FaultyStore()
+        _add_domain(store, page=_page())
+        store.stall = store.ignore_cancel = True
+        _, protocol, transport = _connect(HttpsRootResource(store))
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(store.cancelled, store.pending)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_rendering_bug_after_the_client_left_is_logged_not_written(self):
+        """A rendering failure for a client that has gone is logged once; nothing is written."""
+        store = FaultyStore()
+        store.stall = store.ignore_cancel = store.garbage = True
+        _, protocol, transport = _connect(HttpsRootResource(store))
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual([f.type for f in self.flushLoggedErrors()], [AttributeError])
+        # Handled: no "Unhandled error in Deferred" is left to be logged later.
+        self.assertIsNone(self.successResultOf(store.pending[0]))
+
+    def test_server_header_set_by_a_resource_is_replaced(self):
+        """Whatever a resource sets as Server (bytes or str, any case), the response says jobhost."""
+        for name in (b"Server", "Server", "SERVER"):
+            _, protocol, transport = _connect(_BannerResource(name))
+            protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+            head = transport.value().partition(b"\r\n\r\n")[0].split(b"\r\n")
+            self.assertEqual([h for h in head if h.lower().startswith(b"server:")], [b"Server: jobhost"], name)
+
+    def test_post_bodies_are_not_parsed_into_args(self):
+        """A form POST's body does not show up in request.args (only the query string does)."""
+        _, protocol, transport = _connect(_ArgsResource())
+        body = b"secret=1&other=2"
+        protocol.dataReceived(
+            b"POST /?q=1 HTTP/1.1\r\nHost: a.example\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        self.assertEqual(transport.value().partition(b"\r\n\r\n")[2], b"[b'q']")
+
+    def test_starting_and_stopping_the_site_logs_nothing(self):
+        """The site is quiet: no "Starting factory" lines in the log."""
+        site = make_site(HttpsRootResource(MemoryStore()), clock=Clock())
+        with capturedLogs() as events:
+            site.doStart()
+            site.doStop()
+        self.assertEqual(events, [])
 
 
 class PageCacheTests(WebTestCase):
@@ -540,6 +724,110 @@ class PageCacheTests(WebTestCase):
         self.get()
         self.cache.invalidate_all()
         self.assertIsNone(self.cache.get(HOST, b"/"))
+
+    def test_render_in_flight_during_invalidate_all_is_not_cached(self):
+        """A response rendered from a record read before invalidate_all is not kept."""
+        self.store.stall = True
+        stub = StubTreq(self.root)
+        d = stub.request("GET", f"https://{HOST}/", allow_redirects=False)
+        stub.flush()
+        self.cache.invalidate_all()
+        self.store.pending.pop().callback(self.store.domains[HOST])
+        stub.flush()
+        self.assertEqual(self.successResultOf(d).code, 200)
+        self.assertIsNone(self.cache.get(HOST, b"/"))
+
+    def test_holds_exactly_max_entries(self):
+        """A cache of 3 keeps the 3 most recently rendered pages."""
+        for path in ("/", "/jobs.json", "/jobs/eng-1", "/jobs/ops-2"):
+            self.get(path)
+        for path in (b"/jobs.json", b"/jobs/eng-1", b"/jobs/ops-2"):
+            self.assertIsNotNone(self.cache.get(HOST, path), path)
+
+    def test_reading_a_page_keeps_it_longest(self):
+        """Serving a page from the cache makes it the most recently used: others are dropped first."""
+        self.get("/")
+        self.get("/jobs.json")
+        self.get("/jobs/eng-1")
+        self.get("/")  # a hit
+        self.get("/jobs/ops-2")
+        self.assertIsNotNone(self.cache.get(HOST, b"/"))
+        self.assertIsNone(self.cache.get(HOST, b"/jobs.json"))
+
+    def test_storing_again_counts_as_recent(self):
+        """A response stored again for the same page (two requests raced) becomes the most recent."""
+        cache = PageCache(max_entries=2)
+        cache.put(HOST, b"/a", "a1", cache.token(HOST))
+        cache.put(HOST, b"/b", "b", cache.token(HOST))
+        cache.put(HOST, b"/a", "a2", cache.token(HOST))
+        cache.put(HOST, b"/c", "c", cache.token(HOST))
+        self.assertEqual(cache.get(HOST, b"/a"), "a2")
+        self.assertIsNone(cache.get(HOST, b"/b"))
+
+    def test_invalidation_after_eviction_still_drops_the_rest(self):
+        """After some of a hostname's pages were evicted, invalidating it still drops all it has left."""
+        cache = PageCache(max_entries=2)
+        for path in (b"/a", b"/b", b"/c"):
+            cache.put(HOST, path, path, cache.token(HOST))
+        cache.put("other.example", b"/", "other", cache.token("other.example"))
+        cache.invalidate(HOST)
+        self.assertEqual(
+            [cache.get(HOST, p) for p in (b"/a", b"/b", b"/c")] + [cache.get("other.example", b"/")],
+            [None, None, None, "other"],
+        )
+
+    def test_invalidation_only_for_page_changes(self):
+        """invalidate with change kinds drops the hostname's pages only when the page changed."""
+        cache = PageCache()
+        cache.put(HOST, b"/", "page", cache.token(HOST))
+        cache.invalidate(HOST, frozenset({"state"}))
+        self.assertEqual(cache.get(HOST, b"/"), "page")
+        cache.invalidate(HOST, frozenset({"state", "page"}))
+        self.assertIsNone(cache.get(HOST, b"/"))
+
+    def test_forgotten_hostnames_are_not_retained(self):
+        """Evicted and invalidated hostnames leave nothing behind: the cache's memory stays bounded."""
+        cache = PageCache(max_entries=2)
+        for i in range(50):
+            host = f"host-{i}.example"
+            cache.put(host, b"/", "page", cache.token(host))
+        held = _strings_held_by(cache)
+        self.assertEqual({s for s in held if s.startswith("host-")}, {"host-48.example", "host-49.example"})
+        cache.invalidate("host-48.example")
+        cache.invalidate("gone.example")
+        cache.invalidate_all()
+        self.assertEqual({s for s in _strings_held_by(cache) if s.endswith(".example")}, set())
+
+    def test_constructor_takes_only_the_size(self):
+        """PageCache() holds 10000 entries by default; counters and contents cannot be passed in or shown."""
+        cache = PageCache()
+        self.assertEqual(cache.max_entries, 10000)
+        self.assertEqual(repr(cache), "PageCache(max_entries=10000, hits=0, misses=0)")
+        for name in ("hits", "misses", "entries", "paths", "epochs", "epoch"):
+            with self.assertRaises(TypeError, msg=name):
+                PageCache(**{name: 1})
+        self.assertNotEqual(PageCache(), PageCache())
+        self.assertEqual(len({cache, PageCache(), cache}), 2)
+
+
+def _strings_held_by(obj) -> set[str]:
+    """Every str reachable from ``obj`` through containers (the object's own attributes included)."""
+    found: set[str] = set()
+    seen: set[int] = set()
+    todo = list(gc.get_referents(obj))
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, str):
+            found.add(item)
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            todo.extend(item)
+    return found
 
 
 class _FanOut:

@@ -401,8 +401,11 @@ class _HttpsRedirectResource(_ByHostResource):
         target = uri
         if not target.startswith(b"/"):
             # absolute-form request target (RFC 9112 section 3.2.2): keep its path and query.
+            # Anything else ("@evil.example/", ".evil.example") is no path: appended to the
+            # authority it would name another host, so redirect to the root instead.
             parts = urlsplit(target)
-            target = (parts.path or b"/") + (b"?" + parts.query if parts.query else b"")
+            path = parts.path if parts.path.startswith(b"/") else b"/"
+            target = path + (b"?" + parts.query if parts.query else b"")
         authority = hostname.encode("ascii")
         if self.https_port not in (None, 443):
             authority += b":%d" % (self.https_port,)
@@ -489,7 +492,6 @@ def make_site(resource: Resource, clock: IReactorTime | None = None) -> Site:
             (Twisted's default, chosen inside Twisted, not here).
     """
     site = _JobhostSite(resource, reactor=clock, timeout=60, parsePOSTFormSubmission=False)
-    site.displayTracebacks = False
     site.noisy = False
     return site
 
