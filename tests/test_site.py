@@ -606,11 +606,11 @@ class MakeSiteTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
         self.assertEqual(self.flushLoggedErrors(), [])
 
-    def test_idle_connections_time_out_on_the_given_clock(self):
-        """An idle connection is closed after exactly a minute of the injected clock."""
+    def test_silent_connections_time_out_on_the_given_clock(self):
+        """A connection that sends no request is closed at the request deadline (10 s) of the injected clock."""
         clock = Clock()
         _, protocol, transport = _connect(HttpsRootResource(MemoryStore()), clock)
-        clock.advance(59.5)
+        clock.advance(9.5)
         self.assertFalse(transport.disconnecting)
         clock.advance(0.5)
         self.assertTrue(transport.disconnecting)

@@ -244,3 +244,103 @@ def test_a_dribbled_body_is_cut_at_the_request_deadline_too():
             clock.advance(0.5)
     assert transport.value() == b""
     assert reporter.counts["request_deadline"] == 1
+
+
+# -- make_site: the guarded channel, the budget, the access log --------------------------------
+
+
+def test_make_site_counts_its_connections_against_the_budget():
+    from jobhost.web.site import make_site
+
+    clock = Clock()
+    reporter = LimitReporter(clock)
+    budget = ConnectionBudget(max_connections=10, max_per_peer=1, reporter=reporter)
+    site = make_site(Hello(), clock, reporter=reporter, budget=budget)
+    protocol, transport = connect(site)
+    with capturedLogs():
+        assert site.buildProtocol(peer()) is None  # a second one from the same peer
+    assert reporter.counts == {"max_per_peer": 1}
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
+    assert transport.value().endswith(b"hello")
+    protocol.connectionLost(None)
+    assert budget.open == 0
+    assert site.buildProtocol(peer()) is not None
+
+
+def test_no_access_log_by_default_and_no_timer_for_it(tmp_path):
+    from jobhost.web.site import make_site
+
+    clock = Clock()
+    site = make_site(Hello(), clock)
+    site.doStart()
+    protocol, transport = connect(site)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
+    assert transport.value().endswith(b"hello")
+    protocol.connectionLost(None)
+    assert clock.getDelayedCalls() == []  # Twisted's log timestamp timer is not started
+    site.doStop()
+
+
+def test_the_access_log_is_buffered_and_flushed_every_second(tmp_path):
+    from jobhost.web.site import make_site
+
+    clock = Clock()
+    path = tmp_path / "access.log"
+    site = make_site(Hello(), clock, access_log=str(path))
+    site.doStart()
+    for _ in range(3):
+        protocol, transport = connect(site)
+        protocol.dataReceived(b"GET /x HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
+        protocol.connectionLost(None)
+    assert path.read_text() == ""  # buffered: no write(2) per request
+    clock.advance(1)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and all('"GET /x HTTP/1.1" 200 5' in line for line in lines)
+    site.doStop()
+    assert clock.getDelayedCalls() == []
+
+
+class _H2Transport(StringTransport):
+    negotiatedProtocol = b"h2"
+
+
+def test_a_connection_switching_to_http2_leaves_the_http11_deadlines_and_gets_an_idle_timeout():
+    from jobhost.web.site import make_site
+
+    clock = Clock()
+    site = make_site(Hello(), clock, request_timeout=10, keepalive_timeout=30)
+    protocol = site.buildProtocol(peer())
+    transport = _H2Transport(peerAddress=peer())
+    protocol.makeConnection(transport)
+    first = protocol._channel
+    assert first in first.request_deadlines
+    protocol.dataReceived(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # the HTTP/2 preface
+    assert protocol._channel is not first
+    assert first not in first.request_deadlines and first not in first.idle_deadlines
+    assert protocol._channel.timeOut == 30
+    clock.advance(10)  # the old request deadline would have aborted the connection here
+    assert not transport.disconnecting
+    protocol.connectionLost(None)
+
+
+def test_host_normalisation_is_cached_and_bounded(monkeypatch):
+    from jobhost.web import site as site_module
+
+    calls = []
+    real = site_module.normalise_hostname
+
+    def counting(text):
+        calls.append(text)
+        return real(text)
+
+    monkeypatch.setattr(site_module, "normalise_hostname", counting)
+    monkeypatch.setattr(site_module, "_NORMALISED", {})
+    monkeypatch.setattr(site_module, "_NORMALISED_MAX", 3)
+    assert site_module._normalised("Jobs.Example.COM") == "jobs.example.com"
+    assert site_module._normalised("Jobs.Example.COM") == "jobs.example.com"
+    assert site_module._normalised("not a name") is None
+    assert site_module._normalised("not a name") is None
+    assert calls == ["Jobs.Example.COM", "not a name"]
+    site_module._normalised("b.example")
+    site_module._normalised("c.example")  # full: cleared, then c is kept
+    assert site_module._NORMALISED == {"c.example": "c.example"}

@@ -309,6 +309,25 @@ def guarded_channel_class(
     )
 
 
+class _GuardedGenericProtocol(_GenericHTTPChannelProtocol):
+    """Twisted's HTTP/1.1-or-HTTP/2 switch, aware of the guarded channel's deadlines.
+
+    When ALPN chose ``h2``, Twisted replaces the HTTP/1.1 channel by an
+    ``H2Connection`` without telling the old one: its request deadline must go
+    (it would abort the HTTP/2 connection), and the HTTP/2 connection gets the
+    keep-alive time as its idle timeout (twisted.web's own, reset by each frame).
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._negotiatedProtocol is None:
+            channel = self._channel
+            if getattr(channel.transport, "negotiatedProtocol", None) == b"h2":
+                channel.request_deadlines.discard(channel)
+                channel.idle_deadlines.discard(channel)
+                self._timeOut = channel.idle_deadlines.timeout
+        super().dataReceived(data)
+
+
 def channel_protocol_factory(channel_class: type[GuardedHTTPChannel]):
     """What a ``Site``'s ``protocol`` attribute (set on the instance) should be to use ``channel_class``.
 
@@ -316,7 +335,7 @@ def channel_protocol_factory(channel_class: type[GuardedHTTPChannel]):
     """
 
     def build() -> _GenericHTTPChannelProtocol:
-        return _GenericHTTPChannelProtocol(channel_class())
+        return _GuardedGenericProtocol(channel_class())
 
     return build
 

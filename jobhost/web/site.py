@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -33,6 +34,7 @@ from jobhost.hostnames import normalise_hostname
 from jobhost.pagedoc import find_job, validate_page
 from jobhost.store.interfaces import IStore
 from jobhost.store.records import ChangeKind, DomainRecord, DomainState
+from jobhost.web.limits import ConnectionBudget, LimitReporter, channel_protocol_factory, guarded_channel_class
 from jobhost.web.pages import (
     render_empty_page,
     render_job_page,
@@ -103,10 +105,28 @@ def request_hostname(request) -> str | None:
     name, colon, port = text.rpartition(":")
     if colon and _PORT.fullmatch(port):
         text = name
+    return _normalised(text)
+
+
+#: Host header -> normalised hostname (or None), for the names seen recently: normalising
+#: (IDNA, label checks) costs tens of microseconds, and every request of a visitor repeats it.
+_NORMALISED: dict[str, str | None] = {}
+_NORMALISED_MAX = 4096
+
+
+def _normalised(text: str) -> str | None:
     try:
-        return normalise_hostname(text)
+        return _NORMALISED[text]
+    except KeyError:
+        pass
+    try:
+        result: str | None = normalise_hostname(text)
     except InvalidHostname:
-        return None
+        result = None
+    if len(_NORMALISED) >= _NORMALISED_MAX:
+        _NORMALISED.clear()  # bounded; a flood of new names only costs the normalising it costs anyway
+    _NORMALISED[text] = result
+    return result
 
 
 def _send(request, response: _Response, *, hsts: bool) -> None:
@@ -474,25 +494,82 @@ class _JobhostRequest(Request):
 class _JobhostSite(Site):
     requestFactory = _JobhostRequest
     displayTracebacks = False
+    access_log: str | None = None
+    budget: ConnectionBudget | None = None
+    _flusher: LoopingCall | None = None
 
     def makeSession(self):
         raise RuntimeError("jobhost does not use sessions")
 
+    def buildProtocol(self, addr):
+        if self.budget is not None and not self.budget.admit(addr):
+            return None  # over a cap: the port closes the socket at once
+        return super().buildProtocol(addr)
 
-def make_site(resource: Resource, clock: IReactorTime | None = None) -> Site:
+    def startFactory(self):
+        if self.access_log is None:
+            # No access log: nothing to write, and no once-a-second timestamp timer either.
+            self._logFile = None
+            return
+        super().startFactory()
+        self._flusher = LoopingCall(self._flush_log)
+        self._flusher.clock = self.reactor
+        self._flusher.start(1.0, now=False)
+
+    def stopFactory(self):
+        if self._flusher is not None and self._flusher.running:
+            self._flusher.stop()
+        self._flusher = None
+        super().stopFactory()
+
+    def _openLogFile(self, path):
+        # Block-buffered (Twisted's is line-buffered: a write(2) per request); flushed each second.
+        return open(path, "a", buffering=1 << 16, newline="\n", encoding="utf-8")
+
+    def _flush_log(self) -> None:
+        if self._logFile is not None:
+            self._logFile.flush()
+
+
+def make_site(
+    resource: Resource,
+    clock: IReactorTime | None = None,
+    *,
+    request_timeout: float = 10.0,
+    keepalive_timeout: float = 60.0,
+    reporter: LimitReporter | None = None,
+    budget: ConnectionBudget | None = None,
+    access_log: str | None = None,
+) -> Site:
     """Wrap a root resource in the :class:`Site` a jobhost listener serves.
 
     The site sends ``Server: jobhost`` (no version), never shows tracebacks,
-    makes no sessions (asking for one is an error), does not parse request
-    bodies into ``request.args``, and closes connections idle for a minute.
+    makes no sessions (asking for one is an error), and does not parse request
+    bodies into ``request.args``.  Its connections are
+    :class:`~jobhost.web.limits.GuardedHTTPChannel`: each request must arrive
+    whole within ``request_timeout`` seconds of its first byte (or of the
+    connection), however it trickles in; a kept-alive connection is closed after
+    ``keepalive_timeout`` seconds without a new request; 414 and 431 for
+    over-long request lines and heads.
 
     Args:
         resource: The root, e.g. :class:`HttpRootResource` or :class:`HttpsRootResource`.
-        clock: Used for idle timeouts and log timestamps; None means the global reactor
+        clock: Used for the deadlines and log timestamps; None means the global reactor
             (Twisted's default, chosen inside Twisted, not here).
+        reporter: Counts and logs the limits hit.
+        budget: Counts the site's connections against the public caps (only for a site
+            that accepts its own connections: the HTTPS listener's hold counts its own).
+        access_log: A file to append a combined-log line per request to (block-buffered,
+            flushed every second), or None for no access log (the default, as Caddy).
     """
-    site = _JobhostSite(resource, reactor=clock, timeout=60, parsePOSTFormSubmission=False)
+    site = _JobhostSite(
+        resource, reactor=clock, timeout=None, parsePOSTFormSubmission=False, logPath=access_log
+    )
     site.noisy = False
+    site.access_log = access_log
+    site.budget = budget
+    channel = guarded_channel_class(site.reactor, request_timeout, reporter, budget, keepalive_timeout)
+    site.protocol = channel_protocol_factory(channel)
     return site
 
 
