@@ -695,7 +695,7 @@ class Preflight:
         expected = self._expected_records(hostname)
         chain = a.chain if len(a.chain) >= len(aaaa.chain) else aaaa.chain
         found = [f"{owner} CNAME {target}" for owner, target in zip(chain, chain[1:])]
-        via = f"is a CNAME to {' -> '.join(chain[1:])}" if len(chain) > 1 else ""
+        via = f"is a CNAME to {' -> '.join(chain[1:])}"  # used only when len(chain) > 1
 
         def reason(code: ReasonCode, message: str, *, retryable: bool = False) -> tuple[Check, PreflightReason]:
             fix = "Try again in a few minutes." if retryable else self._fix(hostname)

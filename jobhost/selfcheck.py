@@ -16,6 +16,7 @@ import socket
 from typing import Any
 
 import attrs
+from hyperlink import EncodedURL
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -28,6 +29,18 @@ from jobhost.timeutil import now as clock_now
 log = Logger()
 
 CHALLENGE_PATH = "/.well-known/acme-challenge/"
+
+
+class _AddressURL(EncodedURL):
+    """A URL to an IP address, passed to treq as it is.
+
+    treq turns every URL into a URI with hyperlink's ``to_uri()``, which IDNA-encodes the host
+    and so fails for an IPv6 address (``InvalidCodepoint``): an IPv6-only hostname could never
+    pass.  The host here is an address and the path is ASCII already, so there is nothing to encode.
+    """
+
+    def to_uri(self) -> EncodedURL:
+        return self
 
 
 @attrs.define
@@ -94,7 +107,7 @@ class HttpSelfCheck:
         if address is None:
             raise SelfCheckFailed(hostname, display_url, f"{hostname} has no A or AAAA record")
         host = f"[{address}]" if ":" in address else address
-        url = f"http://{host}:{self.port}{CHALLENGE_PATH}{token}"
+        url = _AddressURL.from_text(f"http://{host}:{self.port}{CHALLENGE_PATH}{token}")
         try:
             response = await self.http.get(
                 url, headers={"Host": hostname}, timeout=self.timeout, allow_redirects=False

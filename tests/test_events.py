@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import inspect
 import json
 import socket
 import time
@@ -21,8 +22,9 @@ from admin_helpers import ApiClient, make_domain
 from event_sink_contract import EventSinkContractTests
 from treq.testing import StubTreq
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
@@ -34,7 +36,7 @@ from jobhost import __version__
 from jobhost.certs import AriWindow
 from jobhost.config import parse_config
 from jobhost.errors import AcmeProblem, AcmeTransportError
-from jobhost.events import IEventSink, NullEventSink, WebhookNotifier, sign, verify_signature
+from jobhost.events import IEventSink, NullEventSink, WebhookNotifier, redact_url, sign, verify_signature
 from jobhost.issuing import IssuingService
 from jobhost.store.memory import MemoryStore
 from jobhost.store.records import DomainRecord, DomainState, StateChange, certificate_record
@@ -227,6 +229,17 @@ class RealReceiverTests(TestCase):
                          ["h0.acme-corp.test", "h2.acme-corp.test", "h3.acme-corp.test"])
         self.assertEqual(notifier.delivered, 3)
 
+    @inlineCallbacks
+    def test_close_waits_for_the_pooled_connections(self):
+        """close() on a notifier that owns a connection pool returns a Deferred that fires once its kept-alive connections are closed."""
+        notifier = self.notifier(self.listen())
+        notifier.notify("active", domain())
+        yield notifier.when_idle()
+        closing = notifier.close()
+        self.assertIsInstance(closing, Deferred)
+        yield closing
+        self.assertEqual(notifier.delivered, 1)
+
 
 # -- exact timing with a Clock -------------------------------------------------------------------
 
@@ -312,9 +325,12 @@ def test_close_cancels_pending_retries():
     notifier.notify("active", domain())
     stub.flush()
     assert len(clock.getDelayedCalls()) == 1
+    idle = []
+    notifier.when_idle().addCallback(idle.append)
     notifier.close()
     assert clock.getDelayedCalls() == []
     assert notifier.dropped == 1
+    assert idle == [None], "nothing is left to deliver once close() abandoned the retry"
     notifier.notify("renewed", domain())
     clock.advance(10)
     stub.flush()
@@ -555,3 +571,322 @@ def test_tap_without_a_url_builds_no_notifier(tmp_path):
     assert isinstance(parts.events, NullEventSink)
     assert parts.issuing.events is parts.events and parts.admin.resource.events is parts.events
     assert not (tmp_path / "var" / "webhook.secret").exists()
+
+
+# -- what an operator sees: defaults, answers, logs, shutdown -------------------------------------
+
+
+def logged(events: list) -> list[tuple[str, str]]:
+    """Captured log events as ``(level name, formatted message)``."""
+    return [(e["log_level"].name, formatEvent(e)) for e in events]
+
+
+class Answering(Resource):
+    """Answers every request with ``status``, ``headers`` and ``body``; with ``finish=False`` it sends
+    the status and the body so far and then keeps the request open (``requests`` has them)."""
+
+    isLeaf = True
+
+    def __init__(self, status: int, body: bytes = b"", headers=None, finish: bool = True) -> None:
+        super().__init__()
+        self.status, self.body, self.headers, self.finish = status, body, headers or {}, finish
+        self.requests: list = []
+
+    def render(self, request):
+        self.requests.append(request)
+        request.setResponseCode(self.status)
+        for name, value in self.headers.items():
+            request.setHeader(name, value)
+        if self.finish:
+            return self.body
+        request.write(self.body)
+        return NOT_DONE_YET
+
+
+def answering(resource: Resource, **options):
+    """A notifier on StubTreq + Clock that POSTs to ``resource``."""
+    clock = Clock()
+    clock.advance(T0.timestamp())
+    stub = StubTreq(resource)
+    options.setdefault("random", lambda: 0.0)
+    notifier = WebhookNotifier(http=stub, clock=clock, url="http://hooks.invalid/x", secret=SECRET, **options)
+    return notifier, stub, clock
+
+
+def pending_delays(clock: Clock) -> list[float]:
+    return [c.getTime() - clock.seconds() for c in clock.getDelayedCalls()]
+
+
+def test_default_backoff_is_5s_30s_2min_10min_1h_then_given_up():
+    """Without a backoff option a failing receiver is retried after 5 s, 30 s, 2 min, 10 min and 1 h, then given up with an error."""
+    notifier, receiver, stub, clock = clocked([(500, {})] * 10)
+    with capturedLogs() as events:
+        notifier.notify("active", domain())
+        stub.flush()
+        delays = []
+        while clock.getDelayedCalls():
+            [delay] = pending_delays(clock)
+            delays.append(delay)
+            clock.advance(delay)
+            stub.flush()
+    assert delays == [5.0, 30.0, 120.0, 600.0, 3600.0]
+    assert len(receiver.received) == 6
+    assert (notifier.delivered, notifier.failed, notifier.retries) == (0, 1, 5)
+    assert logged(events)[-1][0] == "error"
+    assert f"active for {HOST} to http://hooks.invalid/x given up after 6 attempts: HTTP 500" in logged(events)[-1][1]
+    assert [message for level, message in logged(events)].count(f"Webhook active for {HOST} to http://hooks.invalid/x failed "
+                                                               f"(HTTP 500: receiver says no); retry 1 in 5.0 s "
+                                                               f"(delivery {receiver.received[0].json['id']})") == 1
+
+
+def test_default_timeout_is_ten_seconds_and_the_log_says_so():
+    """A receiver that never answers is given up on after 10 s by default, logged as no answer within 10 s, and retried."""
+    notifier, receiver, stub, clock = clocked(hold=True)
+    with capturedLogs() as events:
+        notifier.notify("active", domain())
+        stub.flush()
+        clock.advance(9.9)
+        stub.flush()
+        assert notifier.retries == 0
+        clock.advance(0.1)
+        stub.flush()
+    assert notifier.retries == 1
+    assert [(level, "no answer within 10 s" in message) for level, message in logged(events)] == [("warn", True)]
+
+
+def test_default_concurrency_is_four_and_default_queue_holds_a_thousand():
+    """By default four deliveries are in flight and a thousand more may wait; the next one drops the oldest waiting."""
+    notifier, receiver, stub, clock = clocked(hold=True)
+    record = domain()
+    for _ in range(1004):
+        notifier.notify("active", record)
+    stub.flush()
+    assert len(receiver.received) == 4
+    assert notifier.dropped == 0
+    with capturedLogs():
+        notifier.notify("active", record)
+    assert notifier.dropped == 1
+
+
+def test_a_huge_retry_after_is_cut_to_one_day():
+    """A Retry-After beyond a day is honoured as one day."""
+    notifier, receiver, stub, clock = clocked([(503, {"Retry-After": "999999"})], backoff=(5.0,))
+    notifier.notify("active", domain())
+    stub.flush()
+    assert pending_delays(clock) == [86400.0]
+
+
+def test_2xx_is_accepted_and_everything_else_below_500_is_final():
+    """299 is an acceptance (logged with its status); 300, 302 (never followed) and 499 are final: one attempt, an error log."""
+    with capturedLogs() as events:
+        notifier, stub, clock = answering(Answering(299))
+        notifier.notify("active", domain())
+        stub.flush()
+    assert (notifier.delivered, notifier.failed, notifier.retries) == (1, 0, 0)
+    assert logged(events)[0][0] == "info"
+    assert f"Webhook active for {HOST} delivered to http://hooks.invalid/x (HTTP 299, attempt 1, delivery" in logged(events)[0][1]
+    for status in (300, 302, 499):
+        resource = Answering(status, b"go away", {"Location": "http://hooks.invalid/elsewhere", "Retry-After": "1"})
+        notifier, stub, clock = answering(resource)
+        with capturedLogs() as events:
+            notifier.notify("renewed", domain())
+            stub.flush()
+            clock.advance(3600)
+            stub.flush()
+        assert [r.path for r in resource.requests] == [b"/x"], status
+        assert (notifier.delivered, notifier.failed, notifier.retries) == (0, 1, 0), status
+        [(level, message)] = logged(events)
+        assert level == "error"
+        assert f"Webhook renewed for {HOST} refused by http://hooks.invalid/x (HTTP {status}: go away); not retried" in message
+
+
+def test_the_answer_is_logged_trimmed_and_cut_to_200_bytes():
+    """The receiver's answer in the log is stripped of surrounding whitespace and at most its first 200 bytes, even when it arrives in pieces."""
+    resource = Answering(400, b"  " + b"a" * 148, finish=False)
+    notifier, stub, clock = answering(resource)
+    with capturedLogs() as events:
+        notifier.notify("active", domain())
+        stub.flush()
+        resource.requests[0].write(b"b" * 150)
+        stub.flush()
+        resource.requests[0].finish()
+        stub.flush()
+    [(level, message)] = logged(events)
+    assert f"(HTTP 400: {'a' * 148}{'b' * 50}); not retried" in message
+    resource = Answering(404, b"\n  nothing here \r\n")
+    notifier, stub, clock = answering(resource)
+    with capturedLogs() as events:
+        notifier.notify("active", domain())
+        stub.flush()
+    assert "(HTTP 404: nothing here); not retried" in logged(events)[0][1]
+
+
+def test_a_connection_lost_while_reading_the_answer_is_retried_at_once():
+    """A receiver that drops the connection in the middle of its answer is retried without waiting for the timeout."""
+    resource = Answering(200, b"partial", finish=False)
+    notifier, stub, clock = answering(resource, backoff=(1.0,))
+    with capturedLogs() as events:
+        notifier.notify("active", domain())
+        stub.flush()
+        resource.requests[0].transport.loseConnection()
+        stub.flush()
+    assert (notifier.delivered, notifier.retries) == (0, 1)
+    [(level, message)] = logged(events)
+    assert level == "warn" and "no answer within" not in message and "retry 1 in 1.0 s" in message
+
+
+def test_a_timeout_while_reading_the_answer_closes_the_connection():
+    """When the receiver sends its status but never finishes the body, the timeout drops the connection and retries."""
+    resource = Answering(200, b"partial", finish=False)
+    notifier, stub, clock = answering(resource, backoff=(1.0,), timeout=3.0)
+    notifier.notify("active", domain())
+    stub.flush()
+    closed = []
+    resource.requests[0].notifyFinish().addBoth(closed.append)
+    with capturedLogs():
+        clock.advance(3.0)
+        stub.flush()
+    assert notifier.retries == 1
+    assert len(closed) == 1, "the receiver sees its connection closed"
+
+
+def test_a_url_the_client_cannot_parse_is_final_and_redacted_in_the_log():
+    """A webhook URL the HTTP client refuses outright is not retried; the log names the cause and no credential."""
+    notifier, stub, clock = answering(Answering(200))
+    notifier.url = "http://user:hunter2@[::1/x?token=abc"
+    with capturedLogs() as events:
+        notifier.notify("active", domain())
+        stub.flush()
+        clock.advance(3600)
+    assert (notifier.delivered, notifier.failed, notifier.retries) == (0, 1, 0)
+    [(level, message)] = logged(events)
+    assert level == "error" and "refused by <unparsable URL>" in message and "not retried" in message
+    assert "hunter2" not in message.split("(")[0] and "token" not in message.split("(")[0]
+
+
+def test_a_delivery_that_breaks_unexpectedly_is_counted_failed_and_logged():
+    """A delivery that raises inside the notifier (here a User-Agent that is not ASCII) is counted failed, logged with its traceback, and the notifier goes on."""
+    notifier, receiver, stub, clock = clocked(user_agent="jöbhost")
+    with capturedLogs() as events:
+        notifier.notify("active", domain())
+        stub.flush()
+    assert (notifier.delivered, notifier.failed, notifier.retries) == (0, 1, 0)
+    [event] = events
+    assert event.get("log_failure") is not None
+    assert f"Webhook active for {HOST} to http://hooks.invalid/x failed unexpectedly" == formatEvent(event)
+    idle = []
+    notifier.when_idle().addCallback(idle.append)
+    assert idle == [None]
+
+
+def test_when_idle_fires_at_once_on_an_idle_notifier():
+    """when_idle() on a notifier with nothing to do has already fired, with None."""
+    notifier, receiver, stub, clock = clocked()
+    fired = []
+    notifier.when_idle().addCallback(fired.append)
+    assert fired == [None]
+
+
+def test_close_abandons_waiting_and_in_flight_deliveries():
+    """close() drops what waits and cancels what is in flight: all counted dropped (none failed), logged once,
+    no timer left behind, and when_idle() fires."""
+    notifier, receiver, stub, clock = clocked(hold=True, concurrency=1, backoff=())
+    notifier.url = "http://user:hunter2@hooks.invalid/x?token=abc"
+    for _ in range(3):
+        notifier.notify("active", domain())
+    stub.flush()
+    assert len(receiver.received) == 1
+    idle = []
+    notifier.when_idle().addCallback(idle.append)
+    closed = []
+    with capturedLogs() as events:
+        notifier.close().addCallback(closed.append)
+    assert (notifier.dropped, notifier.failed) == (3, 0)
+    assert logged(events) == [("warn", "Stopping: 3 webhook deliveries to http://hooks.invalid/x abandoned")]
+    assert idle == [None] and closed == [None]
+    assert clock.getDelayedCalls() == []
+    clock.advance(3600)
+    stub.flush()
+    assert len(receiver.received) == 1
+
+
+def test_notify_after_close_is_logged():
+    """An event after close() is dropped with a warning that names it."""
+    notifier, receiver, stub, clock = clocked()
+    notifier.close()
+    with capturedLogs() as events:
+        notifier.notify("removed", domain())
+    assert notifier.dropped == 1
+    assert logged(events) == [("warn", f"Webhook removed for {HOST} not sent: the notifier is stopped")]
+
+
+def test_a_full_queue_drops_the_oldest_event_even_when_it_is_a_retry():
+    """A retry re-queued into a full queue is itself the oldest event: it is dropped (logged), its timer cancelled."""
+    notifier, receiver, stub, clock = clocked(hold=True, concurrency=1, max_queue=2, timeout=3.0, backoff=(1.0,))
+    for i in range(3):
+        notifier.notify("active", domain(f"h{i}.acme-corp.test"))
+    stub.flush()
+    with capturedLogs() as events:
+        clock.advance(3.0)
+        stub.flush()
+    assert (notifier.dropped, notifier.retries) == (1, 1)
+    errors = [message for level, message in logged(events) if level == "error"]
+    assert len(errors) == 1
+    assert "Webhook queue is full (2 waiting); dropped active for h0.acme-corp.test" in errors[0]
+    assert "1 attempts made" in errors[0]
+    assert pending_delays(clock) == [3.0], "only the next delivery's timeout; no retry of the dropped one"
+    assert [r.json["hostname"] for r in receiver.received] == ["h0.acme-corp.test", "h1.acme-corp.test"]
+
+
+def test_bad_arguments_name_the_event_in_the_log():
+    """notify with an unknown event logs a failure naming the event and the hostname."""
+    notifier, receiver, stub, clock = clocked()
+    with capturedLogs() as events:
+        notifier.notify("exploded", domain())
+    [event] = events
+    assert event.get("log_failure") is not None
+    assert formatEvent(event) == f"Could not queue webhook exploded for {HOST}"
+
+
+def test_signature_tolerance_is_inclusive_and_whitespace_is_ignored():
+    """A timestamp exactly five minutes off is still accepted; header values with surrounding whitespace verify."""
+    body = b'{"event":"active"}'
+    signature = sign(SECRET, 1700000000, body)
+    assert verify_signature(SECRET, "1700000000", body, signature, now=1700000300)
+    assert verify_signature(SECRET, "1700000000", body, signature, now=1699999700)
+    assert verify_signature(SECRET, " 1700000000\r\n", body, f" {signature}\r\n".encode(), now=1700000000)
+    assert verify_signature(SECRET, "1700000000", body, signature + " ", now=1700000000)
+    assert not verify_signature(SECRET, "1700000000", body, "sha256=" + "0" * 64, now=1700000000)
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("https://user:pw@hooks.example.com:8443/in/jobhost?token=abc#x", "https://hooks.example.com:8443/in/jobhost"),
+        ("http://hooks.example.com/in", "http://hooks.example.com/in"),
+        ("http://[2001:db8::1]:8080/in?k=v", "http://[2001:db8::1]:8080/in"),
+        ("http:///in", "http:///in"),
+        ("http://[::1/in", "<unparsable URL>"),
+        ("http://hooks.example.com:99999/in", "<unparsable URL>"),
+    ],
+)
+def test_redact_url_keeps_what_identifies_the_endpoint_only(url, shown):
+    """Logged URLs keep scheme, host, port and path, and lose user info, query and fragment."""
+    assert redact_url(url) == shown
+
+
+def test_notifier_repr_hides_the_secret_and_notifiers_compare_by_identity():
+    """The secret never shows in a notifier's repr; notifiers are hashable and equal only to themselves;
+    the constructor takes the documented attributes only (the counters start at zero)."""
+    notifier, receiver, stub, clock = clocked()
+    notifier.notify("active", domain())
+    stub.flush()
+    assert notifier.delivered == 1
+    assert SECRET.decode() not in repr(notifier) and "secret" not in repr(notifier)
+    other = WebhookNotifier(http=stub, clock=clock, url=notifier.url, secret=SECRET, random=notifier.random)
+    assert other != notifier and len({notifier, other}) == 2
+    assert list(inspect.signature(WebhookNotifier).parameters) == [
+        "http", "clock", "url", "secret", "backoff", "timeout", "max_queue", "concurrency", "random",
+        "user_agent", "pool",
+    ]
+    assert (other.delivered, other.failed, other.dropped, other.retries) == (0, 0, 0, 0)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 from datetime import timedelta
 
+import attrs
 import pytest
 from admin_helpers import T0, ApiClient, RecordingStore, make_domain
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
@@ -250,3 +254,184 @@ def test_certificate_cache_broken_counts_are_exported():
     after = samples(metrics.exposition().decode())
     assert after[("jobhost_cert_cache_broken_total", ())] == 1
     assert after[("jobhost_cert_cache_broken_hostnames", ())] == 1
+
+
+def test_expiry_windows_include_their_last_second_and_nothing_after():
+    """A certificate expiring exactly 7 (14) days from now is inside the 7d (14d) window; one second later is not."""
+    clock = clock_at_t0()
+    ca = TestCA.create()
+    store = RecordingStore()
+    start = T0 - timedelta(days=1)
+    for name, lifetime in [
+        ("edge7.example.com", timedelta(days=8)),
+        ("past7.example.com", timedelta(days=8, seconds=1)),
+        ("edge14.example.com", timedelta(days=15)),
+        ("past14.example.com", timedelta(days=15, seconds=1)),
+    ]:
+        store.certificates[name] = certificate_record(name, *ca.issue(name, not_before=start, lifetime=lifetime))
+    metrics = Metrics()
+    metrics.refresh_from_store(store, clock)
+    scraped = samples(metrics.exposition().decode())
+    assert scraped[("jobhost_certificates_expiring", (("window", "7d"),))] == 1
+    assert scraped[("jobhost_certificates_expiring", (("window", "14d"),))] == 3
+    assert scraped[("jobhost_certificates", ())] == 4
+
+
+def test_issuance_duration_buckets_are_the_documented_ones():
+    """jobhost_issuance_seconds has the buckets dashboards are built on: 1 s to 10 min, then +Inf."""
+    metrics = Metrics()
+    scraped = samples(metrics.exposition().decode())
+    buckets = [dict(labels)["le"] for (name, labels) in scraped if name == "jobhost_issuance_seconds_bucket"]
+    assert sorted(buckets, key=float) == [
+        "1.0", "2.5", "5.0", "10.0", "20.0", "30.0", "60.0", "120.0", "300.0", "600.0", "+Inf",
+    ]
+
+
+def test_a_negative_duration_is_recorded_as_zero():
+    """When the clock stepped back during an attempt, its duration counts as 0 s (not negative, not more)."""
+    metrics = Metrics()
+    metrics.issuance_succeeded("a.example.com", -3.0)
+    metrics.issuance_succeeded("b.example.com", 0.25)
+    scraped = samples(metrics.exposition().decode())
+    assert scraped[("jobhost_issuance_seconds_sum", ())] == 0.25
+    assert scraped[("jobhost_issuance_seconds_bucket", (("le", "1.0"),))] == 2
+
+
+def test_an_empty_failure_reason_is_counted_as_unknown():
+    """A failure without a reason code is still counted, under reason="unknown"."""
+    metrics = Metrics()
+    metrics.issuance_failed("a.example.com", "")
+    assert samples(metrics.exposition().decode())[("jobhost_issuance_failures_total", (("reason", "unknown"),))] == 1
+
+
+def test_store_gauges_are_zero_before_the_first_refresh():
+    """Before any refresh every store-derived gauge is served as 0 (never missing, never a made-up number)."""
+    scraped = samples(Metrics().exposition().decode())
+    for state in DomainState.ALL:
+        assert scraped[("jobhost_domains", (("state", state),))] == 0
+    assert scraped[("jobhost_certificates_expiring", (("window", "7d"),))] == 0
+    assert scraped[("jobhost_certificates_expiring", (("window", "14d"),))] == 0
+    assert scraped[("jobhost_certificates", ())] == 0
+    assert scraped[("jobhost_store_broken_records", (("record", "domain"),))] == 0
+    assert scraped[("jobhost_store_broken_records", (("record", "certificate"),))] == 0
+    assert scraped[("jobhost_store_stats_refreshed_timestamp_seconds", ())] == 0
+
+
+def test_refresh_counts_certificates_past_one_page_and_reads_pages_of_500():
+    """More certificates than one store page are all counted; the store is read 500 records per call."""
+    clock = clock_at_t0()
+    ca = TestCA.create()
+    one = certificate_record("c.example.com", *ca.issue("c.example.com", not_before=T0 - timedelta(days=1)))
+    store = RecordingStore()
+    for i in range(1000):
+        store.domains[f"h{i:04}.example.com"] = make_domain(f"h{i:04}.example.com")
+    for i in range(1203):
+        name = f"c{i:04}.example.com"
+        store.certificates[name] = attrs.evolve(one, hostname=name)
+    limits = []
+    for name in ("list_domains", "list_certificates"):
+        listing = getattr(store, name)
+
+        def recording(*, after, limit, include_broken, listing=listing, name=name):
+            limits.append((name, limit))
+            return listing(after=after, limit=limit, include_broken=include_broken)
+
+        setattr(store, name, recording)
+    metrics = Metrics()
+    metrics.refresh_from_store(store, clock)
+    assert metrics.certificate_count == 1203
+    assert metrics.domain_counts[DomainState.ACTIVE] == 1000
+    assert limits == [("list_domains", 500)] * 3 + [("list_certificates", 500)] * 3
+
+
+def test_a_domain_in_a_state_this_version_does_not_know_is_counted_once():
+    """A record in an unknown state (e.g. written by a newer jobhost) does not break the refresh and counts once."""
+    store = RecordingStore()
+    store.domains["a.example.com"] = make_domain("a.example.com", state="hibernating")
+    store.domains["b.example.com"] = make_domain("b.example.com")
+    metrics = Metrics()
+    failures = []
+    metrics.refresh_from_store(store, clock_at_t0()).addErrback(failures.append)
+    assert failures == []
+    assert metrics.domain_counts["hibernating"] == 1
+    assert metrics.domain_counts[DomainState.ACTIVE] == 1
+
+
+def test_a_source_failing_or_mislabelled_does_not_hide_the_sources_after_it():
+    """A source that raises, or returns a bare number for labelled metric, is skipped and logged by name; later sources are served."""
+    metrics = Metrics()
+    metrics.register_counter_source("jobhost_broken_total", "Broken.", (), lambda: 1 / 0)
+    metrics.register_gauge_source("jobhost_mislabelled", "Labels but a bare number.", ("outcome",), lambda: 3)
+    metrics.register_gauge_source("jobhost_fine", "Fine.", (), lambda: 5)
+    with capturedLogs() as events:
+        scraped = samples(metrics.exposition().decode())
+    assert scraped[("jobhost_fine", ())] == 5
+    assert not any(name in ("jobhost_broken_total", "jobhost_mislabelled") for name, _ in scraped)
+    errors = [e for e in events if e.get("metric") == "jobhost_mislabelled"]
+    assert errors and "bare number" in errors[0]["log_format"]
+    assert any(e.get("metric") == "jobhost_broken" and e.get("log_failure") is not None for e in events)
+
+
+class SlowStore(RecordingStore):
+    """A store whose listings answer only when the test says so (a refresh slower than the interval)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[Deferred] = []
+
+    def list_domains(self, after=None, limit=None, include_broken=False):
+        self.calls.append("list_domains")
+        d = Deferred()
+        self.pending.append(d)
+        return d
+
+
+def test_store_stats_service_never_runs_two_refreshes_at_once():
+    """A refresh still running when the interval comes round is not overlapped by another one."""
+    clock = clock_at_t0()
+    store = SlowStore()
+    service = StoreStatsService(Metrics(), store, clock, interval=60)
+    service.startService()
+    clock.advance(60 * 5)
+    assert store.calls == ["list_domains"]
+    store.pending.pop().callback([])
+    assert store.calls == ["list_domains", "list_certificates"]
+    clock.advance(60)
+    assert store.calls == ["list_domains", "list_certificates", "list_domains"]
+    service.stopService()
+
+
+def test_store_stats_service_defaults_to_once_a_minute_and_reports_running():
+    """Without an interval the service recounts every 60 s; ``running`` follows start and stop; stopping an unstarted one is harmless."""
+    clock = clock_at_t0()
+    store = RecordingStore()
+    idle = StoreStatsService(Metrics(), store, clock)
+    idle.stopService()
+    assert not idle.running
+    service = StoreStatsService(Metrics(), store, clock)
+    service.startService()
+    assert service.running
+    assert store.calls.count("list_domains") == 1
+    clock.advance(59.9)
+    assert store.calls.count("list_domains") == 1
+    clock.advance(0.1)
+    assert store.calls.count("list_domains") == 2
+    service.stopService()
+    assert not service.running
+
+
+def test_metrics_and_service_compare_by_identity_and_take_only_their_public_arguments():
+    """Metrics and StoreStatsService are hashable, equal only to themselves (as twisted's service
+    collections expect), and are built from their documented arguments only."""
+    metrics, store, clock = Metrics(), RecordingStore(), Clock()
+    one, two = StoreStatsService(metrics, store, clock), StoreStatsService(metrics, store, clock)
+    parent = MultiService()
+    one.setServiceParent(parent)
+    two.setServiceParent(parent)
+    two.disownServiceParent()
+    assert list(parent) == [one]
+    assert len({one, two, metrics, Metrics()}) == 4
+    assert list(inspect.signature(StoreStatsService).parameters) == ["metrics", "store", "clock", "interval"]
+    assert list(inspect.signature(Metrics).parameters) == [
+        "registry", "domain_counts", "expiring_counts", "certificate_count", "broken_counts", "refreshed_at",
+    ]

@@ -25,6 +25,7 @@ from jobhost.preflight import (
     MAX_CNAME_HOPS,
     RESOLV_CONF,
     Preflight,
+    PreflightReason,
     PreflightResult,
     ReasonCode,
 )
@@ -1019,3 +1020,386 @@ class RecentPassTests(PreflightTestCase):
         asked = len(resolver.queries)
         self.assertFalse(self.successResultOf(preflight.recent_or_check(HOST)).ok)
         self.assertGreater(len(resolver.queries), asked, "a failure is never reused")
+
+
+# ---------------------------------------------------------------- details an operator or customer sees
+
+
+def answer(*records):
+    """A scripted answer section: (owner, payload) pairs as RRHeaders."""
+    return [rrheader(owner, payload, payload.TYPE) for owner, payload in records]
+
+
+def scripted(script, **kwargs):
+    """Return (preflight, clock) over a ScriptedResolver; unscripted questions get an empty answer."""
+    clock = Clock()
+    options = dict(addresses=[OURS], cname_targets=[TARGET], account_uri=None)
+    options.update(kwargs)
+    return Preflight(resolver=ScriptedResolver(script), clock=clock, timeout=5.0, **options), clock
+
+
+class AnyNameResolver(common.ResolverBase):
+    """Answers every A query with our address and every other query with nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.queries = 0
+
+    def _lookup(self, name, cls, type, timeout):
+        self.queries += 1
+        if type == dns.A:
+            return defer.succeed(([dns.RRHeader(name, dns.A, dns.IN, 60, A(OURS))], [], []))
+        return defer.succeed(([], [], []))
+
+
+class LimitTests(PreflightTestCase):
+    """The documented limits and defaults, as numbers."""
+
+    def chain(self, hops, recursive=True):
+        zone = {HOST: [CNAME("h1.example.org")]}
+        for i in range(1, hops):
+            zone[f"h{i}.example.org"] = [CNAME(f"h{i + 1}.example.org")]
+        zone[f"h{hops}.example.org"] = [A(OURS)]
+        return self.check(zone, recursive=recursive)
+
+    def test_eight_cnames_are_followed(self):
+        """A chain of 8 CNAMEs to our address passes, from a recursive and from an authoritative server."""
+        self.assertTrue(self.chain(8).ok)
+        self.assertTrue(self.chain(8, recursive=False).ok)
+
+    def test_nine_cnames_are_too_many(self):
+        """A chain of 9 CNAMEs fails, saying the limit of 8."""
+        for recursive in (True, False):
+            result = self.chain(9, recursive)
+            self.assertEqual(result.reasons[0].code, ReasonCode.CNAME_ELSEWHERE)
+            self.assertIn("CNAME chain is longer than 8 records", result.reasons[0].message)
+            self.assertIn("too long a chain", self.check_named(result, "caa").message)
+
+    def test_reason_and_result_are_not_retryable_unless_said(self):
+        """A reason or result built without retryable is not retryable."""
+        reason = PreflightReason(ReasonCode.NO_RECORDS, "no records")
+        self.assertFalse(reason.to_json()["retryable"])
+        self.assertFalse(PreflightResult(HOST, False, (reason,)).to_json()["retryable"])
+
+    def test_default_timeouts(self):
+        """One query may take 5 s unless configured otherwise."""
+        self.assertEqual(Preflight(resolver=FakeResolver(), addresses=[OURS], cname_targets=[]).timeout, 5.0)
+        self.assertEqual(Preflight.create(MemoryReactorClock(), ["127.0.0.1"], [OURS], []).timeout, 5.0)
+
+    def test_memo_is_not_an_argument_or_shown(self):
+        """The remembered passes can neither be handed in nor leak into the repr."""
+        with self.assertRaises(TypeError):
+            Preflight(resolver=FakeResolver(), addresses=[OURS], cname_targets=[], passed={})
+        preflight, _, _ = make({HOST: [A(OURS)]})
+        self.assertTrue(self.successResultOf(preflight.check(HOST)).ok)
+        self.assertNotIn(HOST, repr(preflight))
+
+    def test_timeout_must_be_positive(self):
+        """A zero or negative timeout is a ConfigError at [preflight] timeout; half a second is fine."""
+        for bad in (0, 0.0, -1):
+            with self.assertRaises(ConfigError, msg=bad) as e:
+                Preflight.create(MemoryReactorClock(), ["127.0.0.1"], [OURS], [], timeout=bad)
+            self.assertEqual(e.exception.path, ("preflight", "timeout"))
+        preflight = Preflight.create(MemoryReactorClock(), ["127.0.0.1"], [OURS], [], timeout=0.5)
+        self.assertEqual(preflight.timeout, 0.5)
+
+    def test_retry_schedule(self):
+        """Under a second the server is asked once; from a second on, twice; always within the timeout."""
+        def schedule(timeout):
+            preflight = Preflight.create(MemoryReactorClock(), ["127.0.0.1"], [OURS], [], timeout=timeout)
+            return preflight.resolver.timeout
+
+        self.assertEqual(schedule(0.5), (0.45,))
+        self.assertEqual(len(schedule(0.99)), 1)
+        self.assertEqual(schedule(1.0), (0.3, 0.6))
+        self.assertEqual(schedule(5.0), (1.5, 3.0))
+
+    def test_bad_cname_target_and_ca_identifier(self):
+        """A CNAME target or CA identifier that is not a hostname is a ConfigError naming its key."""
+        with self.assertRaises(ConfigError) as e:
+            Preflight(resolver=FakeResolver(), addresses=[], cname_targets=["not a host"])
+        self.assertEqual(e.exception.path, ("preflight", "cname_targets"))
+        with self.assertRaises(ConfigError) as e:
+            Preflight(resolver=FakeResolver(), addresses=[OURS], cname_targets=[], ca_identifiers=["lets encrypt"])
+        self.assertEqual(e.exception.path, ("preflight", "ca_identifiers"))
+
+
+class ErrorKindTests(PreflightTestCase):
+    """How each failure a resolver can report becomes a reason."""
+
+    def a_reason(self, error):
+        return self.only_reason(self.check({HOST: [A(OURS)]}, {(HOST, dns.A): error}))
+
+    def test_authoritative_nxdomain(self):
+        """An authoritative resolver's 'no such name' is nxdomain, not a retryable failure."""
+        reason = self.a_reason(dns_error.AuthoritativeDomainError(HOST))
+        self.assertEqual(reason.code, ReasonCode.NXDOMAIN)
+        self.assertFalse(reason.retryable)
+
+    def test_plain_domain_error_is_nxdomain(self):
+        """A DomainError (hosts file, cache) is nxdomain."""
+        self.assertEqual(self.a_reason(dns_error.DomainError(HOST)).code, ReasonCode.NXDOMAIN)
+
+    def test_unknown_rcode_is_named(self):
+        """An rcode without a name of its own is a servfail naming its number."""
+        reason = self.a_reason(dns_error.DNSUnknownError(dns.Message(rCode=6)))
+        self.assertEqual(reason.code, ReasonCode.SERVFAIL)
+        self.assertIn("DNS failed (rcode 6)", reason.message)
+        self.assertIn("(rcode ?)", self.a_reason(dns_error.DNSUnknownError()).message)
+
+    def test_programming_error_keeps_its_type(self):
+        """A bug in the resolver fails check() with the bug's own exception, not a wrapper."""
+        preflight, _, _ = make({HOST: [A(OURS)]}, {(HOST, CAA): KeyError("bug")})
+        failure = self.failureResultOf(preflight.check(HOST))
+        self.assertIs(failure.type, KeyError)
+
+
+class MessageTests(PreflightTestCase):
+    """The sentences and records a customer is shown."""
+
+    def test_uppercase_cname_target_is_ours(self):
+        """DNS names compare without regard to case: a CNAME to HOSTS.Example.NET points at us."""
+        result = self.check({HOST: [CNAME("HOSTS.Example.NET")]})
+        self.assertTrue(self.check_named(result, "dns").passed, result.reasons)
+
+    def test_own_cname_target(self):
+        """Our own CNAME target passes as such."""
+        result = self.check({TARGET: []}, hostname=TARGET)
+        self.assertEqual(self.check_named(result, "dns").message, f"{TARGET} is one of our own CNAME targets.")
+
+    def test_single_address_message(self):
+        """One address of ours: the message says so, and a duplicate record is not listed twice."""
+        result = self.check({HOST: [A(OURS), A(OURS)]})
+        check = self.check_named(result, "dns")
+        self.assertEqual(check.message, f"{HOST} has A {OURS} (ours).")
+        self.assertEqual(check.found, (f"{HOST} A {OURS}",))
+
+    def test_several_addresses_message(self):
+        """Several addresses of ours are listed, all ours."""
+        result = self.check({HOST: [A(OURS), AAAA(OURS6)]}, addresses=[OURS, OURS6])
+        self.assertEqual(
+            self.check_named(result, "dns").message, f"{HOST} has A {OURS}, AAAA {OURS6}, all ours."
+        )
+
+    def test_cname_to_our_address_message(self):
+        """A CNAME to a name with our address names the chain."""
+        result = self.check({HOST: [CNAME("lb.acme-corp.com")], "lb.acme-corp.com": [A(OURS)]})
+        self.assertEqual(
+            self.check_named(result, "dns").message,
+            f"{HOST} is a CNAME to lb.acme-corp.com, which has A {OURS} (ours).",
+        )
+
+    def test_ipv6_note_only_when_we_have_no_ipv6(self):
+        """The IPv6-first note appears for foreign AAAA records only when we have no IPv6 address."""
+        with_v6 = self.only_reason(self.check({HOST: [AAAA("2001:db8::99")]}, addresses=[OURS, OURS6]))
+        self.assertNotIn("IPv6 first", with_v6.message)
+        foreign_a = self.only_reason(self.check({HOST: [A("198.51.100.7")]}))
+        self.assertNotIn("IPv6 first", foreign_a.message)
+
+    def test_records_of_other_owners_are_ignored(self):
+        """Only records owned by the name asked count; extra records in the answer do not."""
+        preflight, _ = scripted(
+            {(HOST, dns.A): answer((HOST, A(OURS)), ("other.example.org", A("198.51.100.7")))}
+        )
+        self.assertTrue(self.successResultOf(preflight.check(HOST)).ok)
+
+    def test_records_of_other_types_are_not_caa(self):
+        """A non-CAA record in a CAA answer is not read as CAA."""
+        preflight, _ = scripted(
+            {(HOST, dns.A): answer((HOST, A(OURS))), (HOST, CAA): answer((HOST, dns.Record_TXT(b"\x00\x05issue")))}
+        )
+        result = self.successResultOf(preflight.check(HOST))
+        self.assertTrue(result.ok, result.reasons)
+        self.assertIn("No CAA records apply", self.check_named(result, "caa").message)
+
+    def test_a_chain_is_shown_when_only_aaaa_has_it(self):
+        """When the A query timed out, the AAAA answer's CNAME chain is the one shown."""
+        reason = self.only_reason(
+            self.check(
+                {HOST: [CNAME("cdn.other.net")], "cdn.other.net": [AAAA("2001:db8::99")]},
+                {(HOST, dns.A): dns_error.DNSQueryTimeoutError(1)},
+            )
+        )
+        self.assertEqual(reason.code, ReasonCode.CNAME_ELSEWHERE)
+        self.assertIn(f"{HOST} is a CNAME to cdn.other.net (which has AAAA 2001:db8::99)", reason.message)
+
+    def test_a_chain_wins_a_tie(self):
+        """When A and AAAA answers disagree on an equally long chain, the A chain is shown."""
+        preflight, _ = scripted(
+            {
+                (HOST, dns.A): answer((HOST, CNAME("a.example.org")), ("a.example.org", A("198.51.100.7"))),
+                (HOST, dns.AAAA): answer((HOST, CNAME("b.example.org"))),
+            }
+        )
+        reason = self.only_reason(self.successResultOf(preflight.check(HOST)))
+        self.assertEqual(reason.found, (f"{HOST} CNAME a.example.org", "a.example.org A 198.51.100.7"))
+
+    def test_fix_names_first_target_and_our_addresses(self):
+        """The fix names the first of our CNAME targets, then our addresses as the alternative."""
+        reason = self.only_reason(
+            self.check({HOST: [A("198.51.100.7")]}, cname_targets=[TARGET, "edge.example.net"])
+        )
+        self.assertEqual(
+            reason.fix,
+            f"In the DNS for {HOST}, replace its A, AAAA and CNAME records with one CNAME record "
+            f"pointing to edge.example.net, or with A/AAAA records for {OURS} only.",
+        )
+
+    def test_fix_without_addresses(self):
+        """With only CNAME targets the fix offers no addresses."""
+        reason = self.only_reason(self.check({HOST: [A("198.51.100.7")]}, addresses=[]))
+        self.assertEqual(
+            reason.fix,
+            f"In the DNS for {HOST}, replace its A, AAAA and CNAME records with one CNAME record "
+            f"pointing to {TARGET}.",
+        )
+
+    def test_fix_without_cname_targets(self):
+        """With only addresses the fix says which A/AAAA records to keep."""
+        reason = self.only_reason(self.check({HOST: [A("198.51.100.7")]}, cname_targets=[]))
+        self.assertEqual(
+            reason.fix,
+            f"In the DNS for {HOST}, set its A/AAAA records to {OURS} and remove any other A, AAAA or CNAME records.",
+        )
+
+    def test_both_families_timing_out_names_a(self):
+        """When A and AAAA both time out the message names the A lookup."""
+        reason = self.only_reason(
+            self.check(
+                {HOST: [A(OURS)]},
+                {(HOST, dns.A): dns_error.DNSQueryTimeoutError(1), (HOST, dns.AAAA): dns_error.DNSQueryTimeoutError(1)},
+            )
+        )
+        self.assertIn(f"when we looked up {HOST} (A);", reason.message)
+
+    def test_transient_failure_names_the_cname_target(self):
+        """A timeout or SERVFAIL at a CNAME target names the target, not the hostname."""
+        zone = {HOST: [CNAME("cdn.other.net")], "cdn.other.net": [A(OURS)]}
+        timeout = self.only_reason(
+            self.check(zone, {("cdn.other.net", dns.A): dns_error.DNSQueryTimeoutError(1)}, recursive=False)
+        )
+        self.assertIn("when we looked up cdn.other.net (A);", timeout.message)
+        servfail = self.only_reason(
+            self.check(zone, {("cdn.other.net", dns.A): dns_error.DNSServerError()}, recursive=False)
+        )
+        self.assertIn("DNS failed (SERVFAIL) when we looked up cdn.other.net (A);", servfail.message)
+
+
+class CaaDetailTests(PreflightTestCase):
+    """What the CAA part shows."""
+
+    ZONE = {"acme-corp.com": [], "com": [], "other.net": [], "net": []}
+
+    def zone(self, **records):
+        zone = dict(self.ZONE)
+        zone.update({k.replace("_", "."): v for k, v in records.items()})
+        return zone
+
+    def test_allowed_message_names_the_issuer(self):
+        """A pass names the issuer domain name of the record that allows it."""
+        zone = dict(self.ZONE, **{HOST: [A(OURS), caa(0, "issue", "letsencrypt.org ; validationmethods=http-01")]})
+        check = self.check_named(self.check(zone), "caa")
+        self.assertTrue(check.passed)
+        self.assertTrue(check.message.startswith(f"CAA at {HOST} allows letsencrypt.org ("), check.message)
+
+    def test_fix_names_the_first_ca_identifier(self):
+        """The fix asks for the first configured CA identifier, at the name or at the CNAME target."""
+        identifiers = ["letsencrypt.org", "pki.goog"]
+        zone = dict(self.ZONE, **{HOST: [A(OURS), caa(0, "issue", "digicert.com")]})
+        reason = self.only_reason(self.check(zone, ca_identifiers=identifiers))
+        self.assertEqual(
+            reason.fix,
+            f'Add a CAA record at {HOST}: 0 issue "letsencrypt.org" (or remove the records that forbid it).',
+        )
+        zone = dict(
+            self.ZONE, **{HOST: [CNAME("cdn.other.net")], "cdn.other.net": [A(OURS), caa(0, "issue", "digicert.com")]}
+        )
+        reason = self.only_reason(self.check(zone, ca_identifiers=identifiers))
+        self.assertEqual(
+            reason.fix,
+            f"The CAA records come from cdn.other.net, the CNAME target of {HOST}: ask its operator to add "
+            '0 issue "letsencrypt.org", or change the CNAME.',
+        )
+        self.assertEqual(reason.found, (f"{HOST} CNAME cdn.other.net", 'cdn.other.net CAA 0 issue "digicert.com"'))
+
+    def test_caa_failure_at_a_cname_target(self):
+        """A CAA timeout or SERVFAIL at a CNAME target names the target, shows the CNAME, and fails the check."""
+        zone = dict(self.ZONE, **{HOST: [CNAME("cdn.other.net")], "cdn.other.net": [A(OURS)]})
+        for error, code in (
+            (dns_error.DNSQueryTimeoutError(1), ReasonCode.DNS_TIMEOUT),
+            (dns_error.DNSServerError(), ReasonCode.SERVFAIL),
+        ):
+            result = self.check(zone, {("cdn.other.net", CAA): error}, recursive=False)
+            reason = self.only_reason(result)
+            self.assertEqual(reason.code, code)
+            self.assertIn("the CAA records of cdn.other.net;", reason.message)
+            self.assertEqual(reason.found, (f"{HOST} CNAME cdn.other.net",))
+            self.assertTrue(reason.retryable)
+            self.assertTrue(result.retryable)
+            self.assertFalse(self.check_named(result, "caa").passed)
+
+    def test_caa_cname_loop_is_not_retryable(self):
+        """A CNAME loop met while reading CAA is not retryable, and the CAA check fails."""
+        zone = dict(self.ZONE, **{HOST: [CNAME("a.other.net")], "a.other.net": [CNAME(HOST)]})
+        result = self.check(zone)
+        (reason,) = [r for r in result.reasons if "CAA records cannot be read" in r.message]
+        self.assertEqual(reason.code, ReasonCode.SERVFAIL)
+        self.assertFalse(reason.retryable)
+        self.assertEqual(reason.fix, f"Fix the CNAME records of {HOST}.")
+        self.assertFalse(self.check_named(result, "caa").passed)
+
+
+class MemoryTests(PreflightTestCase):
+    """How long passes are remembered, and the log lines."""
+
+    def test_reuse_is_measured_from_the_pass(self):
+        """A pass is reused up to exactly max_age seconds after it, whatever the clock read when it passed."""
+        preflight, resolver, clock = make({HOST: [A(OURS)]})
+        clock.advance(100)
+        self.assertTrue(self.successResultOf(preflight.check(HOST)).ok)
+        asked = len(resolver.queries)
+        clock.advance(60)
+        self.successResultOf(preflight.recent_or_check(HOST))
+        self.assertEqual(len(resolver.queries), asked)
+        clock.advance(0.5)
+        self.successResultOf(preflight.recent_or_check(HOST))
+        self.assertGreater(len(resolver.queries), asked)
+
+    def test_memo_drops_passes_older_than_ten_minutes_once_it_holds_a_thousand(self):
+        """With 1000 passes remembered, the next pass drops those more than 600 s old, and only those."""
+        # Each name is one of our CNAME targets, so its pass asks DNS only for CAA: 1000 passes stay fast.
+        names = ["oldest.org", "new1.org", "new2.org"] + [f"h{i}.org" for i in range(998)]
+        resolver = AnyNameResolver()
+        clock = Clock()
+        preflight = Preflight(resolver=resolver, addresses=[], cname_targets=names, clock=clock)
+
+        def check(name):
+            self.assertTrue(self.successResultOf(preflight.check(name)).ok)
+
+        def reused(name):
+            asked = resolver.queries
+            self.successResultOf(preflight.recent_or_check(name, max_age=10**6))
+            return resolver.queries == asked
+
+        check("oldest.org")
+        clock.advance(1)
+        for name in names[3:]:
+            check(name)
+        clock.advance(600)
+        check("new1.org")  # 999 remembered: nothing dropped
+        self.assertTrue(reused("oldest.org"))
+        check("new2.org")  # 1000 remembered: the one 601 s old goes, those 600 s old stay
+        self.assertTrue(reused("h0.org"))
+        self.assertTrue(reused("new1.org"))
+        self.assertFalse(reused("oldest.org"))
+
+    def test_log_lines(self):
+        """A pass and a change of account URI are logged."""
+        preflight, _, _ = make({HOST: [A(OURS)]})
+        with capturedLogs() as events:
+            self.successResultOf(preflight.check(HOST))
+            preflight.set_account_uri(ACCOUNT)
+        formats = [e["log_format"] for e in events]
+        self.assertIn("Preflight passed for {hostname}", formats)
+        (changed,) = [e for e in events if "accounturi" in e["log_format"]]
+        self.assertEqual(changed["account_uri"], ACCOUNT)
