@@ -8,26 +8,39 @@ import os
 import tempfile
 from datetime import timedelta
 
+import attrs
 import pytest
-from admin_helpers import TOKEN, FakeCertificateCache, FakeIssuer, FakePreflight, RecordingStore, make_domain
+from admin_helpers import T0, TOKEN, FakeCertificateCache, FakeIssuer, FakePreflight, RecordingStore, make_domain
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from jobhost.domains import DomainService
-from jobhost.admin.api import AdminResource, admin_site
+from jobhost.admin.api import AdminResource, admin_site, domain_json
 from jobhost.admin.cli import (
     EXIT_CHECK_FAILED,
     EXIT_ERROR,
     EXIT_OK,
     EXIT_USAGE,
+    AdminClient,
+    ApiFailure,
     UsageError,
+    build_parser,
     endpoint_to_url,
+    format_diagnostics,
+    format_domain,
+    format_domain_list,
+    format_failure,
     main,
 )
-from jobhost.store.records import certificate_record
+from jobhost.certs import AriWindow
+from jobhost.store.records import StateChange, certificate_record
 from jobhost.testing import TestCA
+from jobhost.timeutil import to_iso
 
 HOST = "jobs.acme-corp.example"
 PAGE = {"company": "Acme Corp", "jobs": [{"id": "eng-1", "title": "Engineer"}]}
@@ -43,6 +56,11 @@ PAGE = {"company": "Acme Corp", "jobs": [{"id": "eng-1", "title": "Engineer"}]}
         ("tcp6:8081:interface=\\:\\:1", "http://[::1]:8081"),
         ("tcp6:8081:interface=\\:\\:", "http://[::1]:8081"),
         ("ssl:8443:privateKey=k.pem:interface=10.0.0.5", "https://10.0.0.5:8443"),
+        ("tcp:8081", "http://127.0.0.1:8081"),
+        ("ssl:8443", "https://127.0.0.1:8443"),
+        ("TCP6:8081:interface=\\:\\:1", "http://[::1]:8081"),
+        ("ssl:8443:privateKey=/etc/jobhost/key=v2.pem", "https://127.0.0.1:8443"),
+        ("\\tcp:8081", "http://127.0.0.1:8081"),  # an escape even on the first character, as Twisted reads it
     ],
 )
 def test_endpoint_to_url(endpoint, url):
@@ -50,11 +68,28 @@ def test_endpoint_to_url(endpoint, url):
     assert endpoint_to_url(endpoint) == url
 
 
-@pytest.mark.parametrize("endpoint", ["unix:/run/jobhost.sock", "systemd:domain=INET:index=0", "tcp:interface=::1"])
-def test_endpoint_to_url_refuses_what_http_cannot_reach(endpoint):
-    """UNIX sockets, systemd sockets and endpoints without a port need --url."""
-    with pytest.raises(UsageError):
+@pytest.mark.parametrize(
+    "endpoint, message",
+    [
+        ("unix:/run/jobhost.sock", "cannot reach a unix: admin listener with HTTP; pass --url"),
+        ("systemd:domain=INET:index=0", "cannot reach a systemd: admin listener with HTTP; pass --url"),
+        ("tcp:interface=::1", "no port in the admin endpoint 'tcp:interface=::1'; pass --url"),
+    ],
+)
+def test_endpoint_to_url_refuses_what_http_cannot_reach(endpoint, message):
+    """UNIX sockets, systemd sockets and endpoints without a port need --url, and the message says why."""
+    with pytest.raises(UsageError) as info:
         endpoint_to_url(endpoint)
+    assert str(info.value) == message
+
+
+def test_client_repr_hides_the_token_and_answers_are_awaited_60_seconds():
+    """The token never shows in a repr (logs, tracebacks); the default wait is the documented 60 s."""
+    client = AdminClient("http://127.0.0.1:8081", "s3cret-token")
+    assert "s3cret-token" not in repr(client)
+    assert client.timeout == 60.0
+    assert build_parser().parse_args(["domains", "list"]).timeout == 60.0
+    assert "(default 60)" in build_parser().format_help()
 
 
 def test_usage_errors_exit_2_and_print_usage():
@@ -66,13 +101,171 @@ def test_usage_errors_exit_2_and_print_usage():
     assert main(["domains", "list", "--state", "sleepy"], out, err) == EXIT_USAGE
     assert main(["--help"], out, err) == EXIT_OK
     assert "Exit status" in out.getvalue()
+    for argv, usage in (([], "usage: jobhost-admin "), (["page"], "usage: jobhost-admin page")):
+        out, err = io.StringIO(), io.StringIO()
+        assert main(argv, out, err) == 2, argv
+        assert usage in err.getvalue() and "required" in err.getvalue()
+        assert out.getvalue() == ""
 
 
 def test_missing_token_file_exits_1():
     """An unreadable token file is reported and exits 1 without any request."""
     err = io.StringIO()
     assert main(["--token-file", "/nonexistent/admin.token", "domains", "list"], io.StringIO(), err) == EXIT_ERROR
-    assert "cannot read the admin token from /nonexistent/admin.token" in err.getvalue()
+    assert err.getvalue() == (
+        "jobhost-admin: error: cannot read the admin token from /nonexistent/admin.token: No such file or directory\n"
+    )
+
+
+def test_empty_token_file_exits_1(tmp_path):
+    """A token file with nothing but whitespace is reported as empty, without any request."""
+    token_file = tmp_path / "admin.token"
+    token_file.write_text("\n")
+    err = io.StringIO()
+    assert main(["--token-file", str(token_file), "domains", "list"], io.StringIO(), err) == 1
+    assert err.getvalue() == f"jobhost-admin: error: the admin token file {token_file} is empty\n"
+
+
+def test_unreadable_page_file_exits_2(tmp_path):
+    """A page file that cannot be read is a usage error naming it, before any request."""
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(TOKEN)
+    missing = tmp_path / "missing.json"
+    err = io.StringIO()
+    assert main(["--token-file", str(token_file), "page", "set", HOST, str(missing)], io.StringIO(), err) == 2
+    assert err.getvalue().startswith(f"jobhost-admin: error: cannot read {missing}: ")
+
+
+# ---------------------------------------------------------------- what is printed
+
+
+def _certificate(hostname, ari=None):
+    key_pem, chain_pem = TestCA.create().issue(hostname, lifetime=timedelta(days=90))
+    return certificate_record(hostname, key_pem, chain_pem, ari=ari)
+
+
+def test_domain_list_table():
+    """One row per hostname: expiry or "-", next attempt or "-", the error of failing hostnames cut at 50."""
+    certificate = _certificate("a.example.com")
+    domains = [
+        domain_json(make_domain("a.example.com"), certificate),
+        domain_json(
+            make_domain(
+                "b.example.com", state="failing", next_attempt=T0, last_error={"code": "x", "message": "E" * 50}
+            ),
+            None,
+        ),
+        domain_json(make_domain("c.example.com", state="paused", last_error={"code": "x", "message": "F" * 51}), None),
+    ]
+    lines = format_domain_list(domains).splitlines()
+    assert [line.split() for line in lines] == [
+        ["HOSTNAME", "STATE", "EXPIRES", "NEXT", "ATTEMPT", "LAST", "ERROR"],
+        ["a.example.com", "active", to_iso(certificate.not_after), "-"],
+        ["b.example.com", "failing", "-", to_iso(T0), "E" * 50],
+        ["c.example.com", "paused", "-", "-", "F" * 49 + "…"],
+    ]
+    assert all(line == line.rstrip() for line in lines)
+    assert format_domain_list([]) == "No domains."
+
+
+def test_domain_summary_shows_error_pause_certificate_window_and_last_ten_changes():
+    """domains show prints the failure, the unpause link, the CA's renewal window and the 10 latest changes."""
+    ari = AriWindow(start=T0 + timedelta(days=60), end=T0 + timedelta(days=61))
+    history = tuple(
+        StateChange(at=T0 + timedelta(minutes=i), state="failing", reason=None if i == 11 else f"try {i}")
+        for i in range(12)
+    )
+    record = attrs.evolve(
+        make_domain(
+            HOST,
+            state="paused",
+            last_error={"code": "rateLimited", "message": "too many orders"},
+            attempts=4,
+            next_attempt=T0 + timedelta(hours=1),
+            unpause_url="https://ca.example/unpause",
+        ),
+        history=history,
+    )
+    text = format_domain(domain_json(record, _certificate(HOST, ari=ari)))
+    lines = text.splitlines()
+    assert "Attempts:      4 failed in a row" in lines
+    assert f"Next attempt:  {to_iso(T0 + timedelta(hours=1))}" in lines
+    assert "Last error:    rateLimited: too many orders" in lines
+    assert "Unpause at:    https://ca.example/unpause" in lines
+    assert f"  Renew in:    {to_iso(ari.start)} .. {to_iso(ari.end)} (CA's window)" in lines
+    assert "Certificate:   none yet" not in lines
+    shown = lines[lines.index("History:") + 1:]
+    expected = [f"  {to_iso(h.at)}  failing   {h.reason}" for h in history[2:11]]
+    assert shown == expected + [f"  {to_iso(history[11].at)}  failing"]
+
+
+def test_domain_summary_of_a_new_hostname():
+    """A hostname with no attempts, certificate or history yet shows zeros, dashes and "none yet"."""
+    doc = {"hostname": HOST, "state": "pending", "created_at": to_iso(T0), "updated_at": to_iso(T0)}
+    lines = format_domain(doc).splitlines()
+    assert "Attempts:      0 failed in a row" in lines
+    assert "Next attempt:  -" in lines
+    assert "Page:          -" in lines
+    assert lines[-1] == "Certificate:   none yet"
+    assert not any(line.startswith(("Last error", "Unpause", "History")) for line in lines)
+    record = domain_json(make_domain(HOST, state="pending"), None)
+    assert not any(line.startswith("Unpause") for line in format_domain(record).splitlines())
+
+
+def test_diagnostics_report():
+    """PASS/FAIL/SKIP per check, hints only under failures, and a verdict line."""
+    checks = [
+        {"name": "dns", "passed": True, "message": "points here", "hint": "not needed"},
+        {"name": "caa", "passed": None, "message": "skipped", "hint": None},
+    ]
+    passing = {"hostname": HOST, "state": "active", "ok": True, "checks": checks}
+    assert format_diagnostics(passing) == (
+        f"Diagnostics for {HOST} (state active):\n"
+        "  PASS  dns          points here\n"
+        "  SKIP  caa          skipped\n"
+        "All checks passed."
+    )
+    failing = {
+        "hostname": HOST,
+        "state": "failing",
+        "ok": False,
+        "checks": [{"name": "certificate", "passed": False, "message": "none", "hint": "renew it"}],
+    }
+    assert format_diagnostics(failing) == (
+        f"Diagnostics for {HOST} (state failing):\n"
+        "  FAIL  certificate  none\n"
+        "                     hint: renew it\n"
+        "Some checks failed."
+    )
+
+
+@pytest.mark.parametrize(
+    "failure, text",
+    [
+        (
+            ApiFailure("not pointed here", 422, "preflight_failed", {"reasons": [{"fix": "add an A record"}, {}], "retryable": True}),
+            "jobhost-admin: error: not pointed here\n  fix: add an A record\n"
+            "  (this may be temporary: try again in a few minutes)",
+        ),
+        (
+            ApiFailure("not pointed here", 422, "preflight_failed", {"reasons": [], "retryable": False}),
+            "jobhost-admin: error: not pointed here",
+        ),
+        (
+            ApiFailure("invalid page", 400, "invalid_page", {"errors": {"": "must be an object", "company": "required"}}),
+            "jobhost-admin: error: invalid page\n  (page): must be an object\n  company: required",
+        ),
+        (
+            ApiFailure("a valid admin token is required", 401, "unauthorized"),
+            "jobhost-admin: error: a valid admin token is required\n"
+            "  check --token-file (or [admin] token_file in --config)",
+        ),
+        (ApiFailure("x is not registered", 404, "not_found", {"errors": {"a": "b"}}), "jobhost-admin: error: x is not registered"),
+    ],
+)
+def test_failure_messages(failure, text):
+    """API errors print the message, then what the operator can do about that kind of error."""
+    assert format_failure(failure) == text
 
 
 class CliTests(TestCase):
@@ -254,6 +447,7 @@ class CliTests(TestCase):
             self.preflight.passes = False
             status, out, _ = await self.cli("diagnose", HOST)
             self.assertEqual(status, EXIT_CHECK_FAILED)
+            self.assertEqual(status, 3)  # the documented number scripts test for
             self.assertIn("FAIL  dns", out)
             self.assertIn("hint: In the DNS for", out)
             self.assertIn("SKIP  self_check", out)
@@ -289,6 +483,108 @@ class CliTests(TestCase):
             self.assertIn("bücher.example (xn--bcher-kva.example)", out)
             status, out, _ = await self.cli("--json", "domains", "show", "bücher.example")
             self.assertEqual(json.loads(out)["hostname"], "xn--bcher-kva.example")
+            # readable JSON: indented by two, non-ASCII as itself
+            self.assertTrue(out.startswith('{\n  "hostname": '), out)
+            self.assertIn('"hostname_unicode": "bücher.example"', out)
+
+        return self.run_async(run())
+
+    def test_remove_says_whether_the_certificate_was_revoked(self):
+        """remove --revoke revokes the certificate at the CA and says so; plain remove revokes nothing."""
+        other = "other.example.com"
+        for name in (HOST, other):
+            self.store.domains[name] = make_domain(name)
+            self.store.certificates[name] = _certificate(name)
+
+        async def run():
+            status, out, _ = await self.cli("domains", "remove", HOST, "--revoke")
+            self.assertEqual((status, out), (EXIT_OK, f"Removed {HOST} (certificate revoked): no longer served or renewed.\n"))
+            status, out, _ = await self.cli("domains", "remove", other)
+            self.assertEqual((status, out), (EXIT_OK, f"Removed {other}: no longer served or renewed.\n"))
+            self.assertEqual([c for c in self.issuer.calls if c[0] == "revoke"], [("revoke", HOST)])
+
+        return self.run_async(run())
+
+    def test_options_after_the_command(self):
+        """--url, --token-file and --json work after the command's name too."""
+        self.store.domains[HOST] = make_domain(HOST)
+
+        def run():
+            out, err = io.StringIO(), io.StringIO()
+            argv = ["domains", "show", HOST, "--url", self.url, "--token-file", self.token_file, "--json"]
+            return main(argv, out, err), out.getvalue(), err.getvalue()
+
+        def check(result):
+            status, out, err = result
+            self.assertEqual(status, EXIT_OK, err)
+            self.assertEqual(json.loads(out)["hostname"], HOST)
+
+        return deferToThread(run).addCallback(check)
+
+    def test_page_show_prints_readable_json(self):
+        """page show prints the page as indented JSON with non-ASCII text as itself."""
+        self.store.domains[HOST] = make_domain(HOST, page={"company": "Müller GmbH", "jobs": []})
+
+        async def run():
+            status, out, _ = await self.cli("page", "show", HOST)
+            self.assertEqual(status, EXIT_OK)
+            self.assertTrue(out.startswith('{\n  "company": "Müller GmbH"'), out)
+
+        return self.run_async(run())
+
+    def serve(self, resource: Resource) -> str:
+        port = reactor.listenTCP(0, Site(resource), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return f"http://127.0.0.1:{port.getHost().port}"
+
+    def main_at(self, url: str, *argv: str) -> Deferred:
+        """main() against another server; fire with (exit status, stderr)."""
+        out, err = io.StringIO(), io.StringIO()
+
+        def run():
+            return main(["--url", url, "--token-file", self.token_file, *argv], out, err), err.getvalue()
+
+        return deferToThread(run)
+
+    def test_answers_that_are_not_the_admin_api_exit_1(self):
+        """An error page from something else (a proxy) and a 200 that is not JSON are named as such."""
+        proxy = self.serve(_Answer(502, b"<html>Bad Gateway</html>"))
+        not_json = self.serve(_Answer(200, b"hello"))
+        other_json = self.serve(_Answer(404, b'{"detail": "no such page"}'))
+
+        async def run():
+            status, err = await self.main_at(proxy, "domains", "list")
+            self.assertEqual(status, EXIT_ERROR)
+            self.assertEqual(
+                err, f"jobhost-admin: error: HTTP 502 from {proxy}/api/v1/domains?limit=500, not a jobhost admin API answer\n"
+            )
+            status, err = await self.main_at(other_json, "domains", "show", HOST)
+            self.assertEqual(status, EXIT_ERROR)
+            self.assertIn("HTTP 404 from", err)
+            self.assertIn("not a jobhost admin API answer", err)
+            status, err = await self.main_at(not_json, "domains", "show", HOST)
+            self.assertEqual(status, EXIT_ERROR)
+            self.assertEqual(err, f"jobhost-admin: error: HTTP 200 from {not_json}/api/v1/domains/{HOST} is not JSON\n")
+
+        return self.run_async(run())
+
+    def test_silent_server_times_out_and_exits_1(self):
+        """A server that accepts but never answers is reported as unreachable after --timeout."""
+        connections: list[Protocol] = []
+
+        class Silent(Protocol):
+            def connectionMade(self):
+                connections.append(self)
+
+        port = reactor.listenTCP(0, Factory.forProtocol(Silent), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.addCleanup(lambda: [c.transport.abortConnection() for c in connections])
+        url = f"http://127.0.0.1:{port.getHost().port}"
+
+        async def run():
+            status, err = await self.main_at(url, "--timeout", "0.2", "domains", "list")
+            self.assertEqual(status, EXIT_ERROR)
+            self.assertEqual(err, f"jobhost-admin: error: cannot reach the admin API at {url}: timed out\n")
 
         return self.run_async(run())
 
@@ -349,3 +645,18 @@ class CliTests(TestCase):
             self.assertIn("cannot reach the admin API at http://127.0.0.1:1", err_stream.getvalue())
 
         return self.run_async(run())
+
+
+class _Answer(Resource):
+    """Answers every request with one status and body, as a proxy or another service would."""
+
+    isLeaf = True
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__()
+        self.status, self.body = status, body
+
+    def render(self, request):
+        request.setResponseCode(self.status)
+        request.setHeader(b"content-type", b"text/html")
+        return self.body

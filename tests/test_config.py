@@ -1,7 +1,9 @@
 """Tests for jobhost.config: defaults, and errors that name the file and key path."""
 
+import importlib.util
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -284,3 +286,130 @@ def test_sql_store_urls_are_accepted(url):
     """sqlite:PATH and postgresql:// URLs parse (nothing is opened while parsing)."""
     config = parse_config({"store": {"url": url}, "preflight": {"enabled": False}}, Path("/srv"))
     assert config.store.url == url
+
+
+# ---------------------------------------------------------------- defaults and small values
+
+
+def test_left_out_keys_take_the_values_the_production_example_documents(tmp_path):
+    """Leaving a key out gives the default that etc/jobhost.production.toml writes out for it."""
+    documented = load_config(ROOT / "etc" / "jobhost.production.toml", base_dir=tmp_path)
+    config = parse_config({"preflight": {"addresses": ["203.0.113.10"]}}, tmp_path)
+    paths = {"fallback_cert", "token_file", "webhook_secret_file"}
+    for section in ("tls", "admin", "renewal", "events"):
+        for key, value in attrs.asdict(getattr(documented, section)).items():
+            if key not in paths and key != "node_id":
+                assert getattr(getattr(config, section), key) == value, (section, key)
+    for key in ("key_type", "account_key_type", "terms_agreed", "timeout"):
+        assert getattr(config.acme, key) == getattr(documented.acme, key), key
+    for key in ("enabled", "ca_identifiers", "timeout", "self_check", "self_check_port"):
+        assert getattr(config.preflight, key) == getattr(documented.preflight, key), key
+
+
+def test_default_paths_resolve_against_base_dir(tmp_path):
+    """Without the path keys, the fallback certificate, token and webhook secret live under base_dir/var."""
+    for document in (
+        {"preflight": {"enabled": False}},
+        {"preflight": {"enabled": False}, "tls": {"cache_size": 5}, "admin": {"max_body_bytes": 10}, "events": {}},
+    ):
+        config = parse_config(document, tmp_path)
+        assert config.tls.fallback_cert == str(tmp_path / "var" / "fallback.pem")
+        assert config.admin.token_file == str(tmp_path / "var" / "admin.token")
+        assert config.events.webhook_secret_file == str(tmp_path / "var" / "webhook.secret")
+    given_paths = parse_config(
+        {"preflight": {"enabled": False}, "tls": {"fallback_cert": "certs/fb.pem"}, "admin": {"token_file": "/etc/t"}},
+        tmp_path,
+    )
+    assert given_paths.tls.fallback_cert == str(tmp_path / "certs" / "fb.pem")
+    assert given_paths.admin.token_file == "/etc/t"
+
+
+def test_config_path_resolves_relative_paths_against_base_dir(tmp_path):
+    """Config.path keeps absolute paths and puts relative ones under base_dir."""
+    config = parse_config({"preflight": {"enabled": False}}, tmp_path)
+    assert config.path("var/x.pem") == tmp_path / "var" / "x.pem"
+    assert config.path("/etc/jobhost/x.pem") == Path("/etc/jobhost/x.pem")
+
+
+@pytest.mark.parametrize("text, seconds", [("2w", 1209600.0), ("30", 30.0), (" 1.5 m ", 90.0), ("0", 0.0)])
+def test_more_durations(text, seconds):
+    """Weeks, bare numbers in a string (seconds), decimals with spaces, and zero."""
+    assert parse_duration(text) == seconds
+
+
+def test_values_are_kept_as_given(tmp_path):
+    """Strings are stored stripped, choices and integers as given, empty optional strings as unset."""
+    config = parse_config(
+        {
+            "preflight": {"addresses": ["203.0.113.10"], "self_check_port": 5002},
+            "acme": {
+                "contact": ["  mailto:ops@example.com "],
+                "key_type": "rsa-2048",
+                "eab_kid": "kid-1",
+                "ca_bundle": "",
+                "terms_agreed": False,
+            },
+            "renewal": {"node_id": " node-a ", "max_in_flight": 1},
+            "events": {"webhook_url": "  https://hooks.example.com/x  "},
+        },
+        tmp_path,
+    )
+    assert config.acme.contact == ("mailto:ops@example.com",)
+    assert config.acme.key_type == "rsa-2048"
+    assert config.acme.eab_kid == "kid-1"
+    assert config.acme.ca_bundle is None
+    assert config.acme.terms_agreed is False
+    assert config.renewal.node_id == "node-a"
+    assert config.renewal.max_in_flight == 1
+    assert config.preflight.self_check_port == 5002
+    assert config.events.webhook_url == "https://hooks.example.com/x"
+    blank = parse_config({"preflight": {"enabled": False}, "events": {"webhook_url": "   "}}, tmp_path)
+    assert blank.events.webhook_url is None
+
+
+@pytest.mark.parametrize("port", [1, 65535])
+def test_port_bounds_are_accepted(port, tmp_path):
+    """1 and 65535 are ports."""
+    config = parse_config({"preflight": {"enabled": False}, "web": {"https_redirect_port": port}}, tmp_path)
+    assert config.web.https_redirect_port == port
+
+
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        ({"web": {"https_redirect_port": 0}}, "[web] https_redirect_port: expected a port number 1-65535, got 0"),
+        ({"web": {"https_redirect_port": 65536}}, "[web] https_redirect_port: expected a port number 1-65535, got 65536"),
+        ({"web": {"https_redirect_port": -1}}, "[web] https_redirect_port: expected a port number 1-65535, got -1"),
+        ({"web": {"https_redirect_port": True}}, "[web] https_redirect_port: expected a port number 1-65535, got True"),
+        ({"web": {"https_redirect_port": "443"}}, '[web] https_redirect_port: expected a port number 1-65535, got "443"'),
+        ({"preflight": {"enabled": False, "self_check_port": 80.0}}, "[preflight] self_check_port: expected a port"),
+        ({"acme": {"terms_agreed": "yes"}}, '[acme] terms_agreed: expected true or false, got "yes"'),
+        ({"admin": {"token_file": "   "}}, '[admin] token_file: expected a non-empty string, got "   "'),
+        ({"renewal": {"max_in_flight": True}}, "[renewal] max_in_flight: expected a positive integer, got True"),
+        ({"renewal": {"max_in_flight": -3}}, "[renewal] max_in_flight: expected a positive integer, got -3"),
+        ({"acme": {"ca_bundle": 5}}, "[acme] ca_bundle: expected a string, got 5"),
+    ],
+)
+def test_more_errors_name_the_key_path(document, message):
+    """Out-of-range ports, non-booleans, blank paths and non-positive counts are refused, naming the key."""
+    document.setdefault("preflight", {"enabled": False})
+    with pytest.raises(ConfigError) as info:
+        parse_config(document, Path("/srv"), file="jobhost.toml")
+    assert str(info.value).startswith("jobhost.toml: ")
+    assert message in str(info.value)
+
+
+def test_a_fresh_import_builds_working_parsers(tmp_path):
+    """The key parsers are built when the module is imported: a fresh copy of it parses lists and choices too.
+
+    (Those lines run only at import, before any test; executing the module again here puts them under test.)
+    """
+    spec = importlib.util.find_spec("jobhost.config")
+    fresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fresh)
+    config = fresh.parse_config(
+        {"preflight": {"addresses": ["203.0.113.10"]}, "acme": {"contact": ["mailto:a@example.com"], "key_type": "rsa-4096"}},
+        tmp_path,
+    )
+    assert config.acme.contact == ("mailto:a@example.com",)
+    assert config.acme.key_type == "rsa-4096"

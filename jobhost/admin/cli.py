@@ -185,7 +185,7 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _short(text: Any, width: int = 60) -> str:
+def _short(text: Any, width: int) -> str:
     text = "" if text is None else " ".join(str(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
