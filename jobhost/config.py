@@ -115,6 +115,15 @@ class TlsConfig:
     negative_ttl: float = 10.0
     poll_interval: float = 2.0
     hello_timeout: float = 10.0
+    #: Mozilla's "intermediate" (TLS 1.2 and 1.3, AEAD suites only) or "modern" (TLS 1.3 only).
+    profile: str = "intermediate"
+    #: Offer HTTP/2 (ALPN "h2") besides HTTP/1.1.
+    http2: bool = True
+    session_tickets: bool = True
+    #: How long a session ticket is valid (its lifetime hint).
+    session_lifetime: float = 7200.0
+    #: How often each hostname's ticket key is replaced.
+    ticket_rotation: float = 86400.0
 
 
 @attrs.frozen
@@ -144,9 +153,30 @@ class RenewalConfig:
 
 @attrs.frozen
 class WebConfig:
-    """``[web]``: how the HTTP listener redirects to HTTPS."""
+    """``[web]``: how the HTTP listener redirects to HTTPS, and the access log."""
 
     https_redirect_port: int | None = None
+    #: A file for one combined-log line per request on the public listeners; None: no access log.
+    access_log: str | None = None
+
+
+@attrs.frozen
+class LimitsConfig:
+    """``[limits]``: what keeps one client from starving the others (see :mod:`jobhost.web.limits`)."""
+
+    #: The listen queue of the HTTP and HTTPS listeners (the kernel caps it at net.core.somaxconn).
+    backlog: int = 1024
+    #: Open connections on the HTTP and HTTPS listeners together; 0: the file-descriptor limit
+    #: minus a reserve for the store, the admin listener and outgoing connections.
+    max_connections: int = 0
+    #: Open connections from one IP address.
+    max_per_peer: int = 256
+    #: HTTPS connections still sending their ClientHello; over it the oldest is dropped.
+    max_held: int = 1000
+    #: Seconds for a whole request (head and body) to arrive, however it trickles in.
+    request_timeout: float = 10.0
+    #: Seconds a kept-alive connection may wait for its next request.
+    keepalive_timeout: float = 60.0
 
 
 @attrs.frozen
@@ -176,6 +206,7 @@ class Config:
     renewal: RenewalConfig = RenewalConfig()
     web: WebConfig = WebConfig()
     events: EventsConfig = EventsConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     def path(self, relative: str) -> Path:
         """Resolve a path from the config against :attr:`base_dir`."""
@@ -231,6 +262,12 @@ def _bool(value):
 def _positive_int(value):
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"expected a positive integer, got {_quote(value)}")
+    return value
+
+
+def _non_negative_int(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a whole number 0 or more, got {_quote(value)}")
     return value
 
 
@@ -381,6 +418,11 @@ _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "negative_ttl": parse_duration,
             "poll_interval": _positive_duration,
             "hello_timeout": _positive_duration,
+            "profile": _one_of("intermediate", "modern"),
+            "http2": _bool,
+            "session_tickets": _bool,
+            "session_lifetime": _positive_duration,
+            "ticket_rotation": _positive_duration,
         },
     ),
     "admin": (
@@ -400,7 +442,18 @@ _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "lease_duration": _positive_duration,
         },
     ),
-    "web": (WebConfig, {"https_redirect_port": _port}),
+    "web": (WebConfig, {"https_redirect_port": _port, "access_log": _optional_string}),
+    "limits": (
+        LimitsConfig,
+        {
+            "backlog": _positive_int,
+            "max_connections": _non_negative_int,
+            "max_per_peer": _positive_int,
+            "max_held": _positive_int,
+            "request_timeout": _positive_duration,
+            "keepalive_timeout": _positive_duration,
+        },
+    ),
     "events": (
         EventsConfig,
         {
@@ -419,6 +472,7 @@ _PATH_KEYS = {
     ("acme", "ca_bundle"),
     ("events", "webhook_secret_file"),
     ("store", "password_file"),
+    ("web", "access_log"),
 }
 
 
@@ -507,6 +561,7 @@ __all__ = [
     "PreflightConfig",
     "RenewalConfig",
     "StoreConfig",
+    "LimitsConfig",
     "TlsConfig",
     "WebConfig",
     "load_config",

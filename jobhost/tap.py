@@ -377,13 +377,82 @@ def _build_fallback(config: Config) -> tuple[bytes | None, bytes | None]:
         raise ConfigError(f"cannot write {config.tls.fallback_cert}: {e.strerror}", ("tls", "fallback_cert")) from None
 
 
+def tls_policy(config: Config):
+    """[tls] profile, http2, session_tickets, session_lifetime: every TLS context's configuration."""
+    from jobhost.tls.policy import TlsPolicy
+
+    return TlsPolicy(
+        profile=config.tls.profile,
+        alpn=(b"h2", b"http/1.1") if config.tls.http2 else (b"http/1.1",),
+        session_tickets=config.tls.session_tickets,
+        session_lifetime=config.tls.session_lifetime,
+    )
+
+
+#: File descriptors kept out of the public connection cap: the store, the admin listener,
+#: outgoing connections to the CA and DNS, log files.
+FD_RESERVE = 256
+
+
+def connection_cap(config: Config) -> int:
+    """[limits] max_connections, or (0) the file-descriptor limit minus :data:`FD_RESERVE`.
+
+    Raises the soft ``RLIMIT_NOFILE`` to the hard one first (the default soft limit of 1024
+    would cap a server at a few hundred connections).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = 1048576 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    available = max(soft - FD_RESERVE, 64)
+    if config.limits.max_connections:
+        return min(config.limits.max_connections, available)
+    return available
+
+
+def _build_limits(reactor, config: Config, metrics):
+    """[limits]: the reporter counting limit hits and the public listeners' connection budget."""
+    from jobhost.web.limits import LIMITS, ConnectionBudget, LimitReporter
+
+    reporter = LimitReporter(reactor)
+    budget = ConnectionBudget(
+        max_connections=connection_cap(config), max_per_peer=config.limits.max_per_peer, reporter=reporter
+    )
+    metrics.register_counter_source(
+        "jobhost_connection_limit_total",
+        "Connections closed or refused by a limit ([limits], [tls] hello_timeout).",
+        ("limit",),
+        lambda: {(limit,): reporter.counts[limit] for limit in LIMITS},
+    )
+    metrics.register_gauge_source(
+        "jobhost_connections_open",
+        "Connections open on the HTTP and HTTPS listeners.",
+        (),
+        lambda: budget.open,
+    )
+    metrics.register_gauge_source(
+        "jobhost_connections_max",
+        "The cap on connections open on the HTTP and HTTPS listeners.",
+        (),
+        lambda: budget.max_connections,
+    )
+    return reporter, budget
+
+
 def _build_caches(reactor, config: Config, store, metrics) -> CacheParts:
     """[tls] cache_size, negative_ttl, poll_interval: the caches and their change poller."""
     from jobhost.tls.sni import CertificateCache, ChangePoller
     from jobhost.web.site import PageCache
 
     certificates = CertificateCache(
-        store=store, clock=reactor, max_entries=config.tls.cache_size, negative_ttl=config.tls.negative_ttl
+        store=store, clock=reactor, max_entries=config.tls.cache_size, negative_ttl=config.tls.negative_ttl,
+        policy=tls_policy(config),
     )
     pages = PageCache(max_entries=config.tls.cache_size)
     fanout = _Caches((certificates, pages))
@@ -513,12 +582,25 @@ def _build_web(reactor, config: Config, *, store, caches: CacheParts, fallback, 
     from jobhost.web.site import HttpRootResource, HttpsRootResource, make_site
 
     key_pem, cert_pem = fallback
-    http_site = make_site(HttpRootResource(store=store, https_port=_https_port(config)), clock=reactor)
-    https_site = make_site(HttpsRootResource(store=store, page_cache=caches.pages), clock=reactor)
+    reporter, budget = _build_limits(reactor, config, metrics)
+    limits = config.limits
+    common = dict(
+        request_timeout=limits.request_timeout, keepalive_timeout=limits.keepalive_timeout,
+        reporter=reporter, access_log=config.web.access_log,
+    )
+    http_site = make_site(
+        HttpRootResource(store=store, https_port=_https_port(config)), clock=reactor, budget=budget, **common
+    )
+    # The HTTPS site's connections are counted by the listener's hold, which sees them first.
+    https_site = make_site(HttpsRootResource(store=store, page_cache=caches.pages), clock=reactor, **common)
     tls_factory = SNIServerFactory.create(
         https_site, caches.certificates, reactor, key_pem, cert_pem,
         reject_unknown=config.tls.fallback == "reject",
         hello_timeout=config.tls.hello_timeout,
+        ticket_rotation=config.tls.ticket_rotation,
+        max_held=limits.max_held,
+        budget=budget,
+        reporter=reporter,
     )
     metrics.register_counter_source(
         "jobhost_tls_handshakes_total",
@@ -561,15 +643,23 @@ def _build_admin(reactor, config: Config, *, store, domains, issuing, checks: Pr
 
 
 def _build_listeners(reactor, config: Config, *, web: WebParts, admin_site) -> tuple[ListenerService, ...]:
-    """[listen]: one listener per endpoint string."""
+    """[listen]: one listener per endpoint string; [limits] backlog for the public ones."""
     return tuple(
         ListenerService(name, serverFromString(reactor, description), factory)
         for name, description, factory in (
-            ("http", config.listen.http, web.http),
-            ("https", config.listen.https, web.https),
+            ("http", with_backlog(config.listen.http, config.limits.backlog), web.http),
+            ("https", with_backlog(config.listen.https, config.limits.backlog), web.https),
             ("admin", config.listen.admin, admin_site),
         )
     )
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """A TCP endpoint description with ``backlog=`` added, unless it sets one (or is not TCP)."""
+    kind = description.split(":", 1)[0].strip().lower()
+    if kind not in ("tcp", "tcp6") or "backlog=" in description:
+        return description
+    return f"{description}:backlog={backlog}"
 
 
 def build_parts(reactor, config: Config) -> Parts:

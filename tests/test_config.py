@@ -413,3 +413,41 @@ def test_a_fresh_import_builds_working_parsers(tmp_path):
     )
     assert config.acme.contact == ("mailto:a@example.com",)
     assert config.acme.key_type == "rsa-4096"
+
+
+def test_limits_and_tls_policy_keys(tmp_path):
+    config = parse_config(
+        {
+            "tls": {"profile": "modern", "http2": False, "session_tickets": False,
+                    "session_lifetime": "30m", "ticket_rotation": "6h"},
+            "limits": {"backlog": 4096, "max_connections": 0, "max_per_peer": 8, "max_held": 50,
+                       "request_timeout": "5s", "keepalive_timeout": "2m"},
+            "web": {"access_log": "logs/access.log"},
+            "preflight": {"enabled": False},
+        },
+        tmp_path,
+    )
+    assert (config.tls.profile, config.tls.http2, config.tls.session_tickets) == ("modern", False, False)
+    assert (config.tls.session_lifetime, config.tls.ticket_rotation) == (1800.0, 21600.0)
+    limits = config.limits
+    assert (limits.backlog, limits.max_connections, limits.max_per_peer, limits.max_held) == (4096, 0, 8, 50)
+    assert (limits.request_timeout, limits.keepalive_timeout) == (5.0, 120.0)
+    assert config.web.access_log == str(tmp_path / "logs" / "access.log")
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("tls", "profile", "old", "expected one of"),
+        ("limits", "max_connections", -1, "expected a whole number 0 or more, got -1"),
+        ("limits", "max_per_peer", 0, "expected a positive integer"),
+        ("limits", "backlog", True, "expected a positive integer"),
+        ("limits", "request_timeout", "0s", "positive"),
+        ("limits", "burst", 3, "unknown key"),
+    ],
+)
+def test_bad_limits_and_tls_values_name_the_key(tmp_path, section, key, value, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config({section: {key: value}, "preflight": {"enabled": False}}, tmp_path)
+    assert f"[{section}] {key}" in str(info.value)
+    assert message in str(info.value)

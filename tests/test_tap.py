@@ -514,3 +514,49 @@ def test_root_waits_for_a_close_on_stop():
     assert stops == [] and not root.getServiceNamed("acme-client").running
     closing.callback(None)
     assert stops == ["store"] and stopped.called
+
+
+def test_public_listeners_get_the_backlog_unless_they_set_one():
+    from jobhost.tap import with_backlog
+
+    assert with_backlog("tcp:8443", 1024) == "tcp:8443:backlog=1024"
+    assert with_backlog("tcp6:443:interface=\\:\\:", 2048) == "tcp6:443:interface=\\:\\::backlog=2048"
+    assert with_backlog("tcp:8443:backlog=50", 1024) == "tcp:8443:backlog=50"
+    assert with_backlog("systemd:domain=INET:index=0", 1024) == "systemd:domain=INET:index=0"
+    assert with_backlog("unix:/run/jobhost.sock", 1024) == "unix:/run/jobhost.sock"
+
+
+def test_connection_cap_raises_the_fd_limit_and_keeps_a_reserve(tmp_path):
+    import resource
+
+    from jobhost.config import parse_config
+    from jobhost.tap import FD_RESERVE, connection_cap
+
+    auto = parse_config({"preflight": {"enabled": False}}, tmp_path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    try:
+        cap = connection_cap(auto)
+        raised, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert raised == hard or hard == resource.RLIM_INFINITY
+        assert cap == max(raised - FD_RESERVE, 64)
+        fixed = parse_config({"limits": {"max_connections": 100}, "preflight": {"enabled": False}}, tmp_path)
+        assert connection_cap(fixed) == 100
+        huge = parse_config({"limits": {"max_connections": 10**9}, "preflight": {"enabled": False}}, tmp_path)
+        assert connection_cap(huge) == cap  # never above what the fd limit allows
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_tls_policy_follows_the_config(tmp_path):
+    from jobhost.config import parse_config
+    from jobhost.tap import tls_policy
+
+    default = tls_policy(parse_config({"preflight": {"enabled": False}}, tmp_path))
+    assert (default.profile, default.alpn, default.session_tickets, default.session_lifetime) == (
+        "intermediate", (b"h2", b"http/1.1"), True, 7200.0)
+    chosen = tls_policy(parse_config(
+        {"tls": {"profile": "modern", "http2": False, "session_tickets": False, "session_lifetime": "5m"},
+         "preflight": {"enabled": False}}, tmp_path))
+    assert (chosen.profile, chosen.alpn, chosen.session_tickets, chosen.session_lifetime) == (
+        "modern", (b"http/1.1",), False, 300.0)

@@ -1,4 +1,4 @@
-"""TlsPolicy and SessionContexts without sockets (the loopback behaviour: tests/integration/test_tls_policy.py)."""
+"""TlsPolicy and SessionContexts without sockets (the loopback behaviour: tests/integration/test_tls_policy_loopback.py)."""
 
 from __future__ import annotations
 
