@@ -533,3 +533,13 @@ def test_the_reason_says_what_was_wrong(data, says):
     assert isinstance(result, NotTLS)
     assert says in result.reason
     assert ("SSLv2" in result.reason) == (says == "SSLv2")
+
+
+def test_a_plain_http_request_split_after_one_or_two_letters_is_still_recognised():
+    """Found by bench/fuzz_hello.py: "GE" then "T / ..." must get the 400 that tells the user to use https."""
+    for first in (b"G", b"GE"):
+        waiting = parse_client_hello(first)
+        assert waiting == NeedMore(len(first) + 1)
+        assert parse_client_hello(b"GET / HTTP/1.1\r\n", resume=waiting) == NotTLS("plain HTTP request", http=True)
+    assert isinstance(parse_client_hello(b"G\x00"), NotTLS) and not parse_client_hello(b"G\x00").http
+    assert isinstance(parse_client_hello(b"g"), NotTLS)

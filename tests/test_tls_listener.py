@@ -379,13 +379,30 @@ class ListenerTests(SynchronousTestCase):
         reporter = LimitReporter(self.clock)
         factory = self.factory(hello_timeout=3, reporter=reporter)
         server, transport = self.held(factory)
-        for _ in range(5):  # a byte a second does not extend the deadline
-            server.dataReceived(b"\x16")
+        hello = pyopenssl_client_hello(ALPHA.encode())
+        for i in range(5):  # a valid byte a second does not extend the deadline
+            server.dataReceived(hello[i : i + 1])
             with capturedLogs():
                 self.clock.advance(1)
         self.assertTrue(transport.disconnected)
         self.assertEqual(reporter.counts["hello_deadline"], 1)
         self.assertEqual(self.clock.seconds(), 5)
+
+    def test_bytes_that_cannot_begin_a_hello_are_refused_at_once_however_they_are_split(self):
+        """Found by bench/fuzz_hello.py: a bad record or handshake header byte is seen as it arrives."""
+        for data, split in [
+            (b"\x16\x16", 1),  # record version byte
+            (b"\x16\x03\x01\x00\xd2\x01\xd0\x03\x03", 5),  # a 13.6 MB ClientHello announced
+            (b"\x16\x03\x01\x00\xd2\x02\x00\x00\x10", 5),  # a ServerHello
+        ]:
+            factory = self.factory()
+            server, transport = self.held(factory)
+            server.dataReceived(data[:split])
+            self.assertFalse(transport.disconnecting)
+            for i in range(split, len(data)):
+                server.dataReceived(data[i : i + 1])
+            self.assertTrue(transport.disconnected, data)
+            self.assertEqual(factory.not_tls, 1)
 
     def test_plain_http_gets_a_400(self):
         """Plain HTTP to the HTTPS port gets a minimal 400 response telling it to use https, logged at debug."""

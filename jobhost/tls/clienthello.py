@@ -49,6 +49,8 @@ EXT_SUPPORTED_VERSIONS = 43
 # The start of an HTTP request line: a method token, then a space (or the end so far).  Anchored
 # and bounded, so a match reads at most 13 bytes however long the buffer is.
 _HTTP_REQUEST = re.compile(rb"[A-Z]{3,12}(?: |\Z)")
+# Fewer letters than a method has: wait for the next byte before judging ("GE" may become "GET ").
+_HTTP_START = re.compile(rb"[A-Z]{1,2}\Z")
 
 
 @attrs.frozen
@@ -250,6 +252,8 @@ def parse_client_hello(
     if data[0] != _HANDSHAKE_RECORD:
         if _HTTP_REQUEST.match(data):
             return NotTLS("plain HTTP request", http=True)
+        if _HTTP_START.match(data):
+            return NeedMore(len(data) + 1)
         if data[0] & 0x80:
             return NotTLS("SSLv2-style record header")
         return NotTLS(f"not a TLS handshake record (first byte {data[0]:#04x})")
@@ -263,7 +267,8 @@ def parse_client_hello(
         if len(header) >= 2 and header[1] != 3:
             return NotTLS(f"unknown record version {header[1]}.x")
         if len(header) < _RECORD_HEADER:
-            needed, partial = pos + _RECORD_HEADER, b""
+            # each header byte can refuse the connection (type, version): look at the next one
+            needed, minimum, partial = pos + len(header) + 1, pos + _RECORD_HEADER, b""
             break
         length = int.from_bytes(header[3:], "big")
         if length == 0 or length > _MAX_FRAGMENT:
@@ -272,7 +277,10 @@ def parse_client_hello(
         if end > max_size:
             return NotTLS(f"no complete ClientHello within {max_size} bytes")
         if end > len(data):
-            needed, partial = end, data[pos + _RECORD_HEADER :]
+            needed, minimum, partial = end, end, data[pos + _RECORD_HEADER :]
+            if len(message) + len(partial) < _HANDSHAKE_HEADER:
+                # the handshake header (type, length) is still arriving: each byte can refuse
+                needed = len(data) + 1
             break
         message += data[pos + _RECORD_HEADER : end]
         pos = end
@@ -284,7 +292,7 @@ def parse_client_hello(
     verdict = _check_head(message + partial[:_HANDSHAKE_HEADER], max_size)
     if isinstance(verdict, NotTLS):
         return verdict
-    if needed > max_size:
+    if minimum > max_size:
         return NotTLS(f"no complete ClientHello within {max_size} bytes")
     return NeedMore(needed, pos, message)
 
