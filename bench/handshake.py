@@ -309,6 +309,9 @@ contact = []
 [preflight]
 enabled = false
 self_check = false
+
+[web]
+access_log = "access.log"   # as nginx's below: combined format, buffered, flushed every second
 """
 
 
@@ -419,7 +422,7 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    access_log {d}/access.log combined;
+    access_log {d}/access.log combined buffer=64k flush=1s;
     server_tokens off;
     server_names_hash_max_size 16384;
     server_names_hash_bucket_size 128;
