@@ -918,14 +918,15 @@ class PollingTests(_Base):
         return gaps
 
     def test_default_polling(self) -> None:
-        """A default client polls 0.2 s apart, 1.5x longer each time up to 5 s, and gives up after 300 s."""
+        """A default client polls 50 ms apart, 1.5x longer each time up to 5 s, and gives up after 300 s."""
         self.server.pending_polls = 10**6
         client = self.registered()
         url = self._answered_authz(client)
         d = client.poll_authorization(url)
         gaps = self._gaps(d)
-        expected = [0.2, 0.3, 0.45, 0.675, 1.0125, 1.51875, 2.278125, 3.4171875, 5.0, 5.0]
-        self.assertEqual([round(g, 5) for g in gaps[:10]], [round(e, 5) for e in expected])
+        expected = [0.05, 0.075, 0.1125, 0.16875, 0.253125, 0.3796875, 0.56953125, 0.854296875,
+                    1.2814453125, 1.92216796875, 2.883251953125, 4.3248779296875, 5.0, 5.0]
+        self.assertEqual([round(g, 4) for g in gaps[:14]], [round(e, 4) for e in expected])
         self.assertEqual(max(gaps), 5.0)
         error = self.failureResultOf(d, AcmeTimeout).value
         self.assertAlmostEqual(error.seconds, 300.0, places=6)

@@ -110,7 +110,10 @@ class AcmeClient:
         directory_url: The CA's directory URL.
         timeout: Seconds each HTTP request may take.
         preferred_chain: Issuer common name of the chain to prefer, e.g. ``"ISRG Root X1"``.
-        poll_interval: First delay between polls, in seconds (grows 1.5x per poll).
+        poll_interval: First delay between polls, in seconds (grows 1.5x per poll).  Short, because
+            a CA often validates within tens of milliseconds (Pebble; Let's Encrypt from a
+            nearby vantage point): 50 ms costs a slow CA only about three extra polls per
+            authorization over starting at 200 ms, and saves a fast one 150 ms per certificate.
         max_poll_interval: Cap on the delay between polls when the CA gives no ``Retry-After``.
         poll_timeout: Seconds an authorization or order may take before :class:`AcmeTimeout`.
         max_bad_nonce_retries: Re-signs per request after ``badNonce``.
@@ -125,7 +128,7 @@ class AcmeClient:
     directory_url: str
     timeout: float = 30.0
     preferred_chain: str | None = None
-    poll_interval: float = 0.2
+    poll_interval: float = 0.05
     max_poll_interval: float = 5.0
     poll_timeout: float = 300.0
     max_bad_nonce_retries: int = 10
