@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from twisted.application.service import MultiService, Service
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.internet.error import CannotListenError, ConnectionRefusedError
@@ -560,3 +561,27 @@ def test_tls_policy_follows_the_config(tmp_path):
          "preflight": {"enabled": False}}, tmp_path))
     assert (chosen.profile, chosen.alpn, chosen.session_tickets, chosen.session_lifetime) == (
         "modern", (b"http/1.1",), False, 300.0)
+
+
+def test_limits_are_wired_and_exported(tmp_path):
+    """[limits] reaches the listeners' factories, and /metrics exports the limit counters and gauges."""
+    config = parse_config(
+        {
+            "listen": {"http": "tcp:0", "https": "tcp:0", "admin": "tcp:0:interface=127.0.0.1"},
+            "preflight": {"addresses": ["127.0.0.1"]},
+            "limits": {"max_connections": 500, "max_per_peer": 7, "max_held": 9, "backlog": 77},
+        },
+        tmp_path,
+    )
+    parts = build_parts(MemoryReactorClock(), config)
+    https = parts.web.https
+    assert (https.max_held, https.budget.max_per_peer, https.budget.max_connections) == (9, 7, 500)
+    assert parts.web.http.budget is https.budget  # one budget for both public listeners
+    assert [str(s.endpoint._backlog) for s in parts.listeners[:2]] == ["77", "77"]
+    https.budget.admit(IPv4Address("TCP", "192.0.2.1", 1))
+    https.reporter.hit("max_per_peer")
+    text = parts.metrics.exposition().decode()
+    assert 'jobhost_connection_limit_total{limit="max_per_peer"} 1.0' in text
+    assert 'jobhost_connection_limit_total{limit="request_deadline"} 0.0' in text
+    assert "jobhost_connections_open 1.0" in text
+    assert "jobhost_connections_max 500.0" in text
