@@ -498,7 +498,7 @@ class ListenerTests(SynchronousTestCase):
         tls_factory = TLSMemoryBIOFactory(creator, False, self.server_app, clock=self.clock)
         sessions = SessionContexts(self.cache.policy, _switch_to_certificate, self.clock)
         return SNIServerFactory(
-            cache=self.cache, tls_factory=tls_factory, clock=self.clock, policy=self.cache.policy, sessions=sessions
+            cache=self.cache, tls_factory=tls_factory, clock=self.clock, sessions=sessions
         )
 
     def test_default_timeouts(self):

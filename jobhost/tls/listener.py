@@ -79,10 +79,8 @@ NO_APPLICATION_PROTOCOL_ALERT = b"\x15\x03\x03\x00\x02\x02\x78"
 
 def _switch_to_certificate(connection: SSL.Connection) -> None:
     """The servername callback of every session context: switch to the decided certificate."""
-    protocol = connection.get_app_data()
-    context = getattr(protocol, "jobhost_certificate_context", None)
-    if context is not None:
-        connection.set_context(context)
+    # Only session contexts have this callback, and the hold sets both contexts together.
+    connection.set_context(connection.get_app_data().jobhost_certificate_context)
 
 
 @implementer(IOpenSSLServerConnectionCreator)
@@ -160,7 +158,7 @@ class _HelloHold(Protocol):
             self._hello(result)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self._cancel_timer()
+        self._unhold()
         factory = self._factory
         factory.connections.discard(self)
         if factory.budget is not None:
@@ -169,13 +167,12 @@ class _HelloHold(Protocol):
         if self._tls is not None:
             self._tls.connectionLost(reason)
 
-    def _cancel_timer(self) -> None:
+    def _unhold(self) -> None:
         """The hello is complete or the connection is closing: no longer held."""
         self._factory.held.discard(self)
 
     def _silent(self) -> None:
-        if self._state is not self._READING:
-            return
+        # The hello deadline passed: only held (still reading) connections have one.
         self._factory.timeout += 1
         self._factory.log.debug(
             "No ClientHello from {peer} within {timeout}s; closing",
@@ -186,14 +183,14 @@ class _HelloHold(Protocol):
 
     def _drop(self, limit: str) -> None:
         """Close a connection still sending its hello because of ``limit``."""
-        self._cancel_timer()
+        self._unhold()
         self._state = self._CLOSED
         if self._factory.reporter is not None:
             self._factory.reporter.hit(limit, self._address)
         self.transport.abortConnection()
 
     def _refuse(self, result: NotTLS) -> None:
-        self._cancel_timer()
+        self._unhold()
         self._state = self._CLOSED
         self._factory.not_tls += 1
         self._factory.log.debug("Closing {peer}: {reason}", peer=self._address, reason=result.reason)
@@ -204,13 +201,11 @@ class _HelloHold(Protocol):
             self.transport.abortConnection()
 
     def _hello(self, hello: ClientHello) -> None:
-        self._cancel_timer()
+        self._unhold()
         factory = self._factory
         if hello.alpn and factory.policy.alpn_refused(hello.alpn):
             factory.alpn_refused += 1
-            self._state = self._CLOSED
-            self.transport.write(NO_APPLICATION_PROTOCOL_ALERT)
-            self.transport.loseConnection()
+            self._alert(NO_APPLICATION_PROTOCOL_ALERT)
             return
         cache = factory.cache
         name = hello.server_name
@@ -268,14 +263,18 @@ class _HelloHold(Protocol):
         factory = self._factory
         if factory.reject_unknown:
             factory.rejected += 1
-            self._state = self._CLOSED
             factory.log.debug(
                 "Rejecting {peer}: no certificate for {hostname}", peer=self._address, hostname=hostname
             )
-            self.transport.write(UNRECOGNIZED_NAME_ALERT)
-            self.transport.loseConnection()
+            self._alert(UNRECOGNIZED_NAME_ALERT)
         else:
             self._hand_over(None, None)
+
+    def _alert(self, record: bytes) -> None:
+        """Answer with a fatal alert ``record`` (before any handshake) and close."""
+        self._state = self._CLOSED
+        self.transport.write(record)
+        self.transport.loseConnection()
 
     def _hand_over(self, context: SSL.Context | None, hostname: str | None) -> None:
         """Connect the TLS protocol: in ``hostname``'s session context switching to
@@ -309,7 +308,6 @@ class SNIServerFactory(Factory):
         cache: The :class:`~jobhost.tls.sni.CertificateCache` names are looked up in and loaded into.
         tls_factory: A ``TLSMemoryBIOFactory(creator, False, web_factory)`` whose creator is
             a :class:`HeldConnectionCreator`.
-        policy: The TLS policy every context follows (ALPN refusals are decided here).
         sessions: Each served hostname's session context.
         clock: Schedules the hello and load timeouts.
         reject_unknown: Send an ``unrecognized_name`` alert instead of the fallback certificate
@@ -330,7 +328,6 @@ class SNIServerFactory(Factory):
     cache: CertificateCache
     tls_factory: TLSMemoryBIOFactory
     clock: IReactorTime
-    policy: TlsPolicy
     sessions: SessionContexts
     reject_unknown: bool = False
     hello_timeout: float = 10.0
@@ -353,6 +350,11 @@ class SNIServerFactory(Factory):
 
     def __attrs_post_init__(self) -> None:
         self.held = Deadlines(self.clock, self.hello_timeout, _HelloHold._silent)
+
+    @property
+    def policy(self) -> TlsPolicy:
+        """The TLS policy every context follows: the cache's (ALPN refusals are decided with it)."""
+        return self.cache.policy
 
     @classmethod
     def create(
@@ -400,7 +402,6 @@ class SNIServerFactory(Factory):
             cache=cache,
             tls_factory=tls_factory,
             clock=clock,
-            policy=policy,
             sessions=sessions,
             reject_unknown=reject_unknown,
             hello_timeout=hello_timeout,

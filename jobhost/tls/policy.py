@@ -95,14 +95,17 @@ class TlsPolicy:
         RFC 7301 section 3.2: the server then answers with a fatal
         ``no_application_protocol`` alert.  A client offering no ALPN at all is served.
         """
-        return bool(offered) and not any(protocol in offered for protocol in self.alpn)
+        return bool(offered) and self._choose(offered) is None
 
     def select_alpn(self, connection: SSL.Connection, offered: list[bytes]) -> bytes:
         """Our most preferred protocol the client offered (the ALPN select callback)."""
-        for protocol in self.alpn:
-            if protocol in offered:
-                return protocol
-        raise _NoOverlap("no common application protocol")
+        chosen = self._choose(offered)
+        if chosen is None:
+            raise _NoOverlap("no common application protocol")
+        return chosen
+
+    def _choose(self, offered) -> bytes | None:
+        return next((protocol for protocol in self.alpn if protocol in offered), None)
 
     def context(self, key_pem: bytes | None = None, chain_pem: bytes | None = None) -> SSL.Context:
         """A server context with this policy, serving ``chain_pem`` (leaf first) with ``key_pem``.

@@ -52,18 +52,6 @@ from jobhost.store.records import CertificateRecord, ChangeKind
 from jobhost.tls.policy import TlsPolicy
 
 
-def build_context(key_pem: bytes, chain_pem: bytes, policy: TlsPolicy | None = None) -> SSL.Context:
-    """Make a server ``SSL.Context`` serving ``chain_pem`` (leaf first) with ``key_pem``.
-
-    Configured by ``policy`` (default: :class:`~jobhost.tls.policy.TlsPolicy`'s
-    defaults), like every other context of the listener.
-
-    Raises:
-        InvalidCertificate: when the PEM does not parse or the key does not match.
-    """
-    return (policy or TlsPolicy()).context(key_pem, chain_pem)
-
-
 def chain_fingerprint(record: CertificateRecord) -> str:
     """The SHA-256 of the record's canonical chain PEM: one key per distinct served chain.
 
@@ -280,7 +268,7 @@ class CertificateCache:
         elif result.check(BrokenRecord):
             self._remember_broken(hostname, result.value.message)
         elif result.check(InvalidCertificate):
-            # The store verified less than build_context does (or not at all).
+            # The store verified less than TlsPolicy.context does (or not at all).
             self._remember_broken(hostname, result.value.describe())
         elif result.check(StoreError):
             # The store as a whole failed: no negative entry, the next connection retries.
@@ -479,4 +467,4 @@ class ChangePoller(Service):
         )
 
 
-__all__ = ["CertificateCache", "ChangePoller", "build_context", "chain_fingerprint"]
+__all__ = ["CertificateCache", "ChangePoller", "chain_fingerprint"]

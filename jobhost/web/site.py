@@ -494,7 +494,6 @@ class _JobhostRequest(Request):
 class _JobhostSite(Site):
     requestFactory = _JobhostRequest
     displayTracebacks = False
-    access_log: str | None = None
     budget: ConnectionBudget | None = None
     _flusher: LoopingCall | None = None
 
@@ -507,7 +506,7 @@ class _JobhostSite(Site):
         return super().buildProtocol(addr)
 
     def startFactory(self):
-        if self.access_log is None:
+        if not self.logPath:
             # No access log: nothing to write, and no once-a-second timestamp timer either.
             self._logFile = None
             return
@@ -566,7 +565,6 @@ def make_site(
         resource, reactor=clock, timeout=None, parsePOSTFormSubmission=False, logPath=access_log
     )
     site.noisy = False
-    site.access_log = access_log
     site.budget = budget
     channel = guarded_channel_class(site.reactor, request_timeout, reporter, budget, keepalive_timeout)
     site.protocol = channel_protocol_factory(channel)
