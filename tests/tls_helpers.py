@@ -323,16 +323,22 @@ def https_get(
             der = tls.getpeercert(binary_form=True)
             version, alpn = tls.version(), tls.selected_alpn_protocol()
             tls.sendall(_request(server_name))
-            response = b""
-            while True:
-                try:
-                    chunk = tls.recv(65536)
-                except ssl.SSLZeroReturnError:
-                    break
-                if not chunk:
-                    break
-                response += chunk
+            response = read_to_eof(tls)
     return Fetched(hashlib.sha256(der).hexdigest(), version, alpn, response)
+
+
+def read_to_eof(tls: ssl.SSLSocket) -> bytes:
+    """Everything the server sends until it closes (close_notify or a bare EOF)."""
+    response = b""
+    while True:
+        try:
+            chunk = tls.recv(65536)
+        except ssl.SSLZeroReturnError:
+            break
+        if not chunk:
+            break
+        response += chunk
+    return response
 
 
 def tls_error(port: int, server_name: str | None, timeout: float = 5.0) -> str:
@@ -508,6 +514,7 @@ def h2_get(
 
 __all__ = [
     "h2_get",
+    "read_to_eof",
     "CountingStore",
     "Fetched",
     "GatedStore",

@@ -80,6 +80,13 @@ class HelloResource(Resource):
 class LoopbackHelpers:
     """What every loopback test case uses; needs ``self.reactor`` and ``self.m`` (:class:`Materials`)."""
 
+    def serve(self, factory: SNIServerFactory) -> int:
+        """Listen with ``factory`` on a 127.0.0.1 port until the test ends (then drain); return the port."""
+        port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.addCleanup(self.drained, factory)
+        return port.getHost().port
+
     @inlineCallbacks
     def drained(self, factory: SNIServerFactory):
         """Wait until the server side of every connection is closed (clean reactor)."""
@@ -129,10 +136,7 @@ class TLSLoopbackTests(LoopbackHelpers, TestCase):
             reject_unknown=reject_unknown,
             hello_timeout=hello_timeout,
         )
-        port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        self.addCleanup(self.drained, factory)
-        return factory, port.getHost().port
+        return factory, self.serve(factory)
 
     def fetch(self, port: int, hostname: str | None, verify: bool = True, version=None):
         cadata = self.m.cadata if verify else None
@@ -301,10 +305,7 @@ class BrokenRecordLoopbackTests(LoopbackHelpers, TestCase):
         factory = SNIServerFactory.create(
             Site(HelloResource()), self.cache, self.reactor, key_pem, cert_pem, hello_timeout=HELLO_TIMEOUT
         )
-        port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        self.addCleanup(self.drained, factory)
-        return factory, port.getHost().port
+        return factory, self.serve(factory)
 
     def fetch(self, port: int, hostname: str, verify: bool = True):
         return deferToThread(https_get, port, hostname, self.m.cadata if verify else None)

@@ -13,7 +13,7 @@ import ssl
 import time
 
 import attrs
-from tls_helpers import h2_get, https_get
+from tls_helpers import h2_get, https_get, read_to_eof
 from test_tls_loopback import ALPHA, BETA, HELLO_TIMEOUT, POLL_INTERVAL, HelloResource, LoopbackHelpers, materials
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
@@ -41,15 +41,7 @@ def visit(port: int, hostname: str, context: ssl.SSLContext, session: ssl.SSLSes
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         with context.wrap_socket(raw, server_hostname=hostname, session=session) as tls:
             tls.sendall(b"GET / HTTP/1.1\r\nHost: " + hostname.encode() + b"\r\nConnection: close\r\n\r\n")
-            response = b""
-            while True:
-                try:
-                    chunk = tls.recv(65536)
-                except ssl.SSLZeroReturnError:
-                    break
-                if not chunk:
-                    break
-                response += chunk
+            response = read_to_eof(tls)
             der = tls.getpeercert(binary_form=True)
             return Visit(hashlib.sha256(der).hexdigest() if der else "", tls.session_reused, tls.session, response)
 
@@ -86,10 +78,7 @@ class TlsPolicyLoopbackTests(LoopbackHelpers, TestCase):
             Site(HelloResource()), cache, self.reactor, *self.m.fallback,
             hello_timeout=HELLO_TIMEOUT, ticket_rotation=ticket_rotation,
         )
-        port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        self.addCleanup(self.drained, factory)
-        return factory, port.getHost().port
+        return factory, self.serve(factory)
 
     def client(self, version=None, alpn=("http/1.1",), ciphers: str | None = None) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
