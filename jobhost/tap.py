@@ -582,6 +582,13 @@ def _build_web(reactor, config: Config, *, store, caches: CacheParts, fallback, 
     from jobhost.web.site import HttpRootResource, HttpsRootResource, make_site
 
     key_pem, cert_pem = fallback
+    if config.web.access_log:
+        # Opened for real when the listeners start; found unwritable here, it is a config error.
+        try:
+            with open(config.web.access_log, "a", encoding="utf-8"):
+                pass
+        except OSError as e:
+            raise ConfigError(f"cannot write {config.web.access_log}: {e.strerror}", ("web", "access_log")) from None
     reporter, budget = _build_limits(reactor, config, metrics)
     limits = config.limits
     common = dict(

@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from jobhost.config import parse_config
+from jobhost.errors import ConfigError
 from jobhost.keys import inline_keys
 from jobhost.tap import JobhostService, ListenerService, Options, build_parts
 
@@ -585,3 +586,21 @@ def test_limits_are_wired_and_exported(tmp_path):
     assert 'jobhost_connection_limit_total{limit="request_deadline"} 0.0' in text
     assert "jobhost_connections_open 1.0" in text
     assert "jobhost_connections_max 500.0" in text
+
+
+def test_an_unwritable_access_log_is_a_config_error_naming_the_key(tmp_path):
+    config = parse_config(
+        {
+            "listen": {"http": "tcp:0", "https": "tcp:0", "admin": "tcp:0:interface=127.0.0.1"},
+            "preflight": {"addresses": ["127.0.0.1"]},
+            "web": {"access_log": "missing-dir/access.log"},
+        },
+        tmp_path,
+    )
+    with pytest.raises(ConfigError) as info:
+        build_parts(MemoryReactorClock(), config)
+    assert "[web] access_log" in str(info.value)
+    assert "cannot write" in str(info.value) and "No such file or directory" in str(info.value)
+    (tmp_path / "missing-dir").mkdir()
+    build_parts(MemoryReactorClock(), config)
+    assert (tmp_path / "missing-dir" / "access.log").exists()
