@@ -260,10 +260,9 @@ def main() -> int:
     response = b""
     for hostname in hostnames:
         sessions[hostname], _, response = one_connection(factory, client_context, hostname, True, None, _Timer())
-    # A second pass for tickets that resume: with more than a few hostnames, the tickets of the
-    # first pass (issued while the other hostnames were being loaded) are refused on resumption
-    # except the last one's; those of a second pass are accepted (not explained yet; see
-    # docs/benchmarks.md, issue 9).
+    # A second pass with the first pass's tickets.  With more than a few hostnames most tickets
+    # are refused on resumption (with 1-3 hostnames all resume); not explained yet, see
+    # docs/benchmarks.md, issue 9.  The resumed count is reported.
     for hostname in hostnames:
         sessions[hostname], _, _ = one_connection(
             factory, client_context, hostname, True, sessions[hostname], _Timer()
