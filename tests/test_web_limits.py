@@ -149,6 +149,7 @@ def test_an_idle_kept_alive_connection_is_closed_quietly_after_keepalive_timeout
     assert transport.disconnecting
     assert not reporter.counts  # not a limit: an ordinary keep-alive expiry
     protocol.connectionLost(None)
+    clock.advance(0.5)  # the sweeps stop at their next run with nothing left
     assert clock.getDelayedCalls() == []  # no sweep left behind
 
 
@@ -218,16 +219,22 @@ def test_deadlines_expire_in_order_at_most_a_granule_late_and_stop_when_empty():
 
 
 def test_deadlines_discard_and_stop():
+    """Discarding keeps the one sweep (no timer made and cancelled per key); the sweep that
+    finds nothing left stops; stop() stops it with entries left."""
     clock = Clock()
     expired = []
-    deadlines = Deadlines(clock, timeout=1.0, expire=expired.append)
+    deadlines = Deadlines(clock, timeout=1.0, expire=expired.append, granularity=0.5)
     deadlines.add("a")
     deadlines.add("b")
+    (sweep,) = clock.getDelayedCalls()
     deadlines.discard("a")
     deadlines.discard("missing")
-    assert len(clock.getDelayedCalls()) == 1
     deadlines.discard("b")
-    assert clock.getDelayedCalls() == []
+    deadlines.add("d")
+    assert clock.getDelayedCalls() == [sweep]  # the same timer all along
+    deadlines.discard("d")
+    clock.advance(0.5)  # the sweep finds nothing: stops
+    assert clock.getDelayedCalls() == [] and expired == []
     deadlines.add("c")
     deadlines.stop()
     clock.advance(5)
@@ -277,6 +284,7 @@ def test_no_access_log_by_default_and_no_timer_for_it(tmp_path):
     protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
     assert transport.value().endswith(b"hello")
     protocol.connectionLost(None)
+    clock.advance(0.5)  # the request deadline sweep stops at its next run (Twisted's timer is 1 s)
     assert clock.getDelayedCalls() == []  # Twisted's log timestamp timer is not started
     site.doStop()
 
