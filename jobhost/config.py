@@ -12,6 +12,7 @@ working directory.  No I/O beyond reading the one file.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -180,6 +181,26 @@ class LimitsConfig:
 
 
 @attrs.frozen
+class ServerConfig:
+    """``[server]``: processes (see :mod:`jobhost.workers`)."""
+
+    #: Processes serving the HTTP and HTTPS listeners; 0 (the default): one per CPU core.
+    #: With 1, one process does everything; with more, a main process runs issuing,
+    #: renewal and the admin API and supervises that many workers sharing the listening sockets.
+    workers: int = 0
+    #: Seconds a stopping worker waits for open connections to finish before it closes them.
+    drain_timeout: float = 30.0
+
+    def worker_count(self, store_url: str) -> int:
+        """How many serving processes: ``workers``, or one per core (1 for a ``memory:`` store)."""
+        if self.workers:
+            return self.workers
+        if store_url.strip().lower().startswith("memory:"):
+            return 1
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+@attrs.frozen
 class EventsConfig:
     """``[events]``: webhooks on certificate state changes (see :mod:`jobhost.events`)."""
 
@@ -207,6 +228,7 @@ class Config:
     web: WebConfig = WebConfig()
     events: EventsConfig = EventsConfig()
     limits: LimitsConfig = LimitsConfig()
+    server: ServerConfig = ServerConfig()
 
     def path(self, relative: str) -> Path:
         """Resolve a path from the config against :attr:`base_dir`."""
@@ -454,6 +476,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "keepalive_timeout": _positive_duration,
         },
     ),
+    "server": (ServerConfig, {"workers": _non_negative_int, "drain_timeout": _positive_duration}),
     "events": (
         EventsConfig,
         {
@@ -522,6 +545,13 @@ def parse_config(document: Mapping[str, Any], base_dir: Path, file: str | None =
             "set addresses or cname_targets (where customers' DNS must point), or enabled = false",
             ("preflight",), file,
         )
+    server = sections.get("server", ServerConfig())
+    store = sections.get("store", StoreConfig())
+    if server.workers > 1 and store.url.strip().lower().startswith("memory:"):
+        raise ConfigError(
+            "a memory: store cannot be shared between worker processes: set workers = 1 or use a"
+            " sqlite:, directory: or postgresql: store", ("server", "workers"), file,
+        )
     return Config(base_dir=base_dir, file=file, **sections)
 
 
@@ -562,6 +592,7 @@ __all__ = [
     "RenewalConfig",
     "StoreConfig",
     "LimitsConfig",
+    "ServerConfig",
     "TlsConfig",
     "WebConfig",
     "load_config",

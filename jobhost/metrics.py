@@ -60,6 +60,8 @@ numbers are read at scrape time::
 
 from __future__ import annotations
 
+import json
+
 from datetime import timedelta
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -115,8 +117,12 @@ class _CallbackCollector:
     """Yields one family per registered source, read at scrape time."""
 
     sources: dict[str, _Source] = attrs.field(factory=dict)
+    #: Callables returning other processes' values ``{name: {label values: number}}`` (the
+    #: worker processes'), added to the sources of the same name.
+    remote: list[Callable[[], Mapping[str, Mapping[tuple[str, ...], float]]]] = attrs.field(factory=list)
 
     def collect(self) -> Iterable[Metric]:
+        remote = self._remote()
         for source in list(self.sources.values()):
             try:
                 value = source.read()
@@ -124,6 +130,9 @@ class _CallbackCollector:
                 # A broken source must not break the whole scrape: log and skip it.
                 log.failure("Metric source {metric} failed", metric=source.name)
                 continue
+            extra = remote.get(source.name)
+            if extra:
+                value = _add_values(value, extra)
             family_type = CounterMetricFamily if source.kind == "counter" else GaugeMetricFamily
             family = family_type(source.name, source.help, labels=source.labels)
             if isinstance(value, Mapping):
@@ -141,6 +150,46 @@ class _CallbackCollector:
     def describe(self) -> Iterable[Metric]:
         # An empty description lets sources be added after registration.
         return ()
+
+    def _remote(self) -> dict[str, Mapping[tuple[str, ...], float]]:
+        merged: dict[str, dict[tuple[str, ...], float]] = {}
+        for read in self.remote:
+            try:
+                values = read()
+            except Exception:
+                log.failure("Remote metric source {source} failed", source=read)
+                continue
+            for name, numbers in values.items():
+                into = merged.setdefault(name, {})
+                for labels, number in numbers.items():
+                    into[labels] = into.get(labels, 0.0) + number
+        return merged
+
+    def snapshot(self) -> dict[str, dict]:
+        """Every source's value now, as JSON: ``{name: {"kind": ..., "values": {"[labels]": number}}}``."""
+        out: dict[str, dict] = {}
+        for source in list(self.sources.values()):
+            try:
+                value = source.read()
+            except Exception:
+                continue
+            if not isinstance(value, Mapping):
+                value = {(): value}
+            out[source.name] = {
+                "kind": source.kind,
+                "values": {json.dumps([str(v) for v in labels]): float(n) for labels, n in value.items()},
+            }
+        return out
+
+
+def _add_values(value: SourceValue, extra: Mapping[tuple[str, ...], float]) -> SourceValue:
+    """A source's own value plus another process's (label values compared as strings)."""
+    if not isinstance(value, Mapping):
+        return value + extra.get((), 0.0)
+    total = {tuple(str(v) for v in labels): number for labels, number in value.items()}
+    for labels, number in extra.items():
+        total[labels] = total.get(labels, 0.0) + number
+    return total
 
 
 @attrs.define(eq=False)
@@ -304,6 +353,19 @@ class Metrics:
         if base in self._sources.sources:
             raise ValueError(f"metric source {name!r} is already registered")
         self._sources.sources[base] = _Source(base, help, tuple(labels), read, kind)
+
+    def add_remote_source(self, read: Callable[[], Mapping[str, Mapping[tuple[str, ...], float]]]) -> None:
+        """Add other processes' values to the sources of the same name at every scrape.
+
+        Args:
+            read: Returns ``{source name (counters without _total): {label values: number}}``,
+                e.g. :meth:`jobhost.workers.WorkerSupervisor.remote_metrics`.
+        """
+        self._sources.remote.append(read)
+
+    def snapshot(self) -> dict[str, dict]:
+        """This process's counter and gauge sources now, as JSON-ready values (see :meth:`add_remote_source`)."""
+        return self._sources.snapshot()
 
     def watch_certificate_cache(self, cache) -> None:
         """Export what the SNI certificate cache knows of unusable certificates.

@@ -121,10 +121,14 @@ class ListenerService(Service):
         port: The ``IListeningPort`` once bound, else None.
     """
 
-    def __init__(self, name: str, endpoint: IStreamServerEndpoint, factory: IProtocolFactory) -> None:
+    def __init__(
+        self, name: str, endpoint: IStreamServerEndpoint, factory: IProtocolFactory, accept: bool = True
+    ) -> None:
         self.setName(name)
         self.endpoint = endpoint
         self.factory = factory
+        #: False: bind and listen, but never accept (worker processes adopt the socket and accept).
+        self.accept = accept
         self.port: IListeningPort | None = None
         self._listening: Deferred | None = None
 
@@ -141,6 +145,8 @@ class ListenerService(Service):
 
         def bound(port: IListeningPort) -> None:
             self.port = port
+            if not self.accept:
+                port.stopReading()  # the kernel queues connections for the workers to accept
 
         def failed(failure: Failure) -> None:
             if starting:
@@ -179,11 +185,53 @@ class ListenerService(Service):
         return listening.addCallback(stop).addBoth(stopped)
 
 
+class AdoptedListenerService(Service):
+    """Accepts on a listening socket another process bound (a worker's share of a listener).
+
+    Attributes:
+        reactor: Adopts the socket (``IReactorSocket.adoptStreamPort``).
+        fd: The inherited listening socket; closed once adopted (the port keeps a duplicate).
+        family: Its address family (``socket.AF_INET`` or ``AF_INET6``).
+        factory: The protocol factory to accept with.
+        port: The ``IListeningPort`` while running, else None.
+    """
+
+    def __init__(self, name: str, reactor, fd: int, family: int, factory: IProtocolFactory) -> None:
+        self.setName(name)
+        self.reactor = reactor
+        self.fd = fd
+        self.family = family
+        self.factory = factory
+        self.port: IListeningPort | None = None
+
+    @property
+    def listening(self) -> bool:
+        """True while accepting."""
+        return self.running and self.port is not None
+
+    def startService(self) -> None:
+        import os
+
+        Service.startService(self)
+        self.port = self.reactor.adoptStreamPort(self.fd, self.family, self.factory)
+        os.close(self.fd)
+
+    def stopService(self) -> Deferred:
+        """Stop accepting; the socket stays open in the main process, so nothing is refused."""
+        Service.stopService(self)
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else succeed(None)
+
+
 class _Caches:
-    """Fans invalidations out to every per-hostname cache (SNI contexts, rendered pages)."""
+    """Fans invalidations out to every per-hostname cache (SNI contexts, rendered pages, workers)."""
 
     def __init__(self, caches) -> None:
         self._caches = tuple(caches)
+
+    def attach(self, cache) -> None:
+        """Fan out to ``cache`` too (the worker supervisor, which tells every worker)."""
+        self._caches += (cache,)
 
     def invalidate(self, hostname: str, kinds: frozenset[str] | None = None) -> None:
         for cache in self._caches:
@@ -206,10 +254,10 @@ class _CallOnStop(Service):
         return self._on_stop()
 
 
-def _health(listeners: Sequence[ListenerService], issuing) -> dict:
-    """``/healthz`` parts beyond the store: the listeners (critical) and the CA as last seen."""
+def _health(listeners: Sequence[ListenerService], issuing, workers=None) -> dict:
+    """``/healthz`` parts beyond the store: the listeners (critical), the CA as last seen, the workers."""
     down = [s.name for s in listeners if not s.listening]
-    return {
+    parts = {
         "listeners": {
             "ok": not down,
             "message": f"not listening: {', '.join(down)}" if down else "http, https and admin are listening",
@@ -222,6 +270,9 @@ def _health(listeners: Sequence[ListenerService], issuing) -> dict:
             "critical": False,
         },
     }
+    if workers is not None:
+        parts["workers"] = workers.status()
+    return parts
 
 
 def _https_port(config: Config) -> int | None:
@@ -315,6 +366,7 @@ class Parts:
         web: What the HTTP and HTTPS listeners serve.
         admin: The admin API.
         listeners: The http, https and admin listeners, in that order.
+        workers: The :class:`jobhost.workers.WorkerSupervisor` with ``[server] workers`` > 1, else None.
     """
 
     config: Config
@@ -330,10 +382,11 @@ class Parts:
     web: WebParts
     admin: AdminParts
     listeners: tuple[ListenerService, ...]
+    workers: Any = None
 
     def health(self) -> dict:
         """``/healthz``'s listener and CA parts (what the admin API reports beside the store)."""
-        return _health(self.listeners, self.issuing)
+        return _health(self.listeners, self.issuing, self.workers)
 
 
 def _build_store(reactor, config: Config):
@@ -649,14 +702,19 @@ def _build_admin(reactor, config: Config, *, store, domains, issuing, checks: Pr
     return AdminParts(resource=resource, site=admin_site(resource, clock=reactor), stats=stats)
 
 
-def _build_listeners(reactor, config: Config, *, web: WebParts, admin_site) -> tuple[ListenerService, ...]:
-    """[listen]: one listener per endpoint string; [limits] backlog for the public ones."""
+def _build_listeners(reactor, config: Config, *, web: WebParts, admin_site,
+                     accept_public: bool = True) -> tuple[ListenerService, ...]:
+    """[listen]: one listener per endpoint string; [limits] backlog for the public ones.
+
+    With ``accept_public`` False (worker processes serve them), the HTTP and HTTPS
+    listeners bind but never accept.
+    """
     return tuple(
-        ListenerService(name, serverFromString(reactor, description), factory)
-        for name, description, factory in (
-            ("http", with_backlog(config.listen.http, config.limits.backlog), web.http),
-            ("https", with_backlog(config.listen.https, config.limits.backlog), web.https),
-            ("admin", config.listen.admin, admin_site),
+        ListenerService(name, serverFromString(reactor, description), factory, accept)
+        for name, description, factory, accept in (
+            ("http", with_backlog(config.listen.http, config.limits.backlog), web.http, accept_public),
+            ("https", with_backlog(config.listen.https, config.limits.backlog), web.https, accept_public),
+            ("admin", config.listen.admin, admin_site, True),
         )
     )
 
@@ -696,11 +754,15 @@ def build_parts(reactor, config: Config) -> Parts:
     # The admin API's /healthz reports the listeners, which serve the admin API: it reads
     # this list when asked, by which time it is filled.
     listeners: list[ListenerService] = []
+    supervisor: list = []
     admin = _build_admin(
         reactor, config, store=store, domains=domains, issuing=issuing, checks=checks, caches=caches,
-        metrics=metrics, events=events, health=lambda: _health(listeners, issuing),
+        metrics=metrics, events=events, health=lambda: _health(listeners, issuing, *supervisor),
     )
-    listeners.extend(_build_listeners(reactor, config, web=web, admin_site=admin.site))
+    workers = config.server.worker_count(config.store.url)
+    if config.file is None and not config.server.workers:
+        workers = 1  # one per core needs a config file the workers can read: a parsed dict has none
+    listeners.extend(_build_listeners(reactor, config, web=web, admin_site=admin.site, accept_public=workers < 2))
 
     root = JobhostService(config)
     children: list[Service] = [caches.poller, _CallOnStop("acme-client", client.close)]
@@ -710,12 +772,88 @@ def build_parts(reactor, config: Config) -> Parts:
         # Before the issuing service and the admin listener, so it stops after both.
         children.append(_CallOnStop("events", events.close))
     children += [issuing, admin.stats, *listeners]
+    if workers > 1:
+        supervisor.append(_build_workers(reactor, config, workers, listeners, metrics))
+        caches.fanout.attach(supervisor[0])
+        # Last: started once the sockets are bound, stopped first (the workers drain, then the sockets close).
+        children.append(supervisor[0])
     for child in children:
         child.setServiceParent(root)
     return Parts(
         config=config, root=root, store=store, domains=domains, metrics=metrics, caches=caches, client=client,
         events=events, checks=checks, issuing=issuing, web=web, admin=admin, listeners=tuple(listeners),
+        workers=supervisor[0] if supervisor else None,
     )
+
+
+def _build_workers(reactor, config: Config, count: int, listeners: Sequence[ListenerService], metrics):
+    """[server] workers > 1: the supervisor of the processes that accept on the public listeners."""
+    from jobhost.workers import WorkerSupervisor
+
+    if config.file is None:
+        raise ConfigError("worker processes read the config file: build from a file or set workers = 1",
+                          ("server", "workers"))
+    for listener in listeners[:2]:
+        kind = listener.endpoint.__class__.__name__
+        if kind not in ("TCP4ServerEndpoint", "TCP6ServerEndpoint"):
+            raise ConfigError(
+                f"worker processes share TCP listeners only, not {kind}: set [server] workers = 1",
+                ("listen", listener.name),
+            )
+    supervisor = WorkerSupervisor(
+        reactor=reactor, config_file=config.file, count=count, listeners=tuple(listeners[:2]),
+        drain_timeout=config.server.drain_timeout, metrics=metrics,
+    )
+    supervisor.setName("workers")
+    return supervisor
+
+
+@attrs.frozen
+class WorkerParts:
+    """What one worker process runs: the public listeners over its own caches and the shared store.
+
+    Attributes:
+        root: Its service tree (change poller, drain, the adopted HTTP and HTTPS listeners).
+        store, metrics, caches, web: As in :class:`Parts`.
+        listeners: The adopted http and https listeners.
+    """
+
+    root: JobhostService
+    store: Any
+    metrics: Any
+    caches: CacheParts
+    web: WebParts
+    listeners: tuple[AdoptedListenerService, ...]
+
+
+def build_worker_parts(reactor, config: Config, sockets: dict[str, tuple[int, int]]) -> WorkerParts:
+    """A worker's parts: serve ``sockets`` (``{"http": (fd, family), "https": ...}``) from the store.
+
+    The main process made the store's schema and the fallback certificate before it
+    started the worker; the worker runs no issuing, renewal or admin API.
+    """
+    from jobhost.metrics import Metrics
+    from jobhost.workers import DrainService
+
+    metrics = Metrics()
+    fallback = _build_fallback(config)
+    store = _build_store(reactor, config)
+    caches = _build_caches(reactor, config, store, metrics)
+    web = _build_web(reactor, config, store=store, caches=caches, fallback=fallback, metrics=metrics)
+    listeners = tuple(
+        AdoptedListenerService(name, reactor, fd, family, factory)
+        for name, factory in (("http", web.http), ("https", web.https))
+        for fd, family in [sockets[name]]
+    )
+    drain = DrainService(
+        clock=reactor, budget=web.https.budget, sites=(web.http, web.https.tls_factory.wrappedFactory),
+        timeout=config.server.drain_timeout,
+    )
+    drain.setName("drain")
+    root = JobhostService(None)
+    for child in (caches.poller, drain, *listeners):
+        child.setServiceParent(root)
+    return WorkerParts(root=root, store=store, metrics=metrics, caches=caches, web=web, listeners=listeners)
 
 
 def makeService(options: Options) -> JobhostService:
@@ -723,7 +861,7 @@ def makeService(options: Options) -> JobhostService:
     from twisted.internet import reactor
 
     try:
-        return build_parts(reactor, options.config).root
+        parts = build_parts(reactor, options.config)
     except ConfigError as e:
         if e.file is None:
             e.file = options.config.file
@@ -731,6 +869,47 @@ def makeService(options: Options) -> JobhostService:
         # what is wrong in one line and exit non-zero, as postOptions errors do.
         sys.stderr.write(f"jobhost: config error: {e}\n")
         raise SystemExit(1) from None
+    if parts.workers is None:
+        _HangupService(parts.caches.fanout).setServiceParent(parts.root)
+    return parts.root
+
+
+class _HangupService(Service):
+    """One process serves: SIGHUP drops the caches (each name is read from the store again).
+
+    (With worker processes the supervisor handles SIGHUP: it rolls the workers.)
+    Without a handler, SIGHUP would end the daemon, and ``systemctl reload`` sends it.
+    """
+
+    name = "hangup"
+
+    def __init__(self, caches) -> None:
+        self.caches = caches
+        self._old = None
+
+    def startService(self) -> None:
+        import signal
+
+        from twisted.internet import reactor
+
+        Service.startService(self)
+
+        def hangup(signum, frame) -> None:
+            reactor.callFromThread(self.reload)
+
+        self._old = signal.signal(signal.SIGHUP, hangup)
+
+    def stopService(self) -> None:
+        import signal
+
+        Service.stopService(self)
+        if self._old is not None:
+            signal.signal(signal.SIGHUP, self._old)
+            self._old = None
+
+    def reload(self) -> None:
+        log.info("SIGHUP: dropping the certificate and page caches (each hostname is read from the store again)")
+        self.caches.invalidate_all()
 
 
 __all__ = [

@@ -102,6 +102,8 @@ class Deadlines:
     timeout: float
     expire: Callable[[Any], None]
     granularity: float = 0.5
+    #: Set by :func:`drain`: entries (idle keep-alive connections) are expired at once.
+    draining: bool = attrs.field(default=False, init=False)
     _due: dict[Hashable, float] = attrs.field(factory=dict, init=False, repr=False)
     _sweeper: LoopingCall | None = attrs.field(default=None, init=False, repr=False)
 
@@ -252,6 +254,8 @@ class GuardedHTTPChannel(HTTPChannel):
         super().allContentReceived()
 
     def requestDone(self, request) -> None:
+        if self.idle_deadlines.draining:
+            self.persistent = False  # the process is stopping: close once this response is out
         if self.persistent and len(self.requests) == 1:
             # A kept-alive connection now waits for the next request.  Set before Twisted
             # parses what the client already sent (pipelined), which may start it at once:
@@ -289,6 +293,22 @@ class GuardedHTTPChannel(HTTPChannel):
             self.budget.release(self._peer)
             self._peer = None
         super().connectionLost(reason)
+
+
+def drain(channel_class: type[GuardedHTTPChannel]) -> int:
+    """The process is stopping: close ``channel_class``'s idle kept-alive connections now,
+    and every other one after the response it is sending (no new request starts on it).
+
+    Returns how many idle connections were closed.
+    """
+    idle = channel_class.idle_deadlines
+    idle.draining = True
+    closed = 0
+    for channel in idle:
+        idle.discard(channel)
+        channel.transport.loseConnection()
+        closed += 1
+    return closed
 
 
 def guarded_channel_class(
@@ -349,5 +369,6 @@ __all__ = [
     "GuardedHTTPChannel",
     "LimitReporter",
     "channel_protocol_factory",
+    "drain",
     "guarded_channel_class",
 ]

@@ -568,6 +568,7 @@ def make_site(
     site.budget = budget
     channel = guarded_channel_class(site.reactor, request_timeout, reporter, budget, keepalive_timeout)
     site.protocol = channel_protocol_factory(channel)
+    site.channel_class = channel  # what jobhost.web.limits.drain closes idle connections through
     return site
 
 
