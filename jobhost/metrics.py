@@ -263,6 +263,7 @@ class Metrics:
     broken_counts: dict[str, int] = attrs.field(factory=dict)
     refreshed_at: float | None = None
     _sources: _CallbackCollector = attrs.field(init=False, factory=_CallbackCollector)
+    _refreshers: list = attrs.field(init=False, factory=list)
     issuance_attempts: Counter = attrs.field(init=False)
     issuance_success: Counter = attrs.field(init=False)
     issuance_failures: Counter = attrs.field(init=False)
@@ -354,14 +355,28 @@ class Metrics:
             raise ValueError(f"metric source {name!r} is already registered")
         self._sources.sources[base] = _Source(base, help, tuple(labels), read, kind)
 
-    def add_remote_source(self, read: Callable[[], Mapping[str, Mapping[tuple[str, ...], float]]]) -> None:
+    def add_remote_source(
+        self,
+        read: Callable[[], Mapping[str, Mapping[tuple[str, ...], float]]],
+        refresh: Callable[[], Deferred] | None = None,
+    ) -> None:
         """Add other processes' values to the sources of the same name at every scrape.
 
         Args:
             read: Returns ``{source name (counters without _total): {label values: number}}``,
                 e.g. :meth:`jobhost.workers.WorkerSupervisor.remote_metrics`.
+            refresh: Asks the other processes for their values now; :meth:`refresh_remote`
+                waits for it (e.g. :meth:`jobhost.workers.WorkerSupervisor.refresh`).
         """
         self._sources.remote.append(read)
+        if refresh is not None:
+            self._refreshers.append(refresh)
+
+    def refresh_remote(self) -> Deferred:
+        """Fires once every remote source answered (or gave up): ``/metrics`` then shows this moment."""
+        from twisted.internet.defer import DeferredList, maybeDeferred
+
+        return DeferredList([maybeDeferred(r) for r in self._refreshers], consumeErrors=True)
 
     def snapshot(self) -> dict[str, dict]:
         """This process's counter and gauge sources now, as JSON-ready values (see :meth:`add_remote_source`)."""

@@ -795,7 +795,7 @@ def _build_workers(reactor, config: Config, count: int, listeners: Sequence[List
                           ("server", "workers"))
     for listener in listeners[:2]:
         kind = listener.endpoint.__class__.__name__
-        if kind not in ("TCP4ServerEndpoint", "TCP6ServerEndpoint"):
+        if kind not in ("TCP4ServerEndpoint", "TCP6ServerEndpoint", "AdoptedStreamServerEndpoint"):
             raise ConfigError(
                 f"worker processes share TCP listeners only, not {kind}: set [server] workers = 1",
                 ("listen", listener.name),

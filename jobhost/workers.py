@@ -69,6 +69,8 @@ class _Worker(ProcessProtocol):
         self.exited: Deferred = Deferred()
         self.alive = True
         self.metrics: dict[str, Any] = {}
+        #: Deferreds of :meth:`WorkerSupervisor.refresh`, fired by the next metrics message.
+        self.waiting: list[Deferred] = []
         self._buffers: dict[int, bytes] = {}
 
     pid: int | None = None
@@ -110,6 +112,9 @@ class _Worker(ProcessProtocol):
                 self.ready.callback(self)
             if isinstance(message.get("metrics"), dict):
                 self.metrics = message["metrics"]
+                waiting, self.waiting = self.waiting, []
+                for d in waiting:
+                    d.callback(None)
             return
         if fd == 1:
             try:
@@ -125,6 +130,9 @@ class _Worker(ProcessProtocol):
 
     def processEnded(self, reason) -> None:
         self.alive = False
+        waiting, self.waiting = self.waiting, []
+        for d in waiting:
+            d.callback(None)
         if not self.ready.called:
             self.ready.errback(reason)
             self.ready.addErrback(lambda _: None)
@@ -169,7 +177,7 @@ class WorkerSupervisor(Service):
         self._roll_again = False
         self._old_hup = None
         if metrics is not None:
-            metrics.add_remote_source(self.remote_metrics)
+            metrics.add_remote_source(self.remote_metrics, self.refresh)
 
     # -- the service ------------------------------------------------------------------------
 
@@ -319,6 +327,21 @@ class WorkerSupervisor(Service):
                 kept[labels] = kept.get(labels, 0.0) + float(value)
         worker.metrics = {}
 
+    def refresh(self, timeout: float = 0.5) -> Deferred:
+        """Ask every serving worker for its metrics now; fires when all answered or after ``timeout``."""
+        asked = []
+        for worker in self.workers:
+            if worker is not None and worker.alive and worker.ready.called:
+                d: Deferred = Deferred()
+                worker.waiting.append(d)
+                worker.send({"report": True})
+                asked.append(d)
+        if not asked:
+            return succeed(None)
+        done = DeferredList(asked, consumeErrors=True)
+        timer = self.reactor.callLater(timeout, lambda: [d.callback(None) for d in asked if not d.called])
+        return done.addBoth(lambda _: timer.cancel() if timer.active() else None)
+
     def remote_metrics(self) -> dict[str, dict[tuple[str, ...], float]]:
         """The workers' counters and gauges, summed: ``{name: {label values: number}}``."""
         total: dict[str, dict[tuple[str, ...], float]] = {}
@@ -421,6 +444,8 @@ class _Control:
             self.caches.invalidate(message["invalidate"], frozenset(kinds) if kinds is not None else None)
         elif message.get("invalidate_all"):
             self.caches.invalidate_all()
+        elif message.get("report"):
+            self.report()
 
     def report(self) -> None:
         self.send({"metrics": self.metrics.snapshot()})

@@ -191,19 +191,67 @@ def test_a_failing_remote_source_is_logged_and_skipped():
     assert any("Remote metric source" in e["log_format"] for e in events)
 
 
-class _Reactor:
-    """Only the clock of a reactor (the supervisor is never started here)."""
+def supervisor(count: int = 2, metrics=None) -> WorkerSupervisor:
+    """A supervisor over a Clock (never started here: no process is spawned)."""
+    return WorkerSupervisor(reactor=Clock(), config_file="jobhost.toml", count=count, listeners=(),
+                            drain_timeout=30.0, metrics=metrics)
+
+
+class _Pipes:
+    """What a process transport's stdin end records (no process behind it)."""
+
+    pid = 4242
 
     def __init__(self) -> None:
-        self.clock = Clock()
+        self.sent: list[dict] = []
 
-    def seconds(self) -> float:
-        return self.clock.seconds()
+    def writeToChild(self, fd: int, data: bytes) -> None:
+        assert fd == 0
+        self.sent.extend(json.loads(line) for line in data.splitlines())
 
 
-def supervisor(count: int = 2) -> WorkerSupervisor:
-    return WorkerSupervisor(reactor=_Reactor(), config_file="jobhost.toml", count=count, listeners=(),
-                            drain_timeout=30.0, metrics=None)
+def connected(sup: WorkerSupervisor, slot: int, ready: bool = True) -> _Worker:
+    worker = _Worker(sup, slot)
+    worker.makeConnection(_Pipes())
+    if ready:
+        worker.ready.callback(worker)
+    sup.workers[slot] = worker
+    return worker
+
+
+def test_a_scrape_asks_every_worker_and_waits_for_the_answers_at_most_half_a_second():
+    metrics = Metrics()
+    metrics.register_counter_source("jobhost_tls_total", "TLS.", ("outcome",), lambda: {("served",): 1})
+    sup = supervisor(2, metrics)
+    first, second = connected(sup, 0), connected(sup, 1)
+    done = []
+    metrics.refresh_remote().addCallback(done.append)
+    assert first.transport.sent == [{"report": True}] and second.transport.sent == [{"report": True}]
+    report = {"metrics": {"jobhost_tls": {"kind": "counter", "values": {'["served"]': 4}}}}
+    first.childDataReceived(CONTROL_FD, json.dumps(report).encode() + b"\n")
+    assert done == []
+    second.childDataReceived(CONTROL_FD, json.dumps(report).encode() + b"\n")
+    assert len(done) == 1
+    assert 'jobhost_tls_total{outcome="served"} 9.0' in metrics.exposition().decode()
+    # A worker that does not answer delays a scrape by half a second, no more.
+    late = []
+    sup.refresh().addCallback(late.append)
+    sup.reactor.advance(0.49)
+    assert late == []
+    sup.reactor.advance(0.02)
+    assert late == [None]
+    assert not sup.reactor.getDelayedCalls()
+
+
+def test_invalidations_go_to_every_worker():
+    sup = supervisor(2)
+    first, second = connected(sup, 0), connected(sup, 1, ready=False)
+    sup.invalidate("jobs.example", frozenset({"page", "certificate"}))
+    sup.invalidate("b.example")
+    sup.invalidate_all()
+    expected = [{"invalidate": "jobs.example", "kinds": ["certificate", "page"]},
+                {"invalidate": "b.example", "kinds": None}, {"invalidate_all": True}]
+    assert first.transport.sent == expected and second.transport.sent == expected
 
 
 def test_workers_counters_are_summed_and_kept_when_a_worker_exits_but_gauges_are_not():

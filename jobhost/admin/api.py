@@ -539,6 +539,7 @@ class AdminResource(Resource):
     async def _metrics(self, request: Request) -> _Response:
         if self.metrics is None:
             raise api_errors.route_not_found("/metrics")
+        await self.metrics.refresh_remote()  # worker processes' counters as of now
         return _Response(200, self.metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
     async def _openapi(self, request: Request) -> _Response:
