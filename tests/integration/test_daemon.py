@@ -228,6 +228,9 @@ def test_deleted_store_makes_healthz_fail(directory_daemon, ports, tmp_path):
         time.sleep(0.1)
     assert json.loads(marker.read_text())["format"] == "jobhost-directory-store", daemon.log()
     status, doc = healthz()
+    while status != 200 and time.monotonic() < deadline:  # the worker processes are starting
+        time.sleep(0.1)
+        status, doc = healthz()
     assert status == 200 and doc["components"]["store"]["ok"] is True, doc
     shutil.rmtree(tmp_path / "var" / "store")
     answers = [healthz() for _ in range(3)]

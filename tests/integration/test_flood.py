@@ -29,7 +29,8 @@ def flood_config(http, https, admin, limits: str = "") -> str:
     text = config_text(http, https, admin)
     assert "cache_size = 10000\n" in text
     text = text.replace("cache_size = 10000\n", f'cache_size = 10000\nhello_timeout = "{DEADLINE}s"\n')
-    return text + f'\n[limits]\nrequest_timeout = "{DEADLINE}s"\n' + limits
+    # One process: the caps are each process's own ([server] workers > 1 gives each worker its own).
+    return text + f'\n[server]\nworkers = 1\n\n[limits]\nrequest_timeout = "{DEADLINE}s"\n' + limits
 
 
 @pytest.fixture
