@@ -294,7 +294,7 @@ def make_certificates(directory: Path, names: Sequence[str]) -> dict:
     return result
 
 
-def jobhost_config(http: int, https: int, admin: int) -> str:
+def jobhost_config(http: int, https: int, admin: int, workers: int = 1) -> str:
     """Production defaults, but loopback ports, no preflight and a CA nobody answers for."""
     from daemon import listen_section  # tests/integration, see _harness
 
@@ -312,6 +312,9 @@ self_check = false
 
 [web]
 access_log = "access.log"   # as nginx's below: combined format, buffered, flushed every second
+
+[server]
+workers = {workers}         # as nginx's worker_processes below
 """
 
 
@@ -352,17 +355,22 @@ def fill_store(path: Path, certs: dict, page_file: Path) -> float:
     return time.monotonic() - started
 
 
-def start_jobhost(workdir: Path, certs: dict):
+def start_jobhost(workdir: Path, certs: dict, workers: int = 1):
     """Store the certificates and pages, start ``twistd -n jobhost``; return (Daemon, https port, fill seconds)."""
     from daemon import Daemon  # tests/integration, see _harness
 
     workdir.mkdir()
     fill_s = fill_store(workdir / "var" / "store", certs, PAGE)
     http, https, admin = free_port(), free_port(), free_port()
-    daemon = Daemon(workdir, jobhost_config(http, https, admin))
+    daemon = Daemon(workdir, jobhost_config(http, https, admin, workers))
     daemon.start()
     try:
         daemon.wait_listening(http, https, admin)
+        deadline = time.monotonic() + 30
+        while workers > 1 and len(children(daemon.process.pid)) < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jobhost did not start {workers} workers\n{daemon.log()[-3000:]}")
+            time.sleep(0.1)
     except BaseException:
         daemon.stop()
         raise
@@ -379,7 +387,8 @@ def https_get(port: int, cafile: Path, hostname: str = HOSTNAME) -> tuple[bytes,
 class Nginx:
     """nginx with its own config and prefix in ``directory``; one worker, one server block per hostname."""
 
-    def __init__(self, directory: Path, certs: dict, bodies: dict[str, bytes], resume: bool = False) -> None:
+    def __init__(self, directory: Path, certs: dict, bodies: dict[str, bytes], resume: bool = False,
+                 workers: int = 1) -> None:
         self.directory = directory
         self.port = free_port()
         directory.mkdir()
@@ -412,7 +421,7 @@ class Nginx:
 {"user " + user + ";" if os.getuid() == 0 else ""}
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes {workers};
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 1024; }}
@@ -558,6 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-spy", metavar="FILE",
                         help="also profile jobhost with py-spy during its rounds (raw output to FILE; "
                              "py-spy slows it: the CPU figures of such a run are not for comparison)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="jobhost [server] workers and nginx worker_processes (1); CPU counts every process")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     # Python load-generator mode (used by this script itself).
     parser.add_argument("--run-client", action="store_true", help=argparse.SUPPRESS)
@@ -603,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         result["config"]["certificates_s"] = round(time.monotonic() - started, 2)
         loadgen = LoadGenerator(client, binary, certs["names_file"], certs["root"], args)
         result["config"]["seed"] = loadgen.seed
-        daemon, jobhost_port, fill_s = start_jobhost(tmp_path / "jobhost", certs["certs"])
+        daemon, jobhost_port, fill_s = start_jobhost(tmp_path / "jobhost", certs["certs"], args.workers)
         result["config"]["store_fill_s"] = round(fill_s, 2)
         nginx = None
         profiler = None
@@ -614,14 +625,14 @@ def main(argv: list[str] | None = None) -> int:
             # jobhost's page names its hostname (job URLs): the same bytes with the name replaced.
             bodies = {name: body.replace(names[0].encode(), name.encode()) for name in names}
             check_bodies(names, jobhost_port, certs["root"], bodies, "jobhost")
-            nginx = Nginx(tmp_path / "nginx", certs["certs"], bodies, resume=args.resume)
+            nginx = Nginx(tmp_path / "nginx", certs["certs"], bodies, resume=args.resume, workers=args.workers)
             nginx.start()
             check_bodies(names, nginx.port, certs["root"], bodies, "nginx")
             nginx_head, _ = https_get(nginx.port, certs["root"], names[0])
             result["config"]["response_bytes"] = {"jobhost": len(head) + 4 + len(body),
                                                   "nginx": len(nginx_head) + 4 + len(body)}
             servers = {
-                "jobhost": ([daemon.process.pid], jobhost_port),
+                "jobhost": ([daemon.process.pid, *children(daemon.process.pid)], jobhost_port),
                 "nginx": (nginx.pids(), nginx.port),
             }
             result["tls"] = {name: describe_tls(port, certs["root"], names[0]) for name, (_, port) in servers.items()}

@@ -519,6 +519,12 @@ class _JobhostSite(Site):
         if self._flusher is not None and self._flusher.running:
             self._flusher.stop()
         self._flusher = None
+        channel = getattr(self, "channel_class", None)
+        if channel is not None:
+            # The deadline sweeps stop themselves only once they find nothing left; a listener
+            # that stops must not leave them running.
+            channel.request_deadlines.stop()
+            channel.idle_deadlines.stop()
         super().stopFactory()
 
     def _openLogFile(self, path):

@@ -271,3 +271,19 @@ def test_sighup_rolls_the_workers_without_a_failed_connection(workers_daemon):
     assert len(after) == 2 and not (after & before), (before, after)
     assert failures == [], failures[:3]
     assert answered[0] > 20
+
+
+def test_with_one_process_sighup_drops_the_caches_and_the_daemon_keeps_serving(tmp_path):
+    ports = free_port(), free_port(), free_port()
+    daemon = Daemon(tmp_path, worker_config(*ports).replace("workers = 2", "workers = 1"))
+    daemon.start()
+    try:
+        daemon.wait_listening(*ports)
+        assert children(daemon.process.pid) == set()
+        assert fallback_handshake(ports[1])
+        os.kill(daemon.process.pid, signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: dropping the certificate and page caches" in daemon.log(), 10, "the reload")
+        assert daemon.process.poll() is None
+        assert fallback_handshake(ports[1])
+    finally:
+        daemon.stop()
