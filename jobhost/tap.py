@@ -15,6 +15,7 @@ listeners close before the issuing service stops and the store closes last)::
       (events)               webhooks, when [events] webhook_url is set
       issuing                IssuingService: issues and renews, store-driven
       store-stats            StoreStatsService: refreshes the store-derived metrics
+      reactor-lag            LagMonitor: how late the reactor runs a timer (its stalls), /metrics
       http                   listener: ACME challenges, redirects to HTTPS
       https                  listener: SNI, per-hostname certificates, careers pages
       admin                  listener: JSON admin API (loopback by default)
@@ -315,6 +316,7 @@ class Parts:
         web: What the HTTP and HTTPS listeners serve.
         admin: The admin API.
         listeners: The http, https and admin listeners, in that order.
+        lag: The reactor lag monitor (:class:`jobhost.lag.LagMonitor`).
     """
 
     config: Config
@@ -330,6 +332,7 @@ class Parts:
     web: WebParts
     admin: AdminParts
     listeners: tuple[ListenerService, ...]
+    lag: Any = None
 
     def health(self) -> dict:
         """``/healthz``'s listener and CA parts (what the admin API reports beside the store)."""
@@ -649,6 +652,23 @@ def _build_admin(reactor, config: Config, *, store, domains, issuing, checks: Pr
     return AdminParts(resource=resource, site=admin_site(resource, clock=reactor), stats=stats)
 
 
+def _build_lag(reactor, metrics):
+    """The reactor lag monitor, exported in /metrics."""
+    from jobhost.lag import LagMonitor
+
+    lag = LagMonitor(clock=reactor, observe=metrics.reactor_lag)
+    lag.setName("reactor-lag")
+    metrics.register_gauge_source(
+        "jobhost_reactor_lag_max_seconds", "The worst reactor lag since start (seconds).", (),
+        lambda: lag.worst,
+    )
+    metrics.register_gauge_source(
+        "jobhost_reactor_lag_recent_max_seconds", "The worst reactor lag of the last minute (seconds).", (),
+        lag.recent_worst,
+    )
+    return lag
+
+
 def _build_listeners(reactor, config: Config, *, web: WebParts, admin_site) -> tuple[ListenerService, ...]:
     """[listen]: one listener per endpoint string; [limits] backlog for the public ones."""
     return tuple(
@@ -709,12 +729,14 @@ def build_parts(reactor, config: Config) -> Parts:
     if isinstance(events, WebhookNotifier):  # it delivers in the background
         # Before the issuing service and the admin listener, so it stops after both.
         children.append(_CallOnStop("events", events.close))
-    children += [issuing, admin.stats, *listeners]
+    lag = _build_lag(reactor, metrics)
+    children += [issuing, admin.stats, lag, *listeners]
     for child in children:
         child.setServiceParent(root)
     return Parts(
         config=config, root=root, store=store, domains=domains, metrics=metrics, caches=caches, client=client,
         events=events, checks=checks, issuing=issuing, web=web, admin=admin, listeners=tuple(listeners),
+        lag=lag,
     )
 
 
