@@ -29,7 +29,9 @@ class OutgoingHTTP:
     pool: HTTPConnectionPool | None
 
 
-def outgoing_http(reactor, connect_timeout: float, persistent: bool = True, trust_root=None) -> OutgoingHTTP:
+def outgoing_http(
+    reactor, connect_timeout: float, persistent: bool = True, trust_root=None, max_per_host: int = 2
+) -> OutgoingHTTP:
     """Build an HTTP client.
 
     Args:
@@ -38,8 +40,17 @@ def outgoing_http(reactor, connect_timeout: float, persistent: bool = True, trus
         persistent: Keep connections open between requests (a pool of its own).
         trust_root: An ``IOpenSSLTrustRoot`` HTTPS servers must chain to; None for
             the system's trusted roots.
+        max_per_host: Idle connections kept per server (Twisted's default is 2).  A
+            client with more requests in flight than that closes the surplus as they
+            finish and opens new ones for the next requests: for HTTPS a full TLS
+            handshake (and a fresh ``SSL.Context`` with the trust roots) each time.
     """
-    pool = HTTPConnectionPool(reactor, persistent=True) if persistent else None
+    if max_per_host < 1:
+        raise ValueError(f"max_per_host must be at least 1, not {max_per_host!r}")
+    pool = None
+    if persistent:
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.maxPersistentPerHost = max_per_host
     agent = Agent(
         reactor,
         contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust_root),

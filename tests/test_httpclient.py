@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL
@@ -77,6 +78,36 @@ class OutgoingHTTPTests(TestCase):
         self.assertIsNotNone(http.pool)
         first, second = await self._peer_ports(http, f"http://127.0.0.1:{port}/")
         self.assertEqual(first, second, "the second request reused the first connection")
+
+    async def _concurrent_ports(self, http, url: str, count: int) -> set[bytes]:
+        async def one() -> bytes:
+            response = await http.client.get(url)
+            return await response.content()
+
+        return set(await gatherResults([Deferred.fromCoroutine(one()) for _ in range(count)]))
+
+    async def test_the_pool_keeps_max_per_host_connections(self):
+        """Five requests at once, then five more: with max_per_host=5 the second five reuse all five connections."""
+        port = self._serve()
+        url = f"http://127.0.0.1:{port}/"
+        http = self._client(max_per_host=5)
+        first = await self._concurrent_ports(http, url, 5)
+        self.assertEqual(len(first), 5, "five connections at once")
+        self.assertEqual(await self._concurrent_ports(http, url, 5), first)
+
+    async def test_the_default_pool_closes_connections_beyond_two(self):
+        """Twisted's default keeps two idle connections: of five at once, three are closed and made anew."""
+        port = self._serve()
+        url = f"http://127.0.0.1:{port}/"
+        http = self._client()
+        first = await self._concurrent_ports(http, url, 5)
+        second = await self._concurrent_ports(http, url, 5)
+        self.assertEqual(len(first & second), 2)
+
+    def test_max_per_host_must_be_positive(self):
+        """A pool that keeps no connection is refused with a clear error."""
+        with self.assertRaisesRegex(ValueError, "max_per_host must be at least 1"):
+            outgoing_http(reactor, 5, max_per_host=0)
 
     async def test_not_persistent_opens_a_connection_per_request(self):
         """persistent=False: no pool, each request on a new connection (nothing left open to close)."""

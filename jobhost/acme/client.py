@@ -168,7 +168,8 @@ class AcmeClient:
 
     @classmethod
     def create(
-        cls, reactor: Any, directory_url: str, ca_bundle: str | None = None, timeout: float = 30.0, **options: Any
+        cls, reactor: Any, directory_url: str, ca_bundle: str | None = None, timeout: float = 30.0,
+        max_connections: int = 32, **options: Any
     ) -> AcmeClient:
         """Build a client on a treq ``HTTPClient`` with a persistent connection pool.
 
@@ -180,6 +181,10 @@ class AcmeClient:
             ca_bundle: A PEM file of CA certificates to trust for the CA's
                 HTTPS (Pebble's); None or ``""`` trusts the system roots.
             timeout: Seconds per request (also the TCP connect timeout).
+            max_connections: Idle connections to the CA kept open for the next requests.
+                Every order in flight has a request or two outstanding at a time; a pool
+                smaller than that closes connections as requests finish and pays a new
+                TLS handshake per request (Twisted's default pool keeps 2).
             options: Further attributes (``preferred_chain``, ``poll_timeout``, ...).
 
         Raises:
@@ -200,7 +205,7 @@ class AcmeClient:
             trust_root = ssl.trustRootFromCertificates(
                 [ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in certs]
             )
-        http = outgoing_http(reactor, timeout, trust_root=trust_root)
+        http = outgoing_http(reactor, timeout, trust_root=trust_root, max_per_host=max_connections)
         return cls(
             http_client=http.client, clock=reactor, directory_url=url, timeout=timeout, pool=http.pool, **options
         )
