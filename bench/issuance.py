@@ -32,6 +32,14 @@ seconds; the measured round times are reported because they bound the
 resolution of each latency (a hostname served just after its probe is seen one
 round later).
 
+Reactor stalls: the daemon's lag monitor (:mod:`jobhost.lag`, a timer every
+50 ms that measures how late it fires) is read from ``/metrics`` on the admin
+listener before and after the measured repeats (:func:`reactor_lag`).  The
+worst stall during the repeats is exact when the worst-since-start grew during
+them (the new maximum happened then); otherwise it is at most the old maximum
+and the histogram's difference bounds it.  The histogram's difference also
+gives the number of ticks later than 20 ms during the repeats.
+
 The reference measured in the same run (``--lego``): Debian's ``lego`` ACME
 client obtaining one certificate per run from its own Pebble, ``--repeat``
 times (see :func:`lego_reference`).
@@ -218,6 +226,44 @@ def run_round(stack: Stack, prober: Prober, hostnames: list[str], timeout: float
     }
 
 
+def read_lag(stack: Stack) -> dict:
+    """The reactor lag monitor's figures from ``/metrics``: worst since start, ticks per bucket."""
+    status, raw = stack.api_raw("GET", "/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}")
+    buckets: dict[float, float] = {}
+    worst = math.nan
+    for line in raw.decode().splitlines():
+        if line.startswith("jobhost_reactor_lag_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(bound)] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("jobhost_reactor_lag_max_seconds "):
+            worst = float(line.rsplit(" ", 1)[1])
+    return {"max_s": worst, "buckets": buckets}
+
+
+def reactor_lag(before: dict, after: dict, threshold: float = 0.02) -> dict:
+    """The reactor's stalls between two :func:`read_lag` readings.
+
+    Returns ``worst_s`` (exact when the maximum grew, else None), ``worst_at_most_s``
+    (the smallest histogram bound holding every tick of the interval), ``ticks`` and
+    ``ticks_over_threshold``.
+    """
+    bounds = sorted(after["buckets"])
+    delta = {b: after["buckets"][b] - before["buckets"].get(b, 0.0) for b in bounds}
+    ticks = delta[bounds[-1]] if bounds else 0.0
+    at_most = next((b for b in bounds if delta[b] >= ticks), math.inf) if ticks else 0.0
+    under = max((delta[b] for b in bounds if b <= threshold), default=0.0)
+    grew = after["max_s"] > before["max_s"]
+    return {
+        "worst_s": after["max_s"] if grew else None,
+        "worst_at_most_s": min(at_most, after["max_s"]),
+        "ticks": int(ticks),
+        "ticks_over_threshold": int(ticks - under),
+        "threshold_s": threshold,
+    }
+
+
 def lego_reference(workdir: Path, repeat: int, timeout: float, nonce_reject: int) -> dict:
     """The same measurement's reference: ``lego run`` for one fresh hostname, ``repeat`` times.
 
@@ -321,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 time.sleep(1.0)
             try:
+                lag_before = read_lag(stack)
                 cpu_before = cpu_seconds(daemon_pid), cpu_seconds(pebble_pid)
                 measured_start = time.monotonic()
                 repeats = []
@@ -330,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                                              args.probe_interval, args.register_concurrency))
                 measured = time.monotonic() - measured_start
                 cpu_after = cpu_seconds(daemon_pid), cpu_seconds(pebble_pid)
+                lag = reactor_lag(lag_before, read_lag(stack))
             finally:
                 if profiler is not None and profiler.poll() is None:
                     profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
@@ -362,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                           "max": max((r["max"] for r in rounds), default=math.nan)},
         "measured_s": measured,
         "cpu_s": {"jobhost": cpu_after[0] - cpu_before[0], "pebble": cpu_after[1] - cpu_before[1]},
+        "cpu_per_certificate_s": (cpu_after[0] - cpu_before[0]) / total,
+        "reactor_lag": lag,
         "post_duration_s": summary([x for r in repeats for x in r["post_durations_s"]]),
     })
     ok = len(latencies) == total and not errors
@@ -390,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{fmt_ms(result['post_duration_s']['median'])} ms, p90 {fmt_ms(result['post_duration_s']['p90'])} ms")
         print(f"  CPU during the measured repeats ({measured:.1f} s, probing included): "
               f"jobhost {result['cpu_s']['jobhost']:.2f} s, pebble {result['cpu_s']['pebble']:.2f} s")
+        print(f"  jobhost CPU per certificate (probing included): {fmt_ms(result['cpu_per_certificate_s'])} ms")
+        worst = lag["worst_s"]
+        print(f"  reactor lag during the repeats ({lag['ticks']} ticks of the 50 ms monitor): worst "
+              + (f"{fmt_ms(worst)} ms" if worst is not None else f"<= {fmt_ms(lag['worst_at_most_s'])} ms")
+              + f"; {lag['ticks_over_threshold']} tick(s) later than {fmt_ms(lag['threshold_s'])} ms")
         if "reference_lego" in result:
             ref = result["reference_lego"]
             if "error" in ref:
@@ -405,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-__all__ = ["Prober", "bench_config", "lego_reference", "main", "run_round", "start_stack"]
+__all__ = ["Prober", "bench_config", "lego_reference", "main", "reactor_lag", "read_lag", "run_round",
+           "start_stack"]
 
 if __name__ == "__main__":
     sys.exit(main())
