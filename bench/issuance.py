@@ -232,14 +232,20 @@ def read_lag(stack: Stack) -> dict:
     if status != 200:
         raise RuntimeError(f"/metrics answered {status}")
     buckets: dict[float, float] = {}
-    worst = math.nan
+    requests: dict[str, float] = {}
+    worst = busy = math.nan
     for line in raw.decode().splitlines():
         if line.startswith("jobhost_reactor_lag_seconds_bucket{"):
             bound = line.split('le="', 1)[1].split('"', 1)[0]
             buckets[float(bound)] = float(line.rsplit(" ", 1)[1])
         elif line.startswith("jobhost_reactor_lag_max_seconds "):
             worst = float(line.rsplit(" ", 1)[1])
-    return {"max_s": worst, "buckets": buckets}
+        elif line.startswith("jobhost_reactor_lag_busy_max_seconds "):
+            busy = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("jobhost_acme_requests_total{"):
+            endpoint = line.split('endpoint="', 1)[1].split('"', 1)[0]
+            requests[endpoint] = requests.get(endpoint, 0.0) + float(line.rsplit(" ", 1)[1])
+    return {"max_s": worst, "busy_max_s": busy, "buckets": buckets, "acme_requests": requests}
 
 
 def reactor_lag(before: dict, after: dict, threshold: float = 0.02) -> dict:
@@ -255,8 +261,14 @@ def reactor_lag(before: dict, after: dict, threshold: float = 0.02) -> dict:
     at_most = next((b for b in bounds if delta[b] >= ticks), math.inf) if ticks else 0.0
     under = max((delta[b] for b in bounds if b <= threshold), default=0.0)
     grew = after["max_s"] > before["max_s"]
+    requests = {k: int(v - before["acme_requests"].get(k, 0.0)) for k, v in sorted(after["acme_requests"].items())}
     return {
+        "acme_requests": {k: v for k, v in requests.items() if v},
         "worst_s": after["max_s"] if grew else None,
+        # The part of a stall the reactor thread can have spent running (at most its CPU time
+        # between the two ticks); the rest it waited for a CPU (or the GIL): machine load.
+        "worst_busy_s": after["busy_max_s"] if after["busy_max_s"] > before["busy_max_s"] else None,
+        "worst_busy_at_most_s": after["busy_max_s"],
         "worst_at_most_s": min(at_most, after["max_s"]),
         "ticks": int(ticks),
         "ticks_over_threshold": int(ticks - under),
@@ -441,10 +453,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  CPU during the measured repeats ({measured:.1f} s, probing included): "
               f"jobhost {result['cpu_s']['jobhost']:.2f} s, pebble {result['cpu_s']['pebble']:.2f} s")
         print(f"  jobhost CPU per certificate (probing included): {fmt_ms(result['cpu_per_certificate_s'])} ms")
+        print(f"  ACME requests during the repeats: {sum(lag['acme_requests'].values())} ({lag['acme_requests']})")
         worst = lag["worst_s"]
         print(f"  reactor lag during the repeats ({lag['ticks']} ticks of the 50 ms monitor): worst "
               + (f"{fmt_ms(worst)} ms" if worst is not None else f"<= {fmt_ms(lag['worst_at_most_s'])} ms")
-              + f"; {lag['ticks_over_threshold']} tick(s) later than {fmt_ms(lag['threshold_s'])} ms")
+              + f"; {lag['ticks_over_threshold']} tick(s) later than {fmt_ms(lag['threshold_s'])} ms; worst part "
+            + "the reactor thread ran: "
+            + (f"{fmt_ms(lag['worst_busy_s'])} ms" if lag["worst_busy_s"] is not None
+               else f"<= {fmt_ms(lag['worst_busy_at_most_s'])} ms"))
         if "reference_lego" in result:
             ref = result["reference_lego"]
             if "error" in ref:

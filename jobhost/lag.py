@@ -12,6 +12,12 @@ Each tick's lag is
 - passed to ``observe`` (the ``jobhost_reactor_lag_seconds`` histogram),
 - kept as the worst since start (:attr:`LagMonitor.worst`) and as the worst of
   the last ``recent_window`` seconds (:meth:`LagMonitor.recent_worst`),
+- split by what the reactor thread did meanwhile: ``busy`` is the part of the
+  lag the thread can have spent running (at most the CPU time it used since the
+  previous tick, ``time.thread_time``).  On a loaded machine a thread waiting
+  for a CPU (or for the GIL) fires its timers late without any piece of jobhost
+  running long; the busy part tells the two apart
+  (:attr:`LagMonitor.worst_busy`),
 - and, when it exceeds ``threshold``, counted as a stall and logged: the first
   stall at once, later ones at most one line per ``report_interval`` seconds
   (the line says how many stalls there were since the last line and the worst).
@@ -24,6 +30,7 @@ really fired.  The tick does a few arithmetic operations, 10-20 times a second.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Callable
 
@@ -45,7 +52,10 @@ class LagMonitor(Service):
         report_interval: Seconds between two log lines about stalls.
         recent_window: Seconds :meth:`recent_worst` looks back.
         observe: Called with every tick's lag in seconds (a histogram), or None.
+        cpu_clock: The reactor thread's CPU time in seconds (``time.thread_time``).
         worst: The worst lag seen since start, in seconds.
+        worst_busy: The worst busy part of a lag since start: ``min(lag, CPU time the
+            reactor thread used since the previous tick)``.
         ticks: Ticks measured since start.
         stalls: Ticks later than ``threshold`` since start.
     """
@@ -58,21 +68,26 @@ class LagMonitor(Service):
     report_interval: float = 60.0
     recent_window: float = 60.0
     observe: Callable[[float], None] | None = None
+    cpu_clock: Callable[[], float] = time.thread_time
     worst: float = attrs.field(default=0.0, init=False)
+    worst_busy: float = attrs.field(default=0.0, init=False)
     ticks: int = attrs.field(default=0, init=False)
     stalls: int = attrs.field(default=0, init=False)
     _due: float = attrs.field(default=0.0, init=False, repr=False)
+    _cpu_at: float = attrs.field(default=0.0, init=False, repr=False)
     _call: IDelayedCall | None = attrs.field(default=None, init=False, repr=False)
-    # (second the window slot starts, worst lag in it), oldest first: one entry per
-    # second that saw a tick, so the window costs recent_window entries at most.
-    _recent: deque = attrs.field(factory=deque, init=False, repr=False)
+    # (second the slot starts, worst lag in it), oldest first: one slot per second that saw
+    # a tick; ticks come every interval, so recent_window + 1 slots cover the window.
+    _recent: deque = attrs.field(init=False, repr=False)
     _reported_at: float | None = attrs.field(default=None, init=False, repr=False)
     _unreported: int = attrs.field(default=0, init=False, repr=False)
     _unreported_worst: float = attrs.field(default=0.0, init=False, repr=False)
+    _unreported_busy: float = attrs.field(default=0.0, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.interval > 0:
             raise ValueError(f"interval must be positive, not {self.interval!r}")
+        self._recent = deque(maxlen=int(self.recent_window) + 1)
 
     def startService(self) -> None:
         """Arm the first tick."""
@@ -88,17 +103,29 @@ class LagMonitor(Service):
 
     def _arm(self) -> None:
         self._due = self.clock.seconds() + self.interval
+        self._cpu_at = self.cpu_clock()
         self._call = self.clock.callLater(self.interval, self._tick)
 
     def _tick(self) -> None:
         now = self.clock.seconds()
         lag = max(0.0, now - self._due)
+        cpu = self.cpu_clock() - self._cpu_at
         self._arm()
-        self.record(lag, now)
+        self.record(lag, now, busy=min(lag, max(0.0, cpu)))
 
-    def record(self, lag: float, now: float) -> None:
-        """Account for one tick that fired ``lag`` seconds late at ``now``."""
+    def record(self, lag: float, now: float, busy: float | None = None) -> None:
+        """Account for one tick that fired ``lag`` seconds late at ``now``.
+
+        Args:
+            lag: Seconds the tick fired after it was due.
+            now: When it fired (the clock's seconds).
+            busy: The part of ``lag`` the reactor thread can have spent running;
+                None for all of it.
+        """
         self.ticks += 1
+        busy = lag if busy is None else busy
+        if busy > self.worst_busy:
+            self.worst_busy = busy
         if lag > self.worst:
             self.worst = lag
         slot = float(int(now))
@@ -107,34 +134,36 @@ class LagMonitor(Service):
                 self._recent[-1] = (slot, lag)
         else:
             self._recent.append((slot, lag))
-        while self._recent and self._recent[0][0] <= now - self.recent_window - 1.0:
-            self._recent.popleft()
         if self.observe is not None:
             self.observe(lag)
         if lag > self.threshold:
-            self._stalled(lag, now)
+            self._stalled(lag, busy, now)
 
     def recent_worst(self) -> float:
         """The worst lag of the last ``recent_window`` seconds (to the second), 0.0 if none."""
         horizon = self.clock.seconds() - self.recent_window
         return max((lag for slot, lag in self._recent if slot + 1.0 > horizon), default=0.0)
 
-    def _stalled(self, lag: float, now: float) -> None:
+    def _stalled(self, lag: float, busy: float, now: float) -> None:
         self.stalls += 1
         self._unreported += 1
-        self._unreported_worst = max(self._unreported_worst, lag)
+        if lag > self._unreported_worst:
+            self._unreported_worst, self._unreported_busy = lag, busy
         if self._reported_at is not None and now - self._reported_at < self.report_interval:
             return
-        count, worst = self._unreported, self._unreported_worst
-        self._unreported, self._unreported_worst = 0, 0.0
+        count, worst, busy = self._unreported, self._unreported_worst, self._unreported_busy
+        self._unreported, self._unreported_worst, self._unreported_busy = 0, 0.0, 0.0
         self._reported_at = now
         self.log.warn(
             "The reactor stalled {count} time(s) for more than {threshold_ms:.0f} ms since the last "
-            "report; the worst stall was {lag_ms:.0f} ms",
+            "report; the worst stall was {lag_ms:.0f} ms, of which the reactor thread ran at most "
+            "{busy_ms:.0f} ms (the rest it waited for a CPU)",
             count=count,
             threshold_ms=self.threshold * 1000,
             lag_ms=worst * 1000,
+            busy_ms=busy * 1000,
             lag=worst,
+            busy=busy,
         )
 
 

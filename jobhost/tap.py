@@ -663,6 +663,11 @@ def _build_lag(reactor, metrics):
         lambda: lag.worst,
     )
     metrics.register_gauge_source(
+        "jobhost_reactor_lag_busy_max_seconds",
+        "The worst part of a reactor lag the reactor thread spent running, since start (seconds).", (),
+        lambda: lag.worst_busy,
+    )
+    metrics.register_gauge_source(
         "jobhost_reactor_lag_recent_max_seconds", "The worst reactor lag of the last minute (seconds).", (),
         lag.recent_worst,
     )

@@ -7,9 +7,20 @@ from twisted.logger import capturedLogs, formatEvent
 from jobhost.lag import LagMonitor
 
 
+class FakeThreadTime:
+    """Stands in for time.thread_time: the reactor thread's CPU seconds, advanced by hand."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+
 def _monitor(**kwargs):
     clock = Clock()
     observed = []
+    kwargs.setdefault("cpu_clock", FakeThreadTime())
     monitor = LagMonitor(clock=clock, observe=observed.append, **kwargs)
     monitor.startService()
     return clock, monitor, observed
@@ -78,6 +89,7 @@ def test_stalls_are_logged_at_most_once_per_report_interval():
     lines = [formatEvent(e) for e in events]
     assert len(lines) == 2
     assert "stalled 1 time(s) for more than 20 ms" in lines[0] and "worst stall was 100 ms" in lines[0]
+    assert "ran at most 0 ms" in lines[0], "the fake thread used no CPU"
     assert "stalled 4 time(s)" in lines[1] and "worst stall was 59950 ms" in lines[1]
     assert events[0]["log_level"].name == "warn"
 
@@ -104,3 +116,92 @@ def test_interval_must_be_positive():
     """A zero interval (a busy loop) is refused with a clear error."""
     with pytest.raises(ValueError, match="interval must be positive"):
         LagMonitor(clock=Clock(), interval=0)
+
+
+def test_a_lag_equal_to_the_threshold_is_not_a_stall():
+    """Only a tick later than the threshold is a stall."""
+    monitor = LagMonitor(clock=Clock(), threshold=0.02)
+    with capturedLogs() as events:
+        monitor.record(0.02, now=1.0)
+        assert events == [] and monitor.stalls == 0
+        monitor.record(0.021, now=2.0)
+    assert len(events) == 1 and monitor.stalls == 1
+
+
+def test_the_next_report_comes_exactly_one_report_interval_later():
+    """A stall report_interval seconds after the last line is logged; one a moment sooner is not."""
+    monitor = LagMonitor(clock=Clock(), threshold=0.02, report_interval=60.0)
+    with capturedLogs() as events:
+        monitor.record(0.5, now=100.0)
+        monitor.record(0.25, now=159.5)
+        assert len(events) == 1
+        monitor.record(0.03, now=160.0)
+    assert len(events) == 2
+    assert "stalled 2 time(s)" in formatEvent(events[1]) and "worst stall was 250 ms" in formatEvent(events[1])
+    assert events[1]["lag"] == 0.25
+
+
+def test_recent_worst_covers_the_whole_window_to_the_second():
+    """A lag 9.5 s ago is inside a 10 s window; one 11 s ago is not."""
+    clock = Clock()
+    monitor = LagMonitor(clock=clock, recent_window=10.0)
+    monitor.record(0.3, now=0.5)
+    for second in range(1, 10):
+        monitor.record(0.01, now=second + 0.5)  # one tick per second, as the timer gives
+    clock.advance(10.0)
+    assert monitor.recent_worst() == pytest.approx(0.3)
+    monitor.record(0.01, now=10.5)
+    clock.advance(1.5)
+    assert monitor.recent_worst() == pytest.approx(0.01)
+
+
+def test_a_slot_keeps_the_worst_of_its_second():
+    """Several ticks within one second keep that second's worst lag, whatever their order."""
+    clock = Clock()
+    monitor = LagMonitor(clock=clock, recent_window=2.0)
+    for lag in (0.01, 0.2, 0.05):
+        monitor.record(lag, now=0.1 + lag)
+    clock.advance(1.0)
+    assert monitor.recent_worst() == pytest.approx(0.2)
+
+
+def test_start_and_stop_track_running():
+    """The service says whether it runs; stopping one that never started is harmless."""
+    LagMonitor(clock=Clock()).stopService()
+    clock, monitor, _ = _monitor()
+    assert monitor.running
+    monitor.stopService()
+    assert not monitor.running
+
+
+def test_busy_is_the_part_of_a_lag_the_reactor_thread_ran():
+    """A 100 ms late tick after 30 ms of thread CPU was busy 30 ms; after 500 ms of CPU, busy all 100 ms."""
+    cpu = FakeThreadTime()
+    clock, monitor, observed = _monitor(interval=0.05, cpu_clock=cpu)
+    cpu.seconds += 0.03
+    clock.advance(0.05 + 0.1)
+    assert monitor.worst_busy == pytest.approx(0.03) and monitor.worst == pytest.approx(0.1)
+    cpu.seconds += 0.5
+    clock.advance(0.05 + 0.1)
+    assert monitor.worst_busy == pytest.approx(0.1)
+    assert observed == [pytest.approx(0.1), pytest.approx(0.1)], "the histogram gets the whole lag"
+
+
+def test_the_log_line_says_how_much_of_the_worst_stall_the_thread_ran():
+    """The stall line carries the worst stall and its busy part, as text and as fields."""
+    monitor = LagMonitor(clock=Clock(), threshold=0.02)
+    with capturedLogs() as events:
+        monitor.record(0.2, now=1.0, busy=0.15)
+    assert "worst stall was 200 ms, of which the reactor thread ran at most 150 ms" in formatEvent(events[0])
+    assert (events[0]["lag"], events[0]["busy"]) == (0.2, 0.15)
+
+
+def test_defaults():
+    """50 ms ticks, 20 ms stalls, a log line a minute at most, a one-minute recent window, real thread time."""
+    import time
+
+    monitor = LagMonitor(clock=Clock())
+    assert (monitor.interval, monitor.threshold, monitor.report_interval, monitor.recent_window) == (
+        0.05, 0.02, 60.0, 60.0)
+    assert monitor.cpu_clock is time.thread_time
+    assert monitor.recent_worst() == 0.0

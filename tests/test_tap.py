@@ -624,3 +624,4 @@ def test_reactor_lag_reaches_metrics(tmp_path):
     values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
     assert float(values["jobhost_reactor_lag_max_seconds"]) == pytest.approx(0.03)
     assert float(values["jobhost_reactor_lag_recent_max_seconds"]) == pytest.approx(0.03)
+    assert "jobhost_reactor_lag_busy_max_seconds" in values
