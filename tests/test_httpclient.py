@@ -11,12 +11,13 @@ from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseNeverReceived
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from zope.interface import implementer
 
-from jobhost.httpclient import outgoing_http
+from jobhost.httpclient import AgentRequester, outgoing_http
 from jobhost.testing import TestCA
 
 
@@ -27,6 +28,25 @@ class _Peer(Resource):
 
     def render_GET(self, request):
         return str(request.getClientAddress().port).encode()
+
+
+@implementer(IOpenSSLContextFactory)
+class _Echo(Resource):
+    """POST echoes method, Content-Length and body; GET /old redirects to /new; GET /new says "new"."""
+
+    isLeaf = True
+
+    def render_POST(self, request):
+        if request.path == b"/old":
+            request.redirect(b"/new")
+            return b""
+        return b"%s %s %s" % (request.method, request.getHeader(b"content-length"), request.content.read())
+
+    def render_GET(self, request):
+        if request.path == b"/old":
+            request.redirect(b"/new")
+            return b""
+        return request.path + b" " + (request.getHeader(b"x-test") or b"-")
 
 
 @implementer(IOpenSSLContextFactory)
@@ -108,6 +128,38 @@ class OutgoingHTTPTests(TestCase):
         """A pool that keeps no connection is refused with a clear error."""
         with self.assertRaisesRegex(ValueError, "max_per_host must be at least 1"):
             outgoing_http(reactor, 5, max_per_host=0)
+
+    async def _requester_body(self, response) -> bytes:
+        import treq
+
+        return await treq.content(response)
+
+    async def test_agent_requester_sends_body_and_headers(self):
+        """AgentRequester POSTs the body with its length and sends the given headers."""
+        site = Site(_Echo())
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        base = f"http://127.0.0.1:{port.getHost().port}"
+        http = self._client()
+        requester = AgentRequester(http.agent)
+        response = await requester.request("POST", base + "/x", data=b'{"a": 1}',
+                                           headers=Headers({"Content-Type": ["application/jose+json"]}))
+        self.assertEqual((response.code, await self._requester_body(response)), (200, b'POST 8 {"a": 1}'))
+        response = await requester.request("GET", base + "/new", headers=Headers({"X-Test": ["yes"]}))
+        self.assertEqual(await self._requester_body(response), b"/new yes")
+
+    async def test_agent_requester_follows_redirects_only_when_allowed(self):
+        """A GET with allow_redirects follows a redirect; with allow_redirects=False it gets the 302 itself."""
+        site = Site(_Echo())
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        base = f"http://127.0.0.1:{port.getHost().port}"
+        requester = AgentRequester(self._client().agent)
+        followed = await requester.request("GET", base + "/old")
+        self.assertEqual((followed.code, await self._requester_body(followed)), (200, b"/new -"))
+        kept = await requester.request("POST", base + "/old", data=b"", allow_redirects=False)
+        self.assertEqual(kept.code, 302)
+        await self._requester_body(kept)
 
     async def test_not_persistent_opens_a_connection_per_request(self):
         """persistent=False: no pool, each request on a new connection (nothing left open to close)."""

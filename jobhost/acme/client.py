@@ -105,7 +105,7 @@ class AcmeClient:
     ``treq.testing.StubTreq`` and a ``Clock``.
 
     Attributes:
-        http_client: A ``treq.HTTPClient`` (only ``request`` is used).
+        http_client: Anything with treq's ``request`` (``AgentRequester``, ``treq.HTTPClient``, ``StubTreq``).
         clock: Schedules request timeouts and polling.
         directory_url: The CA's directory URL.
         timeout: Seconds each HTTP request may take.
@@ -171,7 +171,7 @@ class AcmeClient:
         cls, reactor: Any, directory_url: str, ca_bundle: str | None = None, timeout: float = 30.0,
         max_connections: int = 32, **options: Any
     ) -> AcmeClient:
-        """Build a client on a treq ``HTTPClient`` with a persistent connection pool.
+        """Build a client on an ``Agent`` (:class:`jobhost.httpclient.AgentRequester`) with a persistent connection pool.
 
         Reads ``ca_bundle`` once, here (startup, not a hot path).
 
@@ -192,7 +192,7 @@ class AcmeClient:
         """
         from twisted.internet import ssl
 
-        from jobhost.httpclient import outgoing_http
+        from jobhost.httpclient import AgentRequester, outgoing_http
 
         url = resolve_directory_url(directory_url)
         trust_root = None
@@ -207,7 +207,7 @@ class AcmeClient:
             )
         http = outgoing_http(reactor, timeout, trust_root=trust_root, max_per_host=max_connections)
         return cls(
-            http_client=http.client, clock=reactor, directory_url=url, timeout=timeout, pool=http.pool, **options
+            http_client=AgentRequester(http.agent), clock=reactor, directory_url=url, timeout=timeout, pool=http.pool, **options
         )
 
     def close(self) -> Deferred:
