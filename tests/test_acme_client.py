@@ -642,6 +642,10 @@ class ConnectionTests(TestCase):
         client = AcmeClient.create(reactor, "https://127.0.0.1:14000/dir")
         self.addCleanup(client.close)
         self.assertEqual(client.pool.maxPersistentPerHost, 32)
+        from jobhost.httpclient import AgentRequester
+
+        self.assertIsInstance(client.http_client, AgentRequester)  # not treq: less CPU per request
+        self.assertIs(client.http_client.agent._pool, client.pool)
         small = AcmeClient.create(reactor, "https://127.0.0.1:14000/dir", max_connections=3)
         self.addCleanup(small.close)
         self.assertEqual(small.pool.maxPersistentPerHost, 3)
