@@ -86,7 +86,7 @@ SERVED, NOT_YET, ERROR = "served", "not yet", "error"
 
 
 def bench_config(http: int, https: int, admin: int, pebble: PebbleServer, max_in_flight: int,
-                 orders_per_window: int) -> str:
+                 orders_per_window: int, store: str = "directory:var/store") -> str:
     """jobhost's config for the benchmark: production defaults but for loopback ports and Pebble.
 
     Preflight (DNS A/AAAA/CNAME + CAA through challtestsrv) and the HTTP
@@ -96,7 +96,7 @@ def bench_config(http: int, https: int, admin: int, pebble: PebbleServer, max_in
     """
     return listen_section(http, https, admin) + f"""
 [store]
-url = "directory:var/store"
+url = "{store}"
 
 [acme]
 directory = "{pebble.directory_url}"
@@ -119,11 +119,13 @@ node_id = "bench-node"
 """
 
 
-def start_stack(workdir: Path, max_in_flight: int, orders_per_window: int, nonce_reject: int) -> Stack:
+def start_stack(workdir: Path, max_in_flight: int, orders_per_window: int, nonce_reject: int,
+                store: str = "directory:var/store") -> Stack:
     """Pebble + challtestsrv + ``twistd -n jobhost`` with :func:`bench_config`; stop it with ``Stack.stop``."""
     return Stack.start_with(
         workdir,
-        lambda http, https, admin, pebble: bench_config(http, https, admin, pebble, max_in_flight, orders_per_window),
+        lambda http, https, admin, pebble: bench_config(http, https, admin, pebble, max_in_flight, orders_per_window,
+                                                        store),
         nonce_reject=nonce_reject,
     )
 
@@ -328,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nonce-reject", type=int, default=0,
                         help="PEBBLE_WFE_NONCEREJECT percent (0; the tests use 5)")
     parser.add_argument("--no-warmup", action="store_true", help="measure the account creation too")
+    parser.add_argument("--store", default="directory:var/store",
+                        help="[store] url (directory:var/store, the figures so far; sqlite:var/jobhost.db is "
+                             "the daemon's default)")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("--lego", action="store_true",
                         help="also measure lego (a Go ACME client) against its own Pebble, --repeat times, "
@@ -350,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             "timeout_s": args.timeout, "probe_workers": args.probe_workers,
             "probe_interval_s": args.probe_interval, "register_concurrency": args.register_concurrency,
             "pebble_nonce_reject_percent": args.nonce_reject, "orders_per_window": orders_per_window,
-            "preflight": True, "self_check": True,
+            "preflight": True, "self_check": True, "store": args.store,
         },
     }
     run_id = secrets.token_hex(3)
@@ -359,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             workdir = Path(args.keep)
             workdir.mkdir(parents=True)
-        stack = start_stack(workdir, args.max_in_flight, orders_per_window, args.nonce_reject)
+        stack = start_stack(workdir, args.max_in_flight, orders_per_window, args.nonce_reject, args.store)
         try:
             pebble_env = Path(f"/proc/{stack.pebble.process.pid}/environ").read_bytes().split(b"\0")
             result["config"]["pebble_va_nosleep"] = b"PEBBLE_VA_NOSLEEP=1" in pebble_env
@@ -373,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             profiler = None
             if args.py_spy:
                 profiler = subprocess.Popen(
-                    ["py-spy", "record", "-p", str(daemon_pid), "-r", "250", "-f", "raw", "-o", args.py_spy,
+                    ["py-spy", "record", "--nonblocking", "-p", str(daemon_pid), "-r", "250", "-f", "raw", "-o", args.py_spy,
                      "-d", str(int(args.timeout * args.repeat) + 10)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                 )
