@@ -278,6 +278,9 @@ def reactor_lag(before: dict, after: dict, threshold: float = 0.02) -> dict:
     (the smallest histogram bound holding every tick of the interval), ``ticks`` and
     ``ticks_over_threshold``.
     """
+    if not after["buckets"]:  # a daemon without the lag monitor (an older commit)
+        return {"acme_requests": {}, "worst_s": None, "worst_busy_s": None, "worst_at_most_s": math.nan,
+                "worst_busy_at_most_s": math.nan, "ticks": 0, "ticks_over_threshold": 0, "threshold_s": threshold}
     bounds = sorted(after["buckets"])
     delta = {b: after["buckets"][b] - before["buckets"].get(b, 0.0) for b in bounds}
     ticks = delta[bounds[-1]] if bounds else 0.0

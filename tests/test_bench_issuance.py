@@ -93,3 +93,11 @@ def test_an_error_from_metrics_is_raised():
     with pytest.raises(RuntimeError, match="401"):
         issuance.read_lag(Refusing())
 
+
+
+def test_a_daemon_without_the_lag_monitor_reports_nothing_measured():
+    """An older daemon's /metrics has no lag monitor: no stall figure is made up."""
+    empty = {"max_s": float("nan"), "busy_max_s": float("nan"), "buckets": {}, "acme_requests": {}}
+    lag = issuance.reactor_lag(empty, empty)
+    assert lag["worst_s"] is None and lag["ticks"] == 0
+    assert lag["worst_at_most_s"] != lag["worst_at_most_s"], "NaN: not measured"
