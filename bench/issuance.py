@@ -256,6 +256,8 @@ def read_lag(stack: Stack) -> dict:
         raise RuntimeError(f"/metrics answered {status}")
     buckets: dict[float, float] = {}
     requests: dict[str, float] = {}
+    gc_worst: dict[str, float] = {}
+    gc_counts: dict[str, float] = {}
     worst = busy = math.nan
     for line in raw.decode().splitlines():
         if line.startswith("jobhost_reactor_lag_seconds_bucket{"):
@@ -265,10 +267,15 @@ def read_lag(stack: Stack) -> dict:
             worst = float(line.rsplit(" ", 1)[1])
         elif line.startswith("jobhost_reactor_lag_busy_max_seconds "):
             busy = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("jobhost_gc_pause_max_seconds{"):
+            gc_worst[line.split('generation="', 1)[1].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("jobhost_gc_collections_total{"):
+            gc_counts[line.split('generation="', 1)[1].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
         elif line.startswith("jobhost_acme_requests_total{"):
             endpoint = line.split('endpoint="', 1)[1].split('"', 1)[0]
             requests[endpoint] = requests.get(endpoint, 0.0) + float(line.rsplit(" ", 1)[1])
-    return {"max_s": worst, "busy_max_s": busy, "buckets": buckets, "acme_requests": requests}
+    return {"max_s": worst, "busy_max_s": busy, "buckets": buckets, "acme_requests": requests,
+            "gc_pause_max_s": gc_worst, "gc_collections": gc_counts}
 
 
 def reactor_lag(before: dict, after: dict, threshold: float = 0.02) -> dict:
@@ -290,6 +297,10 @@ def reactor_lag(before: dict, after: dict, threshold: float = 0.02) -> dict:
     requests = {k: int(v - before["acme_requests"].get(k, 0.0)) for k, v in sorted(after["acme_requests"].items())}
     return {
         "acme_requests": {k: v for k, v in requests.items() if v},
+        # Collections during the interval by generation; the longest since start (not per interval).
+        "gc_collections": {g: int(n - before.get("gc_collections", {}).get(g, 0.0))
+                           for g, n in sorted(after.get("gc_collections", {}).items())},
+        "gc_pause_max_since_start_s": after.get("gc_pause_max_s", {}),
         "worst_s": after["max_s"] if grew else None,
         # The part of a stall the reactor thread can have spent running (at most its CPU time
         # between the two ticks); the rest it waited for a CPU (or the GIL): machine load.
@@ -499,6 +510,10 @@ def main(argv: list[str] | None = None) -> int:
             + "the reactor thread ran: "
             + (f"{fmt_ms(lag['worst_busy_s'])} ms" if lag["worst_busy_s"] is not None
                else f"<= {fmt_ms(lag['worst_busy_at_most_s'])} ms"))
+        if lag.get("gc_collections"):
+            print(f"  garbage collections during the repeats by generation: {lag['gc_collections']}; longest "
+                  f"since start: " + ", ".join(f"gen {g} {fmt_ms(v)} ms"
+                                              for g, v in sorted(lag["gc_pause_max_since_start_s"].items())))
         if "reference_lego" in result:
             ref = result["reference_lego"]
             if "error" in ref:

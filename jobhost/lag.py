@@ -22,6 +22,18 @@ Each tick's lag is
   stall at once, later ones at most one line per ``report_interval`` seconds
   (the line says how many stalls there were since the last line and the worst).
 
+The one stall the monitor also prevents is the garbage collector's: a full
+(generation 2) collection walks every tracked object, about 80,000 of them in a
+running daemon (most made at import and start-up and alive for good), which
+took 30 ms of CPU on the project's machine and 120 ms on it under load, in one
+go on the reactor thread, while a burst of issuance allocates enough to trigger
+one.  With ``freeze_heap`` the monitor calls ``gc.freeze()`` when it starts
+(when the reactor runs the service tree): what exists then is moved out of the
+collector's sight, and later full collections walk only what was made since
+(a few thousand objects, about 5 ms under the same load).  Start-up objects
+that become cyclic garbage later are then never freed; there are few of them.
+:class:`GcPauses` measures every collection for ``/metrics``.
+
 The timer is re-armed from each tick (``callLater(interval)``), not a
 ``LoopingCall``: a ``LoopingCall`` skips the intervals a stall swallowed and
 reports the next tick relative to its own grid, which hides how late the tick
@@ -30,6 +42,7 @@ really fired.  The tick does a few arithmetic operations, 10-20 times a second.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import deque
 from typing import Callable
@@ -53,6 +66,10 @@ class LagMonitor(Service):
         recent_window: Seconds :meth:`recent_worst` looks back.
         observe: Called with every tick's lag in seconds (a histogram), or None.
         cpu_clock: The reactor thread's CPU time in seconds (``time.thread_time``).
+        freeze_heap: Call ``freeze`` (``gc.freeze``) once when the service starts (see
+            the module docstring); the daemon sets it, tests need not.
+        freeze: What freezes the heap.
+        gc_pauses: A :class:`GcPauses` installed while the service runs, or None.
         worst: The worst lag seen since start, in seconds.
         worst_busy: The worst busy part of a lag since start: ``min(lag, CPU time the
             reactor thread used since the previous tick)``.
@@ -69,6 +86,9 @@ class LagMonitor(Service):
     recent_window: float = 60.0
     observe: Callable[[float], None] | None = None
     cpu_clock: Callable[[], float] = time.thread_time
+    freeze_heap: bool = False
+    freeze: Callable[[], None] = gc.freeze
+    gc_pauses: GcPauses | None = None
     worst: float = attrs.field(default=0.0, init=False)
     worst_busy: float = attrs.field(default=0.0, init=False)
     ticks: int = attrs.field(default=0, init=False)
@@ -90,13 +110,19 @@ class LagMonitor(Service):
         self._recent = deque(maxlen=int(self.recent_window) + 1)
 
     def startService(self) -> None:
-        """Arm the first tick."""
+        """Freeze the start-up heap (with ``freeze_heap``) and arm the first tick."""
         super().startService()
+        if self.freeze_heap:
+            self.freeze()
+        if self.gc_pauses is not None:
+            self.gc_pauses.install()
         self._arm()
 
     def stopService(self) -> None:
-        """Cancel the pending tick."""
+        """Cancel the pending tick; stop timing collections."""
         super().stopService()
+        if self.gc_pauses is not None:
+            self.gc_pauses.uninstall()
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
@@ -167,4 +193,49 @@ class LagMonitor(Service):
         )
 
 
-__all__ = ["LagMonitor"]
+@attrs.define(eq=False)
+class GcPauses:
+    """Times every garbage collection (``gc.callbacks``): how long the collector held the thread.
+
+    Attributes:
+        clock: A high-resolution timer (``time.perf_counter``): collections are real work, not
+            reactor time.
+        observe: Called with ``(generation, seconds)`` after each collection, or None.
+        worst: The longest pause per generation since :meth:`install`, in seconds.
+        counts: Collections per generation since :meth:`install`.
+    """
+
+    clock: Callable[[], float] = time.perf_counter
+    observe: Callable[[int, float], None] | None = None
+    worst: list = attrs.field(factory=lambda: [0.0, 0.0, 0.0], init=False)
+    counts: list = attrs.field(factory=lambda: [0, 0, 0], init=False)
+    _started: float | None = attrs.field(default=None, init=False, repr=False)
+
+    def install(self) -> None:
+        """Start timing collections (every thread's: the collector runs in whichever allocates)."""
+        if self.callback not in gc.callbacks:
+            gc.callbacks.append(self.callback)
+
+    def uninstall(self) -> None:
+        """Stop timing collections."""
+        if self.callback in gc.callbacks:
+            gc.callbacks.remove(self.callback)
+
+    def callback(self, phase: str, info: dict) -> None:
+        """The ``gc.callbacks`` entry: ``phase`` is ``"start"`` or ``"stop"``."""
+        if phase == "start":
+            self._started = self.clock()
+            return
+        if self._started is None:
+            return  # installed during a collection
+        pause = self.clock() - self._started
+        self._started = None
+        generation = info["generation"]
+        self.counts[generation] += 1
+        if pause > self.worst[generation]:
+            self.worst[generation] = pause
+        if self.observe is not None:
+            self.observe(generation, pause)
+
+
+__all__ = ["GcPauses", "LagMonitor"]

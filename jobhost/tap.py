@@ -15,7 +15,8 @@ listeners close before the issuing service stops and the store closes last)::
       (events)               webhooks, when [events] webhook_url is set
       issuing                IssuingService: issues and renews, store-driven
       store-stats            StoreStatsService: refreshes the store-derived metrics
-      reactor-lag            LagMonitor: how late the reactor runs a timer (its stalls), /metrics
+      reactor-lag            LagMonitor: how late the reactor runs a timer (its stalls), /metrics;
+                             freezes the start-up heap (gc.freeze) and times collections
       http                   listener: ACME challenges, redirects to HTTPS
       https                  listener: SNI, per-hostname certificates, careers pages
       admin                  listener: JSON admin API (loopback by default)
@@ -654,9 +655,10 @@ def _build_admin(reactor, config: Config, *, store, domains, issuing, checks: Pr
 
 def _build_lag(reactor, metrics):
     """The reactor lag monitor, exported in /metrics."""
-    from jobhost.lag import LagMonitor
+    from jobhost.lag import GcPauses, LagMonitor
 
-    lag = LagMonitor(clock=reactor, observe=metrics.reactor_lag)
+    pauses = GcPauses()
+    lag = LagMonitor(clock=reactor, observe=metrics.reactor_lag, freeze_heap=True, gc_pauses=pauses)
     lag.setName("reactor-lag")
     metrics.register_gauge_source(
         "jobhost_reactor_lag_max_seconds", "The worst reactor lag since start (seconds).", (),
@@ -670,6 +672,14 @@ def _build_lag(reactor, metrics):
     metrics.register_gauge_source(
         "jobhost_reactor_lag_recent_max_seconds", "The worst reactor lag of the last minute (seconds).", (),
         lag.recent_worst,
+    )
+    metrics.register_gauge_source(
+        "jobhost_gc_pause_max_seconds", "The longest garbage collection since start, by generation (seconds).",
+        ("generation",), lambda: {(str(g),): pause for g, pause in enumerate(pauses.worst)},
+    )
+    metrics.register_counter_source(
+        "jobhost_gc_collections_total", "Garbage collections since start, by generation.",
+        ("generation",), lambda: {(str(g),): count for g, count in enumerate(pauses.counts)},
     )
     return lag
 

@@ -4,7 +4,7 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
-from jobhost.lag import LagMonitor
+from jobhost.lag import GcPauses, LagMonitor
 
 
 class FakeThreadTime:
@@ -205,3 +205,63 @@ def test_defaults():
         0.05, 0.02, 60.0, 60.0)
     assert monitor.cpu_clock is time.thread_time
     assert monitor.recent_worst() == 0.0
+
+
+def test_freeze_heap_freezes_once_at_start():
+    """With freeze_heap the start-up heap is frozen when the service starts, once; without it, never."""
+    frozen = []
+    clock, monitor, _ = _monitor(freeze_heap=True, freeze=lambda: frozen.append(True))
+    clock.advance(1.0)
+    assert frozen == [True]
+    _monitor(freeze=lambda: frozen.append(True))
+    assert frozen == [True]
+
+
+class FakePerfCounter:
+    """Stands in for time.perf_counter."""
+
+    def __init__(self) -> None:
+        self.seconds = 100.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+
+def test_gc_pauses_time_each_collection_by_generation():
+    """A collection's pause is stop minus start; the worst and the count are kept per generation."""
+    timer = FakePerfCounter()
+    observed = []
+    pauses = GcPauses(clock=timer, observe=lambda g, s: observed.append((g, s)))
+    for generation, pause in ((0, 0.001), (2, 0.03), (2, 0.01), (1, 0.004)):
+        pauses.callback("start", {"generation": generation})
+        timer.seconds += pause
+        pauses.callback("stop", {"generation": generation, "collected": 0})
+    assert pauses.counts == [1, 1, 2]
+    assert pauses.worst == [pytest.approx(0.001), pytest.approx(0.004), pytest.approx(0.03)]
+    assert [g for g, _ in observed] == [0, 2, 2, 1]
+
+
+def test_a_stop_without_a_start_is_ignored():
+    """Installed in the middle of a collection, the first stop has no start to measure from."""
+    pauses = GcPauses(clock=FakePerfCounter())
+    pauses.callback("stop", {"generation": 2})
+    assert pauses.counts == [0, 0, 0]
+
+
+def test_gc_pauses_see_real_collections_while_the_monitor_runs():
+    """The monitor installs the timer on start and removes it on stop; real collections are counted between."""
+    import gc
+
+    pauses = GcPauses()
+    clock, monitor, _ = _monitor(gc_pauses=pauses)
+    gc.collect()
+    assert pauses.counts[2] >= 1 and pauses.worst[2] > 0
+    monitor.stopService()
+    assert pauses.callback not in gc.callbacks
+    counted = list(pauses.counts)
+    gc.collect()
+    assert pauses.counts == counted
+    pauses.install()
+    pauses.install()
+    assert gc.callbacks.count(pauses.callback) == 1, "installing twice registers once"
+    pauses.uninstall()

@@ -614,7 +614,13 @@ def test_reactor_lag_reaches_metrics(tmp_path):
         {"listen": {"http": "tcp:0", "https": "tcp:0", "admin": "tcp:0:interface=127.0.0.1"},
          "preflight": {"addresses": ["127.0.0.1"]}}, tmp_path))
     assert parts.root.getServiceNamed("reactor-lag") is parts.lag
+    assert parts.lag.freeze_heap, "the daemon freezes its start-up heap"
+    frozen = []
+    parts.lag.freeze = lambda: frozen.append(True)  # not the test process's heap
     parts.lag.startService()
+    assert frozen == [True]
+    parts.lag.gc_pauses.callback("start", {"generation": 2})
+    parts.lag.gc_pauses.callback("stop", {"generation": 2})
     reactor.advance(parts.lag.interval + 0.03)  # one tick, 30 ms late
     parts.lag.stopService()
     text = parts.metrics.exposition().decode()
@@ -625,3 +631,5 @@ def test_reactor_lag_reaches_metrics(tmp_path):
     assert float(values["jobhost_reactor_lag_max_seconds"]) == pytest.approx(0.03)
     assert float(values["jobhost_reactor_lag_recent_max_seconds"]) == pytest.approx(0.03)
     assert "jobhost_reactor_lag_busy_max_seconds" in values
+    assert float(values['jobhost_gc_collections_total{generation="2"}']) >= 1
+    assert 'jobhost_gc_pause_max_seconds{generation="0"}' in values
