@@ -360,22 +360,31 @@ class StatusTests(_Base):
         self.assertEqual([r.path for r in self.ca.requests if r.path.startswith("/dir")], ["/dir", "/dir2"])
         self.assertEqual([r.path for r in self.ca.posts()], ["/order"])
 
-    def test_answers_are_logged_with_their_time(self) -> None:
-        """Every answer is logged at debug level with method, URL, status and the seconds it took."""
+    def test_fast_successful_answers_are_not_logged(self) -> None:
+        """A 2xx answer in under a second is counted (on_response), not logged; a 4xx one is logged."""
+        self.ca.script("/x", (204, {}, b""))
+        self.ca.script("/y", (404, {"Content-Type": "text/plain"}, b"gone"))
+        with capturedLogs() as events:
+            self.successResultOf(self.get(self.transport(), "/x"))
+            self.error(self.get(self.transport(), "/y"), AcmeTransportError)
+        self.assertEqual([(e["url"], e["code"]) for e in events if e.get("method") == "GET"], [(BASE + "/y", 404)])
+
+    def test_slow_answers_are_logged_with_their_time(self) -> None:
+        """An answer that took a second or more is logged at debug level with method, URL, status and seconds."""
 
         def slow(request: Any) -> Any:
-            self.clock.callLater(2.5, lambda: (request.setResponseCode(204), request.finish()))
+            self.clock.callLater(1.0, lambda: (request.setResponseCode(204), request.finish()))
             return NOT_DONE_YET
 
         self.ca.script("/x", slow)
         with capturedLogs() as events:
             d = self.get(self.transport(), "/x")
-            self.clock.advance(2.5)
+            self.clock.advance(1.0)
             self.stub.flush()
             self.successResultOf(d)
         (event,) = [e for e in events if e.get("method") == "GET"]
         self.assertEqual(event["log_level"], LogLevel.debug)
-        self.assertEqual((event["url"], event["code"], event["elapsed"]), (BASE + "/x", 204, 2.5))
+        self.assertEqual((event["url"], event["code"], event["elapsed"]), (BASE + "/x", 204, 1.0))
 
 
 class ReportingTests(_Base):

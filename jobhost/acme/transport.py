@@ -248,6 +248,8 @@ class JWSTransport:
         nonce_pool_size: How many unused nonces to keep (newest are used first).
         on_response: Called with ``(method, url, status)`` for every answer, status
             ``"error"`` when none came (for metrics); None for no reporting.
+        log_slower_than: Answers that took at least this many seconds, or that are not
+            2xx, are logged at debug level (method, URL, status, seconds).
     """
 
     log = Logger()
@@ -259,6 +261,7 @@ class JWSTransport:
     user_agent: str = "jobhost-acme/0.1 (treq)"
     nonce_pool_size: int = 32
     on_response: Any = None
+    log_slower_than: float = 1.0
     _nonces: list[str] = attrs.field(factory=list, init=False, repr=False)
 
     def get(self, url: str, accept: str = "application/json") -> Deferred:
@@ -402,13 +405,17 @@ class JWSTransport:
         code = response.code
         if self.on_response is not None:
             self.on_response(method, url, str(code))
-        self.log.debug(
-            "ACME {method} {url} -> {code} in {elapsed:.3f} s",
-            method=method,
-            url=url,
-            code=code,
-            elapsed=self.clock.seconds() - started,
-        )
+        elapsed = self.clock.seconds() - started
+        if elapsed >= self.log_slower_than or not 200 <= code < 300:
+            # Not every answer: ten a certificate, each a formatted line in twistd's log
+            # (it writes debug too) on the reactor thread; on_response counts them all.
+            self.log.debug(
+                "ACME {method} {url} -> {code} in {elapsed:.3f} s",
+                method=method,
+                url=url,
+                code=code,
+                elapsed=elapsed,
+            )
         if 200 <= code < 300:
             return AcmeResponse(url=url, code=code, headers=headers, body=body, retry_after=retry_after, links=links)
         content_type = (headers.getRawHeaders("content-type") or [""])[0].split(";")[0].strip().lower()
