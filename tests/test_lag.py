@@ -177,6 +177,7 @@ def test_start_and_stop_track_running():
 def test_busy_is_the_part_of_a_lag_the_reactor_thread_ran():
     """A 100 ms late tick after 30 ms of thread CPU was busy 30 ms; after 500 ms of CPU, busy all 100 ms."""
     cpu = FakeThreadTime()
+    cpu.seconds = 7.0  # a thread that has run before: only the difference counts
     clock, monitor, observed = _monitor(interval=0.05, cpu_clock=cpu)
     cpu.seconds += 0.03
     clock.advance(0.05 + 0.1)
