@@ -32,6 +32,14 @@ seconds; the measured round times are reported because they bound the
 resolution of each latency (a hostname served just after its probe is seen one
 round later).
 
+Reactor stalls: the daemon's lag monitor (:mod:`jobhost.lag`, a timer every
+50 ms that measures how late it fires) is read from ``/metrics`` on the admin
+listener before and after the measured repeats (:func:`reactor_lag`).  The
+worst stall during the repeats is exact when the worst-since-start grew during
+them (the new maximum happened then); otherwise it is at most the old maximum
+and the histogram's difference bounds it.  The histogram's difference also
+gives the number of ticks later than 20 ms during the repeats.
+
 The reference measured in the same run (``--lego``): Debian's ``lego`` ACME
 client obtaining one certificate per run from its own Pebble, ``--repeat``
 times (see :func:`lego_reference`).
@@ -78,7 +86,7 @@ SERVED, NOT_YET, ERROR = "served", "not yet", "error"
 
 
 def bench_config(http: int, https: int, admin: int, pebble: PebbleServer, max_in_flight: int,
-                 orders_per_window: int) -> str:
+                 orders_per_window: int, store: str = "directory:var/store") -> str:
     """jobhost's config for the benchmark: production defaults but for loopback ports and Pebble.
 
     Preflight (DNS A/AAAA/CNAME + CAA through challtestsrv) and the HTTP
@@ -88,7 +96,7 @@ def bench_config(http: int, https: int, admin: int, pebble: PebbleServer, max_in
     """
     return listen_section(http, https, admin) + f"""
 [store]
-url = "directory:var/store"
+url = "{store}"
 
 [acme]
 directory = "{pebble.directory_url}"
@@ -111,11 +119,13 @@ node_id = "bench-node"
 """
 
 
-def start_stack(workdir: Path, max_in_flight: int, orders_per_window: int, nonce_reject: int) -> Stack:
+def start_stack(workdir: Path, max_in_flight: int, orders_per_window: int, nonce_reject: int,
+                store: str = "directory:var/store") -> Stack:
     """Pebble + challtestsrv + ``twistd -n jobhost`` with :func:`bench_config`; stop it with ``Stack.stop``."""
     return Stack.start_with(
         workdir,
-        lambda http, https, admin, pebble: bench_config(http, https, admin, pebble, max_in_flight, orders_per_window),
+        lambda http, https, admin, pebble: bench_config(http, https, admin, pebble, max_in_flight, orders_per_window,
+                                                        store),
         nonce_reject=nonce_reject,
     )
 
@@ -218,6 +228,91 @@ def run_round(stack: Stack, prober: Prober, hostnames: list[str], timeout: float
     }
 
 
+def probe_cost(stack: Stack, prober: Prober, run_id: str, workers: int, names: int = 20, rounds: int = 15) -> dict:
+    """jobhost's CPU per "not yet" probe: ``names`` unregistered hostnames probed ``rounds`` times.
+
+    The measured run's probes of hostnames still waiting for their certificate
+    get the fallback the same way (a held ClientHello, a store look-up on the
+    first probe, the negative cache after it), so probes x this figure
+    estimates the part of the run's CPU that served probes, not issuance.
+    """
+    hostnames = [f"calibrate-{i}.{run_id}.bench.test" for i in range(names)]
+    pid = stack.daemon.process.pid
+    outcomes = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        before = cpu_seconds(pid)
+        for _ in range(rounds):
+            outcomes += [outcome for outcome, _, _ in pool.map(prober.probe, hostnames)]
+        spent = cpu_seconds(pid) - before
+    count = len(outcomes)
+    return {"probes": count, "not_yet": outcomes.count(NOT_YET), "cpu_s": spent,
+            "cpu_per_probe_s": spent / count if count else math.nan}
+
+
+def read_lag(stack: Stack) -> dict:
+    """The reactor lag monitor's figures from ``/metrics``: worst since start, ticks per bucket."""
+    status, raw = stack.api_raw("GET", "/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}")
+    buckets: dict[float, float] = {}
+    requests: dict[str, float] = {}
+    gc_worst: dict[str, float] = {}
+    gc_counts: dict[str, float] = {}
+    worst = busy = math.nan
+    for line in raw.decode().splitlines():
+        if line.startswith("jobhost_reactor_lag_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(bound)] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("jobhost_reactor_lag_max_seconds "):
+            worst = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("jobhost_reactor_lag_busy_max_seconds "):
+            busy = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("jobhost_gc_pause_max_seconds{"):
+            gc_worst[line.split('generation="', 1)[1].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("jobhost_gc_collections_total{"):
+            gc_counts[line.split('generation="', 1)[1].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("jobhost_acme_requests_total{"):
+            endpoint = line.split('endpoint="', 1)[1].split('"', 1)[0]
+            requests[endpoint] = requests.get(endpoint, 0.0) + float(line.rsplit(" ", 1)[1])
+    return {"max_s": worst, "busy_max_s": busy, "buckets": buckets, "acme_requests": requests,
+            "gc_pause_max_s": gc_worst, "gc_collections": gc_counts}
+
+
+def reactor_lag(before: dict, after: dict, threshold: float = 0.02) -> dict:
+    """The reactor's stalls between two :func:`read_lag` readings.
+
+    Returns ``worst_s`` (exact when the maximum grew, else None), ``worst_at_most_s``
+    (the smallest histogram bound holding every tick of the interval), ``ticks`` and
+    ``ticks_over_threshold``.
+    """
+    if not after["buckets"]:  # a daemon without the lag monitor (an older commit)
+        return {"acme_requests": {}, "worst_s": None, "worst_busy_s": None, "worst_at_most_s": math.nan,
+                "worst_busy_at_most_s": math.nan, "ticks": 0, "ticks_over_threshold": 0, "threshold_s": threshold}
+    bounds = sorted(after["buckets"])
+    delta = {b: after["buckets"][b] - before["buckets"].get(b, 0.0) for b in bounds}
+    ticks = delta[bounds[-1]] if bounds else 0.0
+    at_most = next((b for b in bounds if delta[b] >= ticks), math.inf) if ticks else 0.0
+    under = max((delta[b] for b in bounds if b <= threshold), default=0.0)
+    grew = after["max_s"] > before["max_s"]
+    requests = {k: int(v - before["acme_requests"].get(k, 0.0)) for k, v in sorted(after["acme_requests"].items())}
+    return {
+        "acme_requests": {k: v for k, v in requests.items() if v},
+        # Collections during the interval by generation; the longest since start (not per interval).
+        "gc_collections": {g: int(n - before.get("gc_collections", {}).get(g, 0.0))
+                           for g, n in sorted(after.get("gc_collections", {}).items())},
+        "gc_pause_max_since_start_s": after.get("gc_pause_max_s", {}),
+        "worst_s": after["max_s"] if grew else None,
+        # The part of a stall the reactor thread can have spent running (at most its CPU time
+        # between the two ticks); the rest it waited for a CPU (or the GIL): machine load.
+        "worst_busy_s": after["busy_max_s"] if after["busy_max_s"] > before["busy_max_s"] else None,
+        "worst_busy_at_most_s": after["busy_max_s"],
+        "worst_at_most_s": min(at_most, after["max_s"]),
+        "ticks": int(ticks),
+        "ticks_over_threshold": int(ticks - under),
+        "threshold_s": threshold,
+    }
+
+
 def lego_reference(workdir: Path, repeat: int, timeout: float, nonce_reject: int) -> dict:
     """The same measurement's reference: ``lego run`` for one fresh hostname, ``repeat`` times.
 
@@ -270,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nonce-reject", type=int, default=0,
                         help="PEBBLE_WFE_NONCEREJECT percent (0; the tests use 5)")
     parser.add_argument("--no-warmup", action="store_true", help="measure the account creation too")
+    parser.add_argument("--store", default="directory:var/store",
+                        help="[store] url (directory:var/store, the figures so far; sqlite:var/jobhost.db is "
+                             "the daemon's default)")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("--lego", action="store_true",
                         help="also measure lego (a Go ACME client) against its own Pebble, --repeat times, "
@@ -292,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             "timeout_s": args.timeout, "probe_workers": args.probe_workers,
             "probe_interval_s": args.probe_interval, "register_concurrency": args.register_concurrency,
             "pebble_nonce_reject_percent": args.nonce_reject, "orders_per_window": orders_per_window,
-            "preflight": True, "self_check": True,
+            "preflight": True, "self_check": True, "store": args.store,
         },
     }
     run_id = secrets.token_hex(3)
@@ -301,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             workdir = Path(args.keep)
             workdir.mkdir(parents=True)
-        stack = start_stack(workdir, args.max_in_flight, orders_per_window, args.nonce_reject)
+        stack = start_stack(workdir, args.max_in_flight, orders_per_window, args.nonce_reject, args.store)
         try:
             pebble_env = Path(f"/proc/{stack.pebble.process.pid}/environ").read_bytes().split(b"\0")
             result["config"]["pebble_va_nosleep"] = b"PEBBLE_VA_NOSLEEP=1" in pebble_env
@@ -311,16 +409,18 @@ def main(argv: list[str] | None = None) -> int:
                                  args.probe_workers, args.probe_interval, args.register_concurrency)
                 result["warmup"] = {"latency_s": warm["latencies_s"][0] if warm["latencies_s"] else None,
                                     "probe_errors": warm["probe_errors"]}
+            result["probe_cost"] = probe_cost(stack, prober, run_id, args.probe_workers)
             daemon_pid, pebble_pid = stack.daemon.process.pid, stack.pebble.process.pid
             profiler = None
             if args.py_spy:
                 profiler = subprocess.Popen(
-                    ["py-spy", "record", "-p", str(daemon_pid), "-r", "250", "-f", "raw", "-o", args.py_spy,
+                    ["py-spy", "record", "--nonblocking", "-p", str(daemon_pid), "-r", "250", "-f", "raw", "-o", args.py_spy,
                      "-d", str(int(args.timeout * args.repeat) + 10)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                 )
                 time.sleep(1.0)
             try:
+                lag_before = read_lag(stack)
                 cpu_before = cpu_seconds(daemon_pid), cpu_seconds(pebble_pid)
                 measured_start = time.monotonic()
                 repeats = []
@@ -330,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
                                              args.probe_interval, args.register_concurrency))
                 measured = time.monotonic() - measured_start
                 cpu_after = cpu_seconds(daemon_pid), cpu_seconds(pebble_pid)
+                lag = reactor_lag(lag_before, read_lag(stack))
             finally:
                 if profiler is not None and profiler.poll() is None:
                     profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
@@ -362,6 +463,12 @@ def main(argv: list[str] | None = None) -> int:
                           "max": max((r["max"] for r in rounds), default=math.nan)},
         "measured_s": measured,
         "cpu_s": {"jobhost": cpu_after[0] - cpu_before[0], "pebble": cpu_after[1] - cpu_before[1]},
+        "cpu_per_certificate_s": (cpu_after[0] - cpu_before[0]) / total,
+        "cpu_per_certificate_without_probes_s": (
+            cpu_after[0] - cpu_before[0]
+            - sum(r["probes"] for r in repeats) * result["probe_cost"]["cpu_per_probe_s"]
+        ) / total,
+        "reactor_lag": lag,
         "post_duration_s": summary([x for r in repeats for x in r["post_durations_s"]]),
     })
     ok = len(latencies) == total and not errors
@@ -390,6 +497,23 @@ def main(argv: list[str] | None = None) -> int:
               f"{fmt_ms(result['post_duration_s']['median'])} ms, p90 {fmt_ms(result['post_duration_s']['p90'])} ms")
         print(f"  CPU during the measured repeats ({measured:.1f} s, probing included): "
               f"jobhost {result['cpu_s']['jobhost']:.2f} s, pebble {result['cpu_s']['pebble']:.2f} s")
+        cost = result["probe_cost"]
+        print(f"  jobhost CPU per certificate (probing included): {fmt_ms(result['cpu_per_certificate_s'])} ms; "
+              f"without the probes (estimate: {result['probes']} probes x "
+              f"{fmt_ms(cost['cpu_per_probe_s'])} ms, the CPU per probe of {cost['probes']} fallback probes "
+              f"measured before): {fmt_ms(result['cpu_per_certificate_without_probes_s'])} ms")
+        print(f"  ACME requests during the repeats: {sum(lag['acme_requests'].values())} ({lag['acme_requests']})")
+        worst = lag["worst_s"]
+        print(f"  reactor lag during the repeats ({lag['ticks']} ticks of the 50 ms monitor): worst "
+              + (f"{fmt_ms(worst)} ms" if worst is not None else f"<= {fmt_ms(lag['worst_at_most_s'])} ms")
+              + f"; {lag['ticks_over_threshold']} tick(s) later than {fmt_ms(lag['threshold_s'])} ms; worst part "
+            + "the reactor thread ran: "
+            + (f"{fmt_ms(lag['worst_busy_s'])} ms" if lag["worst_busy_s"] is not None
+               else f"<= {fmt_ms(lag['worst_busy_at_most_s'])} ms"))
+        if lag.get("gc_collections"):
+            print(f"  garbage collections during the repeats by generation: {lag['gc_collections']}; longest "
+                  f"since start: " + ", ".join(f"gen {g} {fmt_ms(v)} ms"
+                                              for g, v in sorted(lag["gc_pause_max_since_start_s"].items())))
         if "reference_lego" in result:
             ref = result["reference_lego"]
             if "error" in ref:
@@ -405,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-__all__ = ["Prober", "bench_config", "lego_reference", "main", "run_round", "start_stack"]
+__all__ = ["Prober", "bench_config", "lego_reference", "main", "reactor_lag", "read_lag", "run_round",
+           "start_stack"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,6 +37,12 @@ name                                               type       labels / meaning
 ``jobhost_cert_cache_broken_hostnames``            gauge      hostnames the SNI cache serves the
                                                               fallback because their certificate
                                                               is unusable: same
+``jobhost_reactor_lag_seconds``                    histogram  how late each tick of the reactor
+                                                              lag monitor fired
+                                                              (:mod:`jobhost.lag`)
+``jobhost_reactor_lag_max_seconds``                gauge      the worst such lag since start;
+                                                              ``..._recent_max_seconds``: of the
+                                                              last minute (via gauge sources)
 =================================================  =========  ====================================
 
 The store-derived gauges (``jobhost_domains`` ... ``jobhost_store_broken_records``)
@@ -92,6 +98,9 @@ CERT_CACHE_RESULTS = ("hit", "miss")
 
 #: Buckets of ``jobhost_issuance_seconds``: an order takes seconds to minutes.
 ISSUANCE_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
+
+#: Reactor lag buckets (seconds): fine around the 20 ms a stall may take at most.
+LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, float("inf"))
 
 #: Label values of ``jobhost_store_broken_records``: which kind of record is unusable.
 BROKEN_RECORD_KINDS = ("domain", "certificate")
@@ -270,6 +279,7 @@ class Metrics:
     issuance_seconds: Histogram = attrs.field(init=False)
     acme_requests: Counter = attrs.field(init=False)
     rate_limited_total: Counter = attrs.field(init=False)
+    reactor_lag_seconds: Histogram = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         r = self.registry
@@ -293,6 +303,12 @@ class Metrics:
         )
         self.rate_limited_total = Counter(
             "jobhost_rate_limited", "Attempts refused by a CA rate limit or the local order budget.", registry=r
+        )
+        self.reactor_lag_seconds = Histogram(
+            "jobhost_reactor_lag_seconds",
+            "How late each tick of the reactor lag monitor fired (how long the reactor stalled).",
+            buckets=LAG_BUCKETS,
+            registry=r,
         )
         r.register(_StoreStatsCollector(self))
         r.register(self._sources)
@@ -318,6 +334,10 @@ class Metrics:
         Use a status of ``"error"`` when no HTTP answer came back.
         """
         self.acme_requests.labels(endpoint=endpoint, status=str(status)).inc()
+
+    def reactor_lag(self, seconds: float) -> None:
+        """Record one reactor lag monitor tick that fired ``seconds`` late."""
+        self.reactor_lag_seconds.observe(seconds)
 
     def rate_limited(self) -> None:
         """Count one attempt refused by a rate limit."""
@@ -509,6 +529,7 @@ __all__ = [
     "CONTENT_TYPE_LATEST",
     "EXPIRY_WINDOWS",
     "ISSUANCE_BUCKETS",
+    "LAG_BUCKETS",
     "Metrics",
     "SourceValue",
     "StoreStatsService",

@@ -63,6 +63,7 @@ unchanged.
 from __future__ import annotations
 
 import enum
+import errno
 import ipaddress
 from typing import Any, Iterable, Sequence
 
@@ -257,6 +258,36 @@ def _to_ca_identifiers(values: Iterable[Any]) -> tuple[str, ...]:
         if name not in out:
             out.append(name)
     return tuple(out)
+
+
+class _QuietDNSDatagramProtocol(dns.DNSDatagramProtocol):
+    """A DNS client protocol that does not log "Starting protocol" / "Stopping protocol"."""
+
+    noisy = False
+
+
+class QuietResolver(client.Resolver):
+    """``twisted.names.client.Resolver``, one fresh UDP port per query as before, minus two log lines each.
+
+    The resolver binds a new randomly chosen source port for every query (a defence
+    against spoofed answers, kept here).  Its protocol logs its start and stop, so a
+    preflight (about six queries: A, AAAA, CAA up the tree) wrote a dozen lines of
+    "Starting protocol <...>" to the log per hostname, each formatted and written on
+    the reactor thread.
+    """
+
+    def _connectedProtocol(self, interface: str = "") -> dns.DNSDatagramProtocol:
+        failures = 0
+        proto = _QuietDNSDatagramProtocol(self, reactor=self._reactor)
+        while True:
+            try:
+                self._reactor.listenUDP(dns.randomSource(), proto, interface=interface)
+            except net_error.CannotListenError as e:
+                failures += 1
+                if getattr(e.socketError, "errno", None) == errno.EMFILE or failures >= 1000:
+                    raise  # out of file descriptors, or no free port: as client.Resolver does
+            else:
+                return proto
 
 
 def resolver_servers(resolvers: Iterable[str]) -> list[tuple[str, int]]:
@@ -504,9 +535,9 @@ class Preflight:
             )
         schedule = _retry_schedule(timeout)
         if servers:
-            resolver = client.Resolver(servers=servers, timeout=schedule, reactor=reactor)
+            resolver = QuietResolver(servers=servers, timeout=schedule, reactor=reactor)
         else:
-            resolver = client.Resolver(resolv=RESOLV_CONF, timeout=schedule, reactor=reactor)
+            resolver = QuietResolver(resolv=RESOLV_CONF, timeout=schedule, reactor=reactor)
         return cls(
             resolver=resolver,
             addresses=addresses,
@@ -904,5 +935,6 @@ __all__ = [
     "PreflightReason",
     "PreflightResult",
     "ReasonCode",
+    "QuietResolver",
     "resolver_servers",
 ]

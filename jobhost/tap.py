@@ -15,6 +15,8 @@ listeners close before the issuing service stops and the store closes last)::
       (events)               webhooks, when [events] webhook_url is set
       issuing                IssuingService: issues and renews, store-driven
       store-stats            StoreStatsService: refreshes the store-derived metrics
+      reactor-lag            LagMonitor: how late the reactor runs a timer (its stalls), /metrics;
+                             freezes the start-up heap (gc.freeze) and times collections
       http                   listener: ACME challenges, redirects to HTTPS
       https                  listener: SNI, per-hostname certificates, careers pages
       admin                  listener: JSON admin API (loopback by default)
@@ -367,6 +369,7 @@ class Parts:
         admin: The admin API.
         listeners: The http, https and admin listeners, in that order.
         workers: The :class:`jobhost.workers.WorkerSupervisor` with ``[server] workers`` > 1, else None.
+        lag: The reactor lag monitor (:class:`jobhost.lag.LagMonitor`).
     """
 
     config: Config
@@ -383,6 +386,7 @@ class Parts:
     admin: AdminParts
     listeners: tuple[ListenerService, ...]
     workers: Any = None
+    lag: Any = None
 
     def health(self) -> dict:
         """``/healthz``'s listener and CA parts (what the admin API reports beside the store)."""
@@ -702,6 +706,37 @@ def _build_admin(reactor, config: Config, *, store, domains, issuing, checks: Pr
     return AdminParts(resource=resource, site=admin_site(resource, clock=reactor), stats=stats)
 
 
+def _build_lag(reactor, metrics):
+    """The reactor lag monitor, exported in /metrics."""
+    from jobhost.lag import GcPauses, LagMonitor
+
+    pauses = GcPauses()
+    lag = LagMonitor(clock=reactor, observe=metrics.reactor_lag, freeze_heap=True, gc_pauses=pauses)
+    lag.setName("reactor-lag")
+    metrics.register_gauge_source(
+        "jobhost_reactor_lag_max_seconds", "The worst reactor lag since start (seconds).", (),
+        lambda: lag.worst,
+    )
+    metrics.register_gauge_source(
+        "jobhost_reactor_lag_busy_max_seconds",
+        "The worst part of a reactor lag the reactor thread spent running, since start (seconds).", (),
+        lambda: lag.worst_busy,
+    )
+    metrics.register_gauge_source(
+        "jobhost_reactor_lag_recent_max_seconds", "The worst reactor lag of the last minute (seconds).", (),
+        lag.recent_worst,
+    )
+    metrics.register_gauge_source(
+        "jobhost_gc_pause_max_seconds", "The longest garbage collection since start, by generation (seconds).",
+        ("generation",), lambda: {(str(g),): pause for g, pause in enumerate(pauses.worst)},
+    )
+    metrics.register_counter_source(
+        "jobhost_gc_collections_total", "Garbage collections since start, by generation.",
+        ("generation",), lambda: {(str(g),): count for g, count in enumerate(pauses.counts)},
+    )
+    return lag
+
+
 def _build_listeners(reactor, config: Config, *, web: WebParts, admin_site,
                      accept_public: bool = True) -> tuple[ListenerService, ...]:
     """[listen]: one listener per endpoint string; [limits] backlog for the public ones.
@@ -771,7 +806,8 @@ def build_parts(reactor, config: Config) -> Parts:
     if isinstance(events, WebhookNotifier):  # it delivers in the background
         # Before the issuing service and the admin listener, so it stops after both.
         children.append(_CallOnStop("events", events.close))
-    children += [issuing, admin.stats, *listeners]
+    lag = _build_lag(reactor, metrics)
+    children += [issuing, admin.stats, lag, *listeners]
     if workers > 1:
         supervisor.append(_build_workers(reactor, config, workers, listeners, metrics))
         caches.fanout.attach(supervisor[0])
@@ -783,6 +819,7 @@ def build_parts(reactor, config: Config) -> Parts:
         config=config, root=root, store=store, domains=domains, metrics=metrics, caches=caches, client=client,
         events=events, checks=checks, issuing=issuing, web=web, admin=admin, listeners=tuple(listeners),
         workers=supervisor[0] if supervisor else None,
+        lag=lag,
     )
 
 

@@ -635,6 +635,21 @@ class ConnectionTests(TestCase):
         d.addCallback(lambda e: self.assertEqual(e.url, f"https://127.0.0.1:{port}/dir"))
         return d
 
+    def test_the_pool_keeps_a_connection_per_request_in_flight(self) -> None:
+        """create() keeps 32 idle connections to the CA (Twisted's default, 2, means a TLS handshake per request)."""
+        from twisted.internet import reactor
+
+        client = AcmeClient.create(reactor, "https://127.0.0.1:14000/dir")
+        self.addCleanup(client.close)
+        self.assertEqual(client.pool.maxPersistentPerHost, 32)
+        from jobhost.httpclient import AgentRequester
+
+        self.assertIsInstance(client.http_client, AgentRequester)  # not treq: less CPU per request
+        self.assertIs(client.http_client.agent._pool, client.pool)
+        small = AcmeClient.create(reactor, "https://127.0.0.1:14000/dir", max_connections=3)
+        self.addCleanup(small.close)
+        self.assertEqual(small.pool.maxPersistentPerHost, 3)
+
     def test_unreadable_ca_bundle_is_config_error(self) -> None:
         """A CA bundle that cannot be read names [acme] ca_bundle."""
         from twisted.internet import reactor

@@ -28,7 +28,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from jobhost.acme.transport import JWSTransport, jws_algorithm, parse_link_header
+from jobhost.acme.transport import JWSTransport, jws_algorithm, parse_link_header, sign_jws
 from jobhost.certs import generate_private_key
 from jobhost.errors import AcmeProblem, AcmeTransportError
 
@@ -360,22 +360,31 @@ class StatusTests(_Base):
         self.assertEqual([r.path for r in self.ca.requests if r.path.startswith("/dir")], ["/dir", "/dir2"])
         self.assertEqual([r.path for r in self.ca.posts()], ["/order"])
 
-    def test_answers_are_logged_with_their_time(self) -> None:
-        """Every answer is logged at debug level with method, URL, status and the seconds it took."""
+    def test_fast_successful_answers_are_not_logged(self) -> None:
+        """A 2xx answer in under a second is counted (on_response), not logged; a 4xx one is logged."""
+        self.ca.script("/x", (204, {}, b""))
+        self.ca.script("/y", (404, {"Content-Type": "text/plain"}, b"gone"))
+        with capturedLogs() as events:
+            self.successResultOf(self.get(self.transport(), "/x"))
+            self.error(self.get(self.transport(), "/y"), AcmeTransportError)
+        self.assertEqual([(e["url"], e["code"]) for e in events if e.get("method") == "GET"], [(BASE + "/y", 404)])
+
+    def test_slow_answers_are_logged_with_their_time(self) -> None:
+        """An answer that took a second or more is logged at debug level with method, URL, status and seconds."""
 
         def slow(request: Any) -> Any:
-            self.clock.callLater(2.5, lambda: (request.setResponseCode(204), request.finish()))
+            self.clock.callLater(1.0, lambda: (request.setResponseCode(204), request.finish()))
             return NOT_DONE_YET
 
         self.ca.script("/x", slow)
         with capturedLogs() as events:
             d = self.get(self.transport(), "/x")
-            self.clock.advance(2.5)
+            self.clock.advance(1.0)
             self.stub.flush()
             self.successResultOf(d)
         (event,) = [e for e in events if e.get("method") == "GET"]
         self.assertEqual(event["log_level"], LogLevel.debug)
-        self.assertEqual((event["url"], event["code"], event["elapsed"]), (BASE + "/x", 204, 2.5))
+        self.assertEqual((event["url"], event["code"], event["elapsed"]), (BASE + "/x", 204, 1.0))
 
 
 class ReportingTests(_Base):
@@ -542,3 +551,42 @@ class ResponseTests(_Base):
         response = self.successResultOf(self.get(self.transport(), "/x"))
         self.assertEqual(response.header("link"), "<a>;rel=up")
         self.assertIsNone(response.header("location"))
+
+
+class SignJWSTests(SynchronousTestCase):
+    """sign_jws: what certbot's acme.jws reads back and verifies, for each key type ACME uses."""
+
+    def _keys(self):
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        yield jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+        yield jose.JWKEC(key=ec.generate_private_key(ec.SECP384R1()))
+        yield jose.JWKRSA(key=rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+    def test_signature_verifies_with_kid(self) -> None:
+        """With a kid the protected header holds alg, nonce, url and kid, no jwk; the signature verifies."""
+        nonce = jose.encode_b64jose(b"0123456789abcdef")
+        for key in self._keys():
+            signed = sign_jws(b'{"status": "deactivated"}', key=key, alg=jws_algorithm(key), nonce=nonce,
+                              url="https://ca.test/authz/1", kid="https://ca.test/acct/7")
+            parsed = jws.JWS.json_loads(signed)
+            self.assertTrue(parsed.verify(key.public_key()), key)
+            header = json.loads(jose.b64decode(json.loads(signed)["protected"]))
+            self.assertEqual(header, {"alg": jws_algorithm(key).name, "nonce": nonce,
+                                      "url": "https://ca.test/authz/1", "kid": "https://ca.test/acct/7"})
+            self.assertEqual(parsed.payload, b'{"status": "deactivated"}')
+            if isinstance(key, jose.JWKEC):
+                other = jose.JWKEC(key=ec.generate_private_key(key.key.curve))
+                self.assertFalse(parsed.verify(other.public_key()), "another key of the curve does not verify")
+
+    def test_without_kid_the_public_key_is_sent(self) -> None:
+        """Without a kid (newAccount) the header carries the public jwk, and the JWS verifies with it alone."""
+        for key in self._keys():
+            signed = sign_jws(b"", key=key, alg=jws_algorithm(key), nonce="bm9uY2U", url="https://ca.test/new-acct",
+                              kid=None)
+            parsed = jws.JWS.json_loads(signed)
+            self.assertTrue(parsed.verify())  # with the jwk from the header
+            header = json.loads(jose.b64decode(json.loads(signed)["protected"]))
+            self.assertNotIn("kid", header)
+            self.assertEqual(jose.JWK.from_json(header["jwk"]), key.public_key())
+            self.assertEqual(json.loads(signed)["payload"], "", "POST-as-GET: empty payload")

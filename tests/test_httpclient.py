@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL
@@ -10,12 +11,13 @@ from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseNeverReceived
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from zope.interface import implementer
 
-from jobhost.httpclient import outgoing_http
+from jobhost.httpclient import AgentRequester, outgoing_http
 from jobhost.testing import TestCA
 
 
@@ -26,6 +28,25 @@ class _Peer(Resource):
 
     def render_GET(self, request):
         return str(request.getClientAddress().port).encode()
+
+
+@implementer(IOpenSSLContextFactory)
+class _Echo(Resource):
+    """POST echoes method, Content-Length and body; GET /old redirects to /new; GET /new says "new"."""
+
+    isLeaf = True
+
+    def render_POST(self, request):
+        if request.path == b"/old":
+            request.redirect(b"/new")
+            return b""
+        return b"%s %s %s" % (request.method, request.getHeader(b"content-length"), request.content.read())
+
+    def render_GET(self, request):
+        if request.path == b"/old":
+            request.redirect(b"/new")
+            return b""
+        return request.path + b" " + (request.getHeader(b"x-test") or b"-")
 
 
 @implementer(IOpenSSLContextFactory)
@@ -77,6 +98,68 @@ class OutgoingHTTPTests(TestCase):
         self.assertIsNotNone(http.pool)
         first, second = await self._peer_ports(http, f"http://127.0.0.1:{port}/")
         self.assertEqual(first, second, "the second request reused the first connection")
+
+    async def _concurrent_ports(self, http, url: str, count: int) -> set[bytes]:
+        async def one() -> bytes:
+            response = await http.client.get(url)
+            return await response.content()
+
+        return set(await gatherResults([Deferred.fromCoroutine(one()) for _ in range(count)]))
+
+    async def test_the_pool_keeps_max_per_host_connections(self):
+        """Five requests at once, then five more: with max_per_host=5 the second five reuse all five connections."""
+        port = self._serve()
+        url = f"http://127.0.0.1:{port}/"
+        http = self._client(max_per_host=5)
+        first = await self._concurrent_ports(http, url, 5)
+        self.assertEqual(len(first), 5, "five connections at once")
+        self.assertEqual(await self._concurrent_ports(http, url, 5), first)
+
+    async def test_the_default_pool_closes_connections_beyond_two(self):
+        """Twisted's default keeps two idle connections: of five at once, three are closed and made anew."""
+        port = self._serve()
+        url = f"http://127.0.0.1:{port}/"
+        http = self._client()
+        first = await self._concurrent_ports(http, url, 5)
+        second = await self._concurrent_ports(http, url, 5)
+        self.assertEqual(len(first & second), 2)
+
+    def test_max_per_host_must_be_positive(self):
+        """A pool that keeps no connection is refused with a clear error."""
+        with self.assertRaisesRegex(ValueError, "max_per_host must be at least 1"):
+            outgoing_http(reactor, 5, max_per_host=0)
+
+    async def _requester_body(self, response) -> bytes:
+        import treq
+
+        return await treq.content(response)
+
+    async def test_agent_requester_sends_body_and_headers(self):
+        """AgentRequester POSTs the body with its length and sends the given headers."""
+        site = Site(_Echo())
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        base = f"http://127.0.0.1:{port.getHost().port}"
+        http = self._client()
+        requester = AgentRequester(http.agent)
+        response = await requester.request("POST", base + "/x", data=b'{"a": 1}',
+                                           headers=Headers({"Content-Type": ["application/jose+json"]}))
+        self.assertEqual((response.code, await self._requester_body(response)), (200, b'POST 8 {"a": 1}'))
+        response = await requester.request("GET", base + "/new", headers=Headers({"X-Test": ["yes"]}))
+        self.assertEqual(await self._requester_body(response), b"/new yes")
+
+    async def test_agent_requester_follows_redirects_only_when_allowed(self):
+        """A GET with allow_redirects follows a redirect; with allow_redirects=False it gets the 302 itself."""
+        site = Site(_Echo())
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        base = f"http://127.0.0.1:{port.getHost().port}"
+        requester = AgentRequester(self._client().agent)
+        followed = await requester.request("GET", base + "/old")
+        self.assertEqual((followed.code, await self._requester_body(followed)), (200, b"/new -"))
+        kept = await requester.request("POST", base + "/old", data=b"", allow_redirects=False)
+        self.assertEqual(kept.code, 302)
+        await self._requester_body(kept)
 
     async def test_not_persistent_opens_a_connection_per_request(self):
         """persistent=False: no pool, each request on a new connection (nothing left open to close)."""

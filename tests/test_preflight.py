@@ -768,6 +768,35 @@ class ResultShapeTests(PreflightTestCase):
         self.assertEqual(event["codes"], "nxdomain")
 
 
+class _UDPReactor(MemoryReactorClock):
+    """A MemoryReactorClock that binds UDP ports in memory (MemoryReactor has none): datagrams are kept."""
+
+    def __init__(self):
+        super().__init__()
+        self.udpPorts = []
+        self.transports = []
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        transport = _UDPSink()
+        self.udpPorts.append((port, protocol))
+        self.transports.append(transport)
+        protocol.makeConnection(transport)
+        return transport
+
+
+class _UDPSink:
+    """The transport of an in-memory UDP port: keeps what is sent."""
+
+    def __init__(self):
+        self.sent = []
+
+    def write(self, datagram, address=None):
+        self.sent.append((datagram, address))
+
+    def stopListening(self):
+        return None
+
+
 class ConstructionTests(SynchronousTestCase):
     """The constructor's normalisation and the create() factory."""
 
@@ -806,6 +835,53 @@ class ConstructionTests(SynchronousTestCase):
         self.assertLess(sum(preflight.resolver.timeout), 2.0)
         self.assertEqual(preflight.ca_identifiers, ("letsencrypt.org",))
         self.assertTrue(verifyObject(IResolver, preflight.resolver))
+
+    def test_created_resolver_is_quiet_with_a_fresh_port_per_query(self):
+        """Each query binds its own UDP port (source port randomisation kept); its protocol logs no start/stop."""
+        reactor = _UDPReactor()
+        preflight = Preflight.create(reactor, ["127.0.0.1:5353"], [OURS], [])
+        with capturedLogs() as events:
+            for name in ("a.example.test", "b.example.test"):
+                preflight.resolver.lookupAddress(name)
+            for _, protocol in reactor.udpPorts:
+                protocol.doStop()
+        protocols = [protocol for _, protocol in reactor.udpPorts]
+        self.assertEqual(len(protocols), 2)
+        self.assertIsNot(protocols[0], protocols[1])
+        self.assertEqual([address for t in reactor.transports for _, address in t.sent],
+                         [("127.0.0.1", 5353)] * 2)
+        self.assertEqual(events, [])
+        self.assertIsInstance(protocols[0], dns.DNSDatagramProtocol)
+
+    def test_quiet_resolver_retries_a_taken_port_but_not_running_out_of_descriptors(self):
+        """A port that cannot be bound is replaced by another random one; EMFILE is raised at once."""
+        import errno
+        import socket
+
+        from twisted.internet.error import CannotListenError
+
+        from jobhost.preflight import QuietResolver
+
+        class Refusing(_UDPReactor):
+            def __init__(self, errors):
+                super().__init__()
+                self.errors = list(errors)
+                self.tries = 0
+
+            def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+                self.tries += 1
+                if self.errors:
+                    raise CannotListenError(interface, port, self.errors.pop(0))
+                return super().listenUDP(port, protocol, interface, maxPacketSize)
+
+        taken = socket.error(errno.EADDRINUSE, "in use")
+        reactor = Refusing([taken, taken])
+        QuietResolver(servers=[("127.0.0.1", 53)], reactor=reactor)._connectedProtocol()
+        self.assertEqual((reactor.tries, len(reactor.udpPorts)), (3, 1))
+        reactor = Refusing([socket.error(errno.EMFILE, "too many open files")])
+        with self.assertRaises(CannotListenError):
+            QuietResolver(servers=[("127.0.0.1", 53)], reactor=reactor)._connectedProtocol()
+        self.assertEqual(reactor.tries, 1)
 
     def test_create_without_servers_reads_resolv_conf(self):
         """create() with no resolvers uses the system's resolv.conf."""

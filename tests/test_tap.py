@@ -43,7 +43,7 @@ def test_options_parse_the_config_once(tmp_path):
 
 
 def test_service_tree(tmp_path):
-    """The tree holds, in start order, the change poller, ACME client, issuing, stats and three listeners."""
+    """The tree holds, in start order, the change poller, ACME client, issuing, stats, lag monitor and three listeners."""
     config = parse_config(
         {
             "listen": {"http": "tcp:0", "https": "tcp:0", "admin": "tcp:0:interface=127.0.0.1"},
@@ -54,7 +54,8 @@ def test_service_tree(tmp_path):
     parts = build_parts(MemoryReactorClock(), config)
     root = parts.root
     assert isinstance(root, JobhostService)
-    assert [s.name for s in root] == ["changes", "acme-client", "issuing", "store-stats", "http", "https", "admin"]
+    assert [s.name for s in root] == ["changes", "acme-client", "issuing", "store-stats", "reactor-lag",
+                                     "http", "https", "admin"]
     assert [s for s in root if isinstance(s, ListenerService)] == list(parts.listeners)
     assert [s.name for s in parts.listeners] == ["http", "https", "admin"]
     assert root.getServiceNamed("issuing") is parts.issuing
@@ -269,7 +270,7 @@ def test_webhook_notifier_in_the_tree(tmp_path):
     assert isinstance(parts.events, WebhookNotifier)
     assert parts.issuing.events is parts.events and parts.admin.resource.events is parts.events
     names = [s.name for s in parts.root]
-    assert names == ["changes", "acme-client", "events", "issuing", "store-stats", "http", "https", "admin"]
+    assert names == ["changes", "acme-client", "events", "issuing", "store-stats", "reactor-lag", "http", "https", "admin"]
     assert b"jobhost_webhook_deliveries_total" in parts.metrics.exposition()
     assert (tmp_path / "var" / "webhook.secret").stat().st_mode & 0o777 == 0o600
 
@@ -604,3 +605,31 @@ def test_an_unwritable_access_log_is_a_config_error_naming_the_key(tmp_path):
     (tmp_path / "missing-dir").mkdir()
     build_parts(MemoryReactorClock(), config)
     assert (tmp_path / "missing-dir" / "access.log").exists()
+
+
+def test_reactor_lag_reaches_metrics(tmp_path):
+    """The lag monitor runs on the daemon's reactor and its ticks, worst and recent worst reach /metrics."""
+    reactor = MemoryReactorClock()
+    parts = build_parts(reactor, parse_config(
+        {"listen": {"http": "tcp:0", "https": "tcp:0", "admin": "tcp:0:interface=127.0.0.1"},
+         "preflight": {"addresses": ["127.0.0.1"]}}, tmp_path))
+    assert parts.root.getServiceNamed("reactor-lag") is parts.lag
+    assert parts.lag.freeze_heap, "the daemon freezes its start-up heap"
+    frozen = []
+    parts.lag.freeze = lambda: frozen.append(True)  # not the test process's heap
+    parts.lag.startService()
+    assert frozen == [True]
+    parts.lag.gc_pauses.callback("start", {"generation": 2})
+    parts.lag.gc_pauses.callback("stop", {"generation": 2})
+    reactor.advance(parts.lag.interval + 0.03)  # one tick, 30 ms late
+    parts.lag.stopService()
+    text = parts.metrics.exposition().decode()
+    assert 'jobhost_reactor_lag_seconds_bucket{le="0.02"} 0.0' in text
+    assert 'jobhost_reactor_lag_seconds_bucket{le="0.03"} 1.0' in text
+    assert "jobhost_reactor_lag_seconds_count 1.0" in text
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert float(values["jobhost_reactor_lag_max_seconds"]) == pytest.approx(0.03)
+    assert float(values["jobhost_reactor_lag_recent_max_seconds"]) == pytest.approx(0.03)
+    assert "jobhost_reactor_lag_busy_max_seconds" in values
+    assert float(values['jobhost_gc_collections_total{generation="2"}']) >= 1
+    assert 'jobhost_gc_pause_max_seconds{generation="0"}' in values

@@ -105,7 +105,7 @@ class AcmeClient:
     ``treq.testing.StubTreq`` and a ``Clock``.
 
     Attributes:
-        http_client: A ``treq.HTTPClient`` (only ``request`` is used).
+        http_client: Anything with treq's ``request`` (``AgentRequester``, ``treq.HTTPClient``, ``StubTreq``).
         clock: Schedules request timeouts and polling.
         directory_url: The CA's directory URL.
         timeout: Seconds each HTTP request may take.
@@ -168,9 +168,10 @@ class AcmeClient:
 
     @classmethod
     def create(
-        cls, reactor: Any, directory_url: str, ca_bundle: str | None = None, timeout: float = 30.0, **options: Any
+        cls, reactor: Any, directory_url: str, ca_bundle: str | None = None, timeout: float = 30.0,
+        max_connections: int = 32, **options: Any
     ) -> AcmeClient:
-        """Build a client on a treq ``HTTPClient`` with a persistent connection pool.
+        """Build a client on an ``Agent`` (:class:`jobhost.httpclient.AgentRequester`) with a persistent connection pool.
 
         Reads ``ca_bundle`` once, here (startup, not a hot path).
 
@@ -180,6 +181,10 @@ class AcmeClient:
             ca_bundle: A PEM file of CA certificates to trust for the CA's
                 HTTPS (Pebble's); None or ``""`` trusts the system roots.
             timeout: Seconds per request (also the TCP connect timeout).
+            max_connections: Idle connections to the CA kept open for the next requests.
+                Every order in flight has a request or two outstanding at a time; a pool
+                smaller than that closes connections as requests finish and pays a new
+                TLS handshake per request (Twisted's default pool keeps 2).
             options: Further attributes (``preferred_chain``, ``poll_timeout``, ...).
 
         Raises:
@@ -187,7 +192,7 @@ class AcmeClient:
         """
         from twisted.internet import ssl
 
-        from jobhost.httpclient import outgoing_http
+        from jobhost.httpclient import AgentRequester, outgoing_http
 
         url = resolve_directory_url(directory_url)
         trust_root = None
@@ -200,9 +205,9 @@ class AcmeClient:
             trust_root = ssl.trustRootFromCertificates(
                 [ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in certs]
             )
-        http = outgoing_http(reactor, timeout, trust_root=trust_root)
+        http = outgoing_http(reactor, timeout, trust_root=trust_root, max_per_host=max_connections)
         return cls(
-            http_client=http.client, clock=reactor, directory_url=url, timeout=timeout, pool=http.pool, **options
+            http_client=AgentRequester(http.agent), clock=reactor, directory_url=url, timeout=timeout, pool=http.pool, **options
         )
 
     def close(self) -> Deferred:

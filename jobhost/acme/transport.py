@@ -3,7 +3,8 @@ The ACME wire (RFC 8555 section 6): signed requests, nonces, timeouts, problems.
 
 This module owns everything below the order flow of :mod:`jobhost.acme.client`:
 
-- **JWS**: every POST is a flattened JWS made by certbot's :mod:`acme.jws`,
+- **JWS**: every POST is a flattened JWS (:func:`sign_jws`, josepy's signing
+  algorithms; certbot's :mod:`acme.jws` objects cost four times as much),
   with ``jwk`` in the protected header for ``newAccount`` (and revocation by
   certificate key) and ``kid`` (the account URL) for everything else.  A POST
   with an empty payload is a POST-as-GET.
@@ -32,7 +33,6 @@ from urllib.parse import urljoin
 
 import attrs
 import josepy as jose
-from acme import jws
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
@@ -114,6 +114,41 @@ def problem_from_document(
         url=url,
         links=dict(links or {}),
     )
+
+
+def sign_jws(payload: bytes, *, key: jose.JWK, alg: jose.JWASignature, nonce: str, url: str,
+             kid: str | None) -> bytes:
+    """A flattened JWS (RFC 7515 section 7.2.2) as RFC 8555 section 6.2 wants it, serialised.
+
+    The protected header holds ``alg``, ``nonce``, ``url`` and either ``kid``
+    (the account URL) or, when ``kid`` is None, the public ``jwk``.  The
+    signature comes from josepy's algorithm (which turns an ECDSA DER signature
+    into the raw ``r || s`` JWS wants); the rest is two base64url strings and
+    ``json.dumps``, which costs a quarter of what building josepy's ``JWS``
+    objects for the same message does (about 25 instead of 90 us with a P-256
+    key; ten messages a certificate).  The nonce is sent as the CA gave it.
+
+    Args:
+        payload: The payload bytes; ``b""`` for POST-as-GET.
+        key: The signing key.
+        alg: Its JWS algorithm (:func:`jws_algorithm`).
+        nonce: A ``Replay-Nonce`` value (base64url text).
+        url: The request URL.
+        kid: The account URL, or None to send the public key.
+    """
+    protected: dict[str, Any] = {"alg": alg.name, "nonce": nonce, "url": url}
+    if kid is None:
+        protected["jwk"] = key.public_key().to_partial_json()
+    else:
+        protected["kid"] = kid
+    protected_b64 = jose.b64encode(json.dumps(protected, separators=(",", ":")).encode("utf-8"))
+    payload_b64 = jose.b64encode(payload)
+    signature = alg.sign(key.key, protected_b64 + b"." + payload_b64)
+    return json.dumps(
+        {"protected": protected_b64.decode("ascii"), "payload": payload_b64.decode("ascii"),
+         "signature": jose.b64encode(signature).decode("ascii")},
+        separators=(",", ":"),
+    ).encode("ascii")
 
 
 def jws_algorithm(key: jose.JWK) -> jose.JWASignature:
@@ -248,6 +283,8 @@ class JWSTransport:
         nonce_pool_size: How many unused nonces to keep (newest are used first).
         on_response: Called with ``(method, url, status)`` for every answer, status
             ``"error"`` when none came (for metrics); None for no reporting.
+        log_slower_than: Answers that took at least this many seconds, or that are not
+            2xx, are logged at debug level (method, URL, status, seconds).
     """
 
     log = Logger()
@@ -259,6 +296,7 @@ class JWSTransport:
     user_agent: str = "jobhost-acme/0.1 (treq)"
     nonce_pool_size: int = 32
     on_response: Any = None
+    log_slower_than: float = 1.0
     _nonces: list[str] = attrs.field(factory=list, init=False, repr=False)
 
     def get(self, url: str, accept: str = "application/json") -> Deferred:
@@ -319,9 +357,7 @@ class JWSTransport:
         attempt = 0
         while True:
             nonce = yield self.new_nonce(new_nonce_url)
-            signed = jws.JWS.sign(
-                body, key=key, alg=alg, nonce=jose.decode_b64jose(nonce), url=url, kid=kid
-            ).json_dumps().encode("utf-8")
+            signed = sign_jws(body, key=key, alg=alg, nonce=nonce, url=url, kid=kid)
             try:
                 response = yield self._send("POST", url, data=signed, headers=headers)
             except AcmeProblem as problem:
@@ -402,13 +438,17 @@ class JWSTransport:
         code = response.code
         if self.on_response is not None:
             self.on_response(method, url, str(code))
-        self.log.debug(
-            "ACME {method} {url} -> {code} in {elapsed:.3f} s",
-            method=method,
-            url=url,
-            code=code,
-            elapsed=self.clock.seconds() - started,
-        )
+        elapsed = self.clock.seconds() - started
+        if elapsed >= self.log_slower_than or not 200 <= code < 300:
+            # Not every answer: ten a certificate, each a formatted line in twistd's log
+            # (it writes debug too) on the reactor thread; on_response counts them all.
+            self.log.debug(
+                "ACME {method} {url} -> {code} in {elapsed:.3f} s",
+                method=method,
+                url=url,
+                code=code,
+                elapsed=elapsed,
+            )
         if 200 <= code < 300:
             return AcmeResponse(url=url, code=code, headers=headers, body=body, retry_after=retry_after, links=links)
         content_type = (headers.getRawHeaders("content-type") or [""])[0].split(";")[0].strip().lower()
@@ -438,4 +478,5 @@ __all__ = [
     "jws_algorithm",
     "parse_link_header",
     "problem_from_document",
+    "sign_jws",
 ]
