@@ -27,9 +27,11 @@ Usage (from the repository root)::
     python bench/connpath.py --connections 2000 [--mode handshake|get] [--resume] [--repeat 5]
                              [--profile out.pstats]
 
-Without ``--resume`` every handshake is a full TLS 1.3 handshake; with it,
-each connection offers the ticket the previous connection to its hostname got
-(TLS 1.3 PSK resumption; the count of resumed handshakes is reported).
+Without ``--resume`` every handshake is a full TLS 1.3 handshake.  With it,
+every batch of full handshakes (jobhost and floor) is followed by a batch in
+which each connection offers the ticket the previous connection to its
+hostname got (TLS 1.3 PSK resumption), and the medians of both and their ratio
+(resumed / full) are reported, with the count of handshakes that resumed.
 """
 
 from __future__ import annotations
@@ -124,6 +126,18 @@ class _Timer:
             self.profiler.disable()
 
 
+def _keep_resumable(client: SSL.Connection) -> None:
+    """Let the client's session outlive its connection, as a browser's or Go's does.
+
+    OpenSSL marks a session not resumable when its ``SSL`` is freed without having sent a
+    close_notify (``ssl_clear_bad_session``, called from ``SSL_free``), and the session object
+    ``get_session`` returns is that same object: without this, every ticket the benchmark's
+    client kept was dead by the time it was offered, unless the garbage collector happened to
+    free the connection late (the "few resume in-process" of the 2026-12-03 round).
+    """
+    client.set_shutdown(client.get_shutdown() | SSL.SENT_SHUTDOWN)
+
+
 def one_connection(factory, client_context, hostname: str, get: bool, session, timer: _Timer):
     """One connection through jobhost; adds the server's CPU to ``timer``; returns (session, resumed)."""
     client = SSL.Connection(client_context, None)
@@ -173,6 +187,7 @@ def one_connection(factory, client_context, hostname: str, get: bool, session, t
         raise AssertionError(f"unexpected response {body[:80]!r}")
     resumed = bool(_lib.SSL_session_reused(client._ssl))
     new_session = client.get_session()
+    _keep_resumable(client)
     started = timer.start()
     server.connectionLost(None)
     timer.stop(started)
@@ -231,6 +246,7 @@ def floor_connection(contexts, client_context, hostname: str, response: bytes | 
     except (SSL.WantReadError, SSL.ZeroReturnError):
         pass
     resumed = bool(_lib.SSL_session_reused(client._ssl))
+    _keep_resumable(client)
     return client.get_session(), resumed
 
 
@@ -260,9 +276,7 @@ def main() -> int:
     response = b""
     for hostname in hostnames:
         sessions[hostname], _, response = one_connection(factory, client_context, hostname, True, None, _Timer())
-    # A second pass with the first pass's tickets.  With more than a few hostnames most tickets
-    # are refused on resumption (with 1-3 hostnames all resume); not explained yet, see
-    # docs/benchmarks.md, issue 9.  The resumed count is reported.
+    # A second pass with the first pass's tickets (the resumed path warmed too).
     for hostname in hostnames:
         sessions[hostname], _, _ = one_connection(
             factory, client_context, hostname, True, sessions[hostname], _Timer()
@@ -274,26 +288,38 @@ def main() -> int:
     profiler = cProfile.Profile() if args.profile else None
     batches: dict[str, list[float]] = {"jobhost": [], "floor": []}
     resumed = {"jobhost": 0, "floor": 0}
-    for _ in range(args.repeat):
+    full_batches: dict[str, list[float]] = {"jobhost": [], "floor": []}  # with --resume: the paired full batches
+
+    def jobhost_batch(resume: bool) -> float:
         timer = _Timer(profiler)
         for i in range(args.connections):
             hostname = hostnames[i % len(hostnames)]
             session, was_resumed, _ = one_connection(
-                factory, client_context, hostname, get, sessions[hostname] if args.resume else None, timer
+                factory, client_context, hostname, get, sessions[hostname] if resume else None, timer
             )
             sessions[hostname] = session
             resumed["jobhost"] += was_resumed
-        batches["jobhost"].append(timer.seconds / args.connections * 1e6)
+        return timer.seconds / args.connections * 1e6
+
+    def floor_batch(resume: bool) -> float:
         timer = _Timer()
         for i in range(args.connections):
             hostname = hostnames[i % len(hostnames)]
             session, was_resumed = floor_connection(
                 contexts, client_context, hostname, response if get else None,
-                floor_sessions[hostname] if args.resume else None, timer,
+                floor_sessions[hostname] if resume else None, timer,
             )
             floor_sessions[hostname] = session
             resumed["floor"] += was_resumed
-        batches["floor"].append(timer.seconds / args.connections * 1e6)
+        return timer.seconds / args.connections * 1e6
+
+    for _ in range(args.repeat):
+        if args.resume:
+            full_batches["jobhost"].append(jobhost_batch(False))
+        batches["jobhost"].append(jobhost_batch(args.resume))
+        if args.resume:
+            full_batches["floor"].append(floor_batch(False))
+        batches["floor"].append(floor_batch(args.resume))
     if profiler is not None:
         profiler.dump_stats(args.profile)
     jobhost, floor = _median(batches["jobhost"]), _median(batches["floor"])
@@ -310,6 +336,14 @@ def main() -> int:
         "profiled": bool(profiler),
         "machine": machine(),
     }
+    if args.resume:
+        full = {name: _median(values) for name, values in full_batches.items()}
+        result["full"] = {
+            "batches_us": {name: [round(v, 1) for v in values] for name, values in full_batches.items()},
+            "server_cpu_us_per_connection": round(full["jobhost"], 1),
+            "floor_cpu_us_per_connection": round(full["floor"], 1),
+            "resumed_to_full": {"jobhost": round(jobhost / full["jobhost"], 2), "floor": round(floor / full["floor"], 2)},
+        }
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -319,6 +353,12 @@ def main() -> int:
               f"per connection, pyOpenSSL floor {result['floor_cpu_us_per_connection']} us, "
               f"ratio {result['ratio_to_floor']}{' (jobhost under cProfile: inflated)' if profiler else ''}")
         print(f"  batches: jobhost {result['batches_us']['jobhost']}, floor {result['batches_us']['floor']}")
+        if args.resume:
+            full = result["full"]
+            print(f"  full handshakes in the same run: jobhost {full['server_cpu_us_per_connection']} us, floor "
+                  f"{full['floor_cpu_us_per_connection']} us; resumed / full: jobhost "
+                  f"{full['resumed_to_full']['jobhost']}, floor {full['resumed_to_full']['floor']}")
+            print(f"  full batches: jobhost {full['batches_us']['jobhost']}, floor {full['batches_us']['floor']}")
         if profiler is not None:
             pstats.Stats(args.profile).sort_stats("tottime").print_stats(30)
     return 0

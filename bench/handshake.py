@@ -8,7 +8,14 @@ verified by the client, no session resumption) followed by one ``GET /`` with
 With ``--mode handshake`` the client closes right after the handshake instead
 (no request), which splits the cost into TLS and HTTP.  With ``--resume`` the
 client keeps the sessions it is given and resumes them (nginx then has session
-tickets and a session cache on); the resumed and full handshakes are counted.
+tickets and a session cache on); the resumed and full handshakes are counted, and
+every round with resumption is paired with a round of full handshakes to the
+same server (full, then resumed, for each server in turn), so that the cost of a
+resumed connection is compared with a full one *in the same run*.  Each
+resumed round starts with a fresh client session cache, so its first connection
+to each hostname per client connection slot is full: the cost per resumed
+connection is estimated as (CPU of the resumed round - its full connections x
+the per-connection CPU of the paired full rounds) / resumed connections.
 
 The servers, both started by this script on 127.0.0.1 high ports:
 
@@ -226,15 +233,16 @@ class LoadGenerator:
         self.kind, self.binary, self.names_file, self.cafile, self.args = kind, binary, names_file, cafile, args
         self.seed = args.seed if args.seed else random.SystemRandom().randrange(1, 2**31)
 
-    def run(self, port: int, connections: int, order: str = "random") -> dict:
+    def run(self, port: int, connections: int, order: str = "random", resume: bool | None = None) -> dict:
         a = self.args
+        resume = a.resume if resume is None else resume
         self.seed += 1000  # every run its own draw of hostnames, reproducible from --seed
         if self.kind == "go":
             command = [str(self.binary), "-addr", f"127.0.0.1:{port}", "-ca", str(self.cafile),
                        "-hostnames", str(self.names_file), "-order", order, "-seed", str(self.seed),
                        "-tls", a.tls, "-mode", a.mode, "-concurrency", str(a.concurrency),
                        "-connections", str(connections), "-duration", f"{a.time_limit}s", "-timeout", "10s"]
-            if a.resume:
+            if resume:
                 command.append("-resume")
             if a.alpn:
                 command += ["-alpn", a.alpn]
@@ -257,7 +265,7 @@ class LoadGenerator:
                    "--hostnames-file", str(self.names_file), "--cafile", str(self.cafile),
                    "--connections", str(connections), "--concurrency", str(a.concurrency), "--mode", a.mode,
                    "--time-limit", str(a.time_limit), "--order", order, "--seed", str(self.seed), "--tls", a.tls]
-        if a.resume:
+        if resume:
             command.append("--resume")
         if a.alpn:
             command += ["--alpn", a.alpn]
@@ -500,11 +508,11 @@ def system_cpu_of(pids: list[int]) -> float:
     return sum(cpu_times(pid)[1] for pid in pids)
 
 
-def measure(pids: list[int], port: int, loadgen: LoadGenerator, connections: int) -> dict:
-    """One round: server CPU before/after a load-generator run."""
+def measure(pids: list[int], port: int, loadgen: LoadGenerator, connections: int, resume: bool | None = None) -> dict:
+    """One round: server CPU before/after a load-generator run (``resume``: override ``--resume``)."""
     before, system_before = cpu_of(pids), system_cpu_of(pids)
     wall = time.monotonic()
-    client = loadgen.run(port, connections)
+    client = loadgen.run(port, connections, resume=resume)
     wall = time.monotonic() - wall
     after, system_after = cpu_of(pids), system_cpu_of(pids)
     client["server_cpu_s"] = after - before
@@ -530,6 +538,39 @@ def check_bodies(names: Sequence[str], port: int, cafile: Path, bodies: dict[str
 
 
 # -- main ---------------------------------------------------------------------------------------
+
+
+def resumed_cost(full_runs: list[dict], resumed_runs: list[dict]) -> dict:
+    """Per-connection server CPU of the full rounds, of the resumed rounds, and per resumed connection.
+
+    A resumed round's first connection to each hostname per client slot is full (a fresh
+    session cache): those are charged at the full rounds' rate and the rest is divided
+    among the resumed connections.
+    """
+    full_cpu = sum(r["server_cpu_s"] for r in full_runs)
+    full_n = sum(r["attempted"] for r in full_runs)
+    full_us = full_cpu / full_n * 1e6 if full_n else None
+    cpu = sum(r["server_cpu_s"] for r in resumed_runs)
+    attempted = sum(r["attempted"] for r in resumed_runs)
+    resumed = sum(r["reused"] for r in resumed_runs)
+    fulls = sum(r["full"] for r in resumed_runs)
+    per_resumed = (cpu * 1e6 - fulls * full_us) / resumed if resumed and full_us is not None else None
+    return {
+        "full_us_per_connection": full_us,
+        "full_per_round_us": [round(r["server_cpu_s"] / r["attempted"] * 1e6) if r["attempted"] else None
+                              for r in full_runs],
+        "full_errors": sum(r["errors"] for r in full_runs),
+        "full_resumed": sum(r["reused"] for r in full_runs),
+        "resumed_rounds_us_per_connection": cpu / attempted * 1e6 if attempted else None,
+        "resumed": resumed,
+        "full_in_resumed_rounds": fulls,
+        "resumed_us_per_connection": per_resumed,
+        "resumed_to_full": per_resumed / full_us if per_resumed is not None and full_us else None,
+    }
+
+
+def fmt(value: float | None, spec: str = ".0f") -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def choose_client(requested: str | None) -> tuple[str, str | None]:
@@ -602,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
                    "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()},
     }
     rounds: dict[str, list[dict]] = {"jobhost": [], "nginx": []}
+    full_rounds: dict[str, list[dict]] = {"jobhost": [], "nginx": []}  # with --resume: the paired full rounds
     with tempfile.TemporaryDirectory(prefix="jobhost-bench-handshake-") as tmp:
         tmp_path = Path(tmp)
         binary = None
@@ -656,6 +698,8 @@ def main(argv: list[str] | None = None) -> int:
                 for name, (pids, port) in servers.items():
                     if profiler is not None and name == "nginx":
                         profiler.send_signal(signal.SIGSTOP)  # profile jobhost's rounds only
+                    if args.resume:
+                        full_rounds[name].append(measure(pids, port, loadgen, per_round, resume=False))
                     rounds[name].append(measure(pids, port, loadgen, per_round))
                     if profiler is not None and name == "nginx":
                         profiler.send_signal(signal.SIGCONT)
@@ -708,6 +752,10 @@ def main(argv: list[str] | None = None) -> int:
     result.update({"rounds": rounds, "summary": summary, "ratio_jobhost_to_nginx": j / n if j and n else None})
     ok = all(s["errors"] == 0 and s["connections"] == per_round * args.rounds
              and (args.resume or s["resumed"] == 0) for s in summary.values())
+    if args.resume:
+        result["full_rounds"] = full_rounds
+        result["resumption"] = resumption = {name: resumed_cost(full_rounds[name], runs) for name, runs in rounds.items()}
+        ok = ok and all(r["full_errors"] == 0 and r["full_resumed"] == 0 for r in resumption.values())
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
@@ -735,6 +783,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name} TLS: " + "; ".join(lines))
         if result["ratio_jobhost_to_nginx"]:
             print(f"  ratio jobhost / nginx: {result['ratio_jobhost_to_nginx']:.1f}x")
+        for name, r in result.get("resumption", {}).items():
+            print(f"  {name:8} full rounds {fmt(r['full_us_per_connection'])} us/connection "
+                  f"(rounds {r['full_per_round_us']}); resumed rounds {fmt(r['resumed_rounds_us_per_connection'])} "
+                  f"us/connection ({r['resumed']} resumed, {r['full_in_resumed_rounds']} full); per resumed "
+                  f"connection ~{fmt(r['resumed_us_per_connection'])} us = {fmt(r['resumed_to_full'], '.2f')}x a full one")
     return 0 if ok else 1
 
 

@@ -19,18 +19,38 @@ Profiles follow Mozilla's server-side TLS guidelines (version 5.7):
 Resumption is by session tickets only (RFC 5077 in TLS 1.2, RFC 8446 PSK
 tickets in 1.3): the server keeps no per-session state, so a flood of
 handshakes cannot grow memory.  OpenSSL's stateful session-ID cache stays off
-because pyOpenSSL offers no way to bound its size (``SSL_CTX_sess_set_cache_size``
-is not bound), and with one session context per hostname
-(:class:`SessionContexts`) each could grow to OpenSSL's default of 20,480
-sessions.  TLS 1.2 clients that offer no ticket get a full handshake.
+because its size cannot be set from here: pyOpenSSL 26.4's ``Context`` offers
+``set_session_cache_mode``, ``set_session_id`` and ``set_timeout`` only, and
+cryptography 50's bindings have no ``SSL_CTX_ctrl`` (which
+``SSL_CTX_sess_set_cache_size`` and ``SSL_CTX_sess_number`` are macros over),
+no ``SSL_CTX_flush_sessions`` and none of the ``SSL_CTX_sess_set_new_cb`` /
+``get_cb`` / ``remove_cb`` callbacks of an external cache; the OpenSSL linked
+into cryptography's Rust extension exports no symbols, so ``ctypes`` cannot
+reach them either.  Turned on, each session context (one per hostname,
+:class:`SessionContexts`) would keep up to OpenSSL's compiled-in default of
+20,480 sessions until they time out (``set_timeout``) or the context is
+rotated: a time bound, not a size bound.  TLS 1.2 clients that offer no ticket
+get a full handshake; those that do resume (checked with Go's and OpenSSL's
+clients).
 
 Ticket keys are OpenSSL's own, generated per ``SSL.Context``: a ticket is
-valid only on the session context that issued it.  :class:`SessionContexts`
-keeps one per hostname (so a ticket issued for one hostname can never resume
-a connection to another) and replaces each after ``rotate_after`` seconds
-(the key rotation; outstanding tickets then get a full handshake).  The
-certificate lives in a separate context that the servername callback
-switches to, so a renewed certificate does not invalidate tickets.
+valid only on the session context that issued it (OpenSSL itself would resume
+a ticket offered with another SNI name in both TLS 1.2 and 1.3 if the key
+matched).  :class:`SessionContexts` keeps one per hostname (so a ticket issued
+for one hostname can never resume a connection to another) and replaces each
+after ``rotate_after`` seconds (the key rotation; outstanding tickets then get
+a full handshake).  The certificate lives in a separate context that the
+servername callback switches to, so a renewed certificate does not invalidate
+tickets.  The keys cannot be set or exported (no ``SSL_CTX_set_tlsext_ticket_keys``,
+ticket key callback or ``SSL_CTX_set_session_ticket_cb`` in the bindings), so
+each worker process has its own and a ticket resumes only on the worker that
+issued it.
+
+A resumed TLS 1.3 handshake still does a full X25519 exchange (clients offer
+only ``psk_dhe_ke``); it saves the ECDSA signature, the Certificate message and
+one of the two tickets: about 0.7x a full handshake's OpenSSL work
+(``bench/connpath.py --resume``), while the per-connection work around OpenSSL
+is the same for both.
 """
 
 from __future__ import annotations

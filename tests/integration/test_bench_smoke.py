@@ -72,7 +72,17 @@ def test_get_every_handshake_full() -> None:
 
 
 def test_handshake_only_with_resumption() -> None:
-    """``--mode handshake --resume``: still no errors; resumed and full handshakes add up."""
+    """``--mode handshake --resume``: no errors, both servers resume, and full rounds are measured alongside."""
     result = run_bench("--connections", "100", "--mode", "handshake", "--resume")
     check_clean(result, 100)
     assert result["config"]["resume"] is True
+    for server in ("jobhost", "nginx"):
+        # Both servers really resume (a fresh client cache per round: 2 slots x 20 hostnames
+        # at most are full), and each resumed round was paired with a round of full handshakes.
+        assert result["summary"][server]["resumed"] > 0, (server, result["summary"][server])
+        full = result["full_rounds"][server]
+        assert len(full) == 2 and sum(r["attempted"] for r in full) == 100, (server, full)
+        assert all(r["errors"] == 0 and r["reused"] == 0 and r["full"] == r["attempted"] for r in full), (server, full)
+        resumption = result["resumption"][server]
+        assert resumption["resumed"] == result["summary"][server]["resumed"], (server, resumption)
+        assert resumption["full_us_per_connection"] > 0 and resumption["resumed_us_per_connection"] is not None
