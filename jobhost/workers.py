@@ -625,7 +625,12 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     reporter.clock = reactor
 
     def started() -> None:
+        import gc
+
         parts.root.startService()
+        # As the main process's lag monitor does: the start-up heap (modules, config, TLS
+        # contexts) is never garbage, so full collections need not walk it again and again.
+        gc.freeze()
         control.send({"ready": True, "pid": os.getpid()})
         reporter.start(1.0, now=True)
 
