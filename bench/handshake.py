@@ -246,6 +246,8 @@ class LoadGenerator:
                 command.append("-resume")
             if a.alpn:
                 command += ["-alpn", a.alpn]
+            if a.sources:
+                command += ["-sources", str(a.sources)]
             stdout, cpu = run_process(command, a.time_limit + 30)
             raw = json.loads(stdout)
             c = raw["counts"]
@@ -610,6 +612,9 @@ def main(argv: list[str] | None = None) -> int:
                              "py-spy slows it: the CPU figures of such a run are not for comparison)")
     parser.add_argument("--workers", type=int, default=1,
                         help="jobhost [server] workers and nginx worker_processes (1); CPU counts every process")
+    parser.add_argument("--sources", type=int, default=0,
+                        help="go client: client k connects from 127.0.0.(2 + k mod N) (0: 127.0.0.1); with"
+                             " --workers > 1 jobhost picks the worker by client address ([server] affinity)")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     # Python load-generator mode (used by this script itself).
     parser.add_argument("--run-client", action="store_true", help=argparse.SUPPRESS)

@@ -116,6 +116,9 @@ timeout = "5s"
 max_in_flight = {max_in_flight}
 orders_per_window = {orders_per_window}
 node_id = "bench-node"
+
+[server]
+workers = 1   # one process: its CPU (issuing and the probes' handshakes) is the figure, as before workers
 """
 
 

@@ -190,6 +190,12 @@ class ServerConfig:
     workers: int = 0
     #: Seconds a stopping worker waits for open connections to finish before it closes them.
     drain_timeout: float = 30.0
+    #: Which worker takes a new connection: ``address`` (the default): always the same one for
+    #: the same client address (each worker has its own listening socket, SO_REUSEPORT, and the
+    #: kernel picks by source address), so a returning visitor's session ticket, which only the
+    #: worker that issued it can read, resumes; ``none``: whichever worker accepts first (one
+    #: shared socket: better when most clients come from a few addresses, e.g. behind a proxy).
+    affinity: str = "address"
 
     def worker_count(self, store_url: str) -> int:
         """How many serving processes: ``workers``, or one per core (1 for a ``memory:`` store)."""
@@ -476,7 +482,10 @@ _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "keepalive_timeout": _positive_duration,
         },
     ),
-    "server": (ServerConfig, {"workers": _non_negative_int, "drain_timeout": _positive_duration}),
+    "server": (
+        ServerConfig,
+        {"workers": _non_negative_int, "drain_timeout": _positive_duration, "affinity": _one_of("address", "none")},
+    ),
     "events": (
         EventsConfig,
         {

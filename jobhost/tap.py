@@ -737,21 +737,31 @@ def _build_lag(reactor, metrics):
     return lag
 
 
-def _build_listeners(reactor, config: Config, *, web: WebParts, admin_site,
-                     accept_public: bool = True) -> tuple[ListenerService, ...]:
+def _build_listeners(reactor, config: Config, *, web: WebParts, admin_site, workers: int = 1) -> tuple:
     """[listen]: one listener per endpoint string; [limits] backlog for the public ones.
 
-    With ``accept_public`` False (worker processes serve them), the HTTP and HTTPS
-    listeners bind but never accept.
+    With worker processes (``workers`` > 1) the main process binds the HTTP and HTTPS
+    listeners but never accepts: with ``[server] affinity = "address"`` as one socket per
+    worker (:class:`jobhost.workers.ReusePortListenerService`), else as one shared socket.
     """
-    return tuple(
-        ListenerService(name, serverFromString(reactor, description), factory, accept)
-        for name, description, factory, accept in (
-            ("http", with_backlog(config.listen.http, config.limits.backlog), web.http, accept_public),
-            ("https", with_backlog(config.listen.https, config.limits.backlog), web.https, accept_public),
-            ("admin", config.listen.admin, admin_site, True),
-        )
-    )
+    listeners = []
+    for name, description, factory in (
+        ("http", with_backlog(config.listen.http, config.limits.backlog), web.http),
+        ("https", with_backlog(config.listen.https, config.limits.backlog), web.https),
+    ):
+        endpoint = serverFromString(reactor, description)
+        if workers > 1 and config.server.affinity == "address" and _is_tcp(endpoint):
+            from jobhost.workers import ReusePortListenerService
+
+            listeners.append(ReusePortListenerService(name, endpoint, workers))
+        else:
+            listeners.append(ListenerService(name, endpoint, factory, accept=workers < 2))
+    listeners.append(ListenerService("admin", serverFromString(reactor, config.listen.admin), admin_site))
+    return tuple(listeners)
+
+
+def _is_tcp(endpoint) -> bool:
+    return type(endpoint).__name__ in ("TCP4ServerEndpoint", "TCP6ServerEndpoint")
 
 
 def with_backlog(description: str, backlog: int) -> str:
@@ -797,7 +807,7 @@ def build_parts(reactor, config: Config) -> Parts:
     workers = config.server.worker_count(config.store.url)
     if config.file is None and not config.server.workers:
         workers = 1  # one per core needs a config file the workers can read: a parsed dict has none
-    listeners.extend(_build_listeners(reactor, config, web=web, admin_site=admin.site, accept_public=workers < 2))
+    listeners.extend(_build_listeners(reactor, config, web=web, admin_site=admin.site, workers=workers))
 
     root = JobhostService(config)
     children: list[Service] = [caches.poller, _CallOnStop("acme-client", client.close)]
@@ -832,7 +842,7 @@ def _build_workers(reactor, config: Config, count: int, listeners: Sequence[List
                           ("server", "workers"))
     for listener in listeners[:2]:
         kind = listener.endpoint.__class__.__name__
-        if kind not in ("TCP4ServerEndpoint", "TCP6ServerEndpoint", "AdoptedStreamServerEndpoint"):
+        if not _is_tcp(listener.endpoint) and kind != "AdoptedStreamServerEndpoint":
             raise ConfigError(
                 f"worker processes share TCP listeners only, not {kind}: set [server] workers = 1",
                 ("listen", listener.name),

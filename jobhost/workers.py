@@ -39,6 +39,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import struct
 import sys
 from typing import Any, Sequence
 
@@ -56,6 +58,119 @@ CONTROL_FD = 3
 RESTART_FIRST, RESTART_MAX, STABLE_AFTER = 0.5, 60.0, 10.0
 #: How long a new worker may take to say it is ready before a roll gives up on it.
 READY_TIMEOUT = 60.0
+
+
+# -- client-address affinity: one listening socket per worker, the kernel picks by source address --
+
+SO_ATTACH_REUSEPORT_CBPF = 51  # linux/asm-generic/socket.h
+_SKF_NET_OFF = -0x100000  # classic BPF: offsets from the network (IP) header
+
+
+def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
+    return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
+
+
+def address_affinity_program(count: int) -> bytes:
+    """A classic BPF program for ``SO_ATTACH_REUSEPORT_CBPF``: socket = source address mod ``count``.
+
+    IPv4: the whole source address; IPv6: its last 32 bits (IPv4 clients of a dual-stack
+    socket arrive as IPv4 packets, so the version nibble is checked first).
+    """
+    ld_b, ld_w, alu_rsh, alu_mod, jeq, ja, ret_a = 0x30, 0x20, 0x74, 0x94, 0x15, 0x05, 0x16
+    return b"".join([
+        _insn(ld_b, 0, 0, _SKF_NET_OFF + 0),  # A = first byte of the IP header
+        _insn(alu_rsh, 0, 0, 4),  # A = IP version
+        _insn(jeq, 0, 2, 6),  # IPv6? go on : skip two
+        _insn(ld_w, 0, 0, _SKF_NET_OFF + 20),  # IPv6: last 32 bits of the source address
+        _insn(ja, 0, 0, 1),
+        _insn(ld_w, 0, 0, _SKF_NET_OFF + 12),  # IPv4: the source address
+        _insn(alu_mod, 0, 0, count),
+        _insn(ret_a, 0, 0, 0),  # the index of the socket in the group
+    ])
+
+
+def attach_affinity(sock: socket.socket, count: int) -> None:
+    """Attach :func:`address_affinity_program` to ``sock``'s SO_REUSEPORT group."""
+    import ctypes
+
+    program = address_affinity_program(count)
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buffer))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+
+
+class ReusePortListenerService(Service):
+    """A public listener as ``count`` listening sockets on one address, one per worker (affinity).
+
+    The main process binds them (SO_REUSEPORT, in this order, so socket *i* is index *i* of
+    the kernel's group) and attaches :func:`address_affinity_program`; it never accepts.
+    Worker *i* accepts on socket *i*, so a client address always reaches the same worker.
+    While a worker is replaced, its socket stays open here and the kernel queues its
+    connections (up to ``backlog``) for the replacement: nothing is refused.
+
+    Attributes:
+        endpoint: The ``TCP4ServerEndpoint`` / ``TCP6ServerEndpoint`` the config names
+            (its port, interface and backlog are used).
+        count: Sockets to bind (the number of workers).
+        sockets: The bound sockets while running.
+    """
+
+    def __init__(self, name: str, endpoint, count: int) -> None:
+        self.setName(name)
+        self.endpoint = endpoint
+        self.count = count
+        self.sockets: list[socket.socket] = []
+        self.family = socket.AF_INET6 if type(endpoint).__name__ == "TCP6ServerEndpoint" else socket.AF_INET
+
+    @property
+    def listening(self) -> bool:
+        return self.running and bool(self.sockets)
+
+    def fd_for(self, slot: int) -> int:
+        return self.sockets[slot].fileno()
+
+    def privilegedStartService(self) -> None:
+        from twisted.internet.error import CannotListenError
+
+        Service.privilegedStartService(self)
+        # The endpoint's own settings (Twisted keeps them private; TCP4/TCP6ServerEndpoint).
+        port, interface, backlog = self.endpoint._port, self.endpoint._interface, self.endpoint._backlog
+        host = interface or ("::" if self.family == socket.AF_INET6 else "0.0.0.0")
+        try:
+            if port:
+                # SO_REUSEPORT would let these sockets join another process's listening
+                # sockets on the port (a second daemon started by mistake): it must be free.
+                with socket.socket(self.family, socket.SOCK_STREAM) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind((host, port))
+            for _ in range(self.count):
+                sock = socket.socket(self.family, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind((host, port))
+                port = sock.getsockname()[1]  # port 0: the rest join the port the first got
+                sock.listen(backlog)
+                sock.setblocking(False)  # as Twisted's own ports: the workers' accept loops must not block
+                self.sockets.append(sock)
+            attach_affinity(self.sockets[0], self.count)
+        except OSError as e:
+            self._close()
+            raise CannotListenError(interface, port, e) from None
+
+    def startService(self) -> None:
+        Service.startService(self)
+        if not self.sockets:
+            self.privilegedStartService()
+
+    def stopService(self) -> Deferred:
+        Service.stopService(self)
+        self._close()
+        return succeed(None)
+
+    def _close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets = []
 
 
 class _Worker(ProcessProtocol):
@@ -228,8 +343,11 @@ class WorkerSupervisor(Service):
         argv = [self.executable, "-m", "jobhost.workers", "--config", self.config_file, "--slot", str(slot)]
         for offset, listener in enumerate(self.listeners):
             child_fd = CONTROL_FD + 1 + offset
-            child_fds[child_fd] = listener.port.fileno()
-            argv += ["--socket", f"{listener.name}={child_fd}:{int(listener.port.socket.family)}"]
+            if isinstance(listener, ReusePortListenerService):
+                child_fds[child_fd], family = listener.fd_for(slot), listener.family
+            else:  # one socket all workers share
+                child_fds[child_fd], family = listener.port.fileno(), listener.port.socket.family
+            argv += ["--socket", f"{listener.name}={child_fd}:{int(family)}"]
         self.reactor.spawnProcess(worker, self.executable, argv, env=dict(os.environ), path=os.getcwd(),
                                   childFDs=child_fds)
         self.workers[slot] = worker
@@ -507,7 +625,12 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     reporter.clock = reactor
 
     def started() -> None:
+        import gc
+
         parts.root.startService()
+        # As the main process's lag monitor does: the start-up heap (modules, config, TLS
+        # contexts) is never garbage, so full collections need not walk it again and again.
+        gc.freeze()
         control.send({"ready": True, "pid": os.getpid()})
         reporter.start(1.0, now=True)
 

@@ -21,7 +21,15 @@ from jobhost.config import ServerConfig, parse_config
 from jobhost.errors import ConfigError
 from jobhost.metrics import Metrics
 from jobhost.web.limits import ConnectionBudget, LimitReporter, channel_protocol_factory, drain, guarded_channel_class
-from jobhost.workers import CONTROL_FD, DrainService, WorkerSupervisor, _Worker
+from jobhost.tap import ListenerService
+from jobhost.workers import (
+    CONTROL_FD,
+    DrainService,
+    ReusePortListenerService,
+    WorkerSupervisor,
+    _Worker,
+    address_affinity_program,
+)
 
 NO_PREFLIGHT = {"preflight": {"enabled": False}}
 
@@ -338,10 +346,19 @@ def build(tmp_path, server: dict, listen: dict | None = None, file: bool = True)
     return build_parts(MemoryReactorClock(), config)
 
 
-def test_with_workers_the_main_process_binds_the_public_listeners_but_does_not_accept(tmp_path):
+def test_with_workers_the_main_process_binds_one_socket_per_worker_for_each_public_listener(tmp_path):
     parts = build(tmp_path, {"workers": 3, "drain_timeout": "7s"})
     assert isinstance(parts.workers, WorkerSupervisor)
     assert parts.workers.count == 3 and parts.workers.drain_timeout == 7.0
+    http, https, admin = parts.listeners
+    assert isinstance(http, ReusePortListenerService) and isinstance(https, ReusePortListenerService)
+    assert (http.name, https.name, http.count, https.count) == ("http", "https", 3, 3)
+    assert isinstance(admin, ListenerService) and admin.accept
+    assert parts.workers.listeners == parts.listeners[:2]
+
+
+def test_without_affinity_the_main_process_binds_one_shared_socket_but_does_not_accept(tmp_path):
+    parts = build(tmp_path, {"workers": 3, "drain_timeout": "7s", "affinity": "none"})
     assert [(s.name, s.accept) for s in parts.listeners] == [("http", False), ("https", False), ("admin", True)]
     assert parts.workers.listeners == parts.listeners[:2]
     assert list(parts.root)[-1] is parts.workers  # started last, stopped first
@@ -372,3 +389,81 @@ def test_workers_share_tcp_listeners_only(tmp_path):
               "admin": "tcp:0:interface=127.0.0.1"}
     with pytest.raises(ConfigError, match=r"\[listen\] https: worker processes share TCP listeners only"):
         build(tmp_path, {"workers": 2}, listen=listen)
+
+
+
+# -- address affinity: real sockets on loopback ---------------------------------------------------
+
+
+def test_the_kernel_gives_one_client_address_always_to_the_same_worker_socket():
+    import select
+    import socket
+
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+
+    listener = ReusePortListenerService("https", TCP4ServerEndpoint(None, 0, 16, "127.0.0.1"), 3)
+    listener.privilegedStartService()
+    try:
+        port = listener.sockets[0].getsockname()[1]
+        assert {s.getsockname()[1] for s in listener.sockets} == {port}
+        for s in listener.sockets:
+            s.setblocking(False)
+        chosen: dict[str, set[int]] = {}
+        for source in [f"127.0.0.{n}" for n in range(1, 7)] * 3:
+            with socket.socket() as client:
+                client.bind((source, 0))
+                client.connect(("127.0.0.1", port))
+                ready, _, _ = select.select(listener.sockets, [], [], 2)
+                assert len(ready) == 1
+                ready[0].accept()[0].close()
+                chosen.setdefault(source, set()).add(listener.sockets.index(ready[0]))
+        assert all(len(slots) == 1 for slots in chosen.values()), chosen  # always the same worker
+        assert {next(iter(slots)) for slots in chosen.values()} == {0, 1, 2}  # and every worker gets some
+        # source address mod 3: 127.0.0.1 is 0x7f000001
+        assert chosen["127.0.0.1"] == {0x7F000001 % 3}
+    finally:
+        listener.stopService()
+    assert listener.sockets == [] and not listener.listening
+
+
+def test_a_port_another_process_listens_on_with_so_reuseport_is_taken_too():
+    import socket
+
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+    from twisted.internet.error import CannotListenError
+
+    with socket.socket() as other:  # e.g. a second daemon's listener, which SO_REUSEPORT would join
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen(1)
+        port = other.getsockname()[1]
+        listener = ReusePortListenerService("https", TCP4ServerEndpoint(None, port, 16, "127.0.0.1"), 2)
+        with pytest.raises(CannotListenError):
+            listener.privilegedStartService()
+        assert listener.sockets == []
+
+
+def test_a_taken_port_is_a_cannot_listen_error_and_nothing_stays_bound():
+    import socket
+
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+    from twisted.internet.error import CannotListenError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        listener = ReusePortListenerService("http", TCP4ServerEndpoint(None, port, 16, "127.0.0.1"), 2)
+        with pytest.raises(CannotListenError):
+            listener.privilegedStartService()
+        assert listener.sockets == []
+
+
+def test_the_affinity_program_is_eight_instructions_ending_in_return_a():
+    import struct
+
+    program = address_affinity_program(5)
+    instructions = [struct.unpack("HBBI", program[i:i + 8]) for i in range(0, len(program), 8)]
+    assert len(instructions) == 8
+    assert instructions[6] == (0x94, 0, 0, 5)  # A %= count
+    assert instructions[-1] == (0x16, 0, 0, 0)  # return A

@@ -62,6 +62,7 @@ type Settings struct {
 	ALPN          []string      `json:"alpn"`
 	VerifyCache   bool          `json:"verify_cache"`
 	Group         string        `json:"group"`
+	Sources       int           `json:"sources"`
 
 	// Filled in by run: the hostnames themselves (only their count is printed).
 	Names []string `json:"-"`
@@ -197,6 +198,7 @@ type worker struct {
 	rng     *rand.Rand
 	configs []*tls.Config // one per hostname, made on first use
 	cache   tls.ClientSessionCache
+	dialer  *net.Dialer // this client's own source address with -sources, else the generator's
 	counts  Counts
 	samples []string
 
@@ -418,7 +420,7 @@ func (w *worker) one(i int) {
 	}()
 
 	start := time.Now()
-	raw, err := g.dialer.Dial("tcp", g.s.Addr)
+	raw, err := w.dialer.Dial("tcp", g.s.Addr)
 	if err != nil {
 		w.counts.ConnectErrors++
 		w.sample("connect", name, err)
@@ -703,6 +705,9 @@ func run(s Settings) (*Result, error) {
 	if s.Order != "random" && s.Order != "sequential" {
 		return nil, fmt.Errorf("-order %q: expected random or sequential", s.Order)
 	}
+	if s.Sources < 0 || s.Sources > 250 {
+		return nil, fmt.Errorf("-sources %d: expected 0-250", s.Sources)
+	}
 	if s.Concurrency < 1 {
 		return nil, errors.New("-concurrency must be at least 1")
 	}
@@ -722,7 +727,13 @@ func run(s Settings) (*Result, error) {
 	workers := make([]*worker, s.Concurrency)
 	for k := range workers {
 		w := &worker{g: g, rng: rand.New(rand.NewSource(s.Seed + int64(k))), configs: make([]*tls.Config, len(s.Names)),
-			counts: newCounts()}
+			counts: newCounts(), dialer: &g.dialer}
+		if s.Sources > 0 {
+			// Client k connects from 127.0.0.(2 + k mod N): N visitors' addresses, as a server
+			// whose workers are chosen by client address sees real traffic.
+			source := net.IPv4(127, 0, 0, byte(2+k%s.Sources))
+			w.dialer = &net.Dialer{Timeout: s.Timeout, LocalAddr: &net.TCPAddr{IP: source}}
+		}
 		if s.Resume {
 			w.cache = &ticketCache{tls.NewLRUClientSessionCache(len(s.Names)), w}
 		}
@@ -825,6 +836,7 @@ func main() {
 	flag.DurationVar(&s.TicketWait, "ticket-wait", 100*time.Millisecond, "with -resume, TLS 1.3, -mode handshake: how long to wait for a session ticket")
 	flag.StringVar(&alpn, "alpn", "", "ALPN protocols offered, comma-separated, e.g. h2,http/1.1 (default: no ALPN extension)")
 	flag.BoolVar(&s.VerifyCache, "verify-cache", true, "skip re-verifying a chain byte-identical to one verified before (the handshake signature and the name are checked every time)")
+	flag.IntVar(&s.Sources, "sources", 0, "client k connects from 127.0.0.(2 + k mod N), N <= 250 (0: the kernel's choice, 127.0.0.1)")
 	flag.StringVar(&s.Group, "group", "x25519", "key exchange group: x25519 (key share X25519, P-256 also listed) or p256 (only P-256)")
 	flag.IntVar(&gogc, "gogc", 400, "Go garbage collector target percentage (debug.SetGCPercent)")
 	cpuProfile := flag.String("cpuprofile", "", "write a Go CPU profile of the run to this file (go tool pprof)")

@@ -63,9 +63,34 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def leaf(port: int, hostname: str, root_pem: str | None = None) -> x509.Certificate:
+def slots(main: int) -> dict[int, int]:
+    """``{slot: pid}`` of ``main``'s workers (from their command lines)."""
+    found = {}
+    for pid in children(main):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--slot" in argv:
+            found[int(argv[argv.index(b"--slot") + 1])] = pid
+    return found
+
+
+def source_for(slot: int, count: int = 2) -> str:
+    """A loopback source address the kernel sends to worker ``slot`` ([server] affinity = "address")."""
+    for last in range(1, 255):
+        if (0x7F000000 + last) % count == slot:
+            return f"127.0.0.{last}"
+    raise AssertionError(slot)
+
+
+def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+
+
+def leaf(port: int, hostname: str, root_pem: str | None = None, source: str = "127.0.0.1") -> x509.Certificate:
     context = ssl.create_default_context(cadata=root_pem) if root_pem else ssl._create_unverified_context()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+    with connect(port, source) as raw:
         with context.wrap_socket(raw, server_hostname=hostname) as tls:
             return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
 
@@ -117,10 +142,10 @@ def workers_daemon(tmp_path):
         daemon.stop(timeout=30)
 
 
-def fallback_handshake(port: int) -> bool:
+def fallback_handshake(port: int, source: str = "127.0.0.1") -> bool:
     """One TLS handshake + GET on a new connection (the fallback certificate); True if answered."""
     context = ssl._create_unverified_context()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+    with connect(port, source) as raw:
         with context.wrap_socket(raw, server_hostname="unknown.example") as tls:
             tls.sendall(b"GET / HTTP/1.1\r\nHost: unknown.example\r\nConnection: close\r\n\r\n")
             data = b""
@@ -138,43 +163,26 @@ def test_a_certificate_issued_by_the_main_process_is_served_by_every_worker_with
     stack = Stack.start_with(tmp_path, config)
     try:
         main = stack.daemon.process.pid
-        workers = wait_for(lambda: exactly(main, 2), 20, "two workers")
+        wait_for(lambda: len(slots(main)) == 2, 20, "two workers")
         hostname = "jobs.workers.test"
-
-        def served_by(worker: int) -> x509.Certificate:
-            """A handshake the other worker cannot take: it is stopped meanwhile."""
-            others = workers - {worker}
-            for pid in others:
-                os.kill(pid, signal.SIGSTOP)
-            try:
-                return leaf(stack.https, hostname)
-            finally:
-                for pid in others:
-                    os.kill(pid, signal.SIGCONT)
-
-        # Each worker has looked the name up and remembers it is unknown (negative entries, 60 s).
-        for worker in workers:
-            assert served_by(worker).issuer == served_by(worker).subject  # the self-signed fallback
+        # Each worker (reached by a client address it owns) has looked the name up and
+        # remembers that it is unknown (negative entries, 60 s).
+        for slot in (0, 1):
+            cert = leaf(stack.https, hostname, source=source_for(slot))
+            assert cert.issuer == cert.subject  # the self-signed fallback
         stack.register(hostname)
         stack.wait_state(hostname, ("active",), timeout=30)
         issued = time.monotonic()
-        for worker in workers:
-            def real(worker=worker):
-                cert = served_by(worker)
+        for slot in (0, 1):
+            def real(slot=slot):
+                cert = leaf(stack.https, hostname, source=source_for(slot))
                 return cert if cert.issuer != cert.subject else None
 
-            wait_for(real, 1.0, f"worker {worker} to serve the new certificate")
+            wait_for(real, 1.0, f"worker {slot} to serve the new certificate")
         assert time.monotonic() - issued < 1.5
         # And the chain verifies against the CA's root from every worker.
-        for worker in workers:
-            others = workers - {worker}
-            for pid in others:
-                os.kill(pid, signal.SIGSTOP)
-            try:
-                stack.verified_leaf(hostname)
-            finally:
-                for pid in others:
-                    os.kill(pid, signal.SIGCONT)
+        for slot in (0, 1):
+            leaf(stack.https, hostname, root_pem=stack.root_pem, source=source_for(slot))
     finally:
         stack.stop()
 
@@ -196,14 +204,10 @@ def test_a_worker_killed_with_sigkill_is_replaced_and_connections_keep_being_ser
     wait_for(lambda: healthz(admin, workers_daemon.token)["components"]["workers"]["message"].startswith("2 of 2"),
              10, "the replacement serving")
     assert "1 restarted" in healthz(admin, workers_daemon.token)["components"]["workers"]["message"]
-    # The replacement serves: stop the survivor and connect.
-    replacement = (after - before).pop()
-    survivor = (after - {replacement}).pop()
-    os.kill(survivor, signal.SIGSTOP)
-    try:
-        assert fallback_handshake(https)
-    finally:
-        os.kill(survivor, signal.SIGCONT)
+    # The replacement serves (the addresses of its slot), and so does the survivor.
+    replacement_slot = next(slot for slot, pid in slots(main).items() if pid not in before)
+    assert fallback_handshake(https, source_for(replacement_slot))
+    assert fallback_handshake(https, source_for(1 - replacement_slot))
 
 
 def test_sigterm_finishes_in_flight_requests_and_closes_idle_connections(workers_daemon):
@@ -287,3 +291,27 @@ def test_with_one_process_sighup_drops_the_caches_and_the_daemon_keeps_serving(t
         assert fallback_handshake(ports[1])
     finally:
         daemon.stop()
+
+
+def resumed_run(port: int, source: str, count: int) -> list[bool]:
+    """``count`` connections from ``source``, each offering the session of the one before."""
+    context = ssl._create_unverified_context()
+    session = None
+    reused = []
+    for _ in range(count):
+        with connect(port, source) as raw:
+            with context.wrap_socket(raw, server_hostname="unknown.example", session=session) as tls:
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: unknown.example\r\nConnection: close\r\n\r\n")
+                while tls.recv(65536):
+                    pass
+                reused.append(tls.session_reused)
+                session = tls.session
+    return reused
+
+
+def test_a_returning_visitor_resumes_whichever_worker_would_take_a_new_connection(workers_daemon):
+    """Ticket keys are each worker's own: affinity by client address sends the visitor back to the same one."""
+    http, https, admin = workers_daemon.ports
+    for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"):
+        reused = resumed_run(https, source, 6)
+        assert reused == [False] + [True] * 5, (source, reused)
