@@ -47,7 +47,7 @@ def test_url_surrounding_white_space_is_stripped():
     )
     assert page["logo_url"] == "https://cdn.acme.example/logo.png"
     assert page["jobs"][0]["apply_url"] == "http://apply.acme.example/a"
-    assert validate_page({"company": "A", "logo_url": "   "}) == {"company": "A", "jobs": []}
+    assert validate_page({"company": "A", "logo_url": "   "}) == {"version": 2, "company": "A", "jobs": []}
 
 
 def test_url_scheme_is_case_insensitive():

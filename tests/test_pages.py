@@ -78,7 +78,7 @@ def test_valid_page_is_returned_normalised():
 
 def test_jobs_default_to_empty_list():
     """A page without jobs validates with an empty job list."""
-    assert validate_page({"company": "Acme"}) == {"company": "Acme", "jobs": []}
+    assert validate_page({"company": "Acme"}) == {"version": 2, "company": "Acme", "jobs": []}
 
 
 def test_input_is_not_modified():
@@ -207,7 +207,7 @@ def test_limits_are_inclusive():
 def test_null_optionals_are_absent():
     """Optional fields given as null are treated as absent."""
     doc = {"company": "A", "intro": None, "logo_url": None, "jobs": None}
-    assert validate_page(doc) == {"company": "A", "jobs": []}
+    assert validate_page(doc) == {"version": 2, "company": "A", "jobs": []}
 
 
 json_junk = st.recursive(
@@ -308,7 +308,7 @@ def test_job_posting_fields():
     assert posting["@context"] == "https://schema.org"
     assert posting["@type"] == "JobPosting"
     assert posting["title"] == "Anvil Engineer"
-    assert posting["description"] == "Design anvils.\nTest them on coyotes."
+    assert posting["description"] == "<p>Design anvils.</p><p>Test them on coyotes.</p>"
     assert posting["datePosted"] == "2024-02-29"
     assert posting["employmentType"] == "FULL_TIME"
     assert posting["hiringOrganization"] == {
@@ -316,7 +316,9 @@ def test_job_posting_fields():
         "name": "Acme Corp",
         "logo": "https://cdn.acme.example/logo.png",
     }
-    assert posting["jobLocation"] == {"@type": "Place", "address": "Berlin"}
+    assert posting["jobLocation"] == [
+        {"@type": "Place", "address": {"@type": "PostalAddress", "addressLocality": "Berlin"}}
+    ]
     assert posting["url"] == "https://jobs.acme.example/jobs/eng-1"
     assert posting["directApply"] is False
 
@@ -327,7 +329,7 @@ def test_job_posting_without_optional_fields():
     posting = pages.job_posting("jobs.acme.example", page, page["jobs"][1])
     assert "datePosted" not in posting and "jobLocation" not in posting
     assert "employmentType" not in posting
-    assert posting["description"] == "Rocket Operator at Acme Corp"
+    assert posting["description"] == "<p>Rocket Operator at Acme Corp</p>"
 
 
 def test_job_page_description_lines_become_paragraphs():
@@ -471,7 +473,7 @@ def test_paragraphs_are_stripped_and_blank_lines_dropped():
         }
     )
     html = _render(pages.render_list_page("jobs.acme.example", page))
-    assert "<main><p>First line</p><p>Second line</p><section" in html
+    assert '<main id="main"><p>First line</p><p>Second line</p><section' in html
     html = _render(pages.render_job_page("jobs.acme.example", page, page["jobs"][0]))
     assert '<p class="meta">Acme Corp</p><p>Do things.</p><p>Do more.</p></article>' in html
 

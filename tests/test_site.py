@@ -27,6 +27,7 @@ from jobhost.store.records import Challenge, DomainRecord, DomainState, certific
 from jobhost.testing import TestCA
 from jobhost.web.site import (
     CONTENT_SECURITY_POLICY,
+    content_security_policy,
     HttpRootResource,
     HttpsRootResource,
     PageCache,
@@ -158,7 +159,7 @@ class HttpsRootResourceTests(WebTestCase):
         self.assertEqual(response.code, 200)
         self.assertEqual(self.header(response, "content-type"), "text/html; charset=utf-8")
         self.assertTrue(html.startswith('<!DOCTYPE html>\n<html lang="en">'))
-        self.assertIn("<main>", html)
+        self.assertIn('<main id="main">', html)
         self.assertIn("<h1>Careers at Acme Corp</h1>", html)
         self.assertIn('<a href="/jobs/eng-1">Anvil Engineer</a>', html)
         self.assertIn('<a href="/jobs/ops-2">Rocket Operator</a>', html)
@@ -181,7 +182,9 @@ class HttpsRootResourceTests(WebTestCase):
         self.assertEqual(posting["hiringOrganization"]["name"], "Acme Corp")
         self.assertEqual(posting["datePosted"], "2025-02-01")
         self.assertEqual(posting["employmentType"], "FULL_TIME")
-        self.assertEqual(posting["jobLocation"]["address"], "Berlin")
+        self.assertEqual(
+            posting["jobLocation"], [{"@type": "Place", "address": {"@type": "PostalAddress", "addressLocality": "Berlin"}}]
+        )
         self.assertEqual(posting["url"], f"https://{HOST}/jobs/eng-1")
 
     def test_jobs_json(self):
@@ -288,9 +291,15 @@ class HttpsRootResourceTests(WebTestCase):
             ("nobody.example", "/", "GET"),
             (HOST, "/", "POST"),
         ]:
-            response, _ = self.get(path, host=host, method=method)
-            self.assertEqual(self.header(response, "content-security-policy"), CONTENT_SECURITY_POLICY.decode())
-            self.assertIn("default-src 'none'", self.header(response, "content-security-policy"))
+            response, body = self.get(path, host=host, method=method)
+            csp = self.header(response, "content-security-policy")
+            self.assertTrue(csp.startswith(CONTENT_SECURITY_POLICY.decode()), csp)
+            self.assertIn("default-src 'none'", csp)
+            self.assertNotIn("unsafe-inline", csp)
+            styles = re.findall(rb"<style>(.*?)</style>", body, re.S)
+            if styles:
+                (css,) = styles
+                self.assertEqual(csp, content_security_policy(css.decode("utf-8")).decode())
             self.assertEqual(self.header(response, "x-content-type-options"), "nosniff")
             self.assertIsNotNone(self.header(response, "referrer-policy"))
             self.assertEqual(self.header(response, "strict-transport-security"), "max-age=300")
