@@ -656,7 +656,7 @@ def _build_web(reactor, config: Config, *, store, caches: CacheParts, fallback, 
         HttpRootResource(store=store, https_port=_https_port(config)), clock=reactor, budget=budget, **common
     )
     # The HTTPS site's connections are counted by the listener's hold, which sees them first.
-    https_site = make_site(HttpsRootResource(store=store, page_cache=caches.pages), clock=reactor, **common)
+    https_site = make_site(HttpsRootResource(store=store, page_cache=caches.pages, clock=reactor), clock=reactor, **common)
     tls_factory = SNIServerFactory.create(
         https_site, caches.certificates, reactor, key_pem, cert_pem,
         reject_unknown=config.tls.fallback == "reject",

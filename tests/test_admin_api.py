@@ -386,7 +386,7 @@ def test_register_runs_preflight_stores_pending_and_kicks_the_issuer():
     assert doc["hostname"] == HOST
     assert doc["state"] == "pending"
     assert doc["certificate"] is None
-    assert doc["page"] == {"company": "Acme Corp", "jobs": [{"id": "eng-1", "title": "Engineer"}]}
+    assert doc["page"] == {"version": 2, "company": "Acme Corp", "jobs": [{"id": "eng-1", "title": "Engineer"}]}
     assert api.preflight.asked == [HOST]
     stored = api.store.domains[HOST]
     assert stored.state == DomainState.PENDING
@@ -968,7 +968,7 @@ def test_put_page_validates_stores_and_returns_the_normalised_page():
     body = {"company": "  New Co ", "jobs": [{"id": "a", "title": "T", "employment_type": "full_time"}]}
     answer = api.request("PUT", f"/api/v1/domains/{HOST}/page", json_body=body)
     assert answer.status == 200
-    expected = {"company": "New Co", "jobs": [{"id": "a", "title": "T", "employment_type": "FULL_TIME"}]}
+    expected = {"version": 2, "company": "New Co", "jobs": [{"id": "a", "title": "T", "employment_type": "FULL_TIME"}]}
     assert answer.json == expected
     assert api.store.domains[HOST].page == expected
     assert api.request("GET", f"/api/v1/domains/{HOST}/page").json == expected
@@ -1711,7 +1711,7 @@ def test_page_put_racing_an_issuing_attempt_keeps_both(ca):
     client.resume()
     shown = api.request("GET", f"/api/v1/domains/{HOST}").json
     assert shown["state"] == "active" and shown["certificate"] is not None
-    assert api.request("GET", f"/api/v1/domains/{HOST}/page").json == edited
+    assert api.request("GET", f"/api/v1/domains/{HOST}/page").json == {**edited, "version": 2}
 
 
 def test_renew_of_a_hostname_removed_meanwhile_is_409(ca):

@@ -425,10 +425,10 @@ class CliTests(TestCase):
             self.assertEqual(status, EXIT_OK)
             self.assertIn("Acme Corp, 1 jobs", out)
             status, out, _ = await self.cli("--json", "page", "show", HOST)
-            self.assertEqual(json.loads(out), PAGE)
+            self.assertEqual(json.loads(out), {**PAGE, "version": 2})
             status, _, _ = await self.cli("page", "set", HOST, "-", stdin=json.dumps({"company": "Stdin Co"}))
             self.assertEqual(status, EXIT_OK)
-            self.assertEqual(self.store.domains[HOST].page, {"company": "Stdin Co", "jobs": []})
+            self.assertEqual(self.store.domains[HOST].page, {"version": 2, "company": "Stdin Co", "jobs": []})
             status, _, err = await self.cli("page", "set", HOST, bad_file)
             self.assertEqual(status, EXIT_ERROR)
             self.assertIn("company: must not be empty", err)
@@ -528,7 +528,7 @@ class CliTests(TestCase):
         async def run():
             status, out, _ = await self.cli("page", "show", HOST)
             self.assertEqual(status, EXIT_OK)
-            self.assertTrue(out.startswith('{\n  "company": "Müller GmbH"'), out)
+            self.assertTrue(out.startswith('{\n  "version": 2,\n  "company": "Müller GmbH"'), out)
 
         return self.run_async(run())
 

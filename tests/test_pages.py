@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import json
 import re
 import string
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from hypothesis import given
@@ -78,7 +83,7 @@ def test_valid_page_is_returned_normalised():
 
 def test_jobs_default_to_empty_list():
     """A page without jobs validates with an empty job list."""
-    assert validate_page({"company": "Acme"}) == {"company": "Acme", "jobs": []}
+    assert validate_page({"company": "Acme"}) == {"version": 2, "company": "Acme", "jobs": []}
 
 
 def test_input_is_not_modified():
@@ -207,7 +212,7 @@ def test_limits_are_inclusive():
 def test_null_optionals_are_absent():
     """Optional fields given as null are treated as absent."""
     doc = {"company": "A", "intro": None, "logo_url": None, "jobs": None}
-    assert validate_page(doc) == {"company": "A", "jobs": []}
+    assert validate_page(doc) == {"version": 2, "company": "A", "jobs": []}
 
 
 json_junk = st.recursive(
@@ -308,7 +313,7 @@ def test_job_posting_fields():
     assert posting["@context"] == "https://schema.org"
     assert posting["@type"] == "JobPosting"
     assert posting["title"] == "Anvil Engineer"
-    assert posting["description"] == "Design anvils.\nTest them on coyotes."
+    assert posting["description"] == "<p>Design anvils.</p><p>Test them on coyotes.</p>"
     assert posting["datePosted"] == "2024-02-29"
     assert posting["employmentType"] == "FULL_TIME"
     assert posting["hiringOrganization"] == {
@@ -316,7 +321,9 @@ def test_job_posting_fields():
         "name": "Acme Corp",
         "logo": "https://cdn.acme.example/logo.png",
     }
-    assert posting["jobLocation"] == {"@type": "Place", "address": "Berlin"}
+    assert posting["jobLocation"] == [
+        {"@type": "Place", "address": {"@type": "PostalAddress", "addressLocality": "Berlin"}}
+    ]
     assert posting["url"] == "https://jobs.acme.example/jobs/eng-1"
     assert posting["directApply"] is False
 
@@ -327,7 +334,7 @@ def test_job_posting_without_optional_fields():
     posting = pages.job_posting("jobs.acme.example", page, page["jobs"][1])
     assert "datePosted" not in posting and "jobLocation" not in posting
     assert "employmentType" not in posting
-    assert posting["description"] == "Rocket Operator at Acme Corp"
+    assert posting["description"] == "<p>Rocket Operator at Acme Corp</p>"
 
 
 def test_job_page_description_lines_become_paragraphs():
@@ -471,7 +478,7 @@ def test_paragraphs_are_stripped_and_blank_lines_dropped():
         }
     )
     html = _render(pages.render_list_page("jobs.acme.example", page))
-    assert "<main><p>First line</p><p>Second line</p><section" in html
+    assert '<main id="main"><p>First line</p><p>Second line</p><section' in html
     html = _render(pages.render_job_page("jobs.acme.example", page, page["jobs"][0]))
     assert '<p class="meta">Acme Corp</p><p>Do things.</p><p>Do more.</p></article>' in html
 
@@ -494,3 +501,310 @@ def test_not_found_page_names_the_company_or_the_hostname():
     html = _render(pages.render_not_found_page("xn--bcher-kva.example", None))
     assert '<a href="/">See all open positions at bücher.example</a>' in html
     assert "<h1>Page not found</h1>" in html
+
+
+# -- version 2: structured data against Google's list -----------------------------------
+
+_GOOGLE = json.loads((Path(__file__).parent / "data" / "google_jobposting.json").read_text())
+_ISO_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_ISO_DATETIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?(Z|[+-][0-9]{2}:[0-9]{2})")
+
+
+def _v2_page() -> dict[str, Any]:
+    """A version 2 page with an on-site, a hybrid and a remote opening, all details given."""
+    common = {
+        "employment_type": "FULL_TIME",
+        "description": "Build anvils.\nTest them.",
+        "apply_url": "https://apply.acme.example/x",
+        "posted": "2026-11-01",
+        "valid_through": "2027-01-31",
+        "salary": {"currency": "eur", "min": 60000, "max": 80000, "unit": "year"},
+    }
+    return {
+        "version": 2,
+        "company": "Acme Corp",
+        "website": "https://acme.example",
+        "logo_url": "https://cdn.acme.example/logo.png",
+        "accent_color": "#0B5CAD",
+        "lang": "en-GB",
+        "jobs": [
+            {**common, "id": "onsite", "title": "Anvil Engineer", "department": "Engineering",
+             "locations": [{"street_address": "1 Anvil Way", "locality": "Berlin", "region": "BE",
+                            "postal_code": "10115", "country": "de"}]},
+            {**common, "id": "hybrid", "title": "Rocket Planner", "department": "Engineering",
+             "locations": [{"locality": "Austin", "region": "TX", "country": "US"}],
+             "remote": {"countries": ["us", "CA"]}},
+            {**common, "id": "remote", "title": "Support Lead", "department": "Support",
+             "remote": {"countries": ["GB"]}, "valid_through": "2027-01-31T17:00:00+01:00",
+             "salary": {"currency": "GBP", "min": 40, "unit": "HOUR"}},
+        ],
+    }
+
+
+def _check_against_google(posting: dict[str, Any]) -> list[str]:
+    """Every way ``posting`` falls short of the checked-in list of Google's required/recommended properties."""
+    problems = []
+    remote = posting.get("jobLocationType") == "TELECOMMUTE"
+    for name, rule in _GOOGLE["required"].items():
+        if name == "jobLocation" and remote and name not in posting:
+            continue
+        if name not in posting:
+            problems.append(f"required {name} missing")
+    for name, rule in _GOOGLE["recommended"].items():
+        if "only_for" in rule and not remote:
+            continue
+        target = posting
+        for part in name.split(".")[:-1]:
+            target = target.get(part, {})
+        if name.split(".")[-1] not in target:
+            problems.append(f"recommended {name} missing")
+    for name in _GOOGLE["not_expressed"]:
+        if name in posting:
+            problems.append(f"{name} is emitted but listed as not expressed")
+    if not _ISO_DATE_RE.fullmatch(posting.get("datePosted", "")):
+        problems.append("datePosted is not an ISO 8601 date")
+    if not _ISO_DATETIME_RE.fullmatch(posting.get("validThrough", "")):
+        problems.append("validThrough is not an ISO 8601 date-time")
+    if posting.get("description") == posting.get("title") or not str(posting.get("description")).startswith("<p>"):
+        problems.append("description is not HTML distinct from the title")
+    org = posting.get("hiringOrganization", {})
+    if org.get("@type") != "Organization" or not org.get("name"):
+        problems.append("hiringOrganization is not an Organization with a name")
+    places = posting.get("jobLocation", [])
+    for place in places if isinstance(places, list) else [places]:
+        address = place.get("address", {})
+        if place.get("@type") != "Place" or address.get("@type") != "PostalAddress":
+            problems.append("jobLocation is not a Place with a PostalAddress")
+        for key in _GOOGLE["required"]["jobLocation"]["address_required"]:
+            if key not in address:
+                problems.append(f"jobLocation.address.{key} missing")
+        if set(address) - {"@type", *_GOOGLE["required"]["jobLocation"]["address_properties"]}:
+            problems.append("jobLocation.address has properties Google does not list")
+    if remote:
+        requirements = posting.get("applicantLocationRequirements") or []
+        if not requirements or any(r.get("@type") not in ("Country", "State") for r in requirements):
+            problems.append("remote job without Country applicantLocationRequirements")
+    if posting.get("employmentType") not in _GOOGLE["recommended"]["employmentType"]["values"]:
+        problems.append("employmentType not one of Google's values")
+    salary = posting.get("baseSalary", {})
+    value = salary.get("value", {})
+    if (
+        salary.get("@type") != "MonetaryAmount"
+        or not re.fullmatch(r"[A-Z]{3}", salary.get("currency", ""))
+        or value.get("@type") != "QuantitativeValue"
+        or value.get("unitText") not in ("HOUR", "DAY", "WEEK", "MONTH", "YEAR")
+        or not ("value" in value or {"minValue", "maxValue"} <= set(value))
+    ):
+        problems.append("baseSalary is not a MonetaryAmount with a QuantitativeValue")
+    if posting.get("identifier", {}).get("@type") != "PropertyValue":
+        problems.append("identifier is not a PropertyValue")
+    if posting.get("directApply") not in (True, False):
+        problems.append("directApply is not a boolean")
+    return problems
+
+
+def test_google_list_names_its_source():
+    """The checked-in list of Google's JobPosting properties says where it comes from and what it leaves out."""
+    assert _GOOGLE["source"].startswith("https://developers.google.com/search/docs/")
+    assert set(_GOOGLE["required"]) == {"datePosted", "description", "hiringOrganization", "jobLocation", "title"}
+
+
+@pytest.mark.parametrize("job_id", ["onsite", "hybrid", "remote"])
+def test_job_posting_json_ld_passes_googles_list(job_id):
+    """The JSON-LD of on-site, hybrid and remote job pages has every required and recommended property, well typed."""
+    page = validate_page(_v2_page())
+    job = next(j for j in page["jobs"] if j["id"] == job_id)
+    html = _render(pages.render_job_page("jobs.acme.example", page, job))
+    (posting,) = _json_ld(html)
+    assert _check_against_google(posting) == []
+    assert ("jobLocation" in posting) == (job_id != "remote")
+    assert (posting.get("jobLocationType") == "TELECOMMUTE") == (job_id != "onsite")
+
+
+def test_google_check_catches_what_google_would_refuse():
+    """The checker itself flags a posting without address country, remote countries or a salary unit."""
+    page = validate_page(_v2_page())
+    posting = pages.job_posting("jobs.acme.example", page, page["jobs"][1])
+    assert _check_against_google(posting) == []
+    broken = copy.deepcopy(posting)
+    del broken["jobLocation"][0]["address"]["addressCountry"]
+    broken["applicantLocationRequirements"] = []
+    del broken["baseSalary"]["value"]["unitText"]
+    del broken["datePosted"]
+    assert _check_against_google(broken) == [
+        "required datePosted missing",
+        "datePosted is not an ISO 8601 date",
+        "jobLocation.address.addressCountry missing",
+        "remote job without Country applicantLocationRequirements",
+        "baseSalary is not a MonetaryAmount with a QuantitativeValue",
+    ]
+
+
+def test_job_posting_version_2_fields():
+    """Places become PostalAddresses, remote countries applicantLocationRequirements, salary a MonetaryAmount."""
+    page = validate_page(_v2_page())
+    onsite, hybrid, remote = (pages.job_posting("jobs.acme.example", page, j) for j in page["jobs"])
+    assert onsite["jobLocation"] == [{"@type": "Place", "address": {
+        "@type": "PostalAddress", "streetAddress": "1 Anvil Way", "addressLocality": "Berlin",
+        "addressRegion": "BE", "postalCode": "10115", "addressCountry": "DE"}}]
+    assert hybrid["applicantLocationRequirements"] == [{"@type": "Country", "name": "US"},
+                                                      {"@type": "Country", "name": "CA"}]
+    assert onsite["baseSalary"] == {"@type": "MonetaryAmount", "currency": "EUR", "value": {
+        "@type": "QuantitativeValue", "unitText": "YEAR", "minValue": 60000, "maxValue": 80000}}
+    assert remote["baseSalary"]["value"] == {"@type": "QuantitativeValue", "unitText": "HOUR", "value": 40}
+    assert onsite["validThrough"] == "2027-01-31T23:59:59Z"
+    assert remote["validThrough"] == "2027-01-31T17:00:00+01:00"
+    assert onsite["hiringOrganization"] == {"@type": "Organization", "name": "Acme Corp",
+                                            "sameAs": "https://acme.example", "logo": "https://cdn.acme.example/logo.png"}
+    assert "jobLocationType" not in onsite
+
+
+def test_job_posting_date_falls_back_to_the_given_default():
+    """A job without a posted date takes default_posted as datePosted (the registration day)."""
+    page = validate_page({"company": "A", "jobs": [{"id": "a", "title": "T"}]})
+    assert pages.job_posting("h.example", page, page["jobs"][0], "2026-10-01")["datePosted"] == "2026-10-01"
+    html = _render(pages.render_job_page("h.example", page, page["jobs"][0], default_posted="2026-10-02"))
+    assert _json_ld(html)[0]["datePosted"] == "2026-10-02"
+
+
+# -- version 2: expiry, grouping, filters, branding, head ---------------------------------
+
+_BEFORE = datetime(2027, 1, 31, 12, tzinfo=timezone.utc)
+_AFTER = datetime(2027, 2, 1, 0, 0, tzinfo=timezone.utc)
+
+
+def test_expired_openings_leave_the_list_json_and_sitemap():
+    """Once valid_through has passed, an opening is gone from the list, its ItemList, /jobs.json and the sitemap."""
+    doc = _v2_page()
+    doc["jobs"][0]["valid_through"] = "2027-01-31"
+    doc["jobs"][1]["valid_through"] = "2027-06-30"
+    page = validate_page(doc)
+    before = _render(pages.render_list_page("jobs.acme.example", page, now=_BEFORE))
+    after = _render(pages.render_list_page("jobs.acme.example", page, now=_AFTER))
+    assert "/jobs/onsite" in before and "/jobs/onsite" not in after
+    assert [e["url"] for e in _json_ld(after)[0]["itemListElement"]] == ["https://jobs.acme.example/jobs/hybrid"]
+    assert [j["id"] for j in json.loads(pages.render_jobs_json("jobs.acme.example", page, _AFTER))["jobs"]] == ["hybrid"]
+    assert b"/jobs/onsite" in pages.render_sitemap("jobs.acme.example", page, _BEFORE)
+    assert b"/jobs/onsite" not in pages.render_sitemap("jobs.acme.example", page, _AFTER)
+
+
+def test_gone_page_has_no_structured_data():
+    """The page of an expired opening says it is closed, asks not to be indexed and has no JobPosting."""
+    page = validate_page(_v2_page())
+    html = _render(pages.render_gone_page("jobs.acme.example", page, page["jobs"][0]))
+    assert "this position is closed" in html
+    assert '<meta name="robots" content="noindex, follow" />' in html
+    assert "<script" not in html
+
+
+def test_list_is_grouped_by_department_in_order_of_appearance():
+    """Openings are grouped under one heading per department, first-seen first; those without one come last."""
+    doc = _v2_page()
+    doc["jobs"].insert(0, {"id": "plain", "title": "Generalist"})
+    page = validate_page(doc)
+    html = _render(pages.render_list_page("jobs.acme.example", page, now=_BEFORE))
+    headings = re.findall(r'<h2 id="department-[0-9]+">(.*?)</h2>', html)
+    assert headings == ["Engineering (2)", "Support (1)", "Other openings (1)"]
+    body = html[html.index("<body>"):]
+    assert body.index("/jobs/plain") > body.index("/jobs/remote")
+
+
+def test_filters_show_only_matching_openings_and_are_links():
+    """A location or department filter shows only its openings; the filter is a set of links (no script, no form)."""
+    page = validate_page(_v2_page())
+    html = _render(pages.render_list_page("jobs.acme.example", page, now=_BEFORE,
+                                          filters=pages.Filters(location="Remote")))
+    assert "/jobs/hybrid" in html and "/jobs/remote" in html and "/jobs/onsite" not in html
+    assert "Open positions (2 of 3)" in html
+    assert '<a href="/?location=Remote" aria-current="true">Remote</a>' in html
+    assert '<a href="/?department=Engineering&amp;location=Remote">Engineering</a>' in html
+    assert '<meta name="robots" content="noindex, follow" />' in html
+    assert "<form" not in html and "<script>" not in html
+    html = _render(pages.render_list_page("jobs.acme.example", page, now=_BEFORE,
+                                          filters=pages.Filters(department="Support", location="Berlin, BE, DE")))
+    assert "No open positions match this filter." in html
+
+
+def test_filter_options_follow_the_openings():
+    """The filter offers each department and location label once, Remote for remote openings."""
+    page = validate_page(_v2_page())
+    assert pages.filter_options(page["jobs"]) == (
+        ["Engineering", "Support"], ["Berlin, BE, DE", "Austin, TX, US", "Remote"]
+    )
+
+
+def test_accent_colour_reaches_only_the_stylesheet():
+    """The accent colour is the CSS custom property; a colour that is not #rrggbb never reaches the CSS."""
+    page = validate_page(_v2_page())
+    assert pages.page_css(page).endswith(":root{--accent:#0b5cad}\n")
+    hostile = dict(page, accent_color="red;}body{display:none")
+    assert pages.page_css(hostile).endswith(":root{--accent:%s}\n" % pages.DEFAULT_ACCENT)
+    html = _render(pages.render_list_page("jobs.acme.example", page, now=_BEFORE))
+    assert html.count("#0b5cad") == 1
+    assert ' style="' not in html
+
+
+def test_style_source_is_the_hash_of_the_style_element():
+    """style_source is the CSP hash of exactly the CSS placed in the page's <style> element."""
+    page = validate_page(_v2_page())
+    html = _render(pages.render_list_page("jobs.acme.example", page, now=_BEFORE))
+    (css,) = re.findall(r"<style>(.*?)</style>", html, re.S)
+    digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
+    assert pages.style_source(css) == f"'sha256-{digest}'"
+    assert css == pages.page_css(page)
+
+
+def test_head_has_canonical_opengraph_and_twitter_meta():
+    """List and job pages name their canonical URL and describe themselves to link previews."""
+    page = validate_page(_v2_page())
+    html = _render(pages.render_job_page("jobs.acme.example", page, page["jobs"][0]))
+    for fragment in (
+        '<link rel="canonical" href="https://jobs.acme.example/jobs/onsite" />',
+        '<meta property="og:type" content="article" />',
+        '<meta property="og:title" content="Anvil Engineer \u2013 Acme Corp" />',
+        '<meta property="og:url" content="https://jobs.acme.example/jobs/onsite" />',
+        '<meta property="og:image" content="https://cdn.acme.example/logo.png" />',
+        '<meta property="og:description" content="Build anvils. Test them." />',
+        '<meta name="twitter:card" content="summary" />',
+        '<html lang="en-GB">',
+        "EUR 60,000\u201380,000 per year",
+        'Apply by <time datetime="2027-01-31">2027-01-31</time>',
+    ):
+        assert fragment in html, fragment
+    html = _render(pages.render_list_page("jobs.acme.example", page, now=_BEFORE))
+    assert '<link rel="canonical" href="https://jobs.acme.example/" />' in html
+    assert 'name="robots"' not in html
+
+
+def test_landmarks_and_skip_link():
+    """Pages have a skip link to main, and header, nav (when filtering is possible), main and footer landmarks."""
+    page = validate_page(_v2_page())
+    html = _render(pages.render_list_page("jobs.acme.example", page, now=_BEFORE))
+    assert '<body><a href="#main" class="skip">Skip to content</a><header>' in html
+    assert '<nav class="filters" aria-label="Filter openings">' in html
+    assert '<main id="main">' in html and "<footer>" in html
+
+
+def test_print_stylesheet_hides_navigation_and_shows_the_apply_address():
+    """The print rules hide navigation and filters and print the apply link's address."""
+    css = pages.page_css(None)
+    print_rules = css[css.index("@media print{"):]
+    assert ".skip,nav.filters,footer,header a{display:none}" in print_rules
+    assert '.apply::after{content:" " attr(href)}' in print_rules
+
+
+def test_sitemap_is_xml_of_this_hostnames_urls():
+    """The sitemap parses as XML in the sitemaps namespace and lists the list page and each open opening."""
+    page = validate_page(_v2_page())
+    root = ElementTree.fromstring(pages.render_sitemap("jobs.acme.example", page, _BEFORE, "2026-12-01T00:00:00Z"))
+    ns = {"s": "http://www.sitemaps.org/schemas/sitemap/0.9"}
+    assert [e.text for e in root.findall("s:url/s:loc", ns)] == [
+        "https://jobs.acme.example/",
+        "https://jobs.acme.example/jobs/onsite",
+        "https://jobs.acme.example/jobs/hybrid",
+        "https://jobs.acme.example/jobs/remote",
+    ]
+    assert root.find("s:url/s:lastmod", ns).text == "2026-12-01T00:00:00Z"
+    assert pages.render_robots("jobs.acme.example") == (
+        b"User-agent: *\nAllow: /\n\nSitemap: https://jobs.acme.example/sitemap.xml\n"
+    )

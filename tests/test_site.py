@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import functools
 import gc
+import gzip
 import json
 import re
 from datetime import datetime, timezone
 from typing import Any
+from xml.etree import ElementTree
 
-from treq.testing import StubTreq
+import treq
+from treq.testing import RequestTraversalAgent, StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
@@ -18,6 +21,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource, Resource
 from zope.interface.verify import verifyObject
 
@@ -27,6 +31,7 @@ from jobhost.store.records import Challenge, DomainRecord, DomainState, certific
 from jobhost.testing import TestCA
 from jobhost.web.site import (
     CONTENT_SECURITY_POLICY,
+    content_security_policy,
     HttpRootResource,
     HttpsRootResource,
     PageCache,
@@ -158,7 +163,7 @@ class HttpsRootResourceTests(WebTestCase):
         self.assertEqual(response.code, 200)
         self.assertEqual(self.header(response, "content-type"), "text/html; charset=utf-8")
         self.assertTrue(html.startswith('<!DOCTYPE html>\n<html lang="en">'))
-        self.assertIn("<main>", html)
+        self.assertIn('<main id="main">', html)
         self.assertIn("<h1>Careers at Acme Corp</h1>", html)
         self.assertIn('<a href="/jobs/eng-1">Anvil Engineer</a>', html)
         self.assertIn('<a href="/jobs/ops-2">Rocket Operator</a>', html)
@@ -181,7 +186,9 @@ class HttpsRootResourceTests(WebTestCase):
         self.assertEqual(posting["hiringOrganization"]["name"], "Acme Corp")
         self.assertEqual(posting["datePosted"], "2025-02-01")
         self.assertEqual(posting["employmentType"], "FULL_TIME")
-        self.assertEqual(posting["jobLocation"]["address"], "Berlin")
+        self.assertEqual(
+            posting["jobLocation"], [{"@type": "Place", "address": {"@type": "PostalAddress", "addressLocality": "Berlin"}}]
+        )
         self.assertEqual(posting["url"], f"https://{HOST}/jobs/eng-1")
 
     def test_jobs_json(self):
@@ -288,9 +295,15 @@ class HttpsRootResourceTests(WebTestCase):
             ("nobody.example", "/", "GET"),
             (HOST, "/", "POST"),
         ]:
-            response, _ = self.get(path, host=host, method=method)
-            self.assertEqual(self.header(response, "content-security-policy"), CONTENT_SECURITY_POLICY.decode())
-            self.assertIn("default-src 'none'", self.header(response, "content-security-policy"))
+            response, body = self.get(path, host=host, method=method)
+            csp = self.header(response, "content-security-policy")
+            self.assertTrue(csp.startswith(CONTENT_SECURITY_POLICY.decode()), csp)
+            self.assertIn("default-src 'none'", csp)
+            self.assertNotIn("unsafe-inline", csp)
+            styles = re.findall(rb"<style>(.*?)</style>", body, re.S)
+            if styles:
+                (css,) = styles
+                self.assertEqual(csp, content_security_policy(css.decode("utf-8")).decode())
             self.assertEqual(self.header(response, "x-content-type-options"), "nosniff")
             self.assertIsNotNone(self.header(response, "referrer-policy"))
             self.assertEqual(self.header(response, "strict-transport-security"), "max-age=300")
@@ -907,3 +920,167 @@ class ChangeKindsTests(WebTestCase):
         self.assertIsNot(self.contexts.lookup(HOST), context)
         self.page()
         self.assertEqual(self.pages.misses, misses, "served from the page cache")
+
+
+def _v2_page() -> dict[str, Any]:
+    return {
+        "version": 2,
+        "company": "Acme Corp",
+        "accent_color": "#0b5cad",
+        "intro": "We make anvils. " * 40,
+        "jobs": [
+            {"id": "eng-1", "title": "Anvil Engineer", "department": "Engineering",
+             "locations": [{"locality": "Berlin", "country": "DE"}], "posted": "2025-02-01",
+             "valid_through": "2025-03-10"},
+            {"id": "ops-2", "title": "Rocket Operator", "department": "Operations",
+             "remote": {"countries": ["DE"]}, "posted": "2025-02-01"},
+        ],
+    }
+
+
+class SearchEngineTests(WebTestCase):
+    """Sitemaps, robots.txt, validators and 304s, gzip, expiry and filters of HttpsRootResource."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW.timestamp())
+        self.store = FaultyStore()
+        _add_domain(self.store, page=_v2_page())
+        other = _v2_page()
+        other["company"] = "Other Co"
+        other["jobs"] = [{"id": "secret-9", "title": "Other Job"}]
+        _add_domain(self.store, hostname="jobs.other.example", page=other)
+        self.cache = PageCache(max_entries=100)
+        self.root = HttpsRootResource(self.store, page_cache=self.cache, clock=self.clock)
+
+    def get(self, path="/", host=HOST, headers=None):
+        """GET without treq's own gzip handling (it asks for gzip and decodes): the raw response."""
+        agent = RequestTraversalAgent(self.root)
+        raw = Headers({k: [v.encode() for v in vs] for k, vs in (headers or {}).items()})
+        d = agent.request(b"GET", f"https://{host}{path}".encode(), raw)
+        agent.flush()
+        response = self.successResultOf(d)
+        body = treq.content(response)
+        agent.flush()
+        return response, self.successResultOf(body)
+
+    def test_sitemap_lists_exactly_this_hostnames_open_openings(self):
+        """sitemap.xml parses as XML and lists the list page and each open opening of this hostname only."""
+        response, body = self.get("/sitemap.xml")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.header(response, "content-type"), "application/xml; charset=utf-8")
+        root = ElementTree.fromstring(body)
+        locs = [e.text for e in root.iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc")]
+        self.assertEqual(locs, [f"https://{HOST}/", f"https://{HOST}/jobs/eng-1", f"https://{HOST}/jobs/ops-2"])
+        other = ElementTree.fromstring(self.get("/sitemap.xml", host="jobs.other.example")[1])
+        other_locs = [e.text for e in other.iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc")]
+        self.assertEqual(other_locs, ["https://jobs.other.example/", "https://jobs.other.example/jobs/secret-9"])
+        for path in ("/", "/sitemap.xml", "/robots.txt", "/jobs.json", "/jobs/eng-1"):
+            self.assertNotIn(b"other.example", self.get(path)[1], path)
+            self.assertNotIn(b"secret-9", self.get(path)[1], path)
+
+    def test_robots_txt_points_at_the_sitemap(self):
+        """robots.txt allows crawling and names this hostname's sitemap."""
+        response, body = self.get("/robots.txt")
+        self.assertEqual((response.code, body), (200, f"User-agent: *\nAllow: /\n\nSitemap: https://{HOST}/sitemap.xml\n".encode()))
+        self.assertEqual(self.get("/robots.txt", host="nobody.example")[0].code, 404)
+
+    def test_conditional_get_is_304_until_the_page_changes(self):
+        """If-None-Match with the ETag gets 304 (same ETag, no body) until a page edit changes the ETag."""
+        response, body = self.get("/")
+        etag = self.header(response, "etag")
+        self.assertRegex(etag, r'^"[0-9a-f]{32}"$')
+        self.assertEqual(self.header(response, "last-modified"), "Sat, 01 Mar 2025 00:00:00 GMT")
+        self.assertEqual(self.header(response, "cache-control"), "no-cache")
+        for _ in range(2):
+            again, again_body = self.get("/", headers={"If-None-Match": [etag]})
+            self.assertEqual((again.code, again_body), (304, b""))
+            self.assertEqual(self.header(again, "etag"), etag)
+        self.assertEqual(self.get("/", headers={"If-None-Match": ['"other"']})[0].code, 200)
+        self.assertEqual(self.get("/", headers={"If-None-Match": [f'"x", W/{etag}']})[0].code, 304)
+        page = _v2_page()
+        page["company"] = "Wile E. Industries"
+        _add_domain(self.store, page=page)
+        self.cache.invalidate(HOST)
+        changed, changed_body = self.get("/", headers={"If-None-Match": [etag]})
+        self.assertEqual(changed.code, 200)
+        self.assertIn(b"Wile E. Industries", changed_body)
+        self.assertNotEqual(self.header(changed, "etag"), etag)
+
+    def test_if_modified_since(self):
+        """If-Modified-Since at or after Last-Modified gets 304; before it, the page; If-None-Match wins."""
+        at = "Sat, 01 Mar 2025 00:00:00 GMT"
+        self.assertEqual(self.get("/jobs/ops-2", headers={"If-Modified-Since": [at]})[0].code, 304)
+        self.assertEqual(
+            self.get("/jobs/ops-2", headers={"If-Modified-Since": ["Fri, 28 Feb 2025 23:59:59 GMT"]})[0].code, 200
+        )
+        self.assertEqual(self.get("/jobs/ops-2", headers={"If-Modified-Since": ["garbage"]})[0].code, 200)
+        self.assertEqual(
+            self.get("/jobs/ops-2", headers={"If-Modified-Since": [at], "If-None-Match": ['"nope"']})[0].code, 200
+        )
+
+    def test_gzip_is_made_once_per_render(self):
+        """A client accepting gzip gets the cached gzip body (its own ETag); others the plain one; both decode alike."""
+        plain, plain_body = self.get("/")
+        zipped, zipped_body = self.get("/", headers={"Accept-Encoding": ["br, gzip;q=0.8"]})
+        self.assertEqual(self.header(zipped, "content-encoding"), "gzip")
+        self.assertEqual(self.header(zipped, "vary"), "Accept-Encoding")
+        self.assertIsNone(self.header(plain, "content-encoding"))
+        self.assertEqual(gzip.decompress(zipped_body), plain_body)
+        self.assertEqual(self.header(zipped, "etag"), self.header(plain, "etag")[:-1] + '-gzip"')
+        self.assertEqual(zipped.length, len(zipped_body))
+        cached = self.cache.get(HOST, b"/")
+        self.assertIs(zipped_body.__class__, bytes)
+        self.assertEqual(cached.gzipped, zipped_body, "the cached gzip form is what was sent")
+        self.assertEqual(self.get("/", headers={"Accept-Encoding": ["gzip;q=0"]})[1], plain_body)
+        self.assertEqual(
+            self.get("/", headers={"If-None-Match": [self.header(zipped, "etag")], "Accept-Encoding": ["gzip"]})[0].code,
+            304,
+        )
+
+    def test_expired_opening_is_gone_everywhere_and_410(self):
+        """After valid_through the opening's page answers 410 and it leaves the list, sitemap and jobs.json."""
+        self.assertEqual(self.get("/jobs/eng-1")[0].code, 200)
+        self.assertIn(b"/jobs/eng-1", self.get("/")[1])
+        self.assertIn(b"/jobs/eng-1", self.get("/sitemap.xml")[1])
+        self.clock.advance(10 * 86400)  # 2025-03-11: past 2025-03-10
+        response, body = self.get("/jobs/eng-1")
+        self.assertEqual(response.code, 410)
+        self.assertNotIn(b"application/ld+json", body)
+        for path in ("/", "/sitemap.xml", "/jobs.json"):
+            self.assertNotIn(b"/jobs/eng-1", self.get(path)[1], f"{path} served stale from the cache")
+        self.assertEqual(self.header(self.get("/")[0], "last-modified"), "Tue, 11 Mar 2025 00:00:00 GMT")
+
+    def test_filters_are_served_and_cached_within_bounds(self):
+        """Known filter values render; unknown ones are 404 and never cached; other parameters share one entry."""
+        response, body = self.get("/?location=Remote")
+        self.assertEqual(response.code, 200)
+        self.assertIn(b"/jobs/ops-2", body)
+        self.assertNotIn(b'href="/jobs/eng-1"', body)
+        self.assertEqual(self.get("/?department=Nope")[0].code, 404)
+        self.assertEqual(self.get("/?location=Remote&location=Berlin")[0].code, 404)
+        for i in range(20):
+            self.assertEqual(self.get(f"/?utm_source={i}")[0].code, 200)
+        self.assertEqual(
+            sorted(k for (h, k) in self.cache._entries if h == HOST), [b"/", b"/?location=Remote"]
+        )
+
+    def test_hostile_branding_in_the_store_never_reaches_the_html(self):
+        """A stored page with a hostile colour and logo (a hand-edited store) is refused, never rendered."""
+        page = _v2_page()
+        page["accent_color"] = "red;}body{display:none"
+        page["logo_url"] = "javascript:alert(1)"
+        _add_domain(self.store, page=page)
+        self.cache.invalidate(HOST)
+        response, body = self.get("/")
+        self.assertEqual(response.code, 500)
+        self.assertNotIn(b"display:none", body)
+        self.assertNotIn(b"javascript:", body)
+
+    def test_csp_allows_only_the_pages_own_style(self):
+        """The CSP of a branded page allows exactly its <style> by hash, and no inline style otherwise."""
+        response, body = self.get("/jobs/ops-2")
+        (css,) = re.findall(rb"<style>(.*?)</style>", body, re.S)
+        self.assertIn(b"--accent:#0b5cad", css)
+        self.assertEqual(self.header(response, "content-security-policy"), content_security_policy(css.decode()).decode())
+        self.assertNotIn("unsafe-inline", self.header(response, "content-security-policy"))

@@ -180,7 +180,7 @@ class DomainCommandTests(_ToolCase):
         record = await self.store.get_domain("jobs.example.com")
         self.assertEqual(record, attrs.evolve(
             make_domain("jobs.example.com", DomainState.ACTIVE),
-            page={"company": "Acme", "jobs": []}, updated_at=NOW + timedelta(seconds=60), version=1,
+            page={"version": 2, "company": "Acme", "jobs": []}, updated_at=NOW + timedelta(seconds=60), version=1,
         ))
 
     async def test_add_domain_with_a_page_registers_it_with_the_page(self):
@@ -188,7 +188,9 @@ class DomainCommandTests(_ToolCase):
         page = write(os.path.join(self.dir, "page.json"), json.dumps({"company": "Acme", "jobs": []}).encode())
         code, out, _ = await self.run_tool("add-domain", "jobs.example.com", "--page", page)
         self.assertEqual((code, out), (0, "registered jobs.example.com (pending)\n"))
-        self.assertEqual((await self.store.get_domain("jobs.example.com")).page, {"company": "Acme", "jobs": []})
+        self.assertEqual(
+            (await self.store.get_domain("jobs.example.com")).page, {"version": 2, "company": "Acme", "jobs": []}
+        )
 
     async def test_list_is_a_table_of_every_hostname(self):
         """list prints a header and one aligned row per hostname with a domain record or a certificate."""

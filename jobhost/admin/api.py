@@ -65,7 +65,7 @@ from jobhost.errors import (
 )
 from jobhost.hostnames import normalise_hostname, to_unicode
 from jobhost.metrics import CONTENT_TYPE_LATEST
-from jobhost.pagedoc import validate_page
+from jobhost.pagedoc import upgrade_page, validate_page
 from jobhost.store.records import CertificateRecord, ChangeKind, DomainRecord, DomainState
 from jobhost.timeutil import from_iso, to_iso
 from jobhost.timeutil import now as clock_now
@@ -200,6 +200,7 @@ def domain_json(
             used; shown as ``"broken": {"record": "certificate", "reason": ...}``.
     """
     doc = record.to_json()
+    doc["page"] = upgrade_page(record.page)  # stored as version 1 or 2, shown as version 2
     doc["hostname_unicode"] = to_unicode(record.hostname)
     doc["certificate"] = certificate.public_json() if certificate is not None else None
     if broken is not None:
@@ -597,7 +598,7 @@ class AdminResource(Resource):
                 f"{existing.hostname} was removed while this request ran; send it again",
                 hostname=existing.hostname,
             )
-        if page is not None and page != existing.page:
+        if page is not None and page != upgrade_page(existing.page):
             raise api_errors.conflict(
                 f"{existing.hostname} is already registered with a different page; "
                 "use PUT /api/v1/domains/{hostname}/page to change it",
@@ -761,7 +762,7 @@ class AdminResource(Resource):
         record = await self._get_domain(hostname)
         if record.page is None:
             raise api_errors.no_page(hostname)
-        return _Response(200, dict(record.page))
+        return _Response(200, dict(upgrade_page(record.page)))
 
     async def _put_page(self, request: Request, hostname: str) -> _Response:
         body = self._json_body(request)

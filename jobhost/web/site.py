@@ -5,7 +5,10 @@ Host routing for jobhost's public listeners, and the :class:`Site` that serves t
   any ``Host``; otherwise a 301 to HTTPS for hostnames that have a
   certificate, and a plain 404 for everything else.
 * :class:`HttpsRootResource` (HTTPS): each registered hostname's careers page
-  (see :mod:`jobhost.web.pages`); a generic 404 for any other ``Host``.
+  (see :mod:`jobhost.web.pages`), its ``sitemap.xml`` and ``robots.txt``; a
+  generic 404 for any other ``Host``.  Pages carry ``ETag`` and
+  ``Last-Modified`` and answer conditional GETs with 304; their gzip form is
+  made once per render and cached with it.
 
 Every store read is asynchronous: resources return ``NOT_DONE_YET``, and a
 request that is closed before the store answers cancels the read and is never
@@ -14,8 +17,13 @@ written to.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import re
+import time
 from collections import OrderedDict
+from datetime import datetime, timezone
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, Callable, ClassVar
 from urllib.parse import urlsplit
 
@@ -31,27 +39,43 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from jobhost.acme.http01 import ACME_CHALLENGE_PATH, ChallengeResource
 from jobhost.errors import InvalidHostname, PageInvalid
 from jobhost.hostnames import normalise_hostname
-from jobhost.pagedoc import find_job, validate_page
+from jobhost.pagedoc import find_job, is_expired, job_expires_at, live_jobs, next_expiry, validate_page
 from jobhost.store.interfaces import IStore
 from jobhost.store.records import ChangeKind, DomainRecord, DomainState
 from jobhost.web.limits import ConnectionBudget, LimitReporter, channel_protocol_factory, guarded_channel_class
 from jobhost.web.pages import (
+    Filters,
+    filter_options,
+    page_css,
     render_empty_page,
+    render_gone_page,
     render_job_page,
     render_jobs_json,
     render_list_page,
     render_not_found_page,
+    render_robots,
+    render_sitemap,
+    style_source,
 )
 
 #: The ``Server`` header of every response (no software version banner).
 SERVER_HEADER = b"jobhost"
 
 #: Pages run no scripts (JSON-LD is data, never executed), load nothing from
-#: elsewhere but images over HTTPS, and may not be framed or post forms.
+#: elsewhere but images over HTTPS, and may not be framed or post forms.  An HTML
+#: page adds ``style-src`` with the hash of its one ``<style>`` element
+#: (:func:`content_security_policy`): no other inline style applies.
 CONTENT_SECURITY_POLICY = (
-    b"default-src 'none'; style-src 'unsafe-inline'; img-src https:; "
-    b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    b"default-src 'none'; img-src https:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+
+
+def content_security_policy(css: str | None = None) -> bytes:
+    """The CSP of a response whose only stylesheet is the inline ``css`` (None: no style at all)."""
+    if css is None:
+        return CONTENT_SECURITY_POLICY
+    return CONTENT_SECURITY_POLICY + b"; style-src " + style_source(css).encode("ascii")
+
 REFERRER_POLICY = b"strict-origin-when-cross-origin"
 
 #: ``Strict-Transport-Security`` max-age, in seconds.  Deliberately short: the
@@ -65,6 +89,13 @@ HSTS_MAX_AGE = 300
 _HTML = b"text/html; charset=utf-8"
 _JSON = b"application/json; charset=utf-8"
 _PLAIN = b"text/plain; charset=utf-8"
+_XML = b"application/xml; charset=utf-8"
+
+#: Bodies shorter than this are sent as they are (gzip would save nothing worth the header).
+GZIP_MIN_BYTES = 512
+#: Query parameters of the list page that filter it; any other parameter is ignored.
+_FILTER_PARAMS = (b"department", b"location")
+_MAX_FILTER_CHARS = 200
 
 _JOB_PATH = re.compile(rb"/jobs/([A-Za-z0-9_-]{1,64})")
 _PORT = re.compile(r"[0-9]*")
@@ -76,6 +107,34 @@ class _Response:
     body: bytes
     content_type: bytes = _PLAIN
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    #: The strong validator of ``body`` (quoted), or None: no conditional GET.
+    etag: bytes | None = None
+    last_modified: datetime | None = None
+    #: ``body`` gzipped, made once when the response is built; None when not worth it.
+    gzipped: bytes | None = None
+    #: When (POSIX seconds) the response goes stale (an opening on it expires); None: never.
+    stale_at: float | None = None
+
+
+def _representation(
+    code: int,
+    body: bytes,
+    content_type: bytes,
+    *,
+    last_modified: datetime,
+    stale_at: float | None,
+    css: str | None = None,
+) -> _Response:
+    """A page response with its validators and its gzip form, computed once (then cached)."""
+    etag = b'"' + hashlib.sha256(body).hexdigest()[:32].encode("ascii") + b'"'
+    gzipped = gzip.compress(body, 6, mtime=0) if len(body) >= GZIP_MIN_BYTES else None
+    headers: tuple[tuple[bytes, bytes], ...] = ((b"Cache-Control", b"no-cache"),)
+    if css is not None:
+        headers += ((b"Content-Security-Policy", content_security_policy(css)),)
+    return _Response(
+        code, body, content_type, headers, etag=etag, last_modified=last_modified, gzipped=gzipped,
+        stale_at=stale_at,
+    )
 
 
 # Identical for every unknown hostname, so it reveals nothing about customers.
@@ -129,11 +188,57 @@ def _normalised(text: str) -> str | None:
     return result
 
 
+def _accepts_gzip(request) -> bool:
+    """True when the request's Accept-Encoding allows gzip (q above 0)."""
+    for value in request.requestHeaders.getRawHeaders(b"accept-encoding", ()):
+        for item in value.split(b","):
+            coding, _, params = item.strip().partition(b";")
+            if coding.strip().lower() not in (b"gzip", b"x-gzip"):
+                continue
+            q = params.strip().lower()
+            if q.startswith(b"q="):
+                try:
+                    return float(q[2:]) > 0
+                except ValueError:
+                    return False
+            return True
+    return False
+
+
+def _not_modified(request, response: _Response, etag: bytes) -> bool:
+    """RFC 9110 section 13.1: If-None-Match (weak comparison) first, else If-Modified-Since."""
+    if request.method not in (b"GET", b"HEAD") or response.code != 200:
+        return False
+    tags_sent = request.requestHeaders.getRawHeaders(b"if-none-match")
+    if tags_sent:
+        wanted = {etag, response.etag}
+        for value in tags_sent:
+            for tag in value.split(b","):
+                tag = tag.strip()
+                if tag == b"*" or tag.removeprefix(b"W/") in wanted:
+                    return True
+        return False
+    since = request.requestHeaders.getRawHeaders(b"if-modified-since")
+    if since and response.last_modified is not None:
+        try:
+            when = parsedate_to_datetime(since[0].decode("latin-1"))
+        except (TypeError, ValueError, IndexError):
+            return False
+        if when.tzinfo is None:
+            return False
+        return response.last_modified.replace(microsecond=0) <= when
+    return False
+
+
 def _send(request, response: _Response, *, hsts: bool) -> None:
-    """Write ``response`` with the security headers, and finish the request."""
-    request.setResponseCode(response.code)
+    """Write ``response`` with the security headers, and finish the request.
+
+    A response with an ETag is sent gzipped when the client accepts it and a
+    gzip form was made, and as a bodiless 304 when the request's validators
+    match.
+    """
+    body = response.body
     request.setHeader(b"Content-Type", response.content_type)
-    request.setHeader(b"Content-Length", b"%d" % (len(response.body),))
     request.setHeader(b"Content-Security-Policy", CONTENT_SECURITY_POLICY)
     request.setHeader(b"X-Content-Type-Options", b"nosniff")
     request.setHeader(b"Referrer-Policy", REFERRER_POLICY)
@@ -141,7 +246,25 @@ def _send(request, response: _Response, *, hsts: bool) -> None:
         request.setHeader(b"Strict-Transport-Security", b"max-age=%d" % (HSTS_MAX_AGE,))
     for name, value in response.headers:
         request.setHeader(name, value)
-    request.write(response.body)
+    code = response.code
+    if response.etag is not None:
+        etag = response.etag
+        if response.gzipped is not None:
+            request.setHeader(b"Vary", b"Accept-Encoding")
+            if _accepts_gzip(request):
+                body = response.gzipped
+                etag = etag[:-1] + b'-gzip"'
+                request.setHeader(b"Content-Encoding", b"gzip")
+        request.setHeader(b"ETag", etag)
+        if response.last_modified is not None:
+            request.setHeader(b"Last-Modified", format_datetime(response.last_modified, usegmt=True).encode("ascii"))
+        if _not_modified(request, response, etag):
+            code = 304
+            body = b""
+    request.setResponseCode(code)
+    if code != 304:
+        request.setHeader(b"Content-Length", b"%d" % (len(body),))
+    request.write(body)
     request.finish()
 
 
@@ -211,9 +334,23 @@ class PageCache:
     _epochs: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
     _epoch: int = attrs.field(default=0, init=False, repr=False)
 
-    def get(self, hostname: str, path: bytes) -> _Response | None:
-        """The cached response for ``hostname`` and ``path``, or None."""
+    def get(self, hostname: str, path: bytes, now: float | None = None) -> _Response | None:
+        """The cached response for ``hostname`` and ``path``, or None.
+
+        Args:
+            now: The time (POSIX seconds); a response whose ``stale_at`` has come (an
+                opening on it expired) is dropped and counts as a miss.  None: no check.
+        """
         response = self._entries.get((hostname, path))
+        stale_at = getattr(response, "stale_at", None)
+        if response is not None and now is not None and stale_at is not None and now >= stale_at:
+            del self._entries[(hostname, path)]
+            paths = self._paths.get(hostname)
+            if paths is not None:
+                paths.discard(path)
+                if not paths:
+                    del self._paths[hostname]
+            response = None
         if response is None:
             self.misses += 1
             return None
@@ -322,33 +459,82 @@ class _ByHostResource(Resource):
         return _UNAVAILABLE
 
 
+def _filters(request) -> Filters | None:
+    """The list page's filter from the query (``department``, ``location``), or None when unusable.
+
+    Other parameters are ignored; a parameter given twice, empty, over-long or
+    not UTF-8 makes the filter unusable (the page answers 404).
+    """
+    values: dict[str, str | None] = {"department": None, "location": None}
+    args = request.args or {}
+    for name in _FILTER_PARAMS:
+        given = args.get(name)
+        if not given:
+            continue
+        if len(given) != 1 or not given[0] or len(given[0]) > _MAX_FILTER_CHARS:
+            return None
+        try:
+            values[name.decode("ascii")] = given[0].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return Filters(**values)
+
+
+def _cache_key(request) -> bytes:
+    """The page cache key of a request: its path, plus the canonical filter query on ``/``.
+
+    Parameters that do not filter are left out, so they cannot multiply cache entries;
+    filters name only values the page offers (others are 404s, never cached), so the
+    variants of one hostname are bounded by its departments and locations.
+    """
+    path = request.path
+    if path != b"/" or not request.args:
+        return path
+    filters = _filters(request)
+    if filters is None:
+        return b"/?invalid"  # a 404, never stored
+    return b"/" if not filters else filters.query().encode("utf-8")
+
+
 @attrs.define(eq=False, slots=False)
 class HttpsRootResource(_ByHostResource):
     """The HTTPS root: routes by ``Host`` to that hostname's careers page.
 
-    Paths: ``/`` (the list of openings, or "No open positions" when the
-    hostname has no page document), ``/jobs/{id}`` (one opening),
-    ``/jobs.json`` (the openings as JSON).  Any other path of a known hostname
-    gets that hostname's "page not found" (404).  Only GET and HEAD (405
-    otherwise).  A hostname with no domain record, or one in state
+    Paths: ``/`` (the open openings by department, or "No open positions" when
+    the hostname has no page document; ``?department=`` and ``?location=``
+    filter it, values as the page's filter links give them, 404 for others),
+    ``/jobs/{id}`` (one opening; 410 Gone once its ``valid_through`` has
+    passed), ``/jobs.json`` (the open openings as JSON), ``/sitemap.xml`` and
+    ``/robots.txt`` (this hostname's URLs only).  Any other path of a known
+    hostname gets that hostname's "page not found" (404).  Only GET and HEAD
+    (405 otherwise).  A hostname with no domain record, or one in state
     ``removed``, gets a plain 404 whose body is the same for every such name.
     A store failure gives 503.  Every response carries
     ``Strict-Transport-Security`` (see :data:`HSTS_MAX_AGE`): this resource is
     only ever served over TLS, and browsers ignore the header otherwise.
+    Responses of a known hostname carry ``ETag``, ``Last-Modified`` (the
+    record's last change, or the last expiry of an opening after it) and
+    ``Cache-Control: no-cache``, and are sent gzipped to clients that accept it.
 
     Attributes:
         store: The :class:`~jobhost.store.interfaces.IStore` to read domain records from.
+        page_cache: Rendered responses, or None to render every request.
+        clock: Tells the time, for expired openings; None: the system clock.
     """
 
     page_cache: PageCache | None = None
+    clock: IReactorTime | None = None
 
     hsts = True
     record_kind = "domain record"
 
+    def _seconds(self) -> float:
+        return self.clock.seconds() if self.clock is not None else time.time()
+
     def _cached(self, hostname: str, request) -> _Response | None:
         if self.page_cache is None:
             return None
-        return self.page_cache.get(hostname, request.path)
+        return self.page_cache.get(hostname, _cache_key(request), self._seconds())
 
     def _lookup(self, hostname: str) -> Deferred:
         # Taken before the read: a change that lands while the page renders voids the result.
@@ -357,19 +543,19 @@ class HttpsRootResource(_ByHostResource):
 
     def _answer(self, found: tuple[DomainRecord, Any], hostname: str, request) -> _Response | Deferred:
         record, token = found
-        path = request.path
-        response = maybeDeferred(self._page, record, path)
+        key = _cache_key(request)
+        response = maybeDeferred(self._page, record, request.path, _filters(request) if key != request.path else Filters())
         if self.page_cache is not None:
 
             def remember(response: _Response) -> _Response:
                 if response.code == 200:
-                    self.page_cache.put(hostname, path, response, token)
+                    self.page_cache.put(hostname, key, response, token)
                 return response
 
             response.addCallback(remember)
         return response
 
-    def _page(self, record: DomainRecord, path: bytes) -> _Response | Deferred:
+    def _page(self, record: DomainRecord, path: bytes, filters: Filters | None) -> _Response | Deferred:
         if record.state == DomainState.REMOVED:
             return _NOT_FOUND
         hostname = record.hostname
@@ -386,21 +572,50 @@ class HttpsRootResource(_ByHostResource):
                     problems=e.describe(),
                 )
                 return _INTERNAL_ERROR
+        now = datetime.fromtimestamp(self._seconds(), timezone.utc)
+        jobs = page["jobs"] if page is not None else []
+        expiry = next_expiry(jobs, now)
+        stale_at = expiry.timestamp() if expiry is not None else None
+        # The page changed when the record did, or when an opening on it expired since.
+        passed = [t for t in (job_expires_at(job) for job in jobs) if t is not None and t <= now]
+        last_modified = max([record.updated_at, *passed])
+        css = page_css(page)
 
-        def html(code: int) -> Callable[[bytes], _Response]:
-            return lambda body: _Response(code, body, _HTML)
+        def made(code: int, content_type: bytes = _HTML, style: str | None = css) -> Callable[[bytes], _Response]:
+            return lambda body: _representation(
+                code, body, content_type, last_modified=last_modified, stale_at=stale_at, css=style
+            )
 
         if path == b"/":
-            rendered = render_empty_page(hostname) if page is None else render_list_page(hostname, page)
-            return rendered.addCallback(html(200))
+            if page is None:
+                return render_empty_page(hostname).addCallback(made(200))
+            if filters is None or not _offered(filters, live_jobs(page, now)):
+                return render_not_found_page(hostname, page).addCallback(made(404))
+            return render_list_page(hostname, page, now=now, filters=filters).addCallback(made(200))
         if path == b"/jobs.json":
-            return _Response(200, render_jobs_json(hostname, page), _JSON)
+            return made(200, _JSON, None)(render_jobs_json(hostname, page, now))
+        if path == b"/sitemap.xml":
+            lastmod = last_modified.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return made(200, _XML, None)(render_sitemap(hostname, page, now, lastmod))
+        if path == b"/robots.txt":
+            return made(200, _PLAIN, None)(render_robots(hostname))
         match = _JOB_PATH.fullmatch(path)
         if match is not None and page is not None:
             job = find_job(page, match.group(1).decode("ascii"))
             if job is not None:
-                return render_job_page(hostname, page, job).addCallback(html(200))
-        return render_not_found_page(hostname, page).addCallback(html(404))
+                if is_expired(job, now):
+                    return render_gone_page(hostname, page, job).addCallback(made(410))
+                posted = record.created_at.date().isoformat()
+                return render_job_page(hostname, page, job, default_posted=posted).addCallback(made(200))
+        return render_not_found_page(hostname, page).addCallback(made(404))
+
+
+def _offered(filters: Filters, jobs: list) -> bool:
+    """True when every value of ``filters`` is one the page's open openings offer."""
+    departments, places = filter_options(jobs)
+    return (filters.department is None or filters.department in departments) and (
+        filters.location is None or filters.location in places
+    )
 
 
 @attrs.define(eq=False, slots=False)
@@ -580,6 +795,8 @@ def make_site(
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
+    "GZIP_MIN_BYTES",
+    "content_security_policy",
     "HSTS_MAX_AGE",
     "REFERRER_POLICY",
     "SERVER_HEADER",
