@@ -102,7 +102,7 @@ def test_unsupported_store_is_a_usage_error(tmp_path):
 def test_health_reports_listeners(tmp_path):
     """/healthz's listener part is critical and names listeners that are not bound yet."""
     config = parse_config(
-        {"listen": {"http": "tcp:0", "https": "tcp:0", "admin": "tcp:0"}, "preflight": {"addresses": ["127.0.0.1"]}},
+        {"listen": {"http": "tcp:0", "https": "tcp:0", "admin": "tcp:0:interface=127.0.0.1"}, "preflight": {"addresses": ["127.0.0.1"]}},
         tmp_path,
     )
     parts = build_parts(MemoryReactorClock(), config)
