@@ -520,7 +520,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         # systemd signals every process of the unit, the main process signals its workers:
         # the first SIGTERM starts the drain, the others change nothing.
         signal.signal(signum, signal.SIG_IGN)
-        log.info("Received {signal}: draining and stopping", signal=signal.Signals(signum).name)
+        log.debug("Received {signal}: draining and stopping", signal=signal.Signals(signum).name)
         reactor.callFromThread(reactor.stop)
 
     signal.signal(signal.SIGTERM, stop_once)
