@@ -187,7 +187,7 @@ class WorkerSupervisor(Service):
         for slot in range(self.count):
             self._spawn(slot)
         self._old_hup = signal.signal(signal.SIGHUP, self._hangup)
-        log.info("Started {count} worker processes (pids {pids})", count=self.count,
+        log.debug("Started {count} worker processes (pids {pids})", count=self.count,
                  pids=", ".join(str(w.pid) for w in self.workers if w is not None))
 
     def stopService(self) -> Deferred:

@@ -60,7 +60,8 @@ def test_service_tree(tmp_path):
     assert root.getServiceNamed("issuing") is parts.issuing
     assert parts.issuing.domains is parts.domains and parts.admin.resource.domains is parts.domains
     assert parts.domains.store is parts.store
-    assert set(vars(root)) == set(vars(MultiService())) | {"config"}, "nothing is stuck onto the root service"
+    assert set(vars(root)) == set(vars(MultiService())) | {"config", "log_observer", "processes"}, (
+        "nothing is stuck onto the root service")
     assert parts.issuing.key_generator is not inline_keys, "RSA keys are made off the reactor thread"
     assert b"jobhost_cert_cache_broken_total" in parts.metrics.exposition(), "broken records are exported"
     assert (tmp_path / "var" / "fallback.pem").exists()
@@ -392,6 +393,12 @@ def test_start_up_line_names_what_is_served(tmp_path):
     messages = [formatEvent(e) for e in events]
     assert len(messages) == 1
     line = messages[0]
+    assert line.endswith("; one process")
+    root.processes = 4
+    root.stopService()
+    with capturedLogs() as events:
+        root.startService()
+    assert formatEvent(events[0]).endswith("; 4 worker processes")
     for part in ("http tcp:80", "https tcp:443", "admin tcp:8081:interface=127.0.0.1",
                  "db.internal", "CA https://ca.example.test/directory", "unknown names get self-signed"):
         assert part in line, part
