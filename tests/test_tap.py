@@ -11,7 +11,7 @@ from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
@@ -611,3 +611,24 @@ def test_an_unwritable_access_log_is_a_config_error_naming_the_key(tmp_path):
     (tmp_path / "missing-dir").mkdir()
     build_parts(MemoryReactorClock(), config)
     assert (tmp_path / "missing-dir" / "access.log").exists()
+
+
+@pytest.mark.parametrize("admin, extra, warned, plain", [
+    ("tcp:0:interface=127.0.0.1", {}, False, False),
+    ("tcp:0:interface=10.20.30.40", {}, True, True),
+    ("tcp:0", {"allow_public": True}, True, True),
+])
+def test_an_admin_listener_reachable_from_other_machines_is_a_warning(tmp_path, admin, extra, warned, plain):
+    """Building the tree warns when the admin API is not on loopback, saying when the token travels in clear."""
+    config = parse_config(
+        {"listen": {"http": "tcp:0", "https": "tcp:0", "admin": admin}, "admin": extra,
+         "preflight": {"addresses": ["127.0.0.1"]}},
+        tmp_path,
+    )
+    with capturedLogs() as events:
+        build_parts(MemoryReactorClock(), config)
+    warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn and "admin API" in e["log_format"]]
+    assert len(warnings) == (1 if warned else 0), warnings
+    if warned:
+        assert admin in warnings[0]
+        assert ("unencrypted" in warnings[0]) is plain
