@@ -649,6 +649,12 @@ def _build_issuing(reactor, config: Config, *, store, domains, client, checks: P
         events=events,
     )
     issuing.setName("issuing")
+    metrics.register_gauge_source(
+        "jobhost_ca_reachable",
+        "1 unless the last order found the CA unreachable (then 0).",
+        (),
+        lambda: 0 if issuing.ca_reachable is False else 1,
+    )
     return issuing
 
 
