@@ -122,6 +122,8 @@ class JobhostService(MultiService):
                 await Deferred.fromCoroutine(_maybe_await(child.stopService()))
             except Exception:
                 log.failure("Stopping {service} failed", service=child)
+        if self.config is not None:
+            log.info("jobhost stopped")
 
 
 async def _maybe_await(result):

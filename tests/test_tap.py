@@ -395,7 +395,9 @@ def test_start_up_line_names_what_is_served(tmp_path):
     line = messages[0]
     assert line.endswith("; one process")
     root.processes = 4
-    root.stopService()
+    with capturedLogs() as events:
+        root.stopService()
+    assert [formatEvent(e) for e in events] == ["jobhost stopped"]
     with capturedLogs() as events:
         root.startService()
     assert formatEvent(events[0]).endswith("; 4 worker processes")
