@@ -38,6 +38,10 @@ def stack(tmp_path):
 
 def test_full_issuance_writes_at_most_five_lines(stack):
     """Start, register, issue and serve (two workers) with default logging: at most 5 lines, none of them chatter."""
+    # Register once both workers serve, so the self-check does not time out on a worker still
+    # starting (on a loaded machine): that would add a (meaningful) failure line.
+    _wait_for(lambda: stack.api("GET", "/healthz")[1]["components"]["workers"]["message"].startswith("2 of 2"),
+              timeout=60)
     stack.register("jobs.quiet.test")
     stack.wait_state("jobs.quiet.test", ("active",), timeout=60)
     stack.wait_served("jobs.quiet.test")
