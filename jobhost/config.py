@@ -135,6 +135,9 @@ class AdminConfig:
     max_body_bytes: int = 1048576
     #: How often the store-derived metrics (domains by state, expiring certificates) refresh.
     stats_interval: float = 60.0
+    #: Serve the admin API over plain HTTP on a public or wildcard address (see
+    #: :func:`admin_exposure`); off, such a ``[listen] admin`` is a config error.
+    allow_public: bool = False
 
 
 @attrs.frozen
@@ -218,6 +221,24 @@ class EventsConfig:
     backoff: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 3600.0)
 
 
+#: ``[log] level`` values, least to most severe (Twisted's level names).
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+@attrs.frozen
+class LogConfig:
+    """``[log]``: what twistd's log shows (see :mod:`jobhost.logs`).
+
+    ``level``: the least severe event jobhost writes; other libraries' events (Twisted's
+    factories, ports, DNS) are written only from ``warn`` up, unless ``level`` is ``debug``.
+    ``format``: ``text`` (twistd's lines) or ``json`` (one JSON object a line, for log shippers).
+    ``twistd --log-level`` overrides ``level``.
+    """
+
+    level: str = "info"
+    format: str = "text"
+
+
 @attrs.frozen
 class Config:
     """The whole parsed config file."""
@@ -235,6 +256,7 @@ class Config:
     events: EventsConfig = EventsConfig()
     limits: LimitsConfig = LimitsConfig()
     server: ServerConfig = ServerConfig()
+    log: LogConfig = LogConfig()
 
     def path(self, relative: str) -> Path:
         """Resolve a path from the config against :attr:`base_dir`."""
@@ -455,7 +477,8 @@ _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     ),
     "admin": (
         AdminConfig,
-        {"token_file": _nonempty_string, "max_body_bytes": _positive_int, "stats_interval": _positive_duration},
+        {"token_file": _nonempty_string, "max_body_bytes": _positive_int, "stats_interval": _positive_duration,
+         "allow_public": _bool},
     ),
     "renewal": (
         RenewalConfig,
@@ -486,6 +509,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
         ServerConfig,
         {"workers": _non_negative_int, "drain_timeout": _positive_duration, "affinity": _one_of("address", "none")},
     ),
+    "log": (LogConfig, {"level": _one_of(*LOG_LEVELS), "format": _one_of("text", "json")}),
     "events": (
         EventsConfig,
         {
@@ -561,7 +585,52 @@ def parse_config(document: Mapping[str, Any], base_dir: Path, file: str | None =
             "a memory: store cannot be shared between worker processes: set workers = 1 or use a"
             " sqlite:, directory: or postgresql: store", ("server", "workers"), file,
         )
+    listen = sections.get("listen", ListenConfig())
+    admin = sections["admin"]
+    if admin_exposure(listen.admin) == "public" and not admin.allow_public:
+        raise ConfigError(
+            f"the admin API would be plain HTTP on a public address ({listen.admin}): bind it to"
+            " 127.0.0.1 (tcp:8081:interface=127.0.0.1), serve it over TLS (ssl:...), or set"
+            " [admin] allow_public = true", ("listen", "admin"), file,
+        )
     return Config(base_dir=base_dir, file=file, **sections)
+
+
+def admin_exposure(description: str) -> str:
+    """Who can reach a listener described by a Twisted endpoint string, as far as the string says.
+
+    Returns:
+        ``"local"`` (loopback TCP, a UNIX socket), ``"private"`` (a private or link-local
+        address, plain HTTP), ``"public"`` (plain HTTP on every interface or on a globally
+        routable address), ``"tls"`` (``ssl:`` on a non-loopback address), or ``"unknown"``
+        (``systemd:`` and other endpoints: the address is known only once bound).
+    """
+    # Endpoint strings escape colons inside values ("interface=\\:\\:1"): keep those.
+    parts = [p.replace("\0", ":") for p in description.replace("\\:", "\0").split(":")]
+    kind = parts[0].strip().lower()
+    if kind == "unix":
+        return "local"
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return "unknown"
+    interface = ""
+    for part in parts[2:]:
+        name, eq, value = part.partition("=")
+        if eq and name.strip() == "interface":
+            interface = value.strip().strip("[]")
+    if not interface:
+        # Twisted's default: every interface (0.0.0.0, or :: for tcp6).
+        return "tls" if kind == "ssl" else "public"
+    try:
+        address = ipaddress.ip_address(interface)
+    except ValueError:
+        return "tls" if kind == "ssl" else "public"  # a hostname: assume it is reachable
+    if address.is_loopback:
+        return "local"
+    if kind == "ssl":
+        return "tls"
+    if address.is_unspecified or address.is_global:
+        return "public"
+    return "private"
 
 
 def load_config(path: str | Path, base_dir: Path | None = None) -> Config:
@@ -596,7 +665,10 @@ __all__ = [
     "Config",
     "EventsConfig",
     "KEY_TYPES",
+    "LOG_LEVELS",
     "ListenConfig",
+    "LogConfig",
+    "admin_exposure",
     "PreflightConfig",
     "RenewalConfig",
     "StoreConfig",

@@ -258,6 +258,15 @@ class IssuingService(Service):
     def __attrs_post_init__(self) -> None:
         self._semaphore = DeferredSemaphore(self.max_in_flight)
 
+    def _set_ca_reachable(self, reachable: bool, error: str = "") -> None:
+        """Remember whether the CA answered; log once when that changes (not on every order)."""
+        was, self.ca_reachable = self.ca_reachable, reachable
+        if reachable and was is False:
+            log.info("The CA at {directory_url} is reachable again", directory_url=self.directory_url)
+        elif not reachable and was is not False:
+            log.warn("Cannot reach the CA at {directory_url}: {error}; orders are retried with backoff",
+                     directory_url=self.directory_url, error=error)
+
     # -- service lifecycle -----------------------------------------------------------------
 
     def startService(self) -> None:
@@ -610,7 +619,7 @@ class IssuingService(Service):
         try:
             answer = await self.client.renewal_info(current.chain_pem)
         except Exception as e:
-            log.info("No renewal information for {hostname}: {error}", hostname=current.hostname, error=str(e))
+            log.debug("No renewal information for {hostname}: {error}", hostname=current.hostname, error=str(e))
             return current
         if answer is None:
             return current
@@ -619,7 +628,7 @@ class IssuingService(Service):
         window = attrs.evolve(window, retry_after=now + timedelta(seconds=retry_after))
         updated = attrs.evolve(current, ari=window)
         if store and not await self.store.set_renewal_info(current.hostname, current.fingerprint, window):
-            log.info("The certificate of {hostname} changed while its renewal window was asked for",
+            log.debug("The certificate of {hostname} changed while its renewal window was asked for",
                      hostname=current.hostname)
         return updated
 
@@ -655,7 +664,7 @@ class IssuingService(Service):
                          account_url=account.account_url)
                 self._account = None
                 account = await self._ensure_account()
-        self.ca_reachable = True
+        self._set_ca_reachable(True)
         try:
             cert_id = ari_cert_id(issued.chain_pem)
         except InvalidCertificate:  # a leaf without an authority key identifier has no ARI id
@@ -736,7 +745,7 @@ class IssuingService(Service):
         elif isinstance(err, AcmeProblem) and err.retry_after:
             delay = max(delay, err.retry_after)
         if isinstance(err, AcmeTransportError):
-            self.ca_reachable = False
+            self._set_ca_reachable(False, str(err))
         error_doc = describe_failure(failure)
         error_doc["at"] = to_iso(now)
         permanent = not paused and is_permanent(err)

@@ -14,6 +14,13 @@ name                                               type       labels / meaning
                                                               certificates whose ``not_after``
                                                               is inside the window
 ``jobhost_certificates``                           gauge      certificates in the store
+``jobhost_certificates_earliest_not_after_``       gauge      the soonest ``not_after`` of any stored
+``timestamp_seconds``                                         certificate, Unix time (0: none)
+``jobhost_domains_failing_over``                   gauge      ``window`` (``1h``, ``1d``, ``7d``):
+                                                              domains failing (attempts > 0, not
+                                                              active) since longer than the window
+``jobhost_ca_reachable``                           gauge      1 unless the last order found the CA
+                                                              unreachable (0): via a gauge source
 ``jobhost_store_broken_records``                   gauge      ``record`` (domain, certificate):
                                                               stored records that do not parse
                                                               or do not verify (cached)
@@ -68,7 +75,7 @@ from __future__ import annotations
 
 import json
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Callable, Iterable, Mapping, Sequence
 
 import attrs
@@ -83,12 +90,16 @@ from twisted.logger import Logger
 
 from jobhost.errors import BrokenRecord
 from jobhost.store.records import DomainState
+from jobhost.timeutil import from_iso
 from jobhost.timeutil import now as clock_now
 
 log = Logger()
 
 #: Windows reported by ``jobhost_certificates_expiring``, label -> width.
 EXPIRY_WINDOWS: Mapping[str, timedelta] = {"7d": timedelta(days=7), "14d": timedelta(days=14)}
+
+#: Windows reported by ``jobhost_domains_failing_over``: failing since longer than this.
+FAILING_WINDOWS: Mapping[str, timedelta] = {"1h": timedelta(hours=1), "1d": timedelta(days=1), "7d": timedelta(days=7)}
 
 #: Outcome label values of ``jobhost_tls_handshakes_total`` (for the TLS listener's source).
 TLS_HANDSHAKE_OUTCOMES = ("served", "fallback", "rejected", "not_tls", "timeout")
@@ -227,6 +238,19 @@ class _StoreStatsCollector:
         yield GaugeMetricFamily(
             "jobhost_certificates", "Certificate records in the store (cached).", value=float(m.certificate_count)
         )
+        yield GaugeMetricFamily(
+            "jobhost_certificates_earliest_not_after_timestamp_seconds",
+            "Unix time the soonest-expiring stored certificate expires (0: none; cached).",
+            value=float(m.earliest_not_after or 0.0),
+        )
+        failing = GaugeMetricFamily(
+            "jobhost_domains_failing_over",
+            "Domains whose attempts have failed since longer than the window (cached).",
+            labels=["window"],
+        )
+        for window in FAILING_WINDOWS:
+            failing.add_metric([window], float(m.failing_counts.get(window, 0)))
+        yield failing
         broken = GaugeMetricFamily(
             "jobhost_store_broken_records",
             "Stored records that do not parse or do not verify, by kind (cached).",
@@ -263,6 +287,8 @@ class Metrics:
         certificate_count: Cached number of certificate records (readable ones).
         broken_counts: Cached ``record kind -> count`` of stored records that cannot be used.
         refreshed_at: Unix time of the last successful refresh, or None.
+        earliest_not_after: Cached Unix time of the soonest certificate expiry, or None.
+        failing_counts: Cached ``window -> count`` of domains failing since longer than it.
     """
 
     registry: CollectorRegistry = attrs.field(factory=CollectorRegistry)
@@ -271,6 +297,8 @@ class Metrics:
     certificate_count: int = 0
     broken_counts: dict[str, int] = attrs.field(factory=dict)
     refreshed_at: float | None = None
+    earliest_not_after: float | None = None
+    failing_counts: dict[str, int] = attrs.field(factory=dict)
     _sources: _CallbackCollector = attrs.field(init=False, factory=_CallbackCollector)
     _refreshers: list = attrs.field(init=False, factory=list)
     issuance_attempts: Counter = attrs.field(init=False)
@@ -446,20 +474,27 @@ class Metrics:
         """
         counts = dict.fromkeys(DomainState.ALL, 0)
         broken = dict.fromkeys(BROKEN_RECORD_KINDS, 0)
+        failing = dict.fromkeys(FAILING_WINDOWS, 0)
+        now = clock_now(clock)
         after = None
         while True:
             page = yield store.list_domains(after=after, limit=_PAGE, include_broken=True)
             for record in page:
                 if isinstance(record, BrokenRecord):
                     broken["domain"] += 1
-                else:
-                    counts[record.state] = counts.get(record.state, 0) + 1
+                    continue
+                counts[record.state] = counts.get(record.state, 0) + 1
+                since = failing_since(record)
+                if since is not None:
+                    for window, width in FAILING_WINDOWS.items():
+                        if now - since > width:
+                            failing[window] += 1
             if len(page) < _PAGE:
                 break
             after = _listed_hostname(page[-1])
-        now = clock_now(clock)
         expiring = dict.fromkeys(EXPIRY_WINDOWS, 0)
         certificates = 0
+        earliest = None
         after = None
         while True:
             page = yield store.list_certificates(after=after, limit=_PAGE, include_broken=True)
@@ -468,6 +503,8 @@ class Metrics:
                     broken["certificate"] += 1
                     continue
                 certificates += 1
+                if earliest is None or record.not_after < earliest:
+                    earliest = record.not_after
                 for window, width in EXPIRY_WINDOWS.items():
                     if record.not_after <= now + width:
                         expiring[window] += 1
@@ -478,6 +515,8 @@ class Metrics:
         self.expiring_counts = expiring
         self.certificate_count = certificates
         self.broken_counts = broken
+        self.failing_counts = failing
+        self.earliest_not_after = earliest.timestamp() if earliest is not None else None
         self.refreshed_at = clock.seconds()
 
     # -- exposition -----------------------------------------------------------------------
@@ -485,6 +524,27 @@ class Metrics:
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format (never touches the store)."""
         return generate_latest(self.registry)
+
+
+def failing_since(record) -> datetime | None:
+    """When a domain's current run of failed attempts began, or None when it is not failing.
+
+    A record is failing when it has failed attempts since its last success and is not
+    ``active`` or ``removed`` (a retry shows as ``issuing``/``renewing`` for a moment).  The
+    run began at the oldest ``failing``/``paused`` history entry after the last ``active``
+    one (a lower bound when the history was trimmed), else at ``last_error["at"]``.
+    """
+    if record.attempts <= 0 or record.state in (DomainState.ACTIVE, DomainState.REMOVED):
+        return None
+    since = None
+    for change in reversed(record.history):
+        if change.state in (DomainState.ACTIVE, DomainState.REMOVED):
+            break
+        if change.state in (DomainState.FAILING, DomainState.PAUSED):
+            since = change.at
+    if since is None and record.last_error and record.last_error.get("at"):
+        since = from_iso(record.last_error["at"])
+    return since
 
 
 def _listed_hostname(item) -> str:
@@ -528,10 +588,12 @@ __all__ = [
     "CERT_CACHE_RESULTS",
     "CONTENT_TYPE_LATEST",
     "EXPIRY_WINDOWS",
+    "FAILING_WINDOWS",
     "ISSUANCE_BUCKETS",
     "LAG_BUCKETS",
     "Metrics",
     "SourceValue",
     "StoreStatsService",
+    "failing_since",
     "TLS_HANDSHAKE_OUTCOMES",
 ]

@@ -591,7 +591,7 @@ class Preflight:
             return
         self.account_uri = account_uri
         self._passed.clear()
-        self.log.info("Preflight checks CAA accounturi against {account_uri}", account_uri=account_uri)
+        self.log.debug("Preflight checks CAA accounturi against {account_uri}", account_uri=account_uri)
 
     def _remember_pass(self, hostname: str, result: PreflightResult) -> None:
         if self.clock is None:
@@ -618,7 +618,7 @@ class Preflight:
             retryable=bool(reasons) and all(r.retryable for r in reasons),
         )
         if result.ok:
-            self.log.info("Preflight passed for {hostname}", hostname=hostname)
+            self.log.debug("Preflight passed for {hostname}", hostname=hostname)
             self._remember_pass(hostname, result)
         else:
             self._passed.pop(hostname, None)

@@ -54,12 +54,21 @@ log = Logger()
 class Options(usage.Options):
     """``twistd jobhost --config FILE``: the config is read and checked here, once."""
 
-    synopsis = "--config FILE"
-    optParameters = [["config", "c", None, "The TOML config file (see etc/jobhost.toml)."]]
+    synopsis = "--config FILE [--log-level LEVEL]"
+    optParameters = [
+        ["config", "c", None, "The TOML config file (see etc/jobhost.toml)."],
+        ["log-level", None, None, "debug, info, warn, error or critical: overrides [log] level."],
+    ]
 
     def postOptions(self) -> None:
+        from jobhost.config import LOG_LEVELS
+
         if not self["config"]:
             raise usage.UsageError("--config FILE is required (try etc/jobhost.toml)")
+        if self["log-level"] is not None and self["log-level"] not in LOG_LEVELS:
+            raise usage.UsageError(
+                f"--log-level: expected one of {', '.join(LOG_LEVELS)}, got {self['log-level']!r}"
+            )
         try:
             self.config: Config = load_config(self["config"])
         except ConfigError as e:
@@ -79,6 +88,19 @@ class JobhostService(MultiService):
     def __init__(self, config: Config | None = None) -> None:
         super().__init__()
         self.config = config
+        #: The observer twistd should log through (see :mod:`jobhost.logs`), or None.
+        self.log_observer = None
+        #: Processes serving the public listeners (named in the start-up line).
+        self.processes = 1
+
+    def setServiceParent(self, parent) -> None:
+        """Attach to twistd's application, handing it :attr:`log_observer` as its ``ILogObserver``."""
+        from twisted.logger import ILogObserver
+
+        if self.log_observer is not None and hasattr(parent, "setComponent"):
+            if parent.getComponent(ILogObserver, None) is None:
+                parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
     def startService(self) -> None:
         MultiService.startService(self)
@@ -86,7 +108,8 @@ class JobhostService(MultiService):
             c = self.config
             log.info(
                 "jobhost {version} serving: http {http}, https {https}, admin {admin}; store {store}; "
-                "CA {directory}; unknown names get {fallback}",
+                "CA {directory}; unknown names get {fallback}; {processes}",
+                processes="one process" if self.processes < 2 else f"{self.processes} worker processes",
                 version=__version__, http=c.listen.http, https=c.listen.https, admin=c.listen.admin,
                 store=redacted_url(c.store.url), directory=c.acme.directory_url, fallback=c.tls.fallback,
             )
@@ -101,6 +124,8 @@ class JobhostService(MultiService):
                 await Deferred.fromCoroutine(_maybe_await(child.stopService()))
             except Exception:
                 log.failure("Stopping {service} failed", service=child)
+        if self.config is not None:
+            log.info("jobhost stopped")
 
 
 async def _maybe_await(result):
@@ -630,6 +655,12 @@ def _build_issuing(reactor, config: Config, *, store, domains, client, checks: P
         events=events,
     )
     issuing.setName("issuing")
+    metrics.register_gauge_source(
+        "jobhost_ca_reachable",
+        "1 unless the last order found the CA unreachable (then 0).",
+        (),
+        lambda: 0 if issuing.ca_reachable is False else 1,
+    )
     return issuing
 
 
@@ -686,6 +717,7 @@ def _build_admin(reactor, config: Config, *, store, domains, issuing, checks: Pr
     from jobhost.metrics import StoreStatsService
 
     token = load_or_create_token(config.admin.token_file)
+    _warn_if_exposed(config)
     self_check = checks.self_check
     resource = AdminResource(
         store=store,
@@ -735,6 +767,21 @@ def _build_lag(reactor, metrics):
         ("generation",), lambda: {(str(g),): count for g, count in enumerate(pauses.counts)},
     )
     return lag
+
+
+def _warn_if_exposed(config: Config) -> None:
+    """Warn when the admin listener is reachable from other machines (public plain HTTP needs
+    ``[admin] allow_public``; the config refuses it otherwise)."""
+    from jobhost.config import admin_exposure
+
+    exposure = admin_exposure(config.listen.admin)
+    if exposure in ("private", "public", "tls"):
+        log.warn(
+            "The admin API listens on {endpoint}, reachable from other machines ({exposure}"
+            "{plain}): keep it on loopback or behind a firewall",
+            endpoint=config.listen.admin, exposure=exposure,
+            plain="" if exposure == "tls" else ", plain HTTP: the token crosses the network unencrypted",
+        )
 
 
 def _build_listeners(reactor, config: Config, *, web: WebParts, admin_site, workers: int = 1) -> tuple:
@@ -810,6 +857,7 @@ def build_parts(reactor, config: Config) -> Parts:
     listeners.extend(_build_listeners(reactor, config, web=web, admin_site=admin.site, workers=workers))
 
     root = JobhostService(config)
+    root.processes = workers
     children: list[Service] = [caches.poller, _CallOnStop("acme-client", client.close)]
     from jobhost.events import WebhookNotifier
 
@@ -918,6 +966,13 @@ def makeService(options: Options) -> JobhostService:
         raise SystemExit(1) from None
     if parts.workers is None:
         _HangupService(parts.caches.fanout).setServiceParent(parts.root)
+    if getattr(options, "parent", None) is not None:  # run by twistd, not built by a test
+        from jobhost.logs import twistd_observer
+
+        config = options.config
+        parts.root.log_observer = twistd_observer(
+            options.parent, options["log-level"] or config.log.level, config.log.format
+        )
     return parts.root
 
 

@@ -302,7 +302,7 @@ class WorkerSupervisor(Service):
         for slot in range(self.count):
             self._spawn(slot)
         self._old_hup = signal.signal(signal.SIGHUP, self._hangup)
-        log.info("Started {count} worker processes (pids {pids})", count=self.count,
+        log.debug("Started {count} worker processes (pids {pids})", count=self.count,
                  pids=", ".join(str(w.pid) for w in self.workers if w is not None))
 
     def stopService(self) -> Deferred:
@@ -643,7 +643,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         # systemd signals every process of the unit, the main process signals its workers:
         # the first SIGTERM starts the drain, the others change nothing.
         signal.signal(signum, signal.SIG_IGN)
-        log.info("Received {signal}: draining and stopping", signal=signal.Signals(signum).name)
+        log.debug("Received {signal}: draining and stopping", signal=signal.Signals(signum).name)
         reactor.callFromThread(reactor.stop)
 
     signal.signal(signal.SIGTERM, stop_once)

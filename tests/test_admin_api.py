@@ -158,6 +158,22 @@ def test_basic_auth_with_the_right_token_is_refused():
     assert_error(answer, 401, "unauthorized")
 
 
+@pytest.mark.parametrize("values", [
+    [f"Bearer {TOKEN}", "Bearer wrong-token-0123456789"],
+    ["Bearer wrong-token-0123456789", f"Bearer {TOKEN}"],
+    [f"Bearer {TOKEN}", f"Bearer {TOKEN}"],
+])
+def test_two_authorization_headers_are_refused_naming_the_header(values):
+    """Two Authorization headers answer 400 duplicate_header, whichever holds the token, and touch nothing."""
+    api = registered()
+    before = api.store.snapshot()
+    answer = api.request("POST", "/api/v1/domains", json_body={"hostname": "new.example.com"}, token=None,
+                         headers={"Authorization": values})
+    error = assert_error(answer, 400, "duplicate_header")
+    assert "Authorization" in error["message"] and error["details"] == {"header": "Authorization"}
+    assert api.store.snapshot() == before and api.issuer.calls == []
+
+
 def test_unknown_api_path_needs_the_token_before_saying_not_found():
     """Unknown /api/v1 paths answer 401 without a token (no probing) and 404 with one."""
     api = ApiClient.create()

@@ -116,3 +116,50 @@ def test_a_bearer_header_with_the_token_matches(header):
 )
 def test_anything_else_does_not(header):
     assert token_matches(TOKEN, header) is False
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_token_file_others_may_read_is_made_0600_and_logged(tmp_path, mode):
+    """An existing token file with group or world bits is tightened to 0600, with a warning naming it."""
+    from twisted.logger import LogLevel, capturedLogs, formatEvent
+
+    path = tmp_path / "admin.token"
+    path.write_text("sixteen-chars-ok\n")
+    path.chmod(mode)
+    with capturedLogs() as events:
+        assert load_or_create_token(path) == "sixteen-chars-ok"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
+    text = formatEvent(warning)
+    assert str(path) in text and f"mode {mode:04o}" in text and "made it 0600" in text
+    assert "sixteen-chars-ok" not in text, "the secret itself is never logged"
+
+
+def test_a_private_token_file_is_read_silently(tmp_path):
+    """A 0600 token file is read with nothing logged."""
+    from twisted.logger import capturedLogs
+
+    path = tmp_path / "admin.token"
+    load_or_create_token(path)
+    with capturedLogs() as events:
+        load_or_create_token(path)
+    assert events == []
+
+
+def test_a_readable_token_file_that_cannot_be_tightened_is_refused(tmp_path, monkeypatch):
+    """When chmod fails (the file is someone else's), start-up stops with the key, path and mode."""
+    from pathlib import Path
+
+    path = tmp_path / "admin.token"
+    path.write_text("sixteen-chars-ok\n")
+    path.chmod(0o644)
+
+    def refuse(self, mode):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(Path, "chmod", refuse)  # an injected fault: root may chmod anything
+    with pytest.raises(ConfigError) as caught:
+        load_or_create_token(path, ("events", "webhook_secret_file"), "webhook secret")
+    assert caught.value.path == ("events", "webhook_secret_file")
+    assert f"webhook secret file {path} is readable by others (mode 0644)" in str(caught.value)
+    assert "chmod 600" in str(caught.value)

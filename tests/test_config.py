@@ -451,3 +451,65 @@ def test_bad_limits_and_tls_values_name_the_key(tmp_path, section, key, value, m
         parse_config({section: {key: value}, "preflight": {"enabled": False}}, tmp_path)
     assert f"[{section}] {key}" in str(info.value)
     assert message in str(info.value)
+
+
+def test_log_section_defaults_and_values(tmp_path):
+    """[log] defaults to quiet text lines; level and format are read when set."""
+    default = parse_config({"preflight": {"enabled": False}}, tmp_path)
+    assert (default.log.level, default.log.format) == ("info", "text")
+    config = parse_config({"log": {"level": "debug", "format": "json"}, "preflight": {"enabled": False}}, tmp_path)
+    assert (config.log.level, config.log.format) == ("debug", "json")
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("level", "verbose", "expected one of"), ("format", "xml", "expected one of"), ("colour", True, "unknown key")],
+)
+def test_bad_log_values_name_the_key(tmp_path, key, value, message):
+    """A wrong [log] value is a config error naming [log] and the key."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"log": {key: value}, "preflight": {"enabled": False}}, tmp_path)
+    assert f"[log] {key}" in str(info.value)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "endpoint, exposure",
+    [
+        ("tcp:8081:interface=127.0.0.1", "local"),
+        ("tcp6:8081:interface=\\:\\:1", "local"),
+        ("unix:/run/jobhost/admin.sock", "local"),
+        ("tcp:8081:interface=10.1.2.3", "private"),
+        ("tcp:8081", "public"),
+        ("tcp6:8081", "public"),
+        ("tcp:8081:interface=0.0.0.0", "public"),
+        ("tcp:8081:interface=8.8.8.8", "public"),
+        ("tcp:8081:interface=admin.example.net", "public"),
+        ("ssl:8081:privateKey=admin.pem", "tls"),
+        ("ssl:8081:interface=127.0.0.1:privateKey=admin.pem", "local"),
+        ("systemd:domain=INET:index=2", "unknown"),
+    ],
+)
+def test_admin_exposure(endpoint, exposure):
+    """Each endpoint string is classified by who can reach it."""
+    from jobhost.config import admin_exposure
+
+    assert admin_exposure(endpoint) == exposure
+
+
+@pytest.mark.parametrize("endpoint", ["tcp:8081", "tcp:8081:interface=0.0.0.0", "tcp6:8081:interface=2606\\:4700\\:\\:1111"])
+def test_public_plain_http_admin_is_refused(tmp_path, endpoint):
+    """Plain HTTP admin on a public address is a config error naming [listen] admin and [admin] allow_public."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"listen": {"admin": endpoint}, "preflight": {"enabled": False}}, tmp_path)
+    assert "[listen] admin" in str(info.value)
+    assert "allow_public" in str(info.value)
+
+
+def test_public_admin_allowed_when_the_config_says_so(tmp_path):
+    """[admin] allow_public = true lets a public plain-HTTP admin listener through."""
+    config = parse_config(
+        {"listen": {"admin": "tcp:8081"}, "admin": {"allow_public": True}, "preflight": {"enabled": False}}, tmp_path
+    )
+    assert config.admin.allow_public is True
+    assert config.listen.admin == "tcp:8081"

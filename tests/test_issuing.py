@@ -1450,6 +1450,25 @@ def test_a_failed_registration_keeps_its_key_and_the_next_one_stores_the_url(ca)
     assert h.service.ca_reachable is True, "a CA that answers with a problem is reachable"
 
 
+def test_ca_unreachable_and_back_are_logged_once_each(ca):
+    """Losing the CA logs one warning (not one per retry) and its return one info line."""
+    clock = clock_at_t0()
+    client = FaultyClient(ca=ca, clock=clock, register_faults=[
+        AcmeTransportError("connection refused"), AcmeTransportError("connection refused")])
+    h = Harness(ca, clock=clock, client=client)
+    h.register()
+    with capturedLogs() as events:
+        h.service.startService()
+        h.clock.advance(60)
+        assert h.record().state == DomainState.FAILING, "the second attempt failed too"
+        h.clock.advance(3600)
+        assert h.record().state == DomainState.ACTIVE
+    lost = [m for m in messages(events, LogLevel.warn) if m.startswith("Cannot reach the CA at ")]
+    back = [m for m in messages(events, LogLevel.info) if m.startswith("The CA at ")]
+    assert len(lost) == 1 and "connection refused" in lost[0]
+    assert back == [f"The CA at {h.client.directory_url} is reachable again"]
+
+
 @pytest.mark.parametrize(
     "code, detail, registers_again",
     [
@@ -1590,7 +1609,7 @@ def test_a_failing_renewal_information_request_falls_back_to_the_lifetime_rule(c
     assert certificate.ari is None
     assert h.record().state == DomainState.ACTIVE
     assert h.record().next_attempt == renewal_time(certificate)
-    assert any(m.startswith(f"No renewal information for {HOST}: ") for m in messages(events, LogLevel.info))
+    assert any(m.startswith(f"No renewal information for {HOST}: ") for m in messages(events, LogLevel.debug))
 
 
 # -- the order budget --------------------------------------------------------------------------------------

@@ -434,4 +434,74 @@ def test_metrics_and_service_compare_by_identity_and_take_only_their_public_argu
     assert list(inspect.signature(StoreStatsService).parameters) == ["metrics", "store", "clock", "interval"]
     assert list(inspect.signature(Metrics).parameters) == [
         "registry", "domain_counts", "expiring_counts", "certificate_count", "broken_counts", "refreshed_at",
+        "earliest_not_after", "failing_counts",
     ]
+
+
+def test_earliest_expiry_is_the_soonest_not_after():
+    """jobhost_certificates_earliest_not_after_timestamp_seconds is the soonest not_after (0 with none)."""
+    clock = clock_at_t0()
+    metrics = Metrics()
+    store = RecordingStore()
+    metrics.refresh_from_store(store, clock)
+    assert samples(metrics.exposition().decode())[
+        ("jobhost_certificates_earliest_not_after_timestamp_seconds", ())] == 0
+    ca = TestCA.create()
+    records = {}
+    for name, days in [("a.example.com", 30), ("b.example.com", 6), ("c.example.com", 90)]:
+        records[name] = certificate_record(
+            name, *ca.issue(name, not_before=T0 - timedelta(days=1), lifetime=timedelta(days=days)))
+        store.certificates[name] = records[name]
+    metrics.refresh_from_store(store, clock)
+    scraped = samples(metrics.exposition().decode())
+    assert scraped[("jobhost_certificates_earliest_not_after_timestamp_seconds", ())] == (
+        records["b.example.com"].not_after.timestamp())
+
+
+def test_domains_failing_over_counts_how_long_each_has_failed():
+    """jobhost_domains_failing_over counts domains by how long their run of failures has lasted."""
+    from jobhost.store.records import StateChange
+
+    clock = clock_at_t0()
+    store = RecordingStore()
+
+    def failing(name, hours, state="failing", attempts=3, history=None):
+        began = T0 - timedelta(hours=hours)
+        store.domains[name] = attrs.evolve(make_domain(name, state=state), attempts=attempts,
+            last_error={"code": "connection", "message": "x", "at": (T0 - timedelta(minutes=1)).isoformat()},
+            history=history if history is not None else (
+                StateChange(T0 - timedelta(days=30), "active"), StateChange(began, "failing"),
+                StateChange(began + timedelta(minutes=1), "renewing"),
+                StateChange(T0 - timedelta(minutes=1), "failing")),
+        )
+
+    failing("half-hour.example.com", 0.5)
+    failing("two-hours.example.com", 2)
+    failing("two-days.example.com", 48)
+    failing("retrying-now.example.com", 30, state="renewing")  # a retry in flight is still failing
+    failing("paused.example.com", 200, state="paused")
+    failing("recovered.example.com", 48, state="active", attempts=0)
+    # No failing entry in its (trimmed) history: the last error's time is the best bound.
+    failing("no-history.example.com", 0, history=())
+    metrics = Metrics()
+    metrics.refresh_from_store(store, clock)
+    scraped = samples(metrics.exposition().decode())
+    assert {w: scraped[("jobhost_domains_failing_over", (("window", w),))] for w in ("1h", "1d", "7d")} == {
+        "1h": 4, "1d": 3, "7d": 1}
+
+
+def test_ca_reachable_gauge_follows_the_issuing_service(tmp_path):
+    """jobhost_ca_reachable is 1 until an order finds the CA unreachable, then 0."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from jobhost.config import parse_config
+    from jobhost.tap import build_parts
+
+    config = parse_config({"preflight": {"addresses": ["127.0.0.1"]}, "store": {"url": "memory:"},
+                           "tls": {"fallback": "reject"}}, tmp_path)
+    parts = build_parts(MemoryReactorClock(), config)
+    assert samples(parts.metrics.exposition().decode())[("jobhost_ca_reachable", ())] == 1
+    parts.issuing.ca_reachable = False
+    assert samples(parts.metrics.exposition().decode())[("jobhost_ca_reachable", ())] == 0
+    parts.issuing.ca_reachable = True
+    assert samples(parts.metrics.exposition().decode())[("jobhost_ca_reachable", ())] == 1

@@ -11,7 +11,7 @@ from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
@@ -61,7 +61,8 @@ def test_service_tree(tmp_path):
     assert root.getServiceNamed("issuing") is parts.issuing
     assert parts.issuing.domains is parts.domains and parts.admin.resource.domains is parts.domains
     assert parts.domains.store is parts.store
-    assert set(vars(root)) == set(vars(MultiService())) | {"config"}, "nothing is stuck onto the root service"
+    assert set(vars(root)) == set(vars(MultiService())) | {"config", "log_observer", "processes"}, (
+        "nothing is stuck onto the root service")
     assert parts.issuing.key_generator is not inline_keys, "RSA keys are made off the reactor thread"
     assert b"jobhost_cert_cache_broken_total" in parts.metrics.exposition(), "broken records are exported"
     assert (tmp_path / "var" / "fallback.pem").exists()
@@ -103,7 +104,7 @@ def test_unsupported_store_is_a_usage_error(tmp_path):
 def test_health_reports_listeners(tmp_path):
     """/healthz's listener part is critical and names listeners that are not bound yet."""
     config = parse_config(
-        {"listen": {"http": "tcp:0", "https": "tcp:0", "admin": "tcp:0"}, "preflight": {"addresses": ["127.0.0.1"]}},
+        {"listen": {"http": "tcp:0", "https": "tcp:0", "admin": "tcp:0:interface=127.0.0.1"}, "preflight": {"addresses": ["127.0.0.1"]}},
         tmp_path,
     )
     parts = build_parts(MemoryReactorClock(), config)
@@ -393,6 +394,14 @@ def test_start_up_line_names_what_is_served(tmp_path):
     messages = [formatEvent(e) for e in events]
     assert len(messages) == 1
     line = messages[0]
+    assert line.endswith("; one process")
+    root.processes = 4
+    with capturedLogs() as events:
+        root.stopService()
+    assert [formatEvent(e) for e in events] == ["jobhost stopped"]
+    with capturedLogs() as events:
+        root.startService()
+    assert formatEvent(events[0]).endswith("; 4 worker processes")
     for part in ("http tcp:80", "https tcp:443", "admin tcp:8081:interface=127.0.0.1",
                  "db.internal", "CA https://ca.example.test/directory", "unknown names get self-signed"):
         assert part in line, part
@@ -633,3 +642,24 @@ def test_reactor_lag_reaches_metrics(tmp_path):
     assert "jobhost_reactor_lag_busy_max_seconds" in values
     assert float(values['jobhost_gc_collections_total{generation="2"}']) >= 1
     assert 'jobhost_gc_pause_max_seconds{generation="0"}' in values
+
+
+@pytest.mark.parametrize("admin, extra, warned, plain", [
+    ("tcp:0:interface=127.0.0.1", {}, False, False),
+    ("tcp:0:interface=10.20.30.40", {}, True, True),
+    ("tcp:0", {"allow_public": True}, True, True),
+])
+def test_an_admin_listener_reachable_from_other_machines_is_a_warning(tmp_path, admin, extra, warned, plain):
+    """Building the tree warns when the admin API is not on loopback, saying when the token travels in clear."""
+    config = parse_config(
+        {"listen": {"http": "tcp:0", "https": "tcp:0", "admin": admin}, "admin": extra,
+         "preflight": {"addresses": ["127.0.0.1"]}},
+        tmp_path,
+    )
+    with capturedLogs() as events:
+        build_parts(MemoryReactorClock(), config)
+    warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn and "admin API" in e["log_format"]]
+    assert len(warnings) == (1 if warned else 0), warnings
+    if warned:
+        assert admin in warnings[0]
+        assert ("unencrypted" in warnings[0]) is plain

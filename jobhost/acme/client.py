@@ -324,9 +324,9 @@ class AcmeClient:
             raise AcmeTransportError("newAccount answered without a Location header", url=new_account)
         self.use_account(account_key, account_url)
         if created:
-            self.log.info("Created ACME account {account_url}", account_url=account_url, created=True)
+            self.log.debug("Created ACME account {account_url}", account_url=account_url, created=True)
         else:
-            self.log.info("Found existing ACME account {account_url}", account_url=account_url, created=False)
+            self.log.debug("Found existing ACME account {account_url}", account_url=account_url, created=False)
         return account_url
 
     def use_account(self, account_key: jose.JWK, account_url: str) -> None:
@@ -386,12 +386,12 @@ class AcmeClient:
             if isinstance(directory.get("renewalInfo"), str):
                 payload["replaces"] = replaces
             else:
-                self.log.info("The CA offers no renewal information; not sending replaces={replaces}", replaces=replaces)
+                self.log.debug("The CA offers no renewal information; not sending replaces={replaces}", replaces=replaces)
         response = yield self._post(directory["newOrder"], payload)
         if not response.location:
             raise AcmeTransportError("newOrder answered without a Location header", url=response.url)
         order = order_from(response.location, response)
-        self.log.info(
+        self.log.debug(
             "Created order {order_url} for {hostnames} ({status})",
             order_url=order.url,
             hostnames=list(names),
@@ -426,7 +426,7 @@ class AcmeClient:
         return d
 
     def _log_deactivated(self, authz: AcmeAuthorization) -> AcmeAuthorization:
-        self.log.info(
+        self.log.debug(
             "Deactivated authorization {authz_url} for {hostname}", authz_url=authz.url, hostname=authz.hostname
         )
         return authz
@@ -537,7 +537,7 @@ class AcmeClient:
                 continue
             chains.append(alternate.body)
         chosen = select_chain(chains, self.preferred_chain)
-        self.log.info(
+        self.log.debug(
             "Downloaded certificate {cert_url} for order {order_url} ({count} chains offered)",
             cert_url=order.certificate,
             order_url=order.url,
@@ -571,7 +571,7 @@ class AcmeClient:
         directory = yield self.directory()
         payload = {"certificate": jose.b64encode(der).decode("ascii"), "reason": int(reason)}
         yield self._post(directory["revokeCert"], payload, key=cert_key)
-        self.log.info("Revoked certificate {serial} (reason {reason})", serial=format(leaf.serial_number, "x"), reason=reason)
+        self.log.debug("Revoked certificate {serial} (reason {reason})", serial=format(leaf.serial_number, "x"), reason=reason)
 
     @inlineCallbacks
     def renewal_info(self, leaf_pem: bytes) -> Any:
@@ -677,7 +677,7 @@ class AcmeClient:
                     yield maybeDeferred(responder.stop_responding, hostname, token)
                 except Exception:
                     self.log.failure("Could not stop responding to {token} for {hostname}", hostname=hostname, token=token)
-        self.log.info("Obtained certificate for {hostnames} (order {order_url})", hostnames=list(order.hostnames), order_url=order.url)
+        self.log.debug("Obtained certificate for {hostnames} (order {order_url})", hostnames=list(order.hostnames), order_url=order.url)
         return chain
 
     @inlineCallbacks
@@ -715,7 +715,7 @@ class AcmeClient:
 
     @inlineCallbacks
     def _answer_and_poll(self, authz: AcmeAuthorization, challenge_url: str, statuses: dict[str, str]) -> Any:
-        self.log.info(
+        self.log.debug(
             "Asking the CA to validate {hostname} over HTTP-01 ({authz_url})", hostname=authz.hostname, authz_url=authz.url
         )
         yield self.answer_challenge(challenge_url)
@@ -736,7 +736,7 @@ class AcmeClient:
             statuses[authz.url] = "pending"
             raise
         statuses[authz.url] = result.status
-        self.log.info("Authorization for {hostname} is valid", hostname=authz.hostname)
+        self.log.debug("Authorization for {hostname} is valid", hostname=authz.hostname)
 
     @inlineCallbacks
     def _deactivate_pending(self, statuses: dict[str, str]) -> Any:

@@ -94,7 +94,7 @@ class ChallengeResource(Resource):
         def found(challenge) -> None:
             if closed:
                 return
-            self.log.info(
+            self.log.debug(
                 "Answering HTTP-01 challenge {token} for {hostname}",
                 token=token,
                 hostname=challenge.hostname,

@@ -364,7 +364,7 @@ class JWSTransport:
                 if problem.code != "badNonce" or attempt >= self.max_bad_nonce_retries:
                     raise
                 attempt += 1
-                self.log.info(
+                self.log.debug(
                     "CA rejected a nonce for {url}; retrying ({attempt}/{max_retries})",
                     url=url,
                     attempt=attempt,

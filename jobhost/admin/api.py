@@ -48,7 +48,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from jobhost.admin import errors as api_errors
-from jobhost.admin.auth import token_matches
+from jobhost.admin.auth import single_authorization, token_matches
 from jobhost.certs import renewal_time
 from jobhost.domains import DomainService
 from jobhost.events import IEventSink, NullEventSink
@@ -395,7 +395,7 @@ class AdminResource(Resource):
         needs_token = segments[:2] == ["api", "v1"] and segments != ["api", "v1", "openapi.json"]
         if segments == ["metrics"]:
             needs_token = not self.metrics_public
-        if needs_token and not token_matches(self.token, request.getHeader(b"authorization")):
+        if needs_token and not token_matches(self.token, _authorization(request)):
             raise api_errors.unauthorized()
         hostname = None
         shape = tuple(segments)
@@ -941,6 +941,14 @@ def limit_request_bodies(site: Site) -> Site:
     base = site.requestFactory
     site.requestFactory = type(f"BodyLimited{base.__name__}", (BodyLimitMixin, base), {})
     return site
+
+
+def _authorization(request: Request) -> bytes | None:
+    """The one Authorization header; 400 ``duplicate_header`` when it was sent more than once."""
+    try:
+        return single_authorization(request.requestHeaders)
+    except ValueError as e:
+        raise api_errors.duplicate_header("Authorization", str(e)) from None
 
 
 def admin_site(resource: AdminResource, clock: IReactorTime | None = None) -> Site:

@@ -1,5 +1,10 @@
 """
 The admin API's bearer token: created once (0600), compared in constant time.
+
+A token file others may read (an operator's ``cp`` under a wide umask, a restored
+backup) is tightened to 0600 with a warning rather than refused: the fix is certain
+and needs no operator at 3 a.m.; the warning says the token may have been read and
+how to replace it.  A file jobhost cannot tighten (owned by someone else) is refused.
 """
 
 from __future__ import annotations
@@ -7,9 +12,14 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+import stat
 from pathlib import Path
 
+from twisted.logger import Logger
+
 from jobhost.errors import ConfigError
+
+log = Logger()
 
 
 def load_or_create_token(
@@ -45,9 +55,52 @@ def load_or_create_token(
         return token
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read {what} file {path}: {e}", key) from None
+    _keep_private(path, key, what)
     if len(token) < 16:
         raise ConfigError(f"{what} in {path} is shorter than 16 characters", key)
     return token
+
+
+def _keep_private(path: Path, key: tuple[str, ...], what: str) -> None:
+    """Make a secret file others may read (group or world bits set) 0600, or refuse it.
+
+    Raises:
+        ConfigError: when the mode cannot be changed (the file is not ours).
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} file {path}: {e.strerror}", key) from None
+    if not mode & 0o077:
+        return
+    try:
+        path.chmod(0o600)
+    except OSError as e:
+        raise ConfigError(
+            f"{what} file {path} is readable by others (mode {mode:04o}) and cannot be made 0600"
+            f" ({e.strerror}): chmod 600 it", key,
+        ) from None
+    log.warn(
+        "The {what} file {path} was readable by others (mode {mode}); made it 0600. Anyone who read"
+        " it has the {what}: delete the file and restart to make a new one",
+        what=what, path=str(path), mode=f"{mode:04o}",
+    )
+
+
+def single_authorization(headers) -> bytes | None:
+    """The request's one ``Authorization`` header, None when absent.
+
+    Args:
+        headers: The request's ``twisted.web.http_headers.Headers``.
+
+    Raises:
+        ValueError: when the header is sent more than once (naming it): which one a proxy
+            or the server would read is not defined, so neither is trusted.
+    """
+    values = headers.getRawHeaders(b"authorization") or []
+    if len(values) > 1:
+        raise ValueError(f"the Authorization header was sent {len(values)} times; send it once")
+    return values[0] if values else None
 
 
 def token_matches(expected: str, authorization_header: bytes | None) -> bool:
@@ -60,4 +113,4 @@ def token_matches(expected: str, authorization_header: bytes | None) -> bool:
     return hmac.compare_digest(presented.strip(), expected.encode("ascii"))
 
 
-__all__ = ["load_or_create_token", "token_matches"]
+__all__ = ["load_or_create_token", "single_authorization", "token_matches"]

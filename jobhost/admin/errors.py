@@ -95,6 +95,11 @@ def unauthorized() -> ApiError:
     )
 
 
+def duplicate_header(name: str, message: str) -> ApiError:
+    """400 ``duplicate_header``: a header that must be sent once came several times."""
+    return ApiError(400, "duplicate_header", message, {"header": name})
+
+
 def route_not_found(path: str) -> ApiError:
     """404 ``not_found``: no such route."""
     return ApiError(404, "not_found", f"no such resource: {path}", {"path": path})
@@ -253,6 +258,7 @@ __all__ = [
     "error_response",
     "method_not_allowed",
     "no_page",
+    "duplicate_header",
     "route_not_found",
     "to_api_error",
     "unauthorized",

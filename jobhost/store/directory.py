@@ -242,7 +242,7 @@ class DirectoryStore:
         def opened(result: tuple[str, bool]) -> str:
             store_id, created = result
             self._store_id = store_id
-            self._log.info(
+            self._log.debug(
                 "{action} the directory store at {path} (store id {store_id})",
                 action="Created" if created else "Opened",
                 path=self._root,

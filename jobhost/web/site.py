@@ -780,10 +780,14 @@ def make_site(
         budget: Counts the site's connections against the public caps (only for a site
             that accepts its own connections: the HTTPS listener's hold counts its own).
         access_log: A file to append a combined-log line per request to (block-buffered,
-            flushed every second), or None for no access log (the default, as Caddy).
+            flushed every second; secret query values redacted by
+            :mod:`jobhost.web.accesslog`), or None for no access log (the default, as Caddy).
     """
+    from jobhost.web.accesslog import access_log_line
+
     site = _JobhostSite(
-        resource, reactor=clock, timeout=None, parsePOSTFormSubmission=False, logPath=access_log
+        resource, reactor=clock, timeout=None, parsePOSTFormSubmission=False, logPath=access_log,
+        logFormatter=access_log_line,  # query values that may be secrets are redacted
     )
     site.noisy = False
     site.budget = budget
