@@ -1054,7 +1054,7 @@ class ToolTests(SynchronousTestCase):
         self.assertEqual(code, 0)
         self.assertIn("already registered", out)
         record = self.successResultOf(self.store.get_domain("jobs.acme-corp.com"))
-        self.assertEqual(record.page, {"company": "Acme", "jobs": []})
+        self.assertEqual(record.page, {"company": "Acme", "jobs": [], "version": 2})
 
     def test_add_domain_bad_page(self):
         """A page file that is not JSON or breaks the schema exits 2 naming the file; nothing is stored."""
