@@ -633,7 +633,7 @@ def _build_preflight(reactor, config: Config) -> PreflightParts:
 def _build_issuing(reactor, config: Config, *, store, domains, client, checks: PreflightParts,
                    caches: CacheParts, metrics, events):
     """[acme] (account, keys, profile) and [renewal]: the issuing service."""
-    from jobhost.issuing import IssuingService, default_holder
+    from jobhost.issuing import IssuingService, RegistrationWatcher, default_holder
     from jobhost.keys import threaded_keys
 
     eab = None
@@ -668,6 +668,8 @@ def _build_issuing(reactor, config: Config, *, store, domains, client, checks: P
         events=events,
     )
     issuing.setName("issuing")
+    # Hostnames another process registers (jobhost-store add-domain) are worked on at once.
+    caches.fanout.attach(RegistrationWatcher(issuing))
     return issuing
 
 

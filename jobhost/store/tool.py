@@ -37,7 +37,7 @@ from jobhost.hostnames import normalise_hostname
 from jobhost.store.copy import PAGE_SIZE, read_all
 from jobhost.store.factory import redacted_url, store_from_url
 from jobhost.store.interfaces import IStore
-from jobhost.store.records import DomainRecord, DomainState, certificate_record
+from jobhost.store.records import DomainRecord, DomainState, StateChange, certificate_record
 from jobhost.timeutil import now, to_iso
 
 PROG = "jobhost-store"
@@ -159,8 +159,11 @@ async def _add_domain(reactor, store: IStore, args, out: TextIO, err: TextIO) ->
     hostname = normalise_hostname(args.hostname)
     page = _load_page(args.page) if args.page else None
     at = now(reactor)
+    # As jobhost.domains.new_record makes it (the store may not import the domain owner):
+    # the history starts with the registration, so the way to active keeps it.
     record = DomainRecord(
-        hostname=hostname, state=DomainState.PENDING, created_at=at, updated_at=at, page=page
+        hostname=hostname, state=DomainState.PENDING, created_at=at, updated_at=at, page=page,
+        history=(StateChange(at=at, state=DomainState.PENDING, reason="registered with jobhost-store"),),
     )
     stored, created = await store.add_domain(record)
     if created:

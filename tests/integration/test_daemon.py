@@ -150,6 +150,39 @@ def served_without_restart(daemon, ports, tmp_path, store: str) -> None:
         pytest.fail("the removed certificate is still served")
 
 
+def test_hostname_added_with_its_certificate_by_another_process_becomes_active_without_restart(ports, tmp_path):
+    """jobhost-store put-certificate + add-domain while the daemon runs (default scan interval, 10 minutes): the
+    hostname is active within seconds, and its history starts with the registration."""
+    http, https, admin = ports
+    d = Daemon(tmp_path, config_text(http, https, admin, "\n[server]\nworkers = 1\n"))
+    d.start()
+    try:
+        d.wait_listening(https, admin)
+        ca = TestCA.create("walkthrough CA")
+        key, chain = ca.issue("jobs.acme-corp.test")
+        (tmp_path / "jobs.key").write_bytes(key)
+        (tmp_path / "jobs.pem").write_bytes(chain)
+        store = "sqlite:var/jobhost.db"
+        put = store_tool(tmp_path, "put-certificate", "jobs.acme-corp.test", "--key", "jobs.key", "--chain", "jobs.pem",
+                         store=store)
+        assert put.returncode == 0, put.stderr
+        added = store_tool(tmp_path, "add-domain", "jobs.acme-corp.test", store=store)
+        assert added.returncode == 0, added.stderr
+        deadline = time.monotonic() + 15
+        while True:
+            shown = store_tool(tmp_path, "show", "jobs.acme-corp.test", store=store)
+            domain = json.loads(shown.stdout)["domain"]
+            if domain["state"] == "active" or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert domain["state"] == "active", d.log()[-3000:]
+        assert [(h["state"], h.get("reason")) for h in domain["history"]] == [
+            ("pending", "registered with jobhost-store"), ("active", None)
+        ]
+    finally:
+        d.stop()
+
+
 @pytest.mark.parametrize(
     "bad, expected",
     [
