@@ -16,8 +16,10 @@ It goes through the same :class:`IStore` API as the daemon, so a running
 daemon sharing the store sees each change on its change feed.  Relative store
 paths start in the current directory.  Key material is never printed.  Errors
 the operator can fix (a bad hostname, a key that does not match its
-certificate, an unreadable file, a bad store URL) print one line to stderr and
-exit with status 2.
+certificate, an unreadable file, a bad store URL, a ``directory:`` or
+``sqlite:`` store that does not exist for a command that only reads it) print
+one line to stderr and exit with status 2.  Commands that write create the
+store when it does not exist yet.
 """
 
 from __future__ import annotations
@@ -299,11 +301,35 @@ async def run(
         return EXIT_ERROR
 
 
+#: Commands that only read the store: one that does not exist is an error for them (building
+#: it would create an empty one, and they would report an empty store and succeed).
+_READING = frozenset(("list", "show", "delete-certificate", "copy"))
+
+
+def missing_store(url: str, base_dir: str) -> str | None:
+    """The path a ``directory:`` or ``sqlite:`` store URL names, when nothing is there; else None.
+
+    Other stores (PostgreSQL, memory) say for themselves whether they can be reached.
+    """
+    scheme, _, rest = url.partition(":")
+    if scheme.lower() not in ("directory", "sqlite") or not rest.strip():
+        return None
+    path = os.path.abspath(os.path.join(base_dir, os.path.expanduser(rest)))
+    return None if os.path.exists(path) else path
+
+
 async def _main(reactor, args: argparse.Namespace) -> None:
-    url = getattr(args, "source", None) or args.store
+    source = getattr(args, "source", None)
+    url = source or args.store
     if not url:
         sys.stderr.write(f"{PROG}: error: name the store with --store URL" +
                          (" or --from URL" if args.command == "copy" else "") + "\n")
+        raise SystemExit(EXIT_ERROR)
+    missing = missing_store(url, os.getcwd()) if args.command in _READING else None
+    if missing is not None:
+        option = "--from" if source else "--store"
+        sys.stderr.write(f"{PROG}: error: no store at {missing} ({option} {redacted_url(url)}): check the path "
+                         "(relative to the current directory); the daemon creates its store when it first starts\n")
         raise SystemExit(EXIT_ERROR)
     try:
         store = store_from_url(url, reactor, os.getcwd())
@@ -348,4 +374,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["EXIT_ERROR", "ToolError", "build_parser", "main", "run"]
+__all__ = ["EXIT_ERROR", "ToolError", "build_parser", "main", "missing_store", "run"]
