@@ -348,7 +348,7 @@ class MainTests(TestCase):
         """list, show, delete-certificate and copy on a directory: or sqlite: store that does not exist exit 2 naming
         the path, and create nothing (an empty table with exit 0 would hide a typo)."""
         for argv in (["--store", "directory:NONEXISTENT", "list"], ["--store", "sqlite:var/nope.db", "show", "a.test"],
-                     ["--store", "sqlite:var/nope.db", "delete-certificate", "a.test"],
+                     ["--store", "SQLite:var/nope.db", "delete-certificate", "a.test"],
                      ["--store", "memory:", "copy", "--from", "directory:NONEXISTENT", "--to", "memory:"]):
             self.assertEqual(await self.main(*argv), 2, argv)
         lines = self.err.getvalue().splitlines()
@@ -363,6 +363,11 @@ class MainTests(TestCase):
         self.assertIn("(--from directory:NONEXISTENT)", lines[3])
         self.assertEqual(os.listdir(self.dir), [], "nothing was created")
         self.assertEqual(self.out.getvalue(), "")
+
+    async def test_a_store_url_naming_no_path_gets_the_factorys_message(self):
+        """directory: with only blanks after the colon is a malformed URL (the factory's message), not a missing store."""
+        self.assertEqual(await self.main("--store", "directory:  ", "list"), 2)
+        self.assertIn("names no directory; expected directory:PATH", self.err.getvalue())
 
     async def test_a_writing_command_creates_the_store(self):
         """add-domain on an sqlite: store that does not exist yet creates it (seeding a store before the daemon)."""

@@ -163,6 +163,7 @@ def test_listener_that_cannot_bind_fails_start_up():
          "(no interface of this host has that address)"),
         (CannotListenError("::1", 8080, OSError(errno.EINVAL, "Invalid argument")),
          "cannot listen on port 8080 of ::1: Invalid argument"),
+        (RuntimeError("no such socket"), "cannot listen: no such socket"),
     ],
 )
 def test_listener_says_why_it_cannot_bind(error, reason):
@@ -191,6 +192,19 @@ def test_root_turns_a_port_that_cannot_bind_into_one_line_and_exit_1(tmp_path):
         "Address already in use (another process listens there: stop it or choose another port)"
     ]
     assert [e["log_level"].name for e in events] == ["error"]
+
+
+def test_a_root_without_a_config_names_no_file_when_a_port_cannot_bind():
+    """A root built without a config (a worker's) still turns a port that cannot bind into one line and exit 1."""
+    root = JobhostService(None)
+    ListenerService("http", FailingEndpoint(), Factory()).setServiceParent(root)
+    with capturedLogs() as events, pytest.raises(SystemExit) as info:
+        root.privilegedStartService()
+    assert info.value.code == 1
+    assert [formatEvent(e) for e in events] == [
+        "jobhost: config error: [listen] http: cannot listen on port 80 of 127.0.0.1: "
+        "Address already in use (another process listens there: stop it or choose another port)"
+    ]
 
 
 def test_listener_failing_later_is_logged():
