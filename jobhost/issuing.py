@@ -3,7 +3,9 @@ The issuing service: keeps every registered hostname covered by a valid certific
 
 Driven by the store, not by traffic.  A hostname is worked on when
 
-- it is registered (the admin API calls :meth:`IssuingService.kick`),
+- it is registered (the admin API calls :meth:`IssuingService.kick`; a
+  registration by another process, such as ``jobhost-store add-domain``, reaches
+  it through the change feed and :class:`RegistrationWatcher`),
 - its domain record's ``next_attempt`` has come (a renewal due time, or a
   backoff after a failure), found by a periodic scan and by a timer set for
   the earliest ``next_attempt`` seen, or
@@ -75,7 +77,15 @@ from jobhost.keys import KeyGenerator, inline_keys
 from jobhost.preflight import IPreflight
 from jobhost.retry import backoff_delay, is_permanent
 from jobhost.store.interfaces import IStore
-from jobhost.store.records import Account, CertificateRecord, Challenge, DomainRecord, DomainState, certificate_record
+from jobhost.store.records import (
+    Account,
+    CertificateRecord,
+    ChangeKind,
+    Challenge,
+    DomainRecord,
+    DomainState,
+    certificate_record,
+)
 from jobhost.timeutil import now as clock_now
 from jobhost.timeutil import to_iso
 
@@ -800,6 +810,41 @@ class _BudgetSpent(Exception):
     frees_at: datetime
 
 
+#: What the change feed reports for a hostname registered (or registered again, or removed):
+#: whether its site is shown changed (PAGE) and its record changed beyond the page (STATE).
+_REGISTRATION = frozenset((ChangeKind.PAGE, ChangeKind.STATE))
+
+
+@attrs.define(eq=False)
+class RegistrationWatcher:
+    """Kicks the issuing service for hostnames the store's change feed says were registered.
+
+    A hostname registered by another process (``jobhost-store add-domain``, another
+    node's admin API) would otherwise wait for the next scan (``[renewal] scan_interval``,
+    10 minutes by default): one that already has a valid certificate would stay
+    ``pending`` that long, and one without would wait that long for its first order.
+    Shaped like a cache (``invalidate``, ``invalidate_all``) so the change poller's
+    fan-out tells it what changed.  Only changes of both the page's visibility and the
+    record (registration, re-registration, removal) kick; a removed hostname's attempt
+    finds it removed and does nothing.  (The feed merges what changed between two polls,
+    so a page edit and another change then look alike: such a kick finds nothing due
+    unless the hostname was due anyway.)  Changes the feed cannot name are left to the scan.
+
+    Attributes:
+        issuing: The service to kick (only while it runs).
+    """
+
+    issuing: IssuingService
+
+    def invalidate(self, hostname: str, kinds: frozenset[str] | None = None) -> None:
+        """The feed saw ``hostname`` change in ``kinds``; kick it when that looks like a registration."""
+        if kinds is not None and _REGISTRATION <= kinds and self.issuing.running:
+            self.issuing.kick(hostname)
+
+    def invalidate_all(self) -> None:
+        """Everything may have changed: the periodic scan looks at every hostname anyway."""
+
+
 def _account_unknown(problem: AcmeProblem) -> bool:
     """True when the CA says it does not know (or no longer accepts) our account."""
     if problem.code == "accountDoesNotExist":
@@ -827,6 +872,7 @@ def _sleep(clock: IReactorTime, seconds: float) -> Deferred:
 __all__ = [
     "IIssuer",
     "IssuingService",
+    "RegistrationWatcher",
     "StoreResponder",
     "default_holder",
     "describe_failure",

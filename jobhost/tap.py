@@ -102,6 +102,18 @@ class JobhostService(MultiService):
                 parent.setComponent(ILogObserver, self.log_observer)
         super().setServiceParent(parent)
 
+    def privilegedStartService(self) -> None:
+        """Bind the listeners; one that cannot bind ends twistd with one line naming its key."""
+        try:
+            MultiService.privilegedStartService(self)
+        except ConfigError as e:
+            if e.file is None and self.config is not None:
+                e.file = self.config.file
+            # twistd would print a 30-line traceback: say what is wrong in one line (the log has
+            # begun, so it goes there), and exit non-zero as a config error found earlier does.
+            log.error("jobhost: config error: {error}", error=str(e))
+            raise SystemExit(1) from None
+
     def startService(self) -> None:
         MultiService.startService(self)
         if self.config is not None:
@@ -139,8 +151,10 @@ class ListenerService(Service):
 
     Like Twisted's ``StreamServerEndpointService`` with ``_raiseSynchronously`` set, but
     with public state: it binds in :meth:`privilegedStartService` (so ports 80 and 443
-    work with ``twistd --uid``), a port that cannot be bound while starting raises there
-    (twistd exits non-zero, as with strports), and a later listening failure is logged.
+    work with ``twistd --uid``), a port that cannot be bound while starting raises
+    ConfigError there, naming its ``[listen]`` key (the service's name), which
+    :class:`JobhostService` turns into one line and exit status 1; a later listening
+    failure is logged.
 
     Attributes:
         endpoint: The ``IStreamServerEndpoint`` to listen on.
@@ -185,7 +199,8 @@ class ListenerService(Service):
         self._listening.addCallbacks(bound, failed)
         starting = False
         if failed_now:
-            failed_now[0].raiseException()
+            # The service's name is its [listen] key (http, https, admin).
+            raise ConfigError(cannot_listen_reason(failed_now[0].value), ("listen", self.name))
 
     def startService(self) -> None:
         """Start listening, unless :meth:`privilegedStartService` already did."""
@@ -210,6 +225,33 @@ class ListenerService(Service):
             return result
 
         return listening.addCallback(stop).addBoth(stopped)
+
+
+def cannot_listen_reason(error: BaseException) -> str:
+    """Why a listener could not bind, in one line, with what to do about it.
+
+    ``error`` is what the endpoint's ``listen`` failed with: CannotListenError for a port
+    that is taken, refused or on an address this host lacks; OverflowError for a port
+    outside 0-65535.
+    """
+    import errno
+
+    from twisted.internet.error import CannotListenError
+
+    if isinstance(error, OverflowError):
+        return "the port is out of range (0-65535)"
+    if not isinstance(error, CannotListenError):
+        return f"cannot listen: {error}"
+    where = f"port {error.port} of {error.interface or 'every interface'}"
+    cause = error.socketError
+    code = getattr(cause, "errno", None)
+    reason = getattr(cause, "strerror", None) or str(cause)
+    hint = {
+        errno.EADDRINUSE: "another process listens there: stop it or choose another port",
+        errno.EACCES: "ports below 1024 need root (twistd --uid) or CAP_NET_BIND_SERVICE",
+        errno.EADDRNOTAVAIL: "no interface of this host has that address",
+    }.get(code)
+    return f"cannot listen on {where}: {reason}" + (f" ({hint})" if hint else "")
 
 
 class AdoptedListenerService(Service):
@@ -620,7 +662,7 @@ def _build_preflight(reactor, config: Config) -> PreflightParts:
 def _build_issuing(reactor, config: Config, *, store, domains, client, checks: PreflightParts,
                    caches: CacheParts, metrics, events):
     """[acme] (account, keys, profile) and [renewal]: the issuing service."""
-    from jobhost.issuing import IssuingService, default_holder
+    from jobhost.issuing import IssuingService, RegistrationWatcher, default_holder
     from jobhost.keys import threaded_keys
 
     eab = None
@@ -661,6 +703,8 @@ def _build_issuing(reactor, config: Config, *, store, domains, client, checks: P
         (),
         lambda: 0 if issuing.ca_reachable is False else 1,
     )
+    # Hostnames another process registers (jobhost-store add-domain) are worked on at once.
+    caches.fanout.attach(RegistrationWatcher(issuing))
     return issuing
 
 

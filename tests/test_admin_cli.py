@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import tempfile
 from datetime import timedelta
 
@@ -413,6 +414,78 @@ class CliTests(TestCase):
             self.assertIn("was removed", err)
 
         return self.run_async(run())
+
+    def test_list_leaves_out_removed_hostnames_unless_asked(self):
+        """domains list shows live hostnames and counts the removed ones it left out; --all and --state removed
+        show them (--json likewise)."""
+        self.store.domains[HOST] = make_domain(HOST)
+        self.store.domains["gone.example.com"] = make_domain("gone.example.com", state="removed")
+
+        async def run():
+            status, out, err = await self.cli("domains", "list")
+            self.assertEqual((status, err), (EXIT_OK, ""))
+            self.assertEqual([line.split()[0] for line in out.splitlines()[1:]], [HOST, "(1"])
+            self.assertEqual(out.splitlines()[-1], "(1 removed not shown; --all shows them)")
+            _, out, _ = await self.cli("--json", "domains", "list")
+            self.assertEqual([d["hostname"] for d in json.loads(out)["domains"]], [HOST])
+            _, out, _ = await self.cli("domains", "list", "--all")
+            self.assertEqual([line.split()[:2] for line in out.splitlines()[1:]],
+                             [["gone.example.com", "removed"], [HOST, "active"]])
+            _, out, _ = await self.cli("--json", "domains", "list", "--state", "removed")
+            self.assertEqual([d["hostname"] for d in json.loads(out)["domains"]], ["gone.example.com"])
+            _, out, _ = await self.cli("domains", "list", "--prefix", "gone")
+            self.assertEqual(out, "No domains.\n(1 removed not shown; --all shows them)\n")
+            status, _, err = await self.cli("domains", "list", "--all", "--state", "active")
+            self.assertEqual(status, EXIT_USAGE)
+            self.assertIn("not allowed with argument", err)
+
+        return self.run_async(run())
+
+    def test_a_second_remove_says_it_was_already_removed(self):
+        """Removing a removed hostname says it already was, exits 0, and sends no DELETE (nothing changes)."""
+        self.store.domains[HOST] = make_domain(HOST)
+
+        async def run():
+            status, out, _ = await self.cli("domains", "remove", HOST)
+            self.assertEqual((status, out), (EXIT_OK, f"Removed {HOST}: no longer served or renewed.\n"))
+            removed = self.store.domains[HOST]
+            status, out, err = await self.cli("domains", "remove", HOST, "--revoke")
+            self.assertEqual((status, out, err), (EXIT_OK, f"{HOST} was already removed: nothing to do.\n", ""))
+            self.assertEqual(self.store.domains[HOST], removed)
+            self.assertEqual(self.issuer.calls, [("forget", HOST)])
+            status, out, _ = await self.cli("--json", "domains", "remove", HOST)
+            self.assertEqual((status, json.loads(out)["state"]), (EXIT_OK, "removed"))
+
+        return self.run_async(run())
+
+    def test_renew_suggests_a_follow_up_with_the_options_it_was_given(self):
+        """domains renew suggests domains show with the --config (and --url, --token-file) it was given, and the
+        suggestion works as printed."""
+        config = self.write(
+            "my config.toml",
+            f'[listen]\nadmin = "tcp:{self.port.getHost().port}:interface=127.0.0.1"\n'
+            f'[admin]\ntoken_file = "{self.token_file}"\n'
+            '[preflight]\naddresses = ["127.0.0.1"]\n',
+        )
+        self.store.domains[HOST] = make_domain(HOST)
+
+        def run(argv):
+            out, err = io.StringIO(), io.StringIO()
+            return main(argv, out, err), out.getvalue(), err.getvalue()
+
+        async def check():
+            status, out, err = await deferToThread(run, ["--config", config, "domains", "renew", HOST])
+            self.assertEqual((status, err), (EXIT_OK, ""))
+            suggested = out.strip().split("follow it with: ", 1)[1]
+            self.assertEqual(suggested, f"jobhost-admin --config '{config}' domains show {HOST}")
+            status, out, err = await deferToThread(run, shlex.split(suggested)[1:])
+            self.assertEqual((status, err), (EXIT_OK, ""))
+            self.assertIn(f"Hostname:      {HOST}", out)
+            _, out, _ = await self.cli("domains", "renew", HOST)
+            self.assertTrue(out.strip().endswith(
+                f"jobhost-admin --url {self.url} --token-file {self.token_file} domains show {HOST}"), out)
+
+        return self.run_async(check())
 
     def test_page_set_and_show(self):
         """page set stores a page from a file or stdin; page show --json prints it; bad pages list every error."""

@@ -1644,3 +1644,85 @@ def test_an_order_slot_taken_by_another_process_meanwhile_defers_the_attempt(ca)
     h.clock.advance(3600)
     assert len(h.client.orders) == 1
     assert h.record().state == DomainState.ACTIVE
+
+
+# -- registrations by other processes -----------------------------------------------------------
+
+
+def _store_tool(clock, store, *argv):
+    """Run one ``jobhost-store`` command against ``store`` (as another process would); return its exit status."""
+    import io
+
+    from twisted.internet.defer import ensureDeferred
+
+    from jobhost.store.tool import build_parser, run
+
+    out, err = io.StringIO(), io.StringIO()
+    done = ensureDeferred(run(clock, build_parser().parse_args(["--store", "memory:", *argv]), store, out, err))
+    assert done.called, "a memory store answers at once"
+    assert done.result == 0, err.getvalue()
+    return out.getvalue()
+
+
+def _watched(h):
+    """Start ``h``'s service and a change poller that tells a RegistrationWatcher (as the daemon wires them)."""
+    from jobhost.issuing import RegistrationWatcher
+    from jobhost.tls.sni import ChangePoller
+
+    h.service.startService()
+    poller = ChangePoller(cache=RegistrationWatcher(h.service), store=h.store, clock=h.clock, interval=2.0)
+    poller.startService()
+    return poller
+
+
+def test_a_hostname_added_by_another_process_with_a_certificate_becomes_active_before_the_next_scan(ca, tmp_path):
+    """jobhost-store put-certificate then add-domain: the change feed kicks the hostname, which is confirmed
+    active within a poll interval (no order), its history keeping the registration."""
+    h = Harness(ca)
+    _watched(h)
+    key, chain = ca.issue(HOST)
+    (tmp_path / "jobs.key").write_bytes(key)
+    (tmp_path / "jobs.pem").write_bytes(chain)
+    _store_tool(h.clock, h.store, "put-certificate", HOST, "--key", str(tmp_path / "jobs.key"),
+                "--chain", str(tmp_path / "jobs.pem"))
+    assert "registered" in _store_tool(h.clock, h.store, "add-domain", HOST)
+    assert h.record().state == DomainState.PENDING
+    h.clock.advance(2.0)  # one poll of the change feed; the next scan is 600 s away
+    record = h.record()
+    assert record.state == DomainState.ACTIVE
+    assert h.client.orders == [], "a valid certificate is confirmed, not replaced"
+    assert [(c.state, c.reason) for c in record.history] == [
+        (DomainState.PENDING, "registered with jobhost-store"),
+        (DomainState.ACTIVE, None),
+    ]
+
+
+def test_a_hostname_added_by_another_process_without_a_certificate_is_ordered_before_the_next_scan(ca):
+    """A registration on the change feed with no certificate gets its first order within a poll interval."""
+    h = Harness(ca)
+    _watched(h)
+    _store_tool(h.clock, h.store, "add-domain", HOST)
+    h.clock.advance(2.0)
+    assert len(h.client.orders) == 1
+    assert h.record().state == DomainState.ACTIVE
+
+
+def test_only_registrations_on_the_change_feed_kick(ca):
+    """A page edit or a state change on the feed kicks nothing (the scan and the timers cover them), nor does a
+    registration once the issuing service has stopped."""
+    h = Harness(ca)
+    poller = _watched(h)
+    # Written without a change (as if before the poller's cursor): due, but left to the scan.
+    h.store.domains[HOST] = DomainRecord(HOST, DomainState.PENDING, h.now(), h.now())
+    h.store.update_domain(HOST, lambda r: attrs.evolve(r, page={"company": "ACME", "jobs": []}))
+    h.clock.advance(2.0)
+    h.store.update_domain(HOST, lambda r: attrs.evolve(r, attempts=1))
+    h.clock.advance(2.0)
+    assert [kinds for _, kinds in h.store.journal] == [
+        frozenset((ChangeKind.PAGE,)), frozenset((ChangeKind.STATE,))
+    ]
+    assert h.client.orders == []
+    h.service.stopService()
+    _store_tool(h.clock, h.store, "add-domain", "careers.acme-corp.test")
+    h.clock.advance(2.0)
+    assert h.client.orders == [] and poller.polls == 4

@@ -346,6 +346,38 @@ class MainTests(TestCase):
         self.assertTrue(self.err.getvalue().startswith("jobhost-store: error: [store] url: unsupported store URL"))
         self.assertEqual(self.err.getvalue().count("\n"), 1)
 
+    async def test_a_store_that_does_not_exist_is_one_line_and_exit_2_for_reading_commands(self):
+        """list, show, delete-certificate and copy on a directory: or sqlite: store that does not exist exit 2 naming
+        the path, and create nothing (an empty table with exit 0 would hide a typo)."""
+        for argv in (["--store", "directory:NONEXISTENT", "list"], ["--store", "sqlite:var/nope.db", "show", "a.test"],
+                     ["--store", "SQLite:var/nope.db", "delete-certificate", "a.test"],
+                     ["--store", "memory:", "copy", "--from", "directory:NONEXISTENT", "--to", "memory:"]):
+            self.assertEqual(await self.main(*argv), 2, argv)
+        lines = self.err.getvalue().splitlines()
+        absent = os.path.join(os.path.realpath(self.dir), "NONEXISTENT")
+        self.assertEqual(len(lines), 4)
+        self.assertEqual(lines[0], f"jobhost-store: error: no store at {absent} (--store directory:NONEXISTENT): "
+                         "check the path (relative to the current directory); the daemon creates its store when it "
+                         "first starts")
+        self.assertTrue(lines[1].startswith("jobhost-store: error: no store at "
+                                            f"{os.path.join(os.path.realpath(self.dir), 'var', 'nope.db')} "
+                                            "(--store sqlite:var/nope.db): "))
+        self.assertIn("(--from directory:NONEXISTENT)", lines[3])
+        self.assertEqual(os.listdir(self.dir), [], "nothing was created")
+        self.assertEqual(self.out.getvalue(), "")
+
+    async def test_a_store_url_naming_no_path_gets_the_factorys_message(self):
+        """directory: with only blanks after the colon is a malformed URL (the factory's message), not a missing store."""
+        self.assertEqual(await self.main("--store", "directory:  ", "list"), 2)
+        self.assertIn("names no directory; expected directory:PATH", self.err.getvalue())
+
+    async def test_a_writing_command_creates_the_store(self):
+        """add-domain on an sqlite: store that does not exist yet creates it (seeding a store before the daemon)."""
+        self.assertIsNone(await self.main("--store", "sqlite:var/new.db", "add-domain", "jobs.example.com"))
+        self.assertTrue(os.path.isfile(os.path.join(self.dir, "var", "new.db")))
+        self.assertIsNone(await self.main("--store", "sqlite:var/new.db", "list"))
+        self.assertIn("jobs.example.com  pending", self.out.getvalue())
+
     async def test_an_operator_error_exits_2(self):
         """A command that fails for a reason the operator can fix exits 2."""
         self.assertEqual(await self.main("--store", "directory:store", "show", "absent.example.com"), 2)
@@ -353,6 +385,7 @@ class MainTests(TestCase):
     async def test_an_unexpected_error_prints_the_traceback_and_exits_1(self):
         """An error that is no operator's (here: the store failing with a RuntimeError) shows its traceback."""
         self.patch(DirectoryStore, "list_domains", lambda *a, **k: fail(RuntimeError("the disk is on fire")))
+        os.mkdir(os.path.join(self.dir, "store"))
         self.assertEqual(await self.main("--store", "directory:store", "list"), 1)
         self.assertTrue(self.err.getvalue().startswith("jobhost-store: unexpected error:\nTraceback"))
         self.assertIn("RuntimeError: the disk is on fire", self.err.getvalue())

@@ -1,5 +1,6 @@
 """Tests for jobhost.tap: options and the service tree, built without running a reactor."""
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -121,25 +122,91 @@ def test_health_reports_listeners(tmp_path):
     assert parts.health()["listeners"]["ok"] is False
 
 
+def _in_use() -> CannotListenError:
+    return CannotListenError("127.0.0.1", 80, OSError(errno.EADDRINUSE, "Address already in use"))
+
+
 @implementer(IStreamServerEndpoint)
 class FailingEndpoint:
-    """An endpoint whose listen fails with CannotListenError, at once or when ``later`` fires."""
+    """An endpoint whose listen fails (CannotListenError unless ``error`` is given), at once or when ``later`` fires."""
 
-    def __init__(self, later: Deferred | None = None) -> None:
+    def __init__(self, later: Deferred | None = None, error: BaseException | None = None) -> None:
         self.later = later
+        self.error = error
 
     def listen(self, factory):
         if self.later is not None:
             return self.later
-        return fail(CannotListenError("127.0.0.1", 80, OSError("Address already in use")))
+        return fail(self.error if self.error is not None else _in_use())
 
 
 def test_listener_that_cannot_bind_fails_start_up():
-    """A port that cannot be bound raises from privilegedStartService (twistd exits non-zero)."""
-    listener = ListenerService("http", FailingEndpoint(), Factory())
-    with pytest.raises(CannotListenError):
+    """A port that cannot be bound raises a ConfigError at its [listen] key from privilegedStartService."""
+    listener = ListenerService("https", FailingEndpoint(), Factory())
+    with pytest.raises(ConfigError) as info:
         listener.privilegedStartService()
+    assert info.value.path == ("listen", "https")
+    assert info.value.message == (
+        "cannot listen on port 80 of 127.0.0.1: Address already in use "
+        "(another process listens there: stop it or choose another port)"
+    )
     assert not listener.listening
+
+
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (OverflowError("bind(): port must be 0-65535."), "the port is out of range (0-65535)"),
+        (CannotListenError("", 80, OSError(errno.EACCES, "Permission denied")),
+         "cannot listen on port 80 of every interface: Permission denied "
+         "(ports below 1024 need root (twistd --uid) or CAP_NET_BIND_SERVICE)"),
+        (CannotListenError("10.9.9.9", 8080, OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")),
+         "cannot listen on port 8080 of 10.9.9.9: Cannot assign requested address "
+         "(no interface of this host has that address)"),
+        (CannotListenError("::1", 8080, OSError(errno.EINVAL, "Invalid argument")),
+         "cannot listen on port 8080 of ::1: Invalid argument"),
+        (RuntimeError("no such socket"), "cannot listen: no such socket"),
+    ],
+)
+def test_listener_says_why_it_cannot_bind(error, reason):
+    """Each reason a port cannot be bound gets its own one-line message (with what to do, when known)."""
+    listener = ListenerService("admin", FailingEndpoint(error=error), Factory())
+    with pytest.raises(ConfigError) as info:
+        listener.privilegedStartService()
+    assert (info.value.path, info.value.message) == (("listen", "admin"), reason)
+
+
+def test_root_turns_a_port_that_cannot_bind_into_one_line_and_exit_1(tmp_path):
+    """The root service logs one error line naming the config file and [listen] key, and exits 1 (no traceback)."""
+    path = tmp_path / "jobhost.toml"
+    path.write_text('[preflight]\naddresses = ["127.0.0.1"]\n')
+    from jobhost.config import load_config
+
+    root = JobhostService(load_config(str(path)))
+    ListenerService("http", serverFromString(MemoryReactorClock(), "tcp:0"), Factory()).setServiceParent(root)
+    ListenerService("https", FailingEndpoint(), Factory()).setServiceParent(root)
+    with capturedLogs() as events, pytest.raises(SystemExit) as info:
+        root.privilegedStartService()
+    assert info.value.code == 1
+    lines = [formatEvent(e) for e in events]
+    assert lines == [
+        f"jobhost: config error: {path}: [listen] https: cannot listen on port 80 of 127.0.0.1: "
+        "Address already in use (another process listens there: stop it or choose another port)"
+    ]
+    assert [e["log_level"].name for e in events] == ["error"]
+
+
+def test_a_root_without_a_config_names_no_file_when_a_port_cannot_bind():
+    """A root built without a config (a worker's) still turns a port that cannot bind into one line and exit 1."""
+    root = JobhostService(None)
+    ListenerService("http", FailingEndpoint(), Factory()).setServiceParent(root)
+    with capturedLogs() as events, pytest.raises(SystemExit) as info:
+        root.privilegedStartService()
+    assert info.value.code == 1
+    assert [formatEvent(e) for e in events] == [
+        "jobhost: config error: [listen] http: cannot listen on port 80 of 127.0.0.1: "
+        "Address already in use (another process listens there: stop it or choose another port)"
+    ]
 
 
 def test_listener_failing_later_is_logged():
@@ -148,7 +215,7 @@ def test_listener_failing_later_is_logged():
     listener = ListenerService("http", FailingEndpoint(later), Factory())
     listener.startService()
     with capturedLogs() as events:
-        later.errback(CannotListenError("127.0.0.1", 80, OSError("Address already in use")))
+        later.errback(_in_use())
     assert [e["name"] for e in events if e.get("log_failure")] == ["http"]
     assert not listener.listening
     stopped = listener.stopService()

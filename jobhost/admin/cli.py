@@ -6,7 +6,7 @@
     jobhost-admin [--url URL | --config etc/jobhost.toml] [--token-file FILE] [--json] COMMAND
 
     domains add HOSTNAME [--page FILE] [--skip-preflight]
-    domains list [--state STATE] [--prefix TEXT] [--expires-before TIME]
+    domains list [--state STATE | --all] [--prefix TEXT] [--expires-before TIME]
     domains show HOSTNAME
     domains remove HOSTNAME [--revoke]
     domains renew HOSTNAME
@@ -20,7 +20,9 @@ else ``http://127.0.0.1:8081``.  The token: ``--token-file``, else the
 config's ``[admin] token_file``, else ``var/admin.token``.
 
 Output is a readable table or summary; ``--json`` prints the API's JSON
-instead.  Exit status: 0 done; 1 the API refused (its message on standard
+instead.  ``domains list`` leaves out removed hostnames unless ``--all`` or
+``--state removed`` asks for them; ``domains remove`` of a hostname already
+removed says so and changes nothing.  Exit status: 0 done; 1 the API refused (its message on standard
 error) or could not be reached; 2 a usage error (bad arguments, unreadable
 page file or config); 3 ``diagnose`` found a failing check.
 
@@ -197,10 +199,11 @@ def _display_name(domain: dict[str, Any]) -> str:
     return domain["hostname"]
 
 
-def format_domain_list(domains: list[dict[str, Any]]) -> str:
-    """The ``domains list`` table."""
+def format_domain_list(domains: list[dict[str, Any]], hidden: int = 0) -> str:
+    """The ``domains list`` table; ``hidden`` removed hostnames left out are counted under it."""
+    note = f"\n({hidden} removed not shown; --all shows them)" if hidden else ""
     if not domains:
-        return "No domains."
+        return "No domains." + note
     rows = []
     for d in domains:
         certificate = d.get("certificate") or {}
@@ -214,7 +217,7 @@ def format_domain_list(domains: list[dict[str, Any]]) -> str:
                 _short(error, 50),
             ]
         )
-    return _table(rows, ["HOSTNAME", "STATE", "EXPIRES", "NEXT ATTEMPT", "LAST ERROR"])
+    return _table(rows, ["HOSTNAME", "STATE", "EXPIRES", "NEXT ATTEMPT", "LAST ERROR"]) + note
 
 
 def format_domain(d: dict[str, Any]) -> str:
@@ -328,11 +331,21 @@ def _run(args: argparse.Namespace, client: AdminClient, out: TextIO, stdin: Text
                 if not page.get("next_cursor"):
                     break
                 query["cursor"] = page["next_cursor"]
-            emit({"domains": domains, "next_cursor": None}, format_domain_list(domains))
+            hidden = 0
+            if not (args.all or args.state):
+                # Removed hostnames are history, not what is served: asked for with --all or --state removed.
+                shown = [d for d in domains if d["state"] != "removed"]
+                hidden, domains = len(domains) - len(shown), shown
+            emit({"domains": domains, "next_cursor": None}, format_domain_list(domains, hidden))
         elif args.action == "show":
             doc = client.request("GET", _path(args.hostname))
             emit(doc, format_domain(doc))
         elif args.action == "remove":
+            current = client.request("GET", _path(args.hostname))
+            if current["state"] == "removed":
+                # Removing again would change nothing (its certificate went with the first removal).
+                emit(current, f"{_display_name(current)} was already removed: nothing to do.")
+                return EXIT_OK
             query = {"revoke": "true"} if args.revoke else None
             doc = client.request("DELETE", _path(args.hostname), query=query)
             revoked = " (certificate revoked)" if args.revoke else ""
@@ -342,7 +355,7 @@ def _run(args: argparse.Namespace, client: AdminClient, out: TextIO, stdin: Text
             emit(
                 doc,
                 f"Renewal of {_display_name(doc)} started; follow it with: "
-                f"jobhost-admin domains show {doc['hostname']}",
+                f"{_command_line(args, 'domains', 'show', doc['hostname'])}",
             )
     elif args.command == "page":
         if args.action == "set":
@@ -357,6 +370,16 @@ def _run(args: argparse.Namespace, client: AdminClient, out: TextIO, stdin: Text
         emit(doc, format_diagnostics(doc))
         return EXIT_OK if doc["ok"] else EXIT_CHECK_FAILED
     return EXIT_OK
+
+
+def _command_line(args: argparse.Namespace, *words: str) -> str:
+    """A ``jobhost-admin`` command to suggest, with the --config, --url and --token-file this one was given."""
+    import shlex
+
+    given = [(option, getattr(args, attr, None)) for option, attr in
+             (("--config", "config"), ("--url", "url"), ("--token-file", "token_file"))]
+    argv = ["jobhost-admin"] + [part for option, value in given if value for part in (option, value)] + list(words)
+    return shlex.join(argv)
 
 
 def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
@@ -416,8 +439,10 @@ def build_parser(stdout: TextIO | None = None, stderr: TextIO | None = None) -> 
     add.add_argument("hostname")
     add.add_argument("--page", metavar="FILE", help="careers page JSON file ('-' for standard input)")
     add.add_argument("--skip-preflight", action="store_true", help="register even if DNS does not point here yet")
-    listing = actions.add_parser("list", help="list hostnames")
-    listing.add_argument("--state", choices=STATES)
+    listing = actions.add_parser("list", help="list hostnames (removed ones only with --all or --state removed)")
+    which = listing.add_mutually_exclusive_group()
+    which.add_argument("--state", choices=STATES, help="only hostnames in this state")
+    which.add_argument("--all", action="store_true", help="removed hostnames too")
     listing.add_argument("--prefix", help="only hostnames starting with this")
     listing.add_argument("--expires-before", metavar="TIME", help="only certificates ending before this RFC 3339 time")
     show = actions.add_parser("show", help="a hostname's state, certificate and history")

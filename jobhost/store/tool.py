@@ -16,8 +16,10 @@ It goes through the same :class:`IStore` API as the daemon, so a running
 daemon sharing the store sees each change on its change feed.  Relative store
 paths start in the current directory.  Key material is never printed.  Errors
 the operator can fix (a bad hostname, a key that does not match its
-certificate, an unreadable file, a bad store URL) print one line to stderr and
-exit with status 2.
+certificate, an unreadable file, a bad store URL, a ``directory:`` or
+``sqlite:`` store that does not exist for a command that only reads it) print
+one line to stderr and exit with status 2.  Commands that write create the
+store when it does not exist yet.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from jobhost.hostnames import normalise_hostname
 from jobhost.store.copy import PAGE_SIZE, read_all
 from jobhost.store.factory import redacted_url, store_from_url
 from jobhost.store.interfaces import IStore
-from jobhost.store.records import DomainRecord, DomainState, certificate_record
+from jobhost.store.records import DomainRecord, DomainState, StateChange, certificate_record
 from jobhost.timeutil import now, to_iso
 
 PROG = "jobhost-store"
@@ -159,8 +161,11 @@ async def _add_domain(reactor, store: IStore, args, out: TextIO, err: TextIO) ->
     hostname = normalise_hostname(args.hostname)
     page = _load_page(args.page) if args.page else None
     at = now(reactor)
+    # As jobhost.domains.new_record makes it (the store may not import the domain owner):
+    # the history starts with the registration, so the way to active keeps it.
     record = DomainRecord(
-        hostname=hostname, state=DomainState.PENDING, created_at=at, updated_at=at, page=page
+        hostname=hostname, state=DomainState.PENDING, created_at=at, updated_at=at, page=page,
+        history=(StateChange(at=at, state=DomainState.PENDING, reason="registered with jobhost-store"),),
     )
     stored, created = await store.add_domain(record)
     if created:
@@ -296,11 +301,35 @@ async def run(
         return EXIT_ERROR
 
 
+#: Commands that only read the store: one that does not exist is an error for them (building
+#: it would create an empty one, and they would report an empty store and succeed).
+_READING = frozenset(("list", "show", "delete-certificate", "copy"))
+
+
+def missing_store(url: str, base_dir: str) -> str | None:
+    """The path a ``directory:`` or ``sqlite:`` store URL names, when nothing is there; else None.
+
+    Other stores (PostgreSQL, memory) say for themselves whether they can be reached.
+    """
+    scheme, _, rest = url.partition(":")
+    if scheme.lower() not in ("directory", "sqlite") or not rest.strip():
+        return None
+    path = os.path.abspath(os.path.join(base_dir, os.path.expanduser(rest)))
+    return None if os.path.exists(path) else path
+
+
 async def _main(reactor, args: argparse.Namespace) -> None:
-    url = getattr(args, "source", None) or args.store
+    source = getattr(args, "source", None)
+    url = source or args.store
     if not url:
         sys.stderr.write(f"{PROG}: error: name the store with --store URL" +
                          (" or --from URL" if args.command == "copy" else "") + "\n")
+        raise SystemExit(EXIT_ERROR)
+    missing = missing_store(url, os.getcwd()) if args.command in _READING else None
+    if missing is not None:
+        option = "--from" if source else "--store"
+        sys.stderr.write(f"{PROG}: error: no store at {missing} ({option} {redacted_url(url)}): check the path "
+                         "(relative to the current directory); the daemon creates its store when it first starts\n")
         raise SystemExit(EXIT_ERROR)
     try:
         store = store_from_url(url, reactor, os.getcwd())
@@ -345,4 +374,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["EXIT_ERROR", "ToolError", "build_parser", "main", "run"]
+__all__ = ["EXIT_ERROR", "ToolError", "build_parser", "main", "missing_store", "run"]

@@ -151,6 +151,39 @@ def served_without_restart(daemon, ports, tmp_path, store: str) -> None:
         pytest.fail("the removed certificate is still served")
 
 
+def test_hostname_added_with_its_certificate_by_another_process_becomes_active_without_restart(ports, tmp_path):
+    """jobhost-store put-certificate + add-domain while the daemon runs (default scan interval, 10 minutes): the
+    hostname is active within seconds, and its history starts with the registration."""
+    http, https, admin = ports
+    d = Daemon(tmp_path, config_text(http, https, admin, "\n[server]\nworkers = 1\n"))
+    d.start()
+    try:
+        d.wait_listening(https, admin)
+        ca = TestCA.create("walkthrough CA")
+        key, chain = ca.issue("jobs.acme-corp.test")
+        (tmp_path / "jobs.key").write_bytes(key)
+        (tmp_path / "jobs.pem").write_bytes(chain)
+        store = "sqlite:var/jobhost.db"
+        put = store_tool(tmp_path, "put-certificate", "jobs.acme-corp.test", "--key", "jobs.key", "--chain", "jobs.pem",
+                         store=store)
+        assert put.returncode == 0, put.stderr
+        added = store_tool(tmp_path, "add-domain", "jobs.acme-corp.test", store=store)
+        assert added.returncode == 0, added.stderr
+        deadline = time.monotonic() + 15
+        while True:
+            shown = store_tool(tmp_path, "show", "jobs.acme-corp.test", store=store)
+            domain = json.loads(shown.stdout)["domain"]
+            if domain["state"] == "active" or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert domain["state"] == "active", d.log()[-3000:]
+        assert [(h["state"], h.get("reason")) for h in domain["history"]] == [
+            ("pending", "registered with jobhost-store"), ("active", None)
+        ]
+    finally:
+        d.stop()
+
+
 @pytest.mark.parametrize(
     "bad, expected",
     [
@@ -182,17 +215,36 @@ def test_missing_config_file(tmp_path):
     assert "cannot read config file" in result.stdout + result.stderr
 
 
-def test_port_in_use_exits_nonzero(tmp_path):
-    """A listener port that is taken makes start-up fail instead of running half the service."""
+def test_port_in_use_exits_1_in_one_line_naming_the_key(tmp_path):
+    """A listener port that is taken stops start-up with exit 1 and one line naming its [listen] key, no traceback."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         path = tmp_path / "jobhost.toml"
-        path.write_text(config_text(port, free_port(), free_port()))
+        path.write_text(config_text(free_port(), port, free_port()))
         result = run_twistd(tmp_path, path)
-    assert result.returncode != 0
-    assert "Address already in use" in result.stdout + result.stderr or "CannotListen" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    errors = [line for line in output.splitlines() if "#error]" in line or "#critical]" in line]
+    assert len(errors) == 1, output
+    assert errors[0].endswith(
+        f"jobhost: config error: {path}: [listen] https: cannot listen on port {port} of 127.0.0.1: "
+        "Address already in use (another process listens there: stop it or choose another port)"
+    ), output
+    assert "Traceback" not in output
+
+
+def test_port_out_of_range_exits_1_in_one_line_naming_the_key(tmp_path):
+    """A port above 65535 stops start-up with exit 1 and one line naming its [listen] key, no traceback."""
+    path = tmp_path / "jobhost.toml"
+    path.write_text(config_text(free_port(), free_port(), free_port()).replace(
+        'admin = "tcp:', 'admin = "tcp:7', 1))  # tcp:7NNNNN
+    result = run_twistd(tmp_path, path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert f"jobhost: config error: {path}: [listen] admin: the port is out of range (0-65535)" in output
+    assert "Traceback" not in output and len(output.splitlines()) < 10, output
 
 
 def test_plugin_is_discovered():
