@@ -176,6 +176,19 @@ def _config(tmp_path, extra: str = "") -> str:
     return str(path)
 
 
+@pytest.fixture
+def global_reactor_timers():
+    """makeService builds on the global reactor (the system resolver re-reads resolv.conf on a
+    timer): cancel what it scheduled, so no later trial test finds the reactor dirty."""
+    from twisted.internet import reactor
+
+    before = set(reactor.getDelayedCalls())
+    yield
+    for call in reactor.getDelayedCalls():
+        if call not in before and call.active():
+            call.cancel()
+
+
 class _TwistdOptions(dict):
     """What twistd's ServerOptions looks like to a plugin's options (its ``parent``)."""
 
@@ -185,7 +198,7 @@ class _TwistdOptions(dict):
     ('[log]\nlevel = "warn"\n', [], LogLevel.warn),
     ('[log]\nlevel = "warn"\n', ["--log-level", "debug"], LogLevel.debug),
 ])
-def test_make_service_hands_twistd_a_quiet_observer(tmp_path, monkeypatch, extra, argv, level):
+def test_make_service_hands_twistd_a_quiet_observer(tmp_path, monkeypatch, extra, argv, level, global_reactor_timers):
     """Run by twistd, the root carries the observer at [log] level, which --log-level overrides."""
     out = io.StringIO()
     monkeypatch.setattr("sys.stdout", out)
