@@ -250,6 +250,29 @@ class StoreContractTests:
         self.assertEqual(between[0].hostname, "b.example.com")
 
     @inlineCallbacks
+    def test_list_domains_prefix(self):
+        """prefix= keeps only hostnames starting with it, combined with state, after and limit."""
+        store = self.make_store()
+        yield self._fill_domains(store)
+        for name in ("b.example.co", "b-x.example.com", "bz.example.com", "ba.example.com"):
+            yield store.put_domain(make_domain(name, DomainState.ACTIVE))
+        found = yield store.list_domains(prefix="b.")
+        self.assertEqual([r.hostname for r in found], ["b.example.co", "b.example.com"])
+        found = yield store.list_domains(prefix="b")
+        self.assertEqual(
+            [r.hostname for r in found],
+            ["b-x.example.com", "b.example.co", "b.example.com", "ba.example.com", "bz.example.com"],
+        )
+        found = yield store.list_domains(prefix="b", after="b.example.co", limit=2)
+        self.assertEqual([r.hostname for r in found], ["b.example.com", "ba.example.com"])
+        found = yield store.list_domains(prefix="c", state=DomainState.FAILING)
+        self.assertEqual([r.hostname for r in found], ["c.example.org"])
+        self.assertEqual((yield store.list_domains(prefix="c", state=DomainState.ACTIVE)), [])
+        self.assertEqual((yield store.list_domains(prefix="zz")), [])
+        everything = yield store.list_domains(prefix=None)
+        self.assertEqual(len(everything), 9)
+
+    @inlineCallbacks
     def test_list_with_limit_zero_is_empty(self):
         """limit=0 asks for nothing and gets nothing, broken records or not."""
         store = self.make_store()

@@ -602,9 +602,21 @@ class SqlStore:
 
         return self._run(run)
 
-    def list_domains(self, state=None, after=None, limit=None, include_broken=False) -> Deferred:
-        """Fire with DomainRecords ordered by hostname (see ``IStore.list_domains``)."""
-        where, params = ("state = ?", (state,)) if state is not None else ("", ())
+    def list_domains(self, state=None, after=None, limit=None, include_broken=False, prefix=None) -> Deferred:
+        """Fire with DomainRecords ordered by hostname (see ``IStore.list_domains``).
+
+        A ``prefix`` is a range of the primary key (``prefix <= hostname < prefix + "~"``:
+        ``~`` sorts after every character a hostname may hold, in byte order and in
+        PostgreSQL's ``COLLATE "C"``), so it seeks instead of scanning.
+        """
+        clauses, args = [], []
+        if state is not None:
+            clauses.append("state = ?")
+            args.append(state)
+        if prefix:
+            clauses.append("hostname >= ? AND hostname < ?")
+            args.extend((prefix, prefix + "~"))
+        where, params = " AND ".join(clauses), tuple(args)
         return self._list("domains", DomainRecord, "domain", where, params, after, limit,
                           include_broken and state is None)
 
