@@ -340,6 +340,9 @@ class AdminResource(Resource):
     metrics_public: bool = False
     health_timeout: float = HEALTH_TIMEOUT
     events: IEventSink = attrs.field(factory=NullEventSink)
+    #: The browser dashboard (:class:`jobhost.admin.dashboard.Dashboard`), or None: it serves
+    #: ``/`` and the paths it claims (``Dashboard.handles``); the JSON API keeps the rest.
+    dashboard: Any = None
     #: Why the last /healthz store probe failed, or None: its failure is logged once per transition.
     _store_failing: str | None = attrs.field(default=None, init=False, repr=False)
 
@@ -350,6 +353,8 @@ class AdminResource(Resource):
 
     def render(self, request: Request) -> Any:
         """Answer asynchronously: every route's result (or error) is written when ready."""
+        if self.dashboard is not None and self.dashboard.handles(request.postpath):
+            return self.dashboard.render(request)
         finished = {"lost": False}
         request.notifyFinish().addErrback(lambda _: finished.update(lost=True))
         d = Deferred.fromCoroutine(self._respond(request))
