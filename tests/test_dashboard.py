@@ -30,6 +30,8 @@ class Browser:
     def __init__(self, case: SynchronousTestCase, resource) -> None:
         self.case = case
         self.stub = StubTreq(resource)
+        # As the admin listener's site (jobhost.web.site.make_site): bodies are not parsed into args.
+        self.stub._agent._serverFactory.parsePOSTFormSubmission = False
         self.cookie: str | None = None
 
     def request(self, method: str, path: str, data: dict | None = None, headers: dict | None = None):
@@ -132,6 +134,16 @@ class DashboardTests(SynchronousTestCase):
         self.assertEqual(self.dashboard._sessions, {})
         response, _ = self.browser.request("POST", "/login", {"token": TOKEN}, headers={"Origin": BASE})
         self.assertEqual(response.code, 303)
+
+    def test_form_must_be_url_encoded_and_within_the_body_limit(self) -> None:
+        """A form body of another type (415) or past max_body_bytes (413) is refused before the token is read."""
+        response, _ = self.browser.request(
+            "POST", "/login", headers={"Content-Type": "application/json"}, data=b'{"token": "%s"}' % TOKEN.encode()
+        )
+        self.assertEqual(response.code, 415)
+        response, _ = self.browser.request("POST", "/login", {"token": TOKEN, "pad": "x" * 5000})
+        self.assertEqual(response.code, 413)
+        self.assertEqual(self.dashboard._sessions, {})
 
     # -- CSRF and headers -----------------------------------------------------------------------
 
@@ -362,3 +374,24 @@ class DashboardTests(SynchronousTestCase):
         self.api.clock.advance(self.dashboard.summary_ttl)
         self.browser.request("GET", "/")
         self.assertEqual(self.store.calls.count("list_domains"), 2)
+
+    def test_a_slow_count_is_reused_ten_times_as_long(self) -> None:
+        """A count that took 1 s is reused for 10 s: a large store is not recounted on every view."""
+        self.put("a.example.com")
+        self.browser.login()
+        listed = self.store.list_domains
+
+        def slow_list_domains(*args, **kwargs):
+            self.api.clock.advance(1.0)  # the store took a second to answer
+            return listed(*args, **kwargs)
+
+        self.store.list_domains = slow_list_domains
+        self.browser.request("GET", "/")
+        self.store.calls.clear()
+        self.api.clock.advance(9.0)
+        _, body = self.browser.request("GET", "/")
+        self.assertEqual(self.store.calls.count("list_certificates"), 0)
+        self.assertIn("recounted when older than 10 s", body)
+        self.api.clock.advance(1.0)
+        self.browser.request("GET", "/")
+        self.assertEqual(self.store.calls.count("list_certificates"), 1)

@@ -47,7 +47,7 @@ import secrets
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any, Mapping
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import attrs
 from twisted.internet.defer import Deferred, gatherResults
@@ -132,6 +132,7 @@ class Summary:
         events: the latest history entries across domains, newest first:
             ``(at, hostname, state, reason)``.
         computed_at: reactor seconds when counted.
+        duration: seconds the count took.
     """
 
     counts: Mapping[str, int]
@@ -139,6 +140,7 @@ class Summary:
     failing: tuple[tuple[str, str, Mapping[str, Any] | None], ...]
     events: tuple[tuple[datetime, str, str, str | None], ...]
     computed_at: float
+    duration: float = 0.0
 
 
 class _Redirect(Exception):
@@ -212,7 +214,9 @@ class Dashboard:
     Attributes:
         api: The admin API's resource: its store, services, token and clock are used.
         session_lifetime: Seconds a session lasts after login.
-        summary_ttl: Seconds the overview's summary is reused before the store is counted again.
+        summary_ttl: Seconds the overview's summary is at least reused before the store is
+            counted again; a count that took longer is reused ten times as long as it took, so
+            a small store is always current and a large one is not recounted on every view.
         max_sessions: Sessions kept at once (the oldest go first).
     """
 
@@ -220,7 +224,7 @@ class Dashboard:
 
     api: Any
     session_lifetime: float = 8 * 3600.0
-    summary_ttl: float = 30.0
+    summary_ttl: float = 2.0
     max_sessions: int = 1000
     _sessions: dict[str, Session] = attrs.field(factory=dict, init=False, repr=False)
     _summary: Summary | None = attrs.field(default=None, init=False, repr=False)
@@ -249,7 +253,9 @@ class Dashboard:
         request.setHeader(b"Content-Security-Policy", CSP.encode("ascii"))
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
         request.setHeader(b"X-Frame-Options", b"DENY")
-        request.setHeader(b"Referrer-Policy", b"no-referrer")
+        # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on a form post,
+        # and the login form checks Origin.
+        request.setHeader(b"Referrer-Policy", b"same-origin")
         request.setHeader(b"Cache-Control", b"no-store")
         method = request.method.decode("ascii", "replace")
         try:
@@ -289,6 +295,8 @@ class Dashboard:
         if first == "static" and method in ("GET", "HEAD") and len(segments) == 2 and segments[1] in _STATIC:
             data = resources.files("jobhost.admin").joinpath("static", segments[1]).read_bytes()
             return 200, _STATIC[segments[1]], data
+        if method == "POST":
+            self._read_form(request)
         if first == "login":
             if method == "POST":
                 return await self._login(request)
@@ -330,6 +338,29 @@ class Dashboard:
             if action == "page" and method == "POST":
                 return await self._save_page(request, session, hostname)
         raise _Refused(404, f"no dashboard page {method} {request.path.decode('ascii', 'replace')}")
+
+    def _read_form(self, request: Request) -> None:
+        """Parse a posted form into ``request.args`` (jobhost's sites leave bodies unparsed).
+
+        Raises:
+            _Refused: 413 past the admin listener's body limit, 415 for anything but
+                ``application/x-www-form-urlencoded``, 400 for a body that is not UTF-8.
+        """
+        limit = self.api.max_body_bytes
+        content = request.content
+        content.seek(0)
+        raw = content.read(limit + 1)
+        if getattr(request, "body_too_large", False) or len(raw) > limit:
+            raise _Refused(413, f"The form is larger than {limit} bytes.")
+        media = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+        if media != b"application/x-www-form-urlencoded":
+            raise _Refused(415, "Forms must be sent as application/x-www-form-urlencoded.")
+        try:
+            fields = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise _Refused(400, "The form is not UTF-8 text.") from None
+        for name, value in fields:
+            request.args.setdefault(name.encode("utf-8"), []).append(value.encode("utf-8"))
 
     async def _html(self, tag: Tag) -> bytes:
         return b"<!DOCTYPE html>\n" + await flattenString(None, tag)
@@ -444,8 +475,10 @@ class Dashboard:
         off the reactor thread, as every store call is).
         """
         now = self._now()
-        if self._summary is not None and now - self._summary.computed_at < self.summary_ttl:
-            return self._summary
+        if self._summary is not None:
+            ttl = max(self.summary_ttl, 10 * self._summary.duration)
+            if now - self._summary.computed_at < ttl:
+                return self._summary
         waiter: Deferred = Deferred()
         if self._summary_waiters is not None:
             # One count at a time: every page view that arrives meanwhile waits for it.
@@ -467,6 +500,7 @@ class Dashboard:
 
     async def _count(self) -> Summary:
         store = self.api.store
+        started = self._now()
         counts = dict.fromkeys((*DomainState.ALL, "broken"), 0)
         failing: list[tuple[str, str, Mapping[str, Any] | None]] = []
         events: list[tuple[datetime, str, str, str | None]] = []
@@ -507,7 +541,7 @@ class Dashboard:
                 break
         return Summary(
             counts=counts, expiring=tuple(expiring), failing=tuple(failing),
-            events=tuple(sorted(events, reverse=True)), computed_at=self._now(),
+            events=tuple(sorted(events, reverse=True)), computed_at=self._now(), duration=self._now() - started,
         )
 
     async def _overview(self, session: Session) -> tuple[int, str, bytes]:
@@ -554,7 +588,7 @@ class Dashboard:
             tags.h2("Failing now"), failing,
             tags.h2("Recent events"), events,
             tags.p(class_="hint")(f"Counted at {to_iso(datetime.fromtimestamp(summary.computed_at).astimezone())}; "
-                                  f"recounted at most every {self.summary_ttl:g} s."),
+                                  f"recounted when older than {max(self.summary_ttl, 10 * summary.duration):g} s."),
         )
         return 200, "text/html; charset=utf-8", await self._html(page)
 
