@@ -876,22 +876,13 @@ class Dashboard:
         ]
         if raw:
             hostname = normalise_hostname(raw)
-            checks = await self.check_hostname(hostname)
+            checks = await self.api.hostname_checks(hostname)
             ok = all(c["passed"] is not False for c in checks)
             body.append(tags.p(class_="done" if ok else "error", id="verdict")(
                 f"{hostname} can be registered." if ok else f"{hostname} cannot get a certificate yet: see what to do below."
             ))
             body.append(self._checks(checks))
         return 200, "text/html; charset=utf-8", await self._html(self._page("Check a hostname", session, *body))
-
-    async def check_hostname(self, hostname: str) -> list[dict[str, Any]]:
-        """Preflight (DNS, CAA) and the self-check for a hostname, registered or not."""
-        preflight, self_check = await gatherResults(
-            [Deferred.fromCoroutine(self.api._preflight_checks(hostname)),
-             Deferred.fromCoroutine(self.api._self_check(hostname))],
-            consumeErrors=True,
-        )
-        return [*preflight, self_check]
 
 
 __all__ = ["CSP", "COOKIE", "Dashboard", "FIX_HINTS", "PAGE_ROWS", "Session", "Summary", "expiry_chart", "fix_hint"]
