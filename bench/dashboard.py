@@ -10,6 +10,7 @@ client in the same process on the same reactor, so its own cost is included) of:
 - ``/domains`` (first page, no filter): the acceptance figure (target: under 300 ms);
 - ``/domains?q=h0500`` (prefix search, half-way down the table), ``/domains?state=failing`` (rare state);
 - ``/domains?cursor=...`` (a page near the end);
+- ``/domains?sort=expiry`` (soonest expiry first: the certificates' ``not_after`` index);
 - ``/`` (the overview, which counts the whole store; its first, uncached count).
 
     python bench/dashboard.py --hostnames 100000 --rounds 30
@@ -103,6 +104,7 @@ async def main(reactor, args) -> None:
             f"prefix q={prefix}": f"/domains?q={prefix}",
             "state=failing": "/domains?state=failing",
             "page near the end": f"/domains?cursor={near_end}",
+            "sort=expiry": "/domains?sort=expiry",
         }
         results = {}
         overview, code, body = await timed(base + "/", cookie)

@@ -273,6 +273,24 @@ class StoreContractTests:
         self.assertEqual(len(everything), 9)
 
     @inlineCallbacks
+    def test_list_certificates_by_expiry(self):
+        """Certificates list soonest expiry first (ties by hostname), and page strictly after (not_after, hostname)."""
+        store = self.make_store()
+        start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1)
+        expiries = {"d.example.com": 5, "a.example.com": 30, "b.example.com": 5, "c.example.com": 2}
+        for hostname, days in expiries.items():
+            key_pem, chain_pem = shared_ca().issue(hostname, not_before=start, lifetime=timedelta(days=days))
+            yield store.put_certificate(certificate_record(hostname, key_pem, chain_pem))
+        everything = yield store.list_certificates_by_expiry()
+        order = ["c.example.com", "b.example.com", "d.example.com", "a.example.com"]
+        self.assertEqual([r.hostname for r in everything], order)
+        first = yield store.list_certificates_by_expiry(limit=2)
+        self.assertEqual([r.hostname for r in first], order[:2])
+        rest = yield store.list_certificates_by_expiry(after=(first[-1].not_after, first[-1].hostname), limit=5)
+        self.assertEqual([r.hostname for r in rest], order[2:])
+        self.assertEqual((yield store.list_certificates_by_expiry(limit=0)), [])
+
+    @inlineCallbacks
     def test_list_with_limit_zero_is_empty(self):
         """limit=0 asks for nothing and gets nothing, broken records or not."""
         store = self.make_store()

@@ -395,3 +395,27 @@ class DashboardTests(SynchronousTestCase):
         self.api.clock.advance(1.0)
         self.browser.request("GET", "/")
         self.assertEqual(self.store.calls.count("list_certificates"), 1)
+
+    def test_domains_sorted_by_expiry_page_soonest_first(self) -> None:
+        """sort=expiry lists hostnames with a certificate soonest expiry first, filtered, with a working cursor."""
+        names = [f"h{i:03d}.example.com" for i in range(PAGE_ROWS + 10)]
+        for i, name in enumerate(names):
+            self.put(name, DomainState.FAILING if i == 3 else DomainState.ACTIVE)
+            certificate = make_certificate(name)
+            # Expiry runs opposite to hostname order: the last hostname expires first.
+            self.successResultOf(self.store.put_certificate(
+                attrs.evolve(certificate, not_after=T0 + timedelta(days=200 - i))
+            ))
+        self.put("nocert.example.com")
+        self.browser.login()
+        _, body = self.browser.request("GET", "/domains?sort=expiry")
+        expected = list(reversed(names))
+        self.assertEqual(re.findall(r'data-hostname="([^"]+)"', body), expected[:PAGE_ROWS])
+        link = re.search(r'href="(/domains\?[^"]*cursor=[^"]+)" rel="next"', body).group(1).replace("&amp;", "&")
+        self.assertIn("sort=expiry", link)
+        _, body = self.browser.request("GET", link)
+        self.assertEqual(re.findall(r'data-hostname="([^"]+)"', body), expected[PAGE_ROWS:])
+        _, body = self.browser.request("GET", "/domains?sort=expiry&state=failing&q=h00")
+        self.assertEqual(re.findall(r'data-hostname="([^"]+)"', body), ["h003.example.com"])
+        self.assertEqual(self.browser.request("GET", "/domains?sort=nonsense")[0].code, 400)
+        self.assertEqual(self.browser.request("GET", "/domains?sort=expiry&cursor=!!")[0].code, 400)

@@ -63,7 +63,7 @@ from jobhost.errors import BrokenRecord, InvalidHostname, PageInvalid, Preflight
 from jobhost.hostnames import normalise_hostname, to_unicode
 from jobhost.store.records import ChangeKind, DomainRecord, DomainState
 from jobhost.timeutil import now as clock_now
-from jobhost.timeutil import to_iso
+from jobhost.timeutil import from_iso, to_iso
 
 #: The session cookie's name.
 COOKIE = "jobhost_session"
@@ -141,6 +141,25 @@ class Summary:
     events: tuple[tuple[datetime, str, str, str | None], ...]
     computed_at: float
     duration: float = 0.0
+
+
+#: Batches of certificates read for one page sorted by expiry before it is shown as it is.
+_EXPIRY_BATCHES = 10
+
+
+def _encode_expiry_cursor(not_after: datetime, hostname: str) -> str:
+    return encode_cursor(f"{to_iso(not_after)}|{hostname}")
+
+
+def _decode_expiry_cursor(cursor: str) -> tuple[datetime, str]:
+    import base64
+
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        when, hostname = text.split("|", 1)
+        return from_iso(when), normalise_hostname(hostname)
+    except (ValueError, UnicodeError, InvalidHostname):
+        raise _Refused(400, "cursor is not one this page gave") from None
 
 
 class _Redirect(Exception):
@@ -631,18 +650,75 @@ class Dashboard:
         certificates = dict(zip(readable, await self._certificates(readable), strict=True))
         return [(r, None if isinstance(r, BrokenRecord) else certificates[r.hostname]) for r in rows], next_cursor
 
+    async def domains_by_expiry(
+        self, q: str | None, state: str | None, cursor: str | None
+    ) -> tuple[list[tuple[Any, Any]], str | None]:
+        """One page of the table sorted by certificate expiry, soonest first (hostnames with a certificate).
+
+        Reads certificates in expiry order from the store (``list_certificates_by_expiry``,
+        an index seek in the SQL stores) and keeps those whose hostname matches ``q`` and
+        whose domain record is in ``state``; at most :data:`_EXPIRY_BATCHES` batches a page,
+        so a rare filter shows a shorter page with a next link rather than scanning everything.
+        """
+        after = _decode_expiry_cursor(cursor) if cursor else None
+        prefix = None
+        if q:
+            from jobhost.admin.api import _prefix
+
+            prefix = _prefix(q)
+        rows: list[tuple[Any, Any]] = []
+        last = None
+        for _ in range(_EXPIRY_BATCHES):
+            batch = await self.api.store.list_certificates_by_expiry(after=after, limit=PAGE_ROWS * 4)
+            wanted = [c for c in batch if prefix is None or c.hostname.startswith(prefix)]
+            records = await gatherResults(
+                [Deferred.fromCoroutine(self._domain_or_none(c.hostname)) for c in wanted], consumeErrors=True
+            ) if wanted else []
+            for certificate, record in zip(wanted, records, strict=True):
+                if record is None or (state is not None and record.state != state):
+                    continue
+                rows.append((record, certificate))
+                if len(rows) == PAGE_ROWS:
+                    break
+            if len(rows) == PAGE_ROWS:
+                last = rows[-1][1]
+                break
+            if len(batch) < PAGE_ROWS * 4:
+                return rows, None  # the end of the table
+            last = batch[-1]
+            after = (last.not_after, last.hostname)
+        return rows, _encode_expiry_cursor(last.not_after, last.hostname) if last is not None else None
+
+    async def _domain_or_none(self, hostname: str) -> DomainRecord | None:
+        try:
+            return await self.api.store.get_domain(hostname)
+        except (KeyError, BrokenRecord):
+            return None
+
     async def _domains(self, request: Request, session: Session) -> tuple[int, str, bytes]:
         q = _arg(request, "q") or None
         state = _arg(request, "state") or None
         if state is not None and state not in DomainState.ALL:
             raise _Refused(400, f"state must be one of {', '.join(DomainState.ALL)}")
-        rows, next_cursor = await self.domains_page(q, state, _arg(request, "cursor"))
+        sort = _arg(request, "sort") or "hostname"
+        if sort not in ("hostname", "expiry"):
+            raise _Refused(400, "sort must be hostname or expiry")
+        if sort == "expiry":
+            rows, next_cursor = await self.domains_by_expiry(q, state, _arg(request, "cursor"))
+        else:
+            rows, next_cursor = await self.domains_page(q, state, _arg(request, "cursor"))
         done = _arg(request, "done")
         search = tags.form(method="get", action="/domains", class_="search")(
             tags.input(type="search", name="q", value=q or "", placeholder="hostname starts with…"),
             tags.select(name="state")(
                 tags.option(value="")("every state"),
                 *[tags.option(value=s, **({"selected": "selected"} if s == state else {}))(s) for s in DomainState.ALL],
+            ),
+            tags.select(name="sort")(
+                tags.option(value="hostname")("by hostname"),
+                tags.option(value="expiry", **({"selected": "selected"} if sort == "expiry" else {}))(
+                    "by expiry (with a certificate)"
+                ),
             ),
             tags.button(type="submit")("Search"),
         )
@@ -662,7 +738,8 @@ class Dashboard:
             )
         paging = ""
         if next_cursor is not None:
-            query = {k: v for k, v in (("q", q), ("state", state), ("cursor", next_cursor)) if v}
+            query = {k: v for k, v in (("q", q), ("state", state), ("sort", sort if sort != "hostname" else None),
+                                        ("cursor", next_cursor)) if v}
             paging = tags.p(tags.a(href="/domains?" + urlencode(query), rel="next")("Next page →"))
         register = tags.form(method="post", action="/domains", class_="register")(
             self._csrf_field(session),

@@ -87,6 +87,7 @@ from jobhost.store.files import (
 from jobhost.store.interfaces import IStore
 from jobhost.timeutil import from_iso, to_iso
 from jobhost.store.records import (
+    by_expiry,
     Account,
     CertificateRecord,
     ChangeKind,
@@ -647,6 +648,18 @@ class DirectoryStore:
         return self.run_in_thread(
             self._list_sync, CERTIFICATES, CertificateRecord, after, limit, None, include_broken
         ).addCallback(self._report_problems)
+
+    def list_certificates_by_expiry(self, after=None, limit: int | None = None) -> Deferred:
+        """Fire with CertificateRecords ordered by ``(not_after, hostname)`` (see the contract).
+
+        Reads every certificate file on each call (in a worker thread): the directory
+        store keeps no index.
+        """
+        def run():
+            records, problems = self._list_sync(CERTIFICATES, CertificateRecord, None, None, None, False)
+            return by_expiry(records, after, limit), problems
+
+        return self.run_in_thread(run).addCallback(self._report_problems)
 
     # -- change feed -----------------------------------------------------------------------
 

@@ -108,6 +108,19 @@ class IStore(Interface):
     def list_certificates(after=None, limit=None, include_broken=False):
         """Fire with a list of CertificateRecords ordered by hostname (paging and broken records as list_domains)."""
 
+    def list_certificates_by_expiry(after=None, limit=None):
+        """Fire with a list of CertificateRecords ordered by ``(not_after, hostname)``, soonest first.
+
+        Args:
+            after: None, or a ``(not_after, hostname)`` pair (the last record of the
+                previous page): only records sorting strictly after it.
+            limit: At most this many, when given.
+
+        Records that cannot be used are skipped (and may be logged).  The SQL stores
+        seek on their ``not_after`` index; the directory store reads every
+        certificate file for each call (it has no index).
+        """
+
     # -- change feed -----------------------------------------------------------
 
     def changes(cursor):

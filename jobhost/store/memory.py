@@ -11,6 +11,7 @@ from zope.interface import implementer
 from jobhost.errors import StoreConflict, StoreError
 from jobhost.store.interfaces import IStore
 from jobhost.store.records import (
+    by_expiry,
     Account,
     CertificateRecord,
     ChangeKind,
@@ -149,6 +150,9 @@ class MemoryStore:
 
     def list_certificates(self, after=None, limit=None, include_broken=False):
         return succeed(_page(self.certificates, after, limit))
+
+    def list_certificates_by_expiry(self, after=None, limit=None):
+        return succeed(by_expiry(self.certificates.values(), after, limit))
 
     def changes(self, cursor):
         end = len(self.journal)

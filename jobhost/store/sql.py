@@ -696,6 +696,28 @@ class SqlStore:
         """Fire with CertificateRecords ordered by hostname."""
         return self._list("certificates", CertificateRecord, "certificate", "", (), after, limit, include_broken)
 
+    def list_certificates_by_expiry(self, after=None, limit=None) -> Deferred:
+        """Fire with CertificateRecords ordered by ``(not_after, hostname)``, seeking on ``not_after``."""
+
+        def run(cursor):
+            query, args = "SELECT hostname, doc FROM certificates", []
+            if after is not None:
+                query += " WHERE not_after > ? OR (not_after = ? AND hostname > ?)"
+                args = [_ts(after[0]), _ts(after[0]), after[1]]
+            query += " ORDER BY not_after, hostname"
+            if limit is not None:
+                query += f" LIMIT {max(int(limit), 0)}"
+            cursor.execute(self.engine.sql(query), args)
+            out = []
+            for hostname, doc in cursor.fetchall():
+                try:
+                    out.append(_parse("certificate", hostname, doc, CertificateRecord, "hostname"))
+                except BrokenRecord as e:
+                    self._log.error("Skipping a store row: {reason}", reason=e.message)
+            return out
+
+        return self._run(run)
+
     # -- change feed ---------------------------------------------------------------------
 
     def changes(self, cursor_value: int | None) -> Deferred:
