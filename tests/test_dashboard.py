@@ -159,6 +159,9 @@ class DashboardTests(SynchronousTestCase):
         response, _ = self.browser.request("POST", "/domains/a.example.com/renew", {"csrf": self.browser.csrf()})
         self.assertEqual(response.code, 303)
         self.assertEqual(self.api.issuer.calls, [("renew_now", "a.example.com")])
+        [location] = response.headers.getRawHeaders("location")
+        self.assertIn("Renewal requested.", self.browser.request("GET", location)[1])
+        self.assertNotIn("Renewal requested.", self.browser.request("GET", "/domains/a.example.com")[1])
 
     def test_every_page_has_a_strict_csp_and_no_inline_script(self) -> None:
         """Pages send a CSP without unsafe-inline and hold no inline script or style."""
@@ -232,7 +235,7 @@ class DashboardTests(SynchronousTestCase):
         certificate = make_certificate("b.example.com")
         self.successResultOf(self.store.put_certificate(certificate))
         self.browser.login()
-        response, body = self.browser.request("GET", "/state.json?h=a.example.com&h=b.example.com&h=zz.example.com")
+        response, body = self.browser.request("GET", "/state.json?h=zz.example.com&h=a.example.com&h=b.example.com")
         self.assertEqual(response.code, 200)
         import json
 
@@ -282,6 +285,13 @@ class DashboardTests(SynchronousTestCase):
         self.assertIn("Rocket Engineer", body)
         self.assertIn("ACME Corp", body)
         self.assertNotIn("Diagnostics", body)
+        self.assertIn("<td>failing</td><td>test</td>", body)  # the history row
+        self.assertNotIn("No certificate yet.", body)
+        self.put("b.example.com")
+        _, body = self.browser.request("GET", "/domains/b.example.com")
+        self.assertIn("No certificate yet.", body)
+        self.assertIn("<h2>Last error</h2><p>None.</p>", body)
+        self.assertIn('action="/domains/b.example.com/renew"', body)
 
     def test_diagnostics_run_on_demand(self) -> None:
         """?diagnostics=1 runs preflight for the hostname and shows each check with its fix."""
@@ -302,8 +312,9 @@ class DashboardTests(SynchronousTestCase):
         response, _ = self.browser.request("POST", "/domains/a.example.com/remove", {"csrf": csrf, "confirm": "yes"})
         self.assertEqual(response.code, 422)
         self.assertEqual(self.successResultOf(self.store.get_domain("a.example.com")).state, DomainState.ACTIVE)
+        self.assertEqual(self.browser.request("GET", "/domains/zz.example.com/remove")[0].code, 404)
         response, _ = self.browser.request(
-            "POST", "/domains/a.example.com/remove", {"csrf": csrf, "confirm": "a.example.com"}
+            "POST", "/domains/a.example.com/remove", {"csrf": csrf, "confirm": " A.Example.com "}
         )
         self.assertEqual(response.code, 303)
         self.assertEqual(self.successResultOf(self.store.get_domain("a.example.com")).state, DomainState.REMOVED)
