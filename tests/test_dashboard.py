@@ -430,3 +430,14 @@ class DashboardTests(SynchronousTestCase):
         self.assertEqual(re.findall(r'data-hostname="([^"]+)"', body), ["h003.example.com"])
         self.assertEqual(self.browser.request("GET", "/domains?sort=nonsense")[0].code, 400)
         self.assertEqual(self.browser.request("GET", "/domains?sort=expiry&cursor=!!")[0].code, 400)
+
+    def test_cookie_is_secure_over_tls(self) -> None:
+        """Over HTTPS the session cookie also says Secure, and the login's same-origin check uses https."""
+        browser = Browser(self, self.api.resource)
+        d = browser.stub.request("POST", "https://admin.test/login", data={"token": TOKEN},
+                                 headers={"Origin": "https://admin.test"}, allow_redirects=False)
+        browser.stub.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 303)
+        [header] = response.headers.getRawHeaders("set-cookie")
+        self.assertIn("Secure", [p.strip() for p in header.split(";")])
