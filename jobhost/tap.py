@@ -758,6 +758,7 @@ def _build_admin(reactor, config: Config, *, store, domains, issuing, checks: Pr
     """[admin]: the token, the admin API and the store statistics."""
     from jobhost.admin.api import AdminResource, admin_site
     from jobhost.admin.auth import load_or_create_token
+    from jobhost.admin.dashboard import Dashboard
     from jobhost.metrics import StoreStatsService
 
     token = load_or_create_token(config.admin.token_file)
@@ -777,6 +778,7 @@ def _build_admin(reactor, config: Config, *, store, domains, issuing, checks: Pr
         events=events,
         health=health,
     )
+    resource.dashboard = Dashboard(api=resource)
     stats = StoreStatsService(metrics=metrics, store=store, clock=reactor, interval=config.admin.stats_interval)
     stats.setName("store-stats")
     return AdminParts(resource=resource, site=admin_site(resource, clock=reactor), stats=stats)

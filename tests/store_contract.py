@@ -250,6 +250,47 @@ class StoreContractTests:
         self.assertEqual(between[0].hostname, "b.example.com")
 
     @inlineCallbacks
+    def test_list_domains_prefix(self):
+        """prefix= keeps only hostnames starting with it, combined with state, after and limit."""
+        store = self.make_store()
+        yield self._fill_domains(store)
+        for name in ("b.example.co", "b-x.example.com", "bz.example.com", "ba.example.com"):
+            yield store.put_domain(make_domain(name, DomainState.ACTIVE))
+        found = yield store.list_domains(prefix="b.")
+        self.assertEqual([r.hostname for r in found], ["b.example.co", "b.example.com"])
+        found = yield store.list_domains(prefix="b")
+        self.assertEqual(
+            [r.hostname for r in found],
+            ["b-x.example.com", "b.example.co", "b.example.com", "ba.example.com", "bz.example.com"],
+        )
+        found = yield store.list_domains(prefix="b", after="b.example.co", limit=2)
+        self.assertEqual([r.hostname for r in found], ["b.example.com", "ba.example.com"])
+        found = yield store.list_domains(prefix="c", state=DomainState.FAILING)
+        self.assertEqual([r.hostname for r in found], ["c.example.org"])
+        self.assertEqual((yield store.list_domains(prefix="c", state=DomainState.ACTIVE)), [])
+        self.assertEqual((yield store.list_domains(prefix="zz")), [])
+        everything = yield store.list_domains(prefix=None)
+        self.assertEqual(len(everything), 9)
+
+    @inlineCallbacks
+    def test_list_certificates_by_expiry(self):
+        """Certificates list soonest expiry first (ties by hostname), and page strictly after (not_after, hostname)."""
+        store = self.make_store()
+        start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1)
+        expiries = {"d.example.com": 5, "a.example.com": 30, "b.example.com": 5, "c.example.com": 2}
+        for hostname, days in expiries.items():
+            key_pem, chain_pem = shared_ca().issue(hostname, not_before=start, lifetime=timedelta(days=days))
+            yield store.put_certificate(certificate_record(hostname, key_pem, chain_pem))
+        everything = yield store.list_certificates_by_expiry()
+        order = ["c.example.com", "b.example.com", "d.example.com", "a.example.com"]
+        self.assertEqual([r.hostname for r in everything], order)
+        first = yield store.list_certificates_by_expiry(limit=2)
+        self.assertEqual([r.hostname for r in first], order[:2])
+        rest = yield store.list_certificates_by_expiry(after=(first[-1].not_after, first[-1].hostname), limit=5)
+        self.assertEqual([r.hostname for r in rest], order[2:])
+        self.assertEqual((yield store.list_certificates_by_expiry(limit=0)), [])
+
+    @inlineCallbacks
     def test_list_with_limit_zero_is_empty(self):
         """limit=0 asks for nothing and gets nothing, broken records or not."""
         store = self.make_store()

@@ -56,6 +56,7 @@ TOKEN_ROUTES = [
     ("GET", "/api/v1/domains/{hostname}/page", None),
     ("PUT", "/api/v1/domains/{hostname}/page", PAGE),
     ("GET", "/api/v1/domains/{hostname}/diagnostics", None),
+    ("GET", "/api/v1/check?hostname=new.example.com", None),
     ("GET", "/metrics", None),
 ]
 HOSTNAME_ROUTES = [r for r in TOKEN_ROUTES if "{hostname}" in r[1]]

@@ -529,6 +529,25 @@ class CliTests(TestCase):
 
         return self.run_async(run())
 
+    def test_diagnose_a_name_not_registered(self):
+        """diagnose of an unregistered name runs DNS, CAA and the self-check, exits 3 if one fails, and stores nothing."""
+
+        async def run():
+            self.preflight.passes = False
+            status, out, err = await self.cli("diagnose", "new.example.com")
+            self.assertEqual((status, err), (EXIT_CHECK_FAILED, ""))
+            self.assertIn("Diagnostics for new.example.com (not registered", out)
+            self.assertIn("FAIL  dns", out)
+            self.assertIn("hint: In the DNS for new.example.com", out)
+            self.preflight.passes = True
+            status, out, _ = await self.cli("--json", "diagnose", "new.example.com")
+            self.assertEqual(status, EXIT_OK)
+            doc = json.loads(out)
+            self.assertEqual((doc["hostname"], doc["registered"], doc["ok"]), ("new.example.com", False, True))
+            self.assertNotIn("new.example.com", self.store.domains)
+
+        return self.run_async(run())
+
     def test_errors_from_the_api_exit_1(self):
         """Wrong token, unknown and invalid hostnames print the API's message on stderr and exit 1."""
         wrong = self.write("wrong.token", "not-the-token-at-all")

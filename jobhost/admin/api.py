@@ -21,6 +21,7 @@ Routes (``{hostname}`` is a hostname in unicode or punycode form, URL-encoded)::
     GET    /api/v1/domains/{hostname}/page           the careers page; 404 no_page
     PUT    /api/v1/domains/{hostname}/page           replace the careers page
     GET    /api/v1/domains/{hostname}/diagnostics    fresh DNS/CAA/self-check + certificate
+    GET    /api/v1/check?hostname=                   DNS/CAA/self-check for a name, registered or not
 
 The order of checks for one request, so that the cheapest refusal wins and
 nothing is read or written for a refused request: token (401), hostname in
@@ -111,6 +112,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/domains/{hostname}/renew", {"POST": "_renew"}),
     Route("/api/v1/domains/{hostname}/page", {"GET": "_show_page", "PUT": "_put_page"}),
     Route("/api/v1/domains/{hostname}/diagnostics", {"GET": "_diagnostics"}),
+    Route("/api/v1/check", {"GET": "_check_hostname"}),
 )
 
 _ROUTES_BY_SHAPE = {tuple(r.template.strip("/").split("/")): r for r in ROUTES}
@@ -341,6 +343,9 @@ class AdminResource(Resource):
     metrics_public: bool = False
     health_timeout: float = HEALTH_TIMEOUT
     events: IEventSink = attrs.field(factory=NullEventSink)
+    #: The browser dashboard (:class:`jobhost.admin.dashboard.Dashboard`), or None: it serves
+    #: ``/`` and the paths it claims (``Dashboard.handles``); the JSON API keeps the rest.
+    dashboard: Any = None
     #: Why the last /healthz store probe failed, or None: its failure is logged once per transition.
     _store_failing: str | None = attrs.field(default=None, init=False, repr=False)
 
@@ -351,6 +356,8 @@ class AdminResource(Resource):
 
     def render(self, request: Request) -> Any:
         """Answer asynchronously: every route's result (or error) is written when ready."""
+        if self.dashboard is not None and self.dashboard.handles(request.postpath):
+            return self.dashboard.render(request)
         finished = {"lost": False}
         request.notifyFinish().addErrback(lambda _: finished.update(lost=True))
         d = Deferred.fromCoroutine(self._respond(request))
@@ -801,6 +808,37 @@ class AdminResource(Resource):
             {
                 "hostname": hostname,
                 "state": record.state,
+                "ok": all(c["passed"] is not False for c in checks),
+                "checks": checks,
+            },
+        )
+
+    async def hostname_checks(self, hostname: str) -> list[dict[str, Any]]:
+        """Preflight (DNS, CAA) and the self-check for ``hostname``, registered or not.
+
+        Fires with the diagnostics entries; never fails for a check that did not pass.
+        """
+        preflight_checks, self_check = await gatherResults(
+            [
+                Deferred.fromCoroutine(self._preflight_checks(hostname)),
+                Deferred.fromCoroutine(self._self_check(hostname)),
+            ],
+            consumeErrors=True,
+        )
+        return [*preflight_checks, self_check]
+
+    async def _check_hostname(self, request: Request) -> _Response:
+        raw = _query(request, "hostname")
+        if not raw:
+            raise api_errors.bad_request("hostname is required", parameter="hostname")
+        hostname = normalise_hostname(raw)
+        registered = await self._existing(hostname) is not None
+        checks = await self.hostname_checks(hostname)
+        return _Response(
+            200,
+            {
+                "hostname": hostname,
+                "registered": registered,
                 "ok": all(c["passed"] is not False for c in checks),
                 "checks": checks,
             },

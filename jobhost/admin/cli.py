@@ -261,7 +261,8 @@ def format_domain(d: dict[str, Any]) -> str:
 def format_diagnostics(doc: dict[str, Any]) -> str:
     """The ``diagnose`` report: one line per check, with hints under failures."""
     marks = {True: "PASS", False: "FAIL", None: "SKIP"}
-    lines = [f"Diagnostics for {doc['hostname']} (state {doc['state']}):"]
+    where = f"state {doc['state']}" if "state" in doc else "not registered: preflight and self-check only"
+    lines = [f"Diagnostics for {doc['hostname']} ({where}):"]
     for check in doc["checks"]:
         lines.append(f"  {marks[check['passed']]}  {check['name']:<12} {check['message']}")
         if check["passed"] is False and check.get("hint"):
@@ -366,7 +367,13 @@ def _run(args: argparse.Namespace, client: AdminClient, out: TextIO, stdin: Text
             doc = client.request("GET", _path(args.hostname, "/page"))
             emit(doc, json.dumps(doc, indent=2, ensure_ascii=False))
     elif args.command == "diagnose":
-        doc = client.request("GET", _path(args.hostname, "/diagnostics"))
+        try:
+            doc = client.request("GET", _path(args.hostname, "/diagnostics"))
+        except ApiFailure as e:
+            if e.code != "not_found":
+                raise
+            # Not registered: the checks a customer's name must pass before it is registered.
+            doc = client.request("GET", "/api/v1/check", query={"hostname": args.hostname})
         emit(doc, format_diagnostics(doc))
         return EXIT_OK if doc["ok"] else EXIT_CHECK_FAILED
     return EXIT_OK
@@ -461,7 +468,9 @@ def build_parser(stdout: TextIO | None = None, stderr: TextIO | None = None) -> 
     page_show = page_actions.add_parser("show", help="print the page")
     page_show.add_argument("hostname")
 
-    diagnose = commands.add_parser("diagnose", help="fresh DNS, CAA, self-check and certificate checks")
+    diagnose = commands.add_parser(
+        "diagnose", help="fresh DNS, CAA, self-check and certificate checks (DNS, CAA and self-check only for a name not registered)"
+    )
     diagnose.add_argument("hostname")
     for leaf in (add, listing, show, remove, renew, page_set, page_show, diagnose):
         _global_options(leaf, top=False)

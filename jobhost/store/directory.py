@@ -87,6 +87,7 @@ from jobhost.store.files import (
 from jobhost.store.interfaces import IStore
 from jobhost.timeutil import from_iso, to_iso
 from jobhost.store.records import (
+    by_expiry,
     Account,
     CertificateRecord,
     ChangeKind,
@@ -337,7 +338,8 @@ class DirectoryStore:
         return parse
 
     def _list_sync(
-        self, kind: str, cls_, after: str | None, limit: int | None, keep, include_broken: bool
+        self, kind: str, cls_, after: str | None, limit: int | None, keep, include_broken: bool,
+        prefix: str | None = None,
     ) -> tuple[list[Any], list[tuple[str, str]]]:
         """Return ``(records, problems)``: records by hostname, and files skipped with why.
 
@@ -355,7 +357,9 @@ class DirectoryStore:
         except OSError as e:
             raise StoreError(f"cannot list {directory}: {e.strerror}") from None
         stems = sorted(
-            n[: -len(_JSON)] for n in names if n.endswith(_JSON) and not n.startswith(".")
+            n[: -len(_JSON)]
+            for n in names
+            if n.endswith(_JSON) and not n.startswith(".") and (not prefix or n.startswith(prefix))
         )
         records: list[Any] = []
         problems: list[tuple[str, str]] = []
@@ -538,6 +542,7 @@ class DirectoryStore:
         after: str | None = None,
         limit: int | None = None,
         include_broken: bool = False,
+        prefix: str | None = None,
     ) -> Deferred:
         """Fire with DomainRecords ordered by hostname (see :meth:`IStore.list_domains`).
 
@@ -548,7 +553,7 @@ class DirectoryStore:
         keep = None if state is None else (lambda r: r.state == state)
         broken = include_broken and state is None
         return self.run_in_thread(
-            self._list_sync, DOMAINS, DomainRecord, after, limit, keep, broken
+            self._list_sync, DOMAINS, DomainRecord, after, limit, keep, broken, prefix
         ).addCallback(self._report_problems)
 
     # -- certificate records ----------------------------------------------------------------
@@ -643,6 +648,18 @@ class DirectoryStore:
         return self.run_in_thread(
             self._list_sync, CERTIFICATES, CertificateRecord, after, limit, None, include_broken
         ).addCallback(self._report_problems)
+
+    def list_certificates_by_expiry(self, after=None, limit: int | None = None) -> Deferred:
+        """Fire with CertificateRecords ordered by ``(not_after, hostname)`` (see the contract).
+
+        Reads every certificate file on each call (in a worker thread): the directory
+        store keeps no index.
+        """
+        def run():
+            records, problems = self._list_sync(CERTIFICATES, CertificateRecord, None, None, None, False)
+            return by_expiry(records, after, limit), problems
+
+        return self.run_in_thread(run).addCallback(self._report_problems)
 
     # -- change feed -----------------------------------------------------------------------
 

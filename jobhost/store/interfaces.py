@@ -64,13 +64,16 @@ class IStore(Interface):
     def delete_domain(hostname):
         """Delete the domain record; fire with None, or fail with KeyError if none."""
 
-    def list_domains(state=None, after=None, limit=None, include_broken=False):
+    def list_domains(state=None, after=None, limit=None, include_broken=False, prefix=None):
         """Fire with a list of DomainRecords ordered by hostname.
 
         Args:
             state: Only records in this state, when given.
             after: Only hostnames sorting strictly after this one (paging cursor).
-            limit: At most this many, when given.
+            limit: At most this many, when given (counted after every filter).
+            prefix: Only hostnames starting with this text, when given (a search box;
+                lower-case ASCII).  Stores seek to it (an index range, a sorted file
+                list), so a page of a prefix costs about what a page of everything does.
             include_broken: When true and no ``state`` is given, a record that is
                 stored but cannot be used is listed in its place as its
                 :class:`jobhost.errors.BrokenRecord` (``key`` is the hostname).
@@ -104,6 +107,19 @@ class IStore(Interface):
 
     def list_certificates(after=None, limit=None, include_broken=False):
         """Fire with a list of CertificateRecords ordered by hostname (paging and broken records as list_domains)."""
+
+    def list_certificates_by_expiry(after=None, limit=None):
+        """Fire with a list of CertificateRecords ordered by ``(not_after, hostname)``, soonest first.
+
+        Args:
+            after: None, or a ``(not_after, hostname)`` pair (the last record of the
+                previous page): only records sorting strictly after it.
+            limit: At most this many, when given.
+
+        Records that cannot be used are skipped (and may be logged).  The SQL stores
+        seek on their ``not_after`` index; the directory store reads every
+        certificate file for each call (it has no index).
+        """
 
     # -- change feed -----------------------------------------------------------
 

@@ -11,6 +11,7 @@ from zope.interface import implementer
 from jobhost.errors import StoreConflict, StoreError
 from jobhost.store.interfaces import IStore
 from jobhost.store.records import (
+    by_expiry,
     Account,
     CertificateRecord,
     ChangeKind,
@@ -25,10 +26,12 @@ from jobhost.store.records import (
 UPDATE_ATTEMPTS = 10
 
 
-def _page(items: dict, after, limit, keep=lambda r: True) -> list:
+def _page(items: dict, after, limit, keep=lambda r: True, prefix=None) -> list:
     if limit is not None and limit <= 0:
         return []
-    keys = sorted(k for k in items if after is None or k > after)
+    keys = sorted(
+        k for k in items if (after is None or k > after) and (prefix is None or k.startswith(prefix))
+    )
     out = []
     for k in keys:
         if keep(items[k]):
@@ -117,10 +120,10 @@ class MemoryStore:
         self._journal(hostname, domain_change_kinds(old, None))
         return succeed(None)
 
-    def list_domains(self, state=None, after=None, limit=None, include_broken=False):
+    def list_domains(self, state=None, after=None, limit=None, include_broken=False, prefix=None):
         # Records are kept as objects, never as bytes that could fail to parse: none is broken.
         return succeed(
-            _page(self.domains, after, limit, lambda r: state is None or r.state == state)
+            _page(self.domains, after, limit, lambda r: state is None or r.state == state, prefix)
         )
 
     def get_certificate(self, hostname):
@@ -147,6 +150,9 @@ class MemoryStore:
 
     def list_certificates(self, after=None, limit=None, include_broken=False):
         return succeed(_page(self.certificates, after, limit))
+
+    def list_certificates_by_expiry(self, after=None, limit=None):
+        return succeed(by_expiry(self.certificates.values(), after, limit))
 
     def changes(self, cursor):
         end = len(self.journal)

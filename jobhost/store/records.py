@@ -351,7 +351,19 @@ class Lease:
         return cls(name=doc["name"], holder=doc["holder"], expires_at=from_iso(doc["expires_at"]))
 
 
+def by_expiry(records, after=None, limit=None) -> list:
+    """Certificate ``records`` ordered by (not_after, hostname), strictly after ``after``, at most ``limit``
+    (how the memory and directory stores answer ``list_certificates_by_expiry``)."""
+    if limit is not None and limit <= 0:
+        return []
+    ordered = sorted(records, key=lambda r: (r.not_after, r.hostname))
+    if after is not None:
+        ordered = [r for r in ordered if (r.not_after, r.hostname) > tuple(after)]
+    return ordered if limit is None else ordered[:limit]
+
+
 __all__ = [
+    "by_expiry",
     "Account",
     "AriWindow",
     "CertificateRecord",
@@ -366,3 +378,4 @@ __all__ = [
     "certificate_change_kinds",
     "domain_change_kinds",
 ]
+

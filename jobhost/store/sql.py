@@ -602,9 +602,21 @@ class SqlStore:
 
         return self._run(run)
 
-    def list_domains(self, state=None, after=None, limit=None, include_broken=False) -> Deferred:
-        """Fire with DomainRecords ordered by hostname (see ``IStore.list_domains``)."""
-        where, params = ("state = ?", (state,)) if state is not None else ("", ())
+    def list_domains(self, state=None, after=None, limit=None, include_broken=False, prefix=None) -> Deferred:
+        """Fire with DomainRecords ordered by hostname (see ``IStore.list_domains``).
+
+        A ``prefix`` is a range of the primary key (``prefix <= hostname < prefix + "~"``:
+        ``~`` sorts after every character a hostname may hold, in byte order and in
+        PostgreSQL's ``COLLATE "C"``), so it seeks instead of scanning.
+        """
+        clauses, args = [], []
+        if state is not None:
+            clauses.append("state = ?")
+            args.append(state)
+        if prefix:
+            clauses.append("hostname >= ? AND hostname < ?")
+            args.extend((prefix, prefix + "~"))
+        where, params = " AND ".join(clauses), tuple(args)
         return self._list("domains", DomainRecord, "domain", where, params, after, limit,
                           include_broken and state is None)
 
@@ -683,6 +695,28 @@ class SqlStore:
     def list_certificates(self, after=None, limit=None, include_broken=False) -> Deferred:
         """Fire with CertificateRecords ordered by hostname."""
         return self._list("certificates", CertificateRecord, "certificate", "", (), after, limit, include_broken)
+
+    def list_certificates_by_expiry(self, after=None, limit=None) -> Deferred:
+        """Fire with CertificateRecords ordered by ``(not_after, hostname)``, seeking on ``not_after``."""
+
+        def run(cursor):
+            query, args = "SELECT hostname, doc FROM certificates", []
+            if after is not None:
+                query += " WHERE not_after > ? OR (not_after = ? AND hostname > ?)"
+                args = [_ts(after[0]), _ts(after[0]), after[1]]
+            query += " ORDER BY not_after, hostname"
+            if limit is not None:
+                query += f" LIMIT {max(int(limit), 0)}"
+            cursor.execute(self.engine.sql(query), args)
+            out = []
+            for hostname, doc in cursor.fetchall():
+                try:
+                    out.append(_parse("certificate", hostname, doc, CertificateRecord, "hostname"))
+                except BrokenRecord as e:
+                    self._log.error("Skipping a store row: {reason}", reason=e.message)
+            return out
+
+        return self._run(run)
 
     # -- change feed ---------------------------------------------------------------------
 
