@@ -373,6 +373,7 @@ def start_jobhost(workdir: Path, certs: dict, workers: int = 1):
     fill_s = fill_store(workdir / "var" / "store", certs, PAGE)
     http, https, admin = free_port(), free_port(), free_port()
     daemon = Daemon(workdir, jobhost_config(http, https, admin, workers))
+    daemon.http_port = http
     daemon.start()
     try:
         daemon.wait_listening(http, https, admin)
@@ -401,6 +402,8 @@ class Nginx:
                  workers: int = 1) -> None:
         self.directory = directory
         self.port = free_port()
+        #: A plain-HTTP listener (a server block that answers 404), as jobhost's HTTP listener.
+        self.http_port = free_port()
         directory.mkdir()
         (directory / "html").mkdir()
         for name, body in bodies.items():
@@ -448,6 +451,10 @@ http {{
     ssl_protocols TLSv1.2 TLSv1.3;
     {sessions}
     keepalive_timeout 60s;
+    server {{
+        listen 127.0.0.1:{self.http_port} default_server;
+        return 404;
+    }}
 {servers}
 }}
 """)

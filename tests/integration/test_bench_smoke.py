@@ -86,3 +86,24 @@ def test_handshake_only_with_resumption() -> None:
         resumption = result["resumption"][server]
         assert resumption["resumed"] == result["summary"][server]["resumed"], (server, resumption)
         assert resumption["full_us_per_connection"] > 0 and resumption["resumed_us_per_connection"] is not None
+
+
+def test_hostile_mix_smoke() -> None:
+    """bench/hostile.py, small: the attack runs against both servers and the good client is served throughout."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "hostile.py"), "--runs", "1", "--seconds", "2", "--hostnames", "3",
+         "--garbage", "2", "--idle", "10", "--tricklers", "1", "--slowloris", "2", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, f"hostile.py exited {done.returncode}:\n{done.stderr[-4000:]}\n{done.stdout[-4000:]}"
+    result = json.loads(done.stdout)
+    assert [r["server"] for r in result["runs"]] == ["jobhost", "nginx"]
+    for run in result["runs"]:
+        assert run["failures"] == 0 and run["connections"] > 0, run
+        attack = run["attack"]
+        # every kind of attacker connected (the idle ones and the slowloris on both ports are held open)
+        assert attack["garbage"] > 0 and attack["idle"] >= 10 and attack["trickle"] >= 1, attack
+        assert attack["slowloris"] >= 4, attack
+    for server in ("jobhost", "nginx"):
+        s = result["summary"][server]
+        assert s["failures"] == 0 and s["handshake_worst_ms"] > 0
