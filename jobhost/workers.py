@@ -154,8 +154,13 @@ class ReusePortListenerService(Service):
                 self.sockets.append(sock)
             attach_affinity(self.sockets[0], self.count)
         except OSError as e:
+            from jobhost.errors import ConfigError
+            from jobhost.tap import cannot_listen_reason
+
             self._close()
-            raise CannotListenError(interface, port, e) from None
+            # As ListenerService: one line naming the [listen] key, not a traceback.
+            raise ConfigError(cannot_listen_reason(CannotListenError(interface, port, e)),
+                              ("listen", self.name)) from None
 
     def startService(self) -> None:
         Service.startService(self)

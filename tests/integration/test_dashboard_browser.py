@@ -94,7 +94,7 @@ def test_operator_walkthrough(stack, browser):
     # A wrong token is refused and no session cookie is set.
     browser.find_element(By.ID, "token").send_keys("not-the-admin-token-at-all")
     browser.find_element(By.CSS_SELECTOR, "form.login button").click()
-    assert "That is not the admin token." in browser.page_source
+    wait.until(lambda b: "That is not the admin token." in b.page_source)
     assert browser.get_cookie("jobhost_session") is None
 
     # The right token: the overview, and a session cookie with the flags it must have.
