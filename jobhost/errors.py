@@ -219,10 +219,18 @@ class AuthorizationFailed(RemoteError):
     hostname: str
     status: str
     problem: AcmeProblem | None = None
+    #: Without a problem document, what is known: each challenge as ``"<type> <status>"``.
+    challenges: tuple[str, ...] = ()
+
+    def reason(self) -> str:
+        """The CA's problem, or, when it gave none, that it gave none and the challenges' states."""
+        if self.problem is not None:
+            return self.problem.describe()
+        seen = f" (challenges: {', '.join(self.challenges)})" if self.challenges else ""
+        return f"the CA gave no reason{seen}"
 
     def describe(self) -> str:
-        why = f": {self.problem.describe()}" if self.problem else ""
-        return f"authorization for {self.hostname} is {self.status}{why}"
+        return f"authorization for {self.hostname} is {self.status}: {self.reason()}"
 
 
 @attrs.define(str=False)
