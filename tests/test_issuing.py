@@ -20,13 +20,15 @@ from jobhost.config import AcmeConfig, RenewalConfig
 from jobhost.domains import DomainService
 from jobhost.errors import (
     AcmeProblem,
+    AcmeTimeout,
     AcmeTransportError,
+    AcmeUnsupported,
     AuthorizationFailed,
     PreflightFailed,
     SelfCheckFailed,
     StoreError,
 )
-from jobhost.issuing import Issuer, IssuingService, StoreResponder, default_holder, describe_failure, log_panic
+from jobhost.issuing import Issuer, IssuingService, StoreResponder, falls_back, default_holder, describe_failure, log_panic
 from jobhost.metrics import Metrics
 from jobhost.preflight import IPreflight, PreflightReason, PreflightResult, ReasonCode
 from jobhost.retry import backoff_delay
@@ -1793,3 +1795,65 @@ def test_one_issuer_behaves_as_before(ca):
     h.service.startService()
     assert h.record().state == DomainState.PAUSED
     assert h.record().last_error["next_issuer"] == h.client.directory_url
+
+
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (AcmeTransportError("connection refused"), True),
+        (AcmeTimeout(url="https://ca/authz/1", status="pending", seconds=300.0), True),
+        (AcmeUnsupported("profile", "shortlived", ("classic",), A_URL), True),
+        (rate_limited(60.0), True),
+        (AcmeProblem(type=ACME + "serverInternal", detail="oops", status=500), True),
+        (AcmeProblem(type=ACME + "serverInternal", detail="odd", status=499), False),
+        (AcmeProblem(type=ACME + "badNonce", detail="stale", status=400), False),
+        (AcmeProblem(type=ACME + "rejectedIdentifier", detail="policy", status=400), True),
+        (AcmeProblem(type=ACME + "badCSR", detail="our CSR", status=400), False),
+        (AcmeProblem(type=ACME + "caa", detail="CAA forbids", status=403), False),
+        (AuthorizationFailed(HOST, "invalid", AcmeProblem(type=ACME + "rejectedIdentifier", status=400)), True),
+        (AuthorizationFailed(HOST, "invalid", AcmeProblem(type=ACME + "connection", status=400)), False),
+        (AuthorizationFailed(HOST, "invalid"), False),
+        (SelfCheckFailed(hostname=HOST, url="http://x/", reason="refused"), False),
+        (PreflightFailed(hostname=HOST), False),
+        (StoreError("disk full"), False),
+    ],
+    ids=lambda v: getattr(v, "type", type(v).__name__).rpartition(":")[2] + str(getattr(v, "status", ""))
+    if isinstance(v, Exception) else str(v),
+)
+def test_which_failures_send_the_next_attempt_to_the_next_issuer(error, expected):
+    """Unreachable, slow, erroring (5xx), rate-limiting or refusing-for-good CAs fall back; what every CA
+    would meet alike (our CSR, the customer's DNS, CAA, the self-check, the store, a transient problem) does not."""
+    assert falls_back(error) is expected
+
+
+def test_falling_back_is_reported_like_a_failure(ca, ca_b):
+    """Moving on to the next issuer tells the events sink (failing), counts the failure and the rate limit,
+    marks the CA unreachable when it was, and logs one warning naming both issuers."""
+    sent = []
+
+    class Sink:
+        def notify(self, event, record, certificate):
+            sent.append((event, (record.last_error or {}).get("code")))
+
+    h = TwoIssuers(ca, ca_b, events=Sink())
+    h.a.failures = [rate_limited(60.0)]
+    h.b.pause()
+    h.register()
+    with capturedLogs() as events:
+        h.service.startService()
+    assert sent == [("failing", "rateLimited")]
+    value = h.metrics.registry.get_sample_value
+    assert value("jobhost_issuance_failures_total", {"reason": "rateLimited"}) == 1
+    assert value("jobhost_rate_limited_total") == 1
+    assert h.service.ca_reachable is None
+    assert messages(events, LogLevel.warn) == [
+        f"Certificate for {HOST} failed at a: CA problem rateLimited (HTTP 429): too many; trying b next"]
+    h.b.resume()
+    assert sent[-1][0] == "active"
+    h2 = TwoIssuers(ca, ca_b)
+    h2.a.failures = [AcmeTransportError("down", url=A_URL)]
+    h2.b.pause()
+    h2.register()
+    h2.service.startService()
+    assert h2.service.ca_reachable is False
+    assert h2.metrics.registry.get_sample_value("jobhost_rate_limited_total") == 0
