@@ -88,6 +88,7 @@ def test_empty_file_names_preflight(tmp_path):
          '[acme.issuers][1] directory: issuer 0 already uses "https://acme-v02.api.letsencrypt.org/directory"'),
         ({"acme": {"issuers": []}}, "[acme] issuers: expected at least one issuer"),
         ({"acme": {"issuers": {"directory": "letsencrypt"}}}, "[acme] issuers: expected [[acme.issuers]] tables"),
+        ({"acme": {"issuers": [{"directory": "letsencrypt"}, "zerossl"]}}, "[acme] issuers: expected [[acme.issuers]] tables"),
         ({"acme": {"directory": "letsencrypt", "issuers": [{"directory": "letsencrypt"}]}},
          "[acme] directory: set directory in each [[acme.issuers]] entry instead"),
     ],
@@ -503,7 +504,7 @@ directory = "letsencrypt"
 preferred_chain = "ISRG Root X1"
 [[acme.issuers]]
 directory = "https://acme.zerossl.test/v2/DV90"
-ca_bundle = "/etc/zerossl-ca.pem"
+ca_bundle = "zerossl-ca.pem"
 eab_kid = "kid-2"
 eab_hmac_key = "aG1hYw"
 key_type = "ecdsa-p384"
@@ -516,6 +517,6 @@ key_type = "ecdsa-p384"
         "le", "https://acme-v02.api.letsencrypt.org/directory", str(tmp_path / "shared-ca.pem"), "rsa-2048",
         "ISRG Root X1", None)
     assert (second.name, second.ca_bundle, second.key_type, second.preferred_chain, second.eab) == (
-        "https://acme.zerossl.test/v2/DV90", "/etc/zerossl-ca.pem", "ecdsa-p384", None, ("kid-2", "aG1hYw"))
+        "https://acme.zerossl.test/v2/DV90", str(tmp_path / "zerossl-ca.pem"), "ecdsa-p384", None, ("kid-2", "aG1hYw"))
     assert config.acme.directory_url == first.directory_url
     assert config.acme.contact == ("mailto:ops@example.com",)
