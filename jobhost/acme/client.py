@@ -473,10 +473,7 @@ class AcmeClient:
 
         authz = yield self._poll(lambda: self.authorization(url), waiting, url)
         if authz.status != "valid":
-            problem = authz.challenge_problem(challenge_url) if challenge_url else None
-            raise AuthorizationFailed(
-                authz.hostname, authz.status, problem or authz.problem(), challenges=authz.challenge_states()
-            )
+            raise AuthorizationFailed(authz.hostname, authz.status, authz.problem(), challenges=authz.challenge_states())
         return authz
 
     @inlineCallbacks
