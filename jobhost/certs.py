@@ -231,17 +231,23 @@ def renewal_due_at(
     6-day certificate renews after 3 days), moved earlier by up to ``jitter``
     times a twentieth of the lifetime so renewals of a batch spread out.
 
+    An ARI window never makes a renewal later than that lifetime rule: some CAs
+    suggest a window ending at expiry, and following it literally leaves no time
+    for a failed attempt to be retried before the certificate lapses.  A window
+    earlier than the rule (the CA wants it replaced soon, e.g. before a
+    revocation) is followed.
+
     Args:
         not_before, not_after: The certificate's validity (aware datetimes).
         ari: The CA's renewal window, if known.
         jitter: A number in [0, 1) from an injected random source.
     """
-    if ari is not None and ari.end > ari.start:
-        return ari.start + (ari.end - ari.start) * jitter
     lifetime = not_after - not_before
     remaining_fraction = 0.5 if lifetime < timedelta(days=10) else 1 / 3
-    due = not_after - lifetime * remaining_fraction
-    return due - (lifetime / 20) * jitter
+    due = not_after - lifetime * remaining_fraction - (lifetime / 20) * jitter
+    if ari is not None and ari.end > ari.start:
+        return min(ari.start + (ari.end - ari.start) * jitter, due)
+    return due
 
 
 class RenewalFacts(Protocol):

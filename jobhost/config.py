@@ -66,8 +66,48 @@ class StoreConfig:
 
 
 @attrs.frozen
+class IssuerConfig:
+    """One ``[[acme.issuers]]`` entry: a CA to order from, with its own account settings.
+
+    Keys left out of an entry take the ``[acme]`` section's values.
+    """
+
+    name: str
+    directory: str
+    ca_bundle: str | None = None
+    key_type: str = "ecdsa-p256"
+    account_key_type: str = "ecdsa-p256"
+    eab_kid: str | None = None
+    eab_hmac_key: str | None = None
+    preferred_chain: str | None = None
+    profile: str | None = None
+
+    @property
+    def directory_url(self) -> str:
+        return ACME_DIRECTORIES.get(self.directory, self.directory)
+
+    @property
+    def eab(self) -> tuple[str, str] | None:
+        """``(kid, hmac_key)`` when both are set, else None."""
+        if self.eab_kid and self.eab_hmac_key:
+            return (self.eab_kid, self.eab_hmac_key)
+        return None
+
+
+#: The keys an ``[[acme.issuers]]`` entry may set besides ``name`` (each defaults to ``[acme]``'s).
+ISSUER_KEYS = (
+    "directory", "ca_bundle", "key_type", "account_key_type", "eab_kid", "eab_hmac_key", "preferred_chain", "profile",
+)
+
+
+@attrs.frozen
 class AcmeConfig:
-    """``[acme]``: the CA and how jobhost talks to it."""
+    """``[acme]``: the CA and how jobhost talks to it.
+
+    ``issuers`` is the list of CAs in order of preference (``[[acme.issuers]]``); without
+    that list it is one issuer made of the section's own keys, so a config with a single
+    ``[acme]`` section is a list of one.
+    """
 
     directory: str = "letsencrypt-staging"
     ca_bundle: str | None = None
@@ -80,10 +120,17 @@ class AcmeConfig:
     preferred_chain: str | None = None
     profile: str | None = None
     timeout: float = 30.0
+    issuers: tuple[IssuerConfig, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        if not self.issuers:
+            own = {key: getattr(self, key) for key in ISSUER_KEYS}
+            object.__setattr__(self, "issuers", (IssuerConfig(name=self.directory, **own),))
 
     @property
     def directory_url(self) -> str:
-        return ACME_DIRECTORIES.get(self.directory, self.directory)
+        """The first (preferred) issuer's directory URL."""
+        return self.issuers[0].directory_url
 
 
 @attrs.frozen
@@ -427,6 +474,15 @@ def _webhook_url(value):
     return value
 
 
+def _issuers(value):
+    # Checked item by item in _parse_issuers (so errors name the entry); here only the shape.
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValueError(f"expected [[acme.issuers]] tables, got {_quote(value)}")
+    if not value:
+        raise ValueError("expected at least one issuer")
+    return value
+
+
 _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "listen": (ListenConfig, {"http": _endpoint, "https": _endpoint, "admin": _endpoint}),
     "store": (StoreConfig, {"url": _store_url, "password_file": _optional_string}),
@@ -444,6 +500,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "preferred_chain": _optional_string,
             "profile": _optional_string,
             "timeout": _positive_duration,
+            "issuers": _issuers,
         },
     ),
     "preflight": (
@@ -532,6 +589,51 @@ _PATH_KEYS = {
 }
 
 
+def _parse_issuers(acme: dict[str, Any], base_dir: Path, file: str | None) -> tuple[IssuerConfig, ...]:
+    """The ``[[acme.issuers]]`` entries, each key checked as in ``[acme]`` and defaulted from it.
+
+    Errors name the entry by its index, counting from 0: ``[acme.issuers][1] directory: ...``.
+    """
+    if "directory" in acme:
+        raise ConfigError(
+            "set directory in each [[acme.issuers]] entry instead (the first is the preferred CA)",
+            ("acme", "directory"), file,
+        )
+    fields = _SECTIONS["acme"][1]
+    issuers: list[IssuerConfig] = []
+    for index, body in enumerate(acme["issuers"]):
+        values: dict[str, Any] = {}
+        for key, raw in body.items():
+            if key != "name" and key not in ISSUER_KEYS:
+                raise ConfigError(
+                    f"unknown key; expected one of {', '.join(sorted(('name', *ISSUER_KEYS)))}",
+                    ("acme", "issuers", index, key), file,
+                )
+            try:
+                value = _nonempty_string(raw) if key == "name" else fields[key](raw)
+            except ValueError as e:
+                raise ConfigError(str(e), ("acme", "issuers", index, key), file) from None
+            if key == "ca_bundle" and value and not Path(value).is_absolute():
+                value = str(base_dir / value)
+            values[key] = value
+        if "directory" not in values:
+            raise ConfigError("missing; every issuer needs its directory", ("acme", "issuers", index, "directory"), file)
+        for key in ISSUER_KEYS:
+            if key not in values and key in acme:
+                values[key] = acme[key]
+        values.setdefault("name", values["directory"])
+        issuer = IssuerConfig(**values)
+        for i, other in enumerate(issuers):
+            if other.directory_url == issuer.directory_url:
+                raise ConfigError(f"issuer {i} already uses {_quote(issuer.directory_url)} (accounts are per directory)",
+                                  ("acme", "issuers", index, "directory"), file)
+            if other.name == issuer.name:
+                raise ConfigError(f"{_quote(issuer.name)} is already the name of issuer {i}",
+                                  ("acme", "issuers", index, "name"), file)
+        issuers.append(issuer)
+    return tuple(issuers)
+
+
 def parse_config(document: Mapping[str, Any], base_dir: Path, file: str | None = None) -> Config:
     """Turn a parsed TOML document into a :class:`Config`.
 
@@ -558,6 +660,8 @@ def parse_config(document: Mapping[str, Any], base_dir: Path, file: str | None =
             if (name, key) in _PATH_KEYS and value:
                 value = str(base_dir / value) if not Path(value).is_absolute() else value
             values[key] = value
+        if name == "acme" and "issuers" in values:
+            values["issuers"] = _parse_issuers(values, base_dir, file)
         if name == "tls" and "fallback_cert" not in values:
             values["fallback_cert"] = str(base_dir / DEFAULT_FALLBACK_CERT)
         if name == "admin" and "token_file" not in values:
@@ -664,6 +768,8 @@ __all__ = [
     "AdminConfig",
     "Config",
     "EventsConfig",
+    "ISSUER_KEYS",
+    "IssuerConfig",
     "KEY_TYPES",
     "LOG_LEVELS",
     "ListenConfig",

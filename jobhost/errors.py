@@ -52,14 +52,21 @@ class ConfigError(LocalError):
     """
 
     message: str
-    path: tuple[str, ...] = ()
+    path: tuple[str | int, ...] = ()
     file: str | None = None
 
     def describe(self) -> str:
         where = ""
         if self.path:
-            section, *rest = self.path
-            where = f"[{section}]" + (" " + ".".join(rest) if rest else "") + ": "
+            # An index names an entry of an array of tables: ("acme", "issuers", 1, "directory")
+            # reads "[acme.issuers][1] directory", as TOML spells the table "[[acme.issuers]]".
+            index = next((i for i, part in enumerate(self.path) if isinstance(part, int)), None)
+            if index is None:
+                section, *rest = self.path
+                where = f"[{section}]" + (" " + ".".join(rest) if rest else "") + ": "
+            else:
+                table, rest = ".".join(self.path[:index]), [str(p) for p in self.path[index + 1:]]
+                where = f"[{table}][{self.path[index]}]" + (" " + ".".join(rest) if rest else "") + ": "
         prefix = f"{self.file}: " if self.file else ""
         return f"{prefix}{where}{self.message}"
 
@@ -212,10 +219,18 @@ class AuthorizationFailed(RemoteError):
     hostname: str
     status: str
     problem: AcmeProblem | None = None
+    #: Without a problem document, what is known: each challenge as ``"<type> <status>"``.
+    challenges: tuple[str, ...] = ()
+
+    def reason(self) -> str:
+        """The CA's problem, or, when it gave none, that it gave none and the challenges' states."""
+        if self.problem is not None:
+            return self.problem.describe()
+        seen = f" (challenges: {', '.join(self.challenges)})" if self.challenges else ""
+        return f"the CA gave no reason{seen}"
 
     def describe(self) -> str:
-        why = f": {self.problem.describe()}" if self.problem else ""
-        return f"authorization for {self.hostname} is {self.status}{why}"
+        return f"authorization for {self.hostname} is {self.status}: {self.reason()}"
 
 
 @attrs.define(str=False)

@@ -62,7 +62,9 @@ from jobhost.domains import DomainService, failure_is_news
 from jobhost.events import IEventSink, NullEventSink
 from jobhost.errors import (
     AcmeProblem,
+    AcmeTimeout,
     AcmeTransportError,
+    AcmeUnsupported,
     AuthorizationFailed,
     BrokenRecord,
     InvalidCertificate,
@@ -189,6 +191,57 @@ def default_holder() -> str:
     return socket.gethostname()
 
 
+@attrs.define(eq=False)
+class Issuer:
+    """One CA the issuing service orders from (``[[acme.issuers]]``), with its own account.
+
+    Attributes:
+        name: The configured name; certificate records keep it (``acme_issuer``).
+        client: The :class:`jobhost.acme.interfaces.IAcmeClient` for its directory.
+        directory_url: Its directory; the account, the account lease and the order
+            budget are kept per directory.
+        key_type: Key type of certificate keys; account_key_type: of the account key.
+        eab: ``(kid, hmac_key)`` for external account binding, or None.
+        profile: The ACME profile to ask for, or None.
+    """
+
+    name: str
+    client: IAcmeClient
+    directory_url: str
+    key_type: str = "ecdsa-p256"
+    account_key_type: str = "ecdsa-p256"
+    eab: tuple[str, str] | None = None
+    profile: str | None = None
+    _account: Account | None = attrs.field(default=None, init=False)
+    _account_lock: DeferredLock = attrs.field(factory=DeferredLock, init=False)
+
+
+def falls_back(error: BaseException) -> bool:
+    """Whether the next attempt should go to the next issuer after ``error`` at one.
+
+    True when the CA is unreachable (no connection, or it did not finish in time), answers
+    with a server error, rate-limits the name, or fails permanently for it (another CA may
+    accept what this one refuses, e.g. a profile or key type it lacks).  False for what
+    another CA would meet the same way: our DNS preflight and self-check, the store, and
+    our own misuse (a bad CSR is ours whichever CA reads it).
+    """
+    if isinstance(error, (PreflightFailed, SelfCheckFailed)):
+        return False
+    if isinstance(error, (AcmeTransportError, AcmeTimeout, AcmeUnsupported)):
+        return True
+    if isinstance(error, AcmeProblem):
+        if error.type == RATE_LIMITED or (error.status or 0) >= 500:
+            return True
+        return is_permanent(error) and error.code not in _OUR_MISUSE
+    if isinstance(error, AuthorizationFailed):
+        return is_permanent(error)
+    return False
+
+
+#: Permanent problems that are jobhost's own doing: every CA would refuse them alike.
+_OUR_MISUSE = frozenset(("badCSR", "badSignatureAlgorithm", "badPublicKey"))
+
+
 @implementer(IIssuer)
 @attrs.define(eq=False)
 class IssuingService(Service):
@@ -223,6 +276,19 @@ class IssuingService(Service):
             daemon passes one that makes RSA keys in a worker thread.
         lease_duration: Seconds a lease is taken for; renewed every third of it while
             an attempt runs.
+        issuers: The CAs in order of preference (:class:`Issuer`).  Left empty, it is one
+            issuer made of ``client``, ``directory_url``, ``key_type``, ``account_key_type``,
+            ``eab`` and ``profile``; with several, ``client`` and ``directory_url`` are the
+            first one's (the scan lease is named after it).
+
+    Which issuer an attempt uses: the first, unless the hostname's last attempt failed
+    in a way another CA may not (:func:`falls_back`: unreachable, rate-limited, permanent);
+    then the next one, at once.  After the last one the next attempt goes back to the
+    first, on the usual backoff (or parks, for a permanent error).  The issuer that failed
+    and the one to try next are kept in ``last_error`` (``issuer``, ``next_issuer``), so
+    any node picks up where the last left off.  A renewal starts with the first issuer
+    again, so certificates go back to the preferred CA once it recovers; renewal
+    information, ``replaces`` and revocation go to the CA that issued the certificate.
     """
 
     store: IStore
@@ -252,11 +318,10 @@ class IssuingService(Service):
     holder: str = attrs.field(factory=default_holder)
     events: IEventSink = attrs.field(factory=NullEventSink)
     key_generator: KeyGenerator = inline_keys
+    issuers: tuple[Issuer, ...] = ()
 
     _in_flight: dict[str, Deferred] = attrs.field(factory=dict, init=False)
     _semaphore: DeferredSemaphore = attrs.field(init=False)
-    _account: Account | None = attrs.field(default=None, init=False)
-    _account_lock: DeferredLock = attrs.field(factory=DeferredLock, init=False)
     _scan_loop: LoopingCall | None = attrs.field(default=None, init=False)
     _wake_call: Any = attrs.field(default=None, init=False)
     _scanning: Deferred | None = attrs.field(default=None, init=False)
@@ -264,9 +329,35 @@ class IssuingService(Service):
     ca_reachable: bool | None = attrs.field(default=None, init=False)
     #: Hostnames whose domain record the last scan found unusable, and why (reported once per change).
     _broken: dict[str, str] = attrs.field(factory=dict, init=False)
+    #: Hostnames to submit again as soon as their attempt in flight ends (it moved on to the next issuer).
+    _again: set[str] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._semaphore = DeferredSemaphore(self.max_in_flight)
+        if not self.issuers:
+            self.issuers = (Issuer(
+                name=self.directory_url, client=self.client, directory_url=self.directory_url,
+                key_type=self.key_type, account_key_type=self.account_key_type, eab=self.eab, profile=self.profile,
+            ),)
+
+    def _issuer_named(self, name: Any) -> Issuer | None:
+        return next((i for i in self.issuers if i.name == name), None)
+
+    def issuer_of(self, certificate: CertificateRecord) -> Issuer:
+        """The issuer a certificate came from: by its ``acme_issuer`` name, else by its
+        directory (records from before issuers had names), else the first."""
+        by_name = self._issuer_named(certificate.acme_issuer)
+        if by_name is not None:
+            return by_name
+        return next((i for i in self.issuers if i.directory_url == certificate.directory_url), self.issuers[0])
+
+    def issuer_for_attempt(self, record: DomainRecord) -> Issuer:
+        """The issuer the next attempt for ``record`` uses (see the class docstring)."""
+        if record.state in (DomainState.FAILING, DomainState.PAUSED):
+            chosen = self._issuer_named((record.last_error or {}).get("next_issuer"))
+            if chosen is not None:
+                return chosen
+        return self.issuers[0]
 
     def _set_ca_reachable(self, reachable: bool, error: str = "") -> None:
         """Remember whether the CA answered; log once when that changes (not on every order)."""
@@ -343,8 +434,9 @@ class IssuingService(Service):
 
         async def run() -> None:
             record = await self.store.get_certificate(hostname)
-            await self._ensure_account()
-            await self.client.revoke(record.chain_pem)
+            issuer = self.issuer_of(record)  # only the CA that issued it can revoke it
+            await self._ensure_account(issuer)
+            await issuer.client.revoke(record.chain_pem)
             log.info("Revoked certificate {serial} for {hostname}", serial=record.serial, hostname=hostname)
 
         return Deferred.fromCoroutine(run())
@@ -446,6 +538,9 @@ class IssuingService(Service):
 
         def finished(result):
             self._in_flight.pop(hostname, None)
+            if hostname in self._again and self.running:
+                self._again.discard(hostname)
+                self._submit(hostname)  # the next issuer, now that the lease is released
             self._maybe_idle()
             if isinstance(result, Failure):
                 if result.check(CancelledError):
@@ -467,14 +562,14 @@ class IssuingService(Service):
     def _now(self) -> datetime:
         return clock_now(self.clock)
 
-    @property
-    def _budget_name(self) -> str:
-        return "orders:" + self.directory_url
+    def _budget(self, now: datetime, take: bool, issuer: Issuer) -> Deferred:
+        """None when an order may be placed now at ``issuer`` (taking a slot if ``take``); else when one frees.
 
-    def _budget(self, now: datetime, take: bool) -> Deferred:
-        """None when an order may be placed now (taking a slot if ``take``); else when one frees."""
+        Each CA has its own budget (its rate limits are its own).
+        """
         return self.store.reserve_order(
-            self._budget_name, now, timedelta(seconds=self.order_window), self.orders_per_window, take=take
+            "orders:" + issuer.directory_url, now, timedelta(seconds=self.order_window), self.orders_per_window,
+            take=take,
         )
 
     async def _attempt(self, hostname: str) -> None:
@@ -543,7 +638,8 @@ class IssuingService(Service):
                     self._notify("active", record, current)
                 self._wake_at(wake)
                 return
-        frees_at = await self._budget(now, take=False)
+        issuer = self.issuer_for_attempt(record)
+        frees_at = await self._budget(now, take=False, issuer=issuer)
         if frees_at is not None:
             await self._defer_for_budget(hostname, frees_at)
             return
@@ -553,14 +649,14 @@ class IssuingService(Service):
         if self.metrics is not None:
             self.metrics.issuance_started(hostname)
         try:
-            new = await self._obtain(hostname, current)
+            new = await self._obtain(hostname, current, issuer)
         except (CancelledError, LeaseLost):
             raise
         except _BudgetSpent as e:
             await self._defer_for_budget(hostname, e.frees_at)
             return
         except Exception:
-            await self._record_failure(hostname, Failure(), current, record)
+            await self._record_failure(hostname, Failure(), current, record, issuer)
             return
         latest = await self._get_domain_or_none(hostname)
         if latest is None or latest.state == DomainState.REMOVED:
@@ -585,9 +681,10 @@ class IssuingService(Service):
         self._wake_at(self._next_check(new, due))
         if self.metrics is not None:
             self.metrics.issuance_succeeded(hostname, self.clock.seconds() - started)
+            self.metrics.acme_order(issuer.name, "issued")
         log.info(
-            "{action} certificate for {hostname}, expires {not_after}, renewal due {due}",
-            action="Renewed" if renewing else "Issued", hostname=hostname,
+            "{action} certificate for {hostname} from {issuer}, expires {not_after}, renewal due {due}",
+            action="Renewed" if renewing else "Issued", hostname=hostname, issuer=issuer.name,
             not_after=to_iso(new.not_after), due=to_iso(due),
         )
 
@@ -627,7 +724,7 @@ class IssuingService(Service):
         if current.ari is not None and current.ari.retry_after is not None and current.ari.retry_after > now:
             return current
         try:
-            answer = await self.client.renewal_info(current.chain_pem)
+            answer = await self.issuer_of(current).client.renewal_info(current.chain_pem)
         except Exception as e:
             log.debug("No renewal information for {hostname}: {error}", hostname=current.hostname, error=str(e))
             return current
@@ -642,27 +739,30 @@ class IssuingService(Service):
                      hostname=current.hostname)
         return updated
 
-    async def _obtain(self, hostname: str, current: CertificateRecord | None) -> CertificateRecord:
+    async def _obtain(self, hostname: str, current: CertificateRecord | None, issuer: Issuer) -> CertificateRecord:
         if self.preflight is not None:
             # A pass from moments ago (the admin API checked at registration) is reused.
             result = await self.preflight.recent_or_check(hostname)
             if not result.ok:
                 raise PreflightFailed(hostname=hostname, reasons=tuple(result.reasons), retryable=result.retryable)
-        account = await self._ensure_account()
-        key = await self.key_generator(self.key_type)
+        account = await self._ensure_account(issuer)
+        key = await self.key_generator(issuer.key_type)
         csr = make_csr(key, [hostname])
-        frees_at = await self._budget(self._now(), take=True)
+        frees_at = await self._budget(self._now(), take=True, issuer=issuer)
         if frees_at is not None:
             raise _BudgetSpent(frees_at)  # another process took the last slot since we looked
-        replaces = current.ari_cert_id if current is not None and current.ari is not None else None
+        replaces = None
+        # RFC 9773 "replaces" names a certificate of the CA the order goes to; another CA's is unknown to it.
+        if current is not None and current.ari is not None and self.issuer_of(current) is issuer:
+            replaces = current.ari_cert_id
         for retry in (False, True):
             try:
-                issued = await self.client.obtain_certificate(
+                issued = await issuer.client.obtain_certificate(
                     [hostname], csr,
                     responder=StoreResponder(self.store, self.clock),
                     self_check=self.self_check,
                     replaces=replaces,
-                    profile=self.profile,
+                    profile=issuer.profile,
                 )
                 break
             except AcmeProblem as e:
@@ -672,8 +772,8 @@ class IssuingService(Service):
                 # register the same key again and retry this order once.
                 log.warn("The CA does not know account {account_url}; registering again",
                          account_url=account.account_url)
-                self._account = None
-                account = await self._ensure_account()
+                issuer._account = None
+                account = await self._ensure_account(issuer)
         self._set_ca_reachable(True)
         try:
             cert_id = ari_cert_id(issued.chain_pem)
@@ -681,20 +781,21 @@ class IssuingService(Service):
             cert_id = None
         return certificate_record(
             hostname, private_key_pem(key), issued.chain_pem,
-            directory_url=self.directory_url, account_url=account.account_url, ari_cert_id=cert_id,
+            directory_url=issuer.directory_url, account_url=account.account_url, ari_cert_id=cert_id,
+            acme_issuer=issuer.name,
         )
 
-    async def _ensure_account(self) -> Account:
-        """Return the one :class:`Account` for this directory, creating it only once.
+    async def _ensure_account(self, issuer: Issuer) -> Account:
+        """Return the one :class:`Account` for ``issuer``'s directory, creating it only once.
 
         Concurrent attempts wait on one lock, so only the first registers.
         """
-        async with self._account_lock:
-            if self._account is None:
-                self._account = await self._load_or_create_account()
-            return self._account
+        async with issuer._account_lock:
+            if issuer._account is None:
+                issuer._account = await self._load_or_create_account(issuer)
+            return issuer._account
 
-    async def _load_or_create_account(self) -> Account:
+    async def _load_or_create_account(self, issuer: Issuer) -> Account:
         """Load the account key (or make and store one), then find-or-create it at the CA.
 
         The key is stored *before* registering, so a crash between registering and storing
@@ -702,24 +803,24 @@ class IssuingService(Service):
         second one.  Registering again on every start also heals a CA that forgot us (a
         restarted Pebble): the same key gets a new URL, which is stored.
         """
-        name = "account:" + hashlib.sha256(self.directory_url.encode()).hexdigest()[:16]
+        name = "account:" + hashlib.sha256(issuer.directory_url.encode()).hexdigest()[:16]
         now = self._now()
         while not await self.store.acquire_lease(name, self.holder, now + timedelta(seconds=60), now):
             await _sleep(self.clock, 1.0)
             now = self._now()
         try:
             try:
-                account = await self.store.get_account(self.directory_url)
+                account = await self.store.get_account(issuer.directory_url)
             except KeyError:
                 account = Account(
-                    directory_url=self.directory_url,
-                    key_pem=private_key_pem(await self.key_generator(self.account_key_type)),
+                    directory_url=issuer.directory_url,
+                    key_pem=private_key_pem(await self.key_generator(issuer.account_key_type)),
                     account_url="", created_at=now, contact=tuple(self.contact),
                 )
                 await self.store.put_account(account)
-            url = await self.client.register(
+            url = await issuer.client.register(
                 account_jwk(account.key_pem), contact=tuple(self.contact),
-                terms_agreed=self.terms_agreed, eab=self.eab,
+                terms_agreed=self.terms_agreed, eab=issuer.eab,
             )
             if url != account.account_url:
                 account = attrs.evolve(account, account_url=url)
@@ -727,21 +828,32 @@ class IssuingService(Service):
             if self.preflight is not None:
                 self.preflight.set_account_uri(url)  # CAA accounturi applies from now on
             log.info("Using ACME account {account_url} at {directory_url}",
-                     account_url=url, directory_url=self.directory_url)
+                     account_url=url, directory_url=issuer.directory_url)
             return account
         finally:
             await self.store.release_lease(name, self.holder)
 
     async def _record_failure(
-        self, hostname: str, failure: Failure, current: CertificateRecord | None, started: DomainRecord
+        self, hostname: str, failure: Failure, current: CertificateRecord | None, started: DomainRecord,
+        issuer: Issuer | None = None,
     ) -> None:
         """Record a failed attempt: backoff (or the CA's Retry-After), or parking for a permanent error.
 
-        ``started`` is the record as the attempt started it.
+        ``started`` is the record as the attempt started it; ``issuer`` the CA it went to.
+        When another issuer may succeed where this one failed (:func:`falls_back`) and one
+        comes after it, the next attempt goes to that one at once instead.
         """
         err = failure.value
         now = self._now()
         attempts = started.attempts + 1
+        issuer = issuer or self.issuers[0]
+        position = self.issuers.index(issuer)
+        fallback = falls_back(err)
+        if fallback and position + 1 < len(self.issuers):
+            await self._fall_back(hostname, failure, current, started, issuer, self.issuers[position + 1])
+            return
+        # The same issuer again for errors any CA would meet; after the last one, the first.
+        next_issuer = self.issuers[0] if fallback else issuer
         delay = backoff_delay(attempts, self.backoff, self.random())
         paused = False
         unpause = None
@@ -760,6 +872,8 @@ class IssuingService(Service):
         error_doc["at"] = to_iso(now)
         permanent = not paused and is_permanent(err)
         error_doc["retryable"] = not permanent
+        error_doc["issuer"] = issuer.name
+        error_doc["next_issuer"] = next_issuer.name
         next_attempt = None if permanent else now + timedelta(seconds=delay)
         state = DomainState.PAUSED if paused else DomainState.FAILING
         changed = failure_is_news(started, state, error_doc["code"])
@@ -773,6 +887,7 @@ class IssuingService(Service):
             self._notify(state, record, current)
         if self.metrics is not None:
             self.metrics.issuance_failed(hostname, error_doc["code"])
+            self._count_order(issuer, err)
         if permanent:
             log.error(
                 "Certificate for {hostname} failed and cannot succeed by retrying: {error}; "
@@ -794,6 +909,53 @@ class IssuingService(Service):
                 log.failure("panic hook failed for {hostname}", hostname=hostname)
         if next_attempt is not None:
             self._wake_at(next_attempt)
+
+    async def _fall_back(
+        self, hostname: str, failure: Failure, current: CertificateRecord | None, started: DomainRecord,
+        issuer: Issuer, next_issuer: Issuer,
+    ) -> None:
+        """``issuer`` failed in a way ``next_issuer`` may not: record it, and try that one now.
+
+        The hostname is ``failing`` (not ``paused``, even for a rate limit: it is not
+        waiting for this CA) with the error kept as retryable.
+        """
+        err = failure.value
+        if isinstance(err, AcmeTransportError):
+            self._set_ca_reachable(False, str(err))
+        error_doc = describe_failure(failure)
+        error_doc.update(at=to_iso(self._now()), retryable=True, issuer=issuer.name, next_issuer=next_issuer.name)
+        changed = failure_is_news(started, DomainState.FAILING, error_doc["code"])
+        now = self._now()
+        try:
+            record = await self.domains.failed(hostname, error_doc, now)
+        except (KeyError, TransitionForbidden):
+            return
+        if changed:
+            self._notify(DomainState.FAILING, record, current)
+        if self.metrics is not None:
+            self.metrics.issuance_failed(hostname, error_doc["code"])
+            if isinstance(err, AcmeProblem) and err.type == RATE_LIMITED:
+                self.metrics.rate_limited()
+            self._count_order(issuer, err)
+        log.warn(
+            "Certificate for {hostname} failed at {issuer}: {error}; trying {next_issuer} next",
+            hostname=hostname, issuer=issuer.name, error=error_doc["message"], next_issuer=next_issuer.name,
+        )
+        self._again.add(hostname)
+
+    def _count_order(self, issuer: Issuer, err: BaseException) -> None:
+        """Count a failed attempt at ``issuer`` by outcome (``/metrics``)."""
+        if isinstance(err, (PreflightFailed, SelfCheckFailed)):
+            outcome = "not_ordered"  # nothing reached the CA's validation: not its doing
+        elif isinstance(err, AcmeProblem) and err.type == RATE_LIMITED:
+            outcome = "rate_limited"
+        elif isinstance(err, (AcmeTransportError, AcmeTimeout)):
+            outcome = "unreachable"
+        elif is_permanent(err):
+            outcome = "refused"
+        else:
+            outcome = "failed"
+        self.metrics.acme_order(issuer.name, outcome)
 
     def _notify(self, event: str, record: DomainRecord, certificate: CertificateRecord | None) -> None:
         """Tell :attr:`events`; whatever it does, issuance goes on."""
@@ -871,8 +1033,10 @@ def _sleep(clock: IReactorTime, seconds: float) -> Deferred:
 
 __all__ = [
     "IIssuer",
+    "Issuer",
     "IssuingService",
     "RegistrationWatcher",
+    "falls_back",
     "StoreResponder",
     "default_holder",
     "describe_failure",

@@ -33,6 +33,9 @@ name                                               type       labels / meaning
 ``jobhost_acme_requests_total``                    counter    ``endpoint``, ``status``: requests
                                                               to the CA
 ``jobhost_rate_limited_total``                     counter    rate-limit refusals (CA or budget)
+``jobhost_acme_orders_total``                      counter    ``issuer``, ``outcome`` (issued,
+                                                              rate_limited, unreachable, refused,
+                                                              failed, not_ordered): attempts per CA
 ``jobhost_tls_handshakes_total``                   counter    ``outcome`` (served, fallback,
                                                               rejected, not_tls, timeout): via a
                                                               counter source
@@ -307,6 +310,7 @@ class Metrics:
     issuance_seconds: Histogram = attrs.field(init=False)
     acme_requests: Counter = attrs.field(init=False)
     rate_limited_total: Counter = attrs.field(init=False)
+    acme_orders: Counter = attrs.field(init=False)
     reactor_lag_seconds: Histogram = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -328,6 +332,9 @@ class Metrics:
         )
         self.acme_requests = Counter(
             "jobhost_acme_requests", "Requests sent to the ACME server.", ["endpoint", "status"], registry=r
+        )
+        self.acme_orders = Counter(
+            "jobhost_acme_orders", "Issuance attempts by ACME issuer and outcome.", ["issuer", "outcome"], registry=r
         )
         self.rate_limited_total = Counter(
             "jobhost_rate_limited", "Attempts refused by a CA rate limit or the local order budget.", registry=r
@@ -362,6 +369,11 @@ class Metrics:
         Use a status of ``"error"`` when no HTTP answer came back.
         """
         self.acme_requests.labels(endpoint=endpoint, status=str(status)).inc()
+
+    def acme_order(self, issuer: str, outcome: str) -> None:
+        """Count one attempt at the issuer named ``issuer`` ending with ``outcome``
+        (``issued``, ``rate_limited``, ``unreachable``, ``refused``, ``failed`` or ``not_ordered``)."""
+        self.acme_orders.labels(issuer=issuer, outcome=outcome).inc()
 
     def reactor_lag(self, seconds: float) -> None:
         """Record one reactor lag monitor tick that fired ``seconds`` late."""

@@ -427,7 +427,7 @@ class Parts:
             handed to the issuing service and the admin API.
         metrics: The Prometheus registry ``/metrics`` renders.
         caches: The SNI and page caches and their change poller.
-        client: The ACME client (an ``IAcmeClient``).
+        client: The first issuer's ACME client (an ``IAcmeClient``); ``issuing.issuers`` has them all.
         events: The webhook notifier (an ``IEventSink``), or None without
             ``[events] webhook_url``.
         checks: Preflight and self-check.
@@ -601,13 +601,22 @@ def _build_caches(reactor, config: Config, store, metrics) -> CacheParts:
 
 
 def _build_acme_client(reactor, config: Config, metrics):
-    """[acme]: the ACME client for the configured directory."""
+    """[acme] and [[acme.issuers]]: one ACME client per issuer, in order (each has its own pool)."""
     from jobhost.acme.client import AcmeClient
 
-    return AcmeClient.create(
-        reactor, config.acme.directory_url, config.acme.ca_bundle, timeout=config.acme.timeout,
-        preferred_chain=config.acme.preferred_chain, on_response=metrics.acme_request,
+    return tuple(
+        AcmeClient.create(
+            reactor, issuer.directory_url, issuer.ca_bundle, timeout=config.acme.timeout,
+            preferred_chain=issuer.preferred_chain, on_response=metrics.acme_request,
+        )
+        for issuer in config.acme.issuers
     )
+
+
+def _close_all(clients) -> Deferred:
+    from twisted.internet.defer import DeferredList
+
+    return DeferredList([c.close() for c in clients], consumeErrors=True)
 
 
 def _build_events(reactor, config: Config, metrics):
@@ -661,28 +670,30 @@ def _build_preflight(reactor, config: Config) -> PreflightParts:
 
 def _build_issuing(reactor, config: Config, *, store, domains, client, checks: PreflightParts,
                    caches: CacheParts, metrics, events):
-    """[acme] (account, keys, profile) and [renewal]: the issuing service."""
-    from jobhost.issuing import IssuingService, RegistrationWatcher, default_holder
+    """[acme] (issuers: account, keys, profile) and [renewal]: the issuing service.
+
+    ``client`` is the tuple of ACME clients, one per ``config.acme.issuers`` entry.
+    """
+    from jobhost.issuing import Issuer, IssuingService, RegistrationWatcher, default_holder
     from jobhost.keys import threaded_keys
 
-    eab = None
-    if config.acme.eab_kid and config.acme.eab_hmac_key:
-        eab = (config.acme.eab_kid, config.acme.eab_hmac_key)
+    issuers = tuple(
+        Issuer(name=i.name, client=c, directory_url=i.directory_url, key_type=i.key_type,
+               account_key_type=i.account_key_type, eab=i.eab, profile=i.profile)
+        for i, c in zip(config.acme.issuers, client)
+    )
     issuing = IssuingService(
         store=store,
         domains=domains,
         key_generator=threaded_keys(reactor),
-        client=client,
+        client=client[0],
         clock=reactor,
         directory_url=config.acme.directory_url,
+        issuers=issuers,
         preflight=checks.preflight,
         self_check=checks.self_check,
-        key_type=config.acme.key_type,
-        account_key_type=config.acme.account_key_type,
         contact=config.acme.contact,
         terms_agreed=config.acme.terms_agreed,
-        eab=eab,
-        profile=config.acme.profile,
         backoff=config.renewal.backoff,
         max_in_flight=config.renewal.max_in_flight,
         orders_per_window=config.renewal.orders_per_window,
@@ -904,7 +915,7 @@ def build_parts(reactor, config: Config) -> Parts:
 
     root = JobhostService(config)
     root.processes = workers
-    children: list[Service] = [caches.poller, _CallOnStop("acme-client", client.close)]
+    children: list[Service] = [caches.poller, _CallOnStop("acme-client", lambda: _close_all(client))]
     from jobhost.events import WebhookNotifier
 
     if isinstance(events, WebhookNotifier):  # it delivers in the background
@@ -920,7 +931,7 @@ def build_parts(reactor, config: Config) -> Parts:
     for child in children:
         child.setServiceParent(root)
     return Parts(
-        config=config, root=root, store=store, domains=domains, metrics=metrics, caches=caches, client=client,
+        config=config, root=root, store=store, domains=domains, metrics=metrics, caches=caches, client=client[0],
         events=events, checks=checks, issuing=issuing, web=web, admin=admin, listeners=tuple(listeners),
         workers=supervisor[0] if supervisor else None,
         lag=lag,

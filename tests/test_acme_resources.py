@@ -130,6 +130,22 @@ def test_failed_authorization_names_the_challenge_problem():
     assert problem.type == "urn:ietf:params:acme:error:connection" and problem.detail == "Connection refused"
 
 
+def test_the_problem_of_one_challenge_and_the_states_of_all():
+    """challenge_problem finds the error of the challenge at a URL (None without one); challenge_states
+    lists every challenge as "<type> <status>", what is known when the CA gives no problem."""
+    error = {"type": "urn:ietf:params:acme:error:unauthorized", "detail": "wrong answer", "status": 403}
+    doc = _authz_doc(status="pending", challenges=[
+        {"type": "dns-01", "url": "https://ca.test/chall/1", "status": "pending", "token": TOKEN},
+        {"type": "http-01", "url": "https://ca.test/chall/2", "status": "pending", "token": TOKEN, "error": error},
+    ])
+    authz = authorization_from(AUTHZ_URL, _response(doc, AUTHZ_URL))
+    problem = authz.challenge_problem("https://ca.test/chall/2")
+    assert (problem.code, problem.detail, problem.url) == ("unauthorized", "wrong answer", "https://ca.test/chall/2")
+    assert authz.challenge_problem("https://ca.test/chall/1") is None
+    assert authz.challenge_problem("https://ca.test/chall/9") is None
+    assert authz.challenge_states() == ("dns-01 pending", "http-01 pending")
+
+
 def test_malformed_authorization_is_a_transport_error():
     """A body that is not an authorization names what was malformed."""
     with pytest.raises(AcmeTransportError, match="malformed authorization from the CA"):

@@ -187,8 +187,11 @@ def test_domain_summary_shows_error_pause_certificate_window_and_last_ten_change
         ),
         history=history,
     )
-    text = format_domain(domain_json(record, _certificate(HOST, ari=ari)))
+    certificate = attrs.evolve(_certificate(HOST, ari=ari), acme_issuer="zerossl", directory_url="https://zerossl.test/dir")
+    text = format_domain(domain_json(record, certificate))
     lines = text.splitlines()
+    assert "  From:        zerossl (https://zerossl.test/dir)" in lines
+    assert not any(line.startswith("  From:") for line in format_domain(domain_json(record, _certificate(HOST))).splitlines())
     assert "Attempts:      4 failed in a row" in lines
     assert f"Next attempt:  {to_iso(T0 + timedelta(hours=1))}" in lines
     assert "Last error:    rateLimited: too many orders" in lines

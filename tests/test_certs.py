@@ -244,8 +244,18 @@ def test_ari_window_without_any_time_in_it_is_ignored(start, end):
     assert renewal_due_at(T0, T0 + timedelta(days=90), ari, jitter=0.0) == T0 + timedelta(days=60)
 
 
+def test_ari_window_ending_at_expiry_never_makes_renewal_later_than_the_lifetime_rule():
+    """A CA's window ending at expiry (1 h 23 min before a 30-day certificate lapses) is not followed
+    literally: the renewal comes no later than the lifetime rule's, leaving time to retry a failure."""
+    not_after = T0 + timedelta(days=30)
+    ari = AriWindow(start=not_after - timedelta(hours=1, minutes=23), end=not_after)
+    for jitter in (0.0, 0.5, 0.99):
+        assert renewal_due_at(T0, not_after, ari, jitter) == renewal_due_at(T0, not_after, None, jitter)
+    assert renewal_due_at(T0, not_after, ari, 0.0) == T0 + timedelta(days=20)
+
+
 def test_ari_window_wins():
-    """With an ARI window the due time lies inside it, whatever the lifetime says."""
+    """With an ARI window before the lifetime rule's time the due time lies inside it."""
     ari = AriWindow(start=T0 + timedelta(days=10), end=T0 + timedelta(days=12))
     assert renewal_due_at(T0, T0 + timedelta(days=90), ari, jitter=0.0) == ari.start
     assert renewal_due_at(T0, T0 + timedelta(days=90), ari, jitter=0.5) == T0 + timedelta(days=11)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.testing import MemoryReactorClock
 
-from jobhost.config import load_config, parse_config, parse_duration
+from jobhost.config import IssuerConfig, load_config, parse_config, parse_duration
 from jobhost.errors import ConfigError
 from jobhost.hostnames import parse_resolver
 from jobhost.preflight import Preflight
@@ -73,6 +73,24 @@ def test_empty_file_names_preflight(tmp_path):
         ({"renewal": {"backoff": []}}, "[renewal] backoff: expected at least one delay"),
         ({"nonsense": {}}, "[nonsense]: unknown section"),
         ({"tls": "big"}, "[tls]: expected a table"),
+        ({"acme": {"issuers": [{"directory": "https://a.test/dir"}, {"directory": "my-ca"}]}},
+         '[acme.issuers][1] directory: expected "letsencrypt", "letsencrypt-staging" or a directory URL, got "my-ca"'),
+        ({"acme": {"issuers": [{"name": "a"}]}}, "[acme.issuers][0] directory: missing; every issuer needs its directory"),
+        ({"acme": {"issuers": [{"directory": "letsencrypt", "key_type": "dsa"}]}},
+         "[acme.issuers][0] key_type: expected one of"),
+        ({"acme": {"issuers": [{"directory": "letsencrypt", "contact": ["mailto:a@b.c"]}]}},
+         "[acme.issuers][0] contact: unknown key; expected one of account_key_type, ca_bundle, directory,"),
+        ({"acme": {"issuers": [{"directory": "letsencrypt", "name": " "}]}},
+         "[acme.issuers][0] name: expected a non-empty string"),
+        ({"acme": {"issuers": [{"directory": "letsencrypt", "name": "x"}, {"directory": "https://b.test/dir", "name": "x"}]}},
+         '[acme.issuers][1] name: "x" is already the name of issuer 0'),
+        ({"acme": {"issuers": [{"directory": "letsencrypt", "name": "x"}, {"directory": "letsencrypt", "name": "y"}]}},
+         '[acme.issuers][1] directory: issuer 0 already uses "https://acme-v02.api.letsencrypt.org/directory"'),
+        ({"acme": {"issuers": []}}, "[acme] issuers: expected at least one issuer"),
+        ({"acme": {"issuers": {"directory": "letsencrypt"}}}, "[acme] issuers: expected [[acme.issuers]] tables"),
+        ({"acme": {"issuers": [{"directory": "letsencrypt"}, "zerossl"]}}, "[acme] issuers: expected [[acme.issuers]] tables"),
+        ({"acme": {"directory": "letsencrypt", "issuers": [{"directory": "letsencrypt"}]}},
+         "[acme] directory: set directory in each [[acme.issuers]] entry instead"),
     ],
 )
 def test_errors_name_the_key_path(document, message):
@@ -513,3 +531,54 @@ def test_public_admin_allowed_when_the_config_says_so(tmp_path):
     )
     assert config.admin.allow_public is True
     assert config.listen.admin == "tcp:8081"
+
+
+def test_a_single_acme_section_is_a_list_of_one_issuer(tmp_path):
+    """Without [[acme.issuers]], [acme]'s own keys make the one issuer, named after its directory."""
+    config = parse_config(
+        {"preflight": {"addresses": ["127.0.0.1"]},
+         "acme": {"directory": "https://ca.test/dir", "ca_bundle": "ca.pem", "key_type": "rsa-2048",
+                  "eab_kid": "k", "eab_hmac_key": "h", "preferred_chain": "Root X", "profile": "classic"}},
+        tmp_path,
+    )
+    (issuer,) = config.acme.issuers
+    assert issuer == IssuerConfig(
+        name="https://ca.test/dir", directory="https://ca.test/dir", ca_bundle=str(tmp_path / "ca.pem"),
+        key_type="rsa-2048", eab_kid="k", eab_hmac_key="h", preferred_chain="Root X", profile="classic",
+    )
+    assert issuer.eab == ("k", "h") and config.acme.directory_url == "https://ca.test/dir"
+    assert parse_config({"preflight": {"addresses": ["127.0.0.1"]}}, tmp_path).acme.issuers[0].directory_url == (
+        "https://acme-staging-v02.api.letsencrypt.org/directory")
+
+
+def test_issuers_in_order_each_with_its_own_keys_and_the_rest_from_acme(tmp_path):
+    """[[acme.issuers]] entries keep their order; a key an entry leaves out takes [acme]'s value; paths resolve."""
+    text = """
+[preflight]
+addresses = ["127.0.0.1"]
+[acme]
+ca_bundle = "shared-ca.pem"
+key_type = "rsa-2048"
+contact = ["mailto:ops@example.com"]
+[[acme.issuers]]
+name = "le"
+directory = "letsencrypt"
+preferred_chain = "ISRG Root X1"
+[[acme.issuers]]
+directory = "https://acme.zerossl.test/v2/DV90"
+ca_bundle = "zerossl-ca.pem"
+eab_kid = "kid-2"
+eab_hmac_key = "aG1hYw"
+key_type = "ecdsa-p384"
+"""
+    path = tmp_path / "jobhost.toml"
+    path.write_text(text)
+    config = load_config(path, base_dir=tmp_path)
+    first, second = config.acme.issuers
+    assert (first.name, first.directory_url, first.ca_bundle, first.key_type, first.preferred_chain, first.eab) == (
+        "le", "https://acme-v02.api.letsencrypt.org/directory", str(tmp_path / "shared-ca.pem"), "rsa-2048",
+        "ISRG Root X1", None)
+    assert (second.name, second.ca_bundle, second.key_type, second.preferred_chain, second.eab) == (
+        "https://acme.zerossl.test/v2/DV90", str(tmp_path / "zerossl-ca.pem"), "ecdsa-p384", None, ("kid-2", "aG1hYw"))
+    assert config.acme.directory_url == first.directory_url
+    assert config.acme.contact == ("mailto:ops@example.com",)

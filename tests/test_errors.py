@@ -85,7 +85,10 @@ DNS_TIMEOUT = PreflightReason(ReasonCode.DNS_TIMEOUT, "the DNS did not answer fo
             AcmeTransportError("connection refused", url="https://ca.test/dir"),
             "cannot talk to the CA at https://ca.test/dir: connection refused",
         ),
-        (AuthorizationFailed("jobs.example.com", "deactivated"), "authorization for jobs.example.com is deactivated"),
+        (AuthorizationFailed("jobs.example.com", "deactivated"),
+         "authorization for jobs.example.com is deactivated: the CA gave no reason"),
+        (AuthorizationFailed("jobs.example.com", "invalid", challenges=("http-01 invalid", "dns-01 pending")),
+         "authorization for jobs.example.com is invalid: the CA gave no reason (challenges: http-01 invalid, dns-01 pending)"),
         (
             AuthorizationFailed(
                 "jobs.example.com", "invalid", AcmeProblem(ACME + "connection", "no answer on port 80", 400)

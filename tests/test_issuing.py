@@ -15,18 +15,20 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from jobhost.acme.resources import ari_cert_id
-from jobhost.certs import AriWindow, renewal_time
+from jobhost.certs import AriWindow, load_private_key, renewal_time
 from jobhost.config import AcmeConfig, RenewalConfig
 from jobhost.domains import DomainService
 from jobhost.errors import (
     AcmeProblem,
+    AcmeTimeout,
     AcmeTransportError,
+    AcmeUnsupported,
     AuthorizationFailed,
     PreflightFailed,
     SelfCheckFailed,
     StoreError,
 )
-from jobhost.issuing import IssuingService, StoreResponder, default_holder, describe_failure, log_panic
+from jobhost.issuing import Issuer, IssuingService, StoreResponder, falls_back, default_holder, describe_failure, log_panic
 from jobhost.metrics import Metrics
 from jobhost.preflight import IPreflight, PreflightReason, PreflightResult, ReasonCode
 from jobhost.retry import backoff_delay
@@ -1029,13 +1031,14 @@ def test_issuance_and_renewal_are_logged_for_the_operator(ca):
     new = h.store.certificates[HOST]
     assert messages(events) == [
         f"Using ACME account {h.client.account_url} at {h.client.directory_url}",
-        f"Issued certificate for {HOST}, expires {to_iso(new.not_after)}, renewal due {to_iso(renewal_time(new))}",
+        f"Issued certificate for {HOST} from {h.client.directory_url}, expires {to_iso(new.not_after)}, "
+        f"renewal due {to_iso(renewal_time(new))}",
     ]
     with capturedLogs() as events:
         h.service.renew_now(HOST)
     renewed = h.store.certificates[HOST]
     assert messages(events) == [
-        f"Renewed certificate for {HOST}, expires {to_iso(renewed.not_after)}, "
+        f"Renewed certificate for {HOST} from {h.client.directory_url}, expires {to_iso(renewed.not_after)}, "
         f"renewal due {to_iso(renewal_time(renewed))}",
     ]
 
@@ -1726,3 +1729,232 @@ def test_only_registrations_on_the_change_feed_kick(ca):
     _store_tool(h.clock, h.store, "add-domain", "careers.acme-corp.test")
     h.clock.advance(2.0)
     assert h.client.orders == [] and poller.polls == 4
+
+
+# -- issuer fallback ([[acme.issuers]]) ----------------------------------------------------------------
+
+A_URL = "https://ca-a.invalid/directory"
+B_URL = "https://ca-b.invalid/directory"
+
+
+@pytest.fixture(scope="module")
+def ca_b():
+    return TestCA.create("second test CA")
+
+
+class TwoIssuers(Harness):
+    """A harness whose service has two issuers: "a" (the preferred) and "b", each its own fake CA."""
+
+    def __init__(self, ca, ca_b, **kwargs):
+        clock = clock_at_t0()
+        self.a = FakeAcmeClient(ca=ca, clock=clock, directory_url=A_URL)
+        self.b = FakeAcmeClient(ca=ca_b, clock=clock, directory_url=B_URL)
+        self.ca_a, self.ca_b = ca, ca_b
+        self.metrics = Metrics()
+        issuers = (
+            Issuer(name="a", client=self.a, directory_url=A_URL),
+            Issuer(name="b", client=self.b, directory_url=B_URL, key_type="ecdsa-p384", profile="tlsserver"),
+        )
+        super().__init__(ca, clock=clock, client=self.a, issuers=issuers, metrics=self.metrics, **kwargs)
+
+    def issued_by(self, ca) -> bool:
+        """Whether the stored certificate chains to ``ca``'s intermediate."""
+        return self.store.certificates[HOST].issuer == ca.intermediate.subject.rfc4514_string()
+
+    def orders(self, issuer, outcome):
+        return self.metrics.registry.get_sample_value("jobhost_acme_orders_total", {"issuer": issuer, "outcome": outcome})
+
+
+@pytest.mark.parametrize(
+    "error, outcome",
+    [
+        (AcmeTransportError("connection refused", url=A_URL), "unreachable"),
+        (rate_limited(3600.0), "rate_limited"),
+        (AcmeProblem(type=ACME + "rejectedIdentifier", detail="policy forbids this name", status=400), "refused"),
+        (AcmeProblem(type=ACME + "serverInternal", detail="down for maintenance", status=503), "failed"),
+    ],
+)
+def test_a_failure_another_ca_may_not_have_sends_the_next_attempt_to_the_next_issuer_at_once(ca, ca_b, error, outcome):
+    """Unreachable, rate-limited, refused for good or erroring at the first issuer: the hostname is issued by the
+    second right away, with that issuer's settings, and its certificate names that issuer."""
+    h = TwoIssuers(ca, ca_b)
+    h.a.failures = [error]
+    h.register()
+    h.service.startService()
+    assert h.record().state == DomainState.ACTIVE
+    certificate = h.store.certificates[HOST]
+    assert (certificate.acme_issuer, certificate.directory_url) == ("b", B_URL)
+    assert h.issued_by(ca_b)
+    assert load_private_key(certificate.key_pem).curve.name == "secp384r1"
+    assert h.b.orders[-1]["profile"] == "tlsserver"
+    assert h.store.accounts[B_URL].account_url == h.b.account_url  # an account per issuer
+    assert [c.state for c in h.record().history][-4:] == [
+        DomainState.ISSUING, DomainState.FAILING, DomainState.ISSUING, DomainState.ACTIVE]
+    assert (h.orders("a", outcome), h.orders("b", "issued")) == (1, 1)
+    assert len(h.a.orders) == 1 and len(h.b.orders) == 1
+
+
+def test_the_failed_issuer_and_the_next_one_are_kept_in_last_error(ca, ca_b):
+    """While the second issuer works, the record says which issuer failed, with what, and which one is next."""
+    h = TwoIssuers(ca, ca_b)
+    h.a.failures = [rate_limited(3600.0)]
+    h.b.pause()
+    h.register()
+    h.service.startService()
+    record = h.record()
+    assert record.state == DomainState.ISSUING
+    assert (record.last_error["issuer"], record.last_error["next_issuer"]) == ("a", "b")
+    assert record.last_error["code"] == "rateLimited" and record.last_error["retryable"] is True
+    assert record.unpause_url is None  # not paused: it is not waiting for the first CA
+    h.b.resume()
+    assert h.record().state == DomainState.ACTIVE and h.record().last_error is None
+
+
+def test_errors_every_ca_would_meet_stay_with_the_same_issuer_on_the_usual_backoff(ca, ca_b):
+    """A failed self-check says nothing about the CA: the next attempt goes to the same issuer, after the backoff."""
+    h = TwoIssuers(ca, ca_b)
+    h.a.failures = [rate_limited(5.0)]
+    h.b.failures = [SelfCheckFailed(hostname=HOST, url="http://x/", reason="connection refused")]
+    h.register()
+    h.service.startService()
+    record = h.record()
+    assert record.state == DomainState.FAILING
+    assert (record.last_error["issuer"], record.last_error["next_issuer"]) == ("b", "b")
+    assert record.next_attempt == h.now() + timedelta(seconds=backoff_delay(2, h.service.backoff, 0.0))
+    assert h.orders("b", "not_ordered") == 1
+    h.clock.advance((record.next_attempt - h.now()).total_seconds())
+    assert h.record().state == DomainState.ACTIVE and h.issued_by(ca_b)
+    assert len(h.a.orders) == 1
+
+
+def test_after_the_last_issuer_the_first_is_tried_again_after_the_backoff(ca, ca_b):
+    """Both CAs unreachable: no tight loop; the next attempt goes back to the first issuer on the backoff."""
+    h = TwoIssuers(ca, ca_b)
+    h.a.failures = [AcmeTransportError("down", url=A_URL)]
+    h.b.failures = [AcmeTransportError("down", url=B_URL)]
+    h.register()
+    h.service.startService()
+    record = h.record()
+    assert record.state == DomainState.FAILING and record.attempts == 2
+    assert (record.last_error["issuer"], record.last_error["next_issuer"]) == ("b", "a")
+    assert record.next_attempt == h.now() + timedelta(seconds=backoff_delay(2, h.service.backoff, 0.0))
+    assert (len(h.a.orders), len(h.b.orders)) == (1, 1)
+    h.clock.advance((record.next_attempt - h.now()).total_seconds())
+    assert h.record().state == DomainState.ACTIVE and h.issued_by(ca)
+    assert h.store.certificates[HOST].acme_issuer == "a"
+
+
+def test_a_permanent_failure_at_the_last_issuer_parks_the_hostname(ca, ca_b):
+    """Refused for good by both CAs: parked as with one CA, and an operator's renewal starts with the first again."""
+    refused = AcmeProblem(type=ACME + "rejectedIdentifier", detail="no", status=400)
+    h = TwoIssuers(ca, ca_b)
+    h.a.failures = [refused]
+    h.b.failures = [refused]
+    h.register()
+    h.service.startService()
+    record = h.record()
+    assert record.parked and record.next_attempt is None
+    assert record.last_error["next_issuer"] == "a"
+    h.service.renew_now(HOST)
+    assert h.record().state == DomainState.ACTIVE and h.issued_by(ca)
+
+
+def test_renewal_goes_back_to_the_first_issuer_and_asks_the_issuing_ca_for_renewal_info(ca, ca_b):
+    """A certificate from the second CA: its ARI window comes from that CA, and its renewal is ordered from
+    the first one again (without ``replaces``, which names a certificate the first CA never issued)."""
+    h = TwoIssuers(ca, ca_b)
+    h.b.renewal_window = AriWindow(start=T0 + timedelta(days=40), end=T0 + timedelta(days=41))
+    h.a.failures = [AcmeTransportError("down", url=A_URL)]
+    h.register()
+    h.service.startService()
+    from_b = h.store.certificates[HOST]
+    assert from_b.acme_issuer == "b" and from_b.ari is not None and from_b.ari.start == T0 + timedelta(days=40)
+    h.service.renew_now(HOST)
+    renewed = h.store.certificates[HOST]
+    assert renewed.acme_issuer == "a" and h.issued_by(ca)
+    assert h.a.orders[-1]["replaces"] is None
+    assert renewed.ari is None  # the first fake CA offers no renewal information
+
+
+def test_issuer_of_a_record_from_before_issuers_had_names(ca, ca_b):
+    """A certificate record without ``acme_issuer`` belongs to the issuer with its directory, else the first."""
+    h = TwoIssuers(ca, ca_b)
+    key_pem, chain_pem = ca.issue(HOST)
+    base = certificate_record(HOST, key_pem, chain_pem, directory_url=B_URL)
+    assert h.service.issuer_of(base).name == "b"
+    assert h.service.issuer_of(attrs.evolve(base, directory_url=None)).name == "a"
+    assert h.service.issuer_of(attrs.evolve(base, directory_url="https://gone.invalid/dir")).name == "a"
+    assert h.service.issuer_of(attrs.evolve(base, acme_issuer="b", directory_url=None)).name == "b"
+
+
+def test_one_issuer_behaves_as_before(ca):
+    """Without issuers the service makes one from its own settings: a rate limit still pauses the hostname."""
+    h = Harness(ca)
+    assert [i.name for i in h.service.issuers] == [h.client.directory_url]
+    h.client.failures = [rate_limited(100.0)]
+    h.register()
+    h.service.startService()
+    assert h.record().state == DomainState.PAUSED
+    assert h.record().last_error["next_issuer"] == h.client.directory_url
+
+
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (AcmeTransportError("connection refused"), True),
+        (AcmeTimeout(url="https://ca/authz/1", status="pending", seconds=300.0), True),
+        (AcmeUnsupported("profile", "shortlived", ("classic",), A_URL), True),
+        (rate_limited(60.0), True),
+        (AcmeProblem(type=ACME + "serverInternal", detail="oops", status=500), True),
+        (AcmeProblem(type=ACME + "serverInternal", detail="odd", status=499), False),
+        (AcmeProblem(type=ACME + "badNonce", detail="stale", status=400), False),
+        (AcmeProblem(type=ACME + "rejectedIdentifier", detail="policy", status=400), True),
+        (AcmeProblem(type=ACME + "badCSR", detail="our CSR", status=400), False),
+        (AcmeProblem(type=ACME + "caa", detail="CAA forbids", status=403), False),
+        (AuthorizationFailed(HOST, "invalid", AcmeProblem(type=ACME + "rejectedIdentifier", status=400)), True),
+        (AuthorizationFailed(HOST, "invalid", AcmeProblem(type=ACME + "connection", status=400)), False),
+        (AuthorizationFailed(HOST, "invalid"), False),
+        (SelfCheckFailed(hostname=HOST, url="http://x/", reason="refused"), False),
+        (PreflightFailed(hostname=HOST), False),
+        (StoreError("disk full"), False),
+    ],
+    ids=lambda v: getattr(v, "type", type(v).__name__).rpartition(":")[2] + str(getattr(v, "status", ""))
+    if isinstance(v, Exception) else str(v),
+)
+def test_which_failures_send_the_next_attempt_to_the_next_issuer(error, expected):
+    """Unreachable, slow, erroring (5xx), rate-limiting or refusing-for-good CAs fall back; what every CA
+    would meet alike (our CSR, the customer's DNS, CAA, the self-check, the store, a transient problem) does not."""
+    assert falls_back(error) is expected
+
+
+def test_falling_back_is_reported_like_a_failure(ca, ca_b):
+    """Moving on to the next issuer tells the events sink (failing), counts the failure and the rate limit,
+    marks the CA unreachable when it was, and logs one warning naming both issuers."""
+    sent = []
+
+    class Sink:
+        def notify(self, event, record, certificate):
+            sent.append((event, (record.last_error or {}).get("code")))
+
+    h = TwoIssuers(ca, ca_b, events=Sink())
+    h.a.failures = [rate_limited(60.0)]
+    h.b.pause()
+    h.register()
+    with capturedLogs() as events:
+        h.service.startService()
+    assert sent == [("failing", "rateLimited")]
+    value = h.metrics.registry.get_sample_value
+    assert value("jobhost_issuance_failures_total", {"reason": "rateLimited"}) == 1
+    assert value("jobhost_rate_limited_total") == 1
+    assert h.service.ca_reachable is None
+    assert messages(events, LogLevel.warn) == [
+        f"Certificate for {HOST} failed at a: CA problem rateLimited (HTTP 429): too many; trying b next"]
+    h.b.resume()
+    assert sent[-1][0] == "active"
+    h2 = TwoIssuers(ca, ca_b)
+    h2.a.failures = [AcmeTransportError("down", url=A_URL)]
+    h2.b.pause()
+    h2.register()
+    h2.service.startService()
+    assert h2.service.ca_reachable is False
+    assert h2.metrics.registry.get_sample_value("jobhost_rate_limited_total") == 0

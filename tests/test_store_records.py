@@ -9,6 +9,7 @@ from store_contract import T0, make_account, make_certificate, shared_ca
 from jobhost.certs import AriWindow
 from jobhost.store.records import (
     Account,
+    CertificateRecord,
     ChangeKind,
     DomainRecord,
     DomainState,
@@ -100,3 +101,15 @@ def test_private_keys_never_show_in_a_repr():
         assert "PRIVATE KEY" not in repr(record)
         assert "key_pem" not in repr(record)
     assert Account.from_json(account.to_json()) == account
+
+
+def test_a_certificate_record_keeps_its_issuer_and_old_records_without_one_still_load():
+    """``acme_issuer`` survives to_json/from_json and shows in the public facts; a record written before
+    issuers had names (no such key) loads with None, which the issuing service reads as the first issuer."""
+    record = attrs.evolve(make_certificate("a.example.com"), acme_issuer="second-ca", directory_url="https://b/dir")
+    doc = record.to_json()
+    assert doc["acme_issuer"] == "second-ca"
+    assert CertificateRecord.from_json(doc) == record
+    assert record.public_json()["acme_issuer"] == "second-ca"
+    del doc["acme_issuer"]
+    assert CertificateRecord.from_json(doc).acme_issuer is None

@@ -371,10 +371,35 @@ def test_self_check_disabled(tmp_path):
 def test_external_account_binding_needs_both_values(tmp_path):
     """[acme] eab_kid and eab_hmac_key reach the issuing service together; one of them alone is not EAB."""
     both = _parts(tmp_path / "both", acme={"eab_kid": "kid-1", "eab_hmac_key": "aG1hYy1rZXk"})
-    assert both.issuing.eab == ("kid-1", "aG1hYy1rZXk")
+    assert both.issuing.issuers[0].eab == ("kid-1", "aG1hYy1rZXk")
     kid_only = _parts(tmp_path / "kid", acme={"eab_kid": "kid-1"})
-    assert kid_only.issuing.eab is None
-    assert _parts(tmp_path / "none").issuing.eab is None
+    assert kid_only.issuing.issuers[0].eab is None
+    assert _parts(tmp_path / "none").issuing.issuers[0].eab is None
+
+
+def test_each_issuer_gets_its_own_client_account_settings_and_chain(tmp_path):
+    """[[acme.issuers]]: one issuer per entry, in order, each with its own client, directory, EAB,
+    key types, profile and preferred chain; keys an entry leaves out come from [acme]."""
+    parts = _parts(tmp_path, acme={
+        "key_type": "rsa-2048", "profile": "classic",
+        "issuers": [
+            {"name": "le", "directory": "letsencrypt", "preferred_chain": "ISRG Root X1"},
+            {"name": "zerossl", "directory": "https://acme.zerossl.test/v2/DV90", "eab_kid": "kid-2",
+             "eab_hmac_key": "aG1hYw", "key_type": "ecdsa-p384", "account_key_type": "rsa-2048",
+             "profile": "tlsserver"},
+        ],
+    })
+    first, second = parts.issuing.issuers
+    assert (first.name, first.directory_url) == ("le", "https://acme-v02.api.letsencrypt.org/directory")
+    assert (first.key_type, first.account_key_type, first.eab, first.profile) == (
+        "rsa-2048", "ecdsa-p256", None, "classic")
+    assert (second.name, second.directory_url) == ("zerossl", "https://acme.zerossl.test/v2/DV90")
+    assert (second.key_type, second.account_key_type, second.eab, second.profile) == (
+        "ecdsa-p384", "rsa-2048", ("kid-2", "aG1hYw"), "tlsserver")
+    assert first.client.directory_url == first.directory_url and second.client.directory_url == second.directory_url
+    assert first.client is not second.client and first.client.pool is not second.client.pool
+    assert (first.client.preferred_chain, second.client.preferred_chain) == ("ISRG Root X1", None)
+    assert parts.issuing.client is first.client and parts.issuing.directory_url == first.directory_url
 
 
 def test_lease_holder_is_the_node_id_or_the_host_name(tmp_path):

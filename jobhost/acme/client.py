@@ -140,6 +140,8 @@ class AcmeClient:
     _transport: JWSTransport = attrs.field(init=False, repr=False)
     _directory: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
     _directory_waiters: list[Deferred] | None = attrs.field(default=None, init=False, repr=False)
+    #: The CA answered a deactivation with malformed (said once in the log).
+    _deactivation_refused: bool = attrs.field(default=False, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._transport = JWSTransport(
@@ -449,18 +451,29 @@ class AcmeClient:
         return current
 
     @inlineCallbacks
-    def poll_authorization(self, url: str) -> Any:
+    def poll_authorization(self, url: str, challenge_url: str | None = None) -> Any:
         """Poll an authorization until it leaves ``pending`` (honouring ``Retry-After``).
+
+        With ``challenge_url`` (the challenge we answered), a ``pending`` authorization
+        whose challenge carries an ``error`` ends the polling at once: some CAs leave a
+        challenge whose validation failed ``pending`` with the problem attached and never
+        retry it (RFC 8555 section 8.2 lets a CA retry, but then it clears the error or
+        moves on), and waiting out ``poll_timeout`` would only hide their answer.
 
         Returns:
             Deferred firing with the ``valid`` :class:`AcmeAuthorization`;
-            failing with :class:`AuthorizationFailed` (any other final status,
-            with the CA's problem), :class:`AcmeTimeout` after ``poll_timeout``,
+            failing with :class:`AuthorizationFailed` (any other final status, or
+            ``pending`` with a failed challenge, with the CA's problem or, when it gave
+            none, the challenges' states), :class:`AcmeTimeout` after ``poll_timeout``,
             :class:`AcmeProblem` or :class:`AcmeTransportError`.
         """
-        authz = yield self._poll(lambda: self.authorization(url), lambda a: a.status == "pending", url)
+
+        def waiting(a: AcmeAuthorization) -> bool:
+            return a.status == "pending" and (challenge_url is None or a.challenge_problem(challenge_url) is None)
+
+        authz = yield self._poll(lambda: self.authorization(url), waiting, url)
         if authz.status != "valid":
-            raise AuthorizationFailed(authz.hostname, authz.status, authz.problem())
+            raise AuthorizationFailed(authz.hostname, authz.status, authz.problem(), challenges=authz.challenge_states())
         return authz
 
     @inlineCallbacks
@@ -722,14 +735,14 @@ class AcmeClient:
         # The CA is validating now: deactivate it on failure only if it is still pending when we give up.
         statuses[authz.url] = "processing"
         try:
-            result = yield self.poll_authorization(authz.url)
+            result = yield self.poll_authorization(authz.url, challenge_url)
         except AuthorizationFailed as failed:
             statuses[authz.url] = failed.status
             self.log.warn(
                 "Authorization for {hostname} is {status}: {problem}",
                 hostname=authz.hostname,
                 status=failed.status,
-                problem=failed.problem.describe() if failed.problem else None,
+                problem=failed.reason(),
             )
             raise
         except AcmeTimeout:
@@ -745,6 +758,18 @@ class AcmeClient:
                 continue
             try:
                 yield self.deactivate_authorization(url)
+            except AcmeProblem as e:
+                if e.code != "malformed":
+                    self.log.warn("Could not deactivate authorization {authz_url}: {error}", authz_url=url, error=str(e))
+                elif not self._deactivation_refused:
+                    # Some CAs do not implement deactivation and answer malformed every time: say
+                    # so once, not as a warning per failed attempt (the authorization just expires).
+                    self._deactivation_refused = True
+                    self.log.info(
+                        "The CA at {directory_url} refuses to deactivate authorizations ({error}); an abandoned "
+                        "authorization expires on its own (said once)",
+                        directory_url=self.directory_url, error=str(e),
+                    )
             except Exception as e:
                 self.log.warn("Could not deactivate authorization {authz_url}: {error}", authz_url=url, error=str(e))
 

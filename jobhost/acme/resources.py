@@ -87,6 +87,18 @@ class AcmeAuthorization:
                 return problem_from_document(error, url=doc.get("url"))
         return None
 
+    def challenge_problem(self, challenge_url: str) -> AcmeProblem | None:
+        """The problem document of the challenge at ``challenge_url``, or None when it has none."""
+        for doc in self.challenges:
+            error = doc.get("error")
+            if doc.get("url") == challenge_url and isinstance(error, Mapping):
+                return problem_from_document(error, url=challenge_url)
+        return None
+
+    def challenge_states(self) -> tuple[str, ...]:
+        """What is known without a problem document: each challenge as ``"<type> <status>"``."""
+        return tuple(f"{doc.get('type', '?')} {doc.get('status', '?')}" for doc in self.challenges)
+
 
 @attrs.frozen
 class IssuedChain:

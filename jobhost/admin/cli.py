@@ -247,6 +247,8 @@ def format_domain(d: dict[str, Any]) -> str:
             f"  SHA-256:     {c['fingerprint_sha256']}",
             f"  Names:       {', '.join(c.get('names', []))}",
         ]
+        if c.get("acme_issuer"):
+            lines.append(f"  From:        {c['acme_issuer']} ({c.get('directory_url') or 'directory unknown'})")
         if c.get("ari"):
             lines.append(f"  Renew in:    {c['ari']['start']} .. {c['ari']['end']} (CA's window)")
     else:

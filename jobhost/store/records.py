@@ -201,6 +201,9 @@ class CertificateRecord(ParsedCertificate):
         account_url: The ACME account that ordered it, when jobhost did.
         ari_cert_id: The RFC 9773 certificate identifier, when computed.
         ari: The CA's latest renewal window, when it offers ARI.
+        acme_issuer: The name of the configured issuer (``[[acme.issuers]] name``) it came
+            from; None in records written before issuers had names, which means the
+            issuer whose directory is ``directory_url``, else the first one.
     """
 
     hostname: str = attrs.field(kw_only=True)
@@ -208,6 +211,7 @@ class CertificateRecord(ParsedCertificate):
     account_url: str | None = None
     ari_cert_id: str | None = None
     ari: AriWindow | None = None
+    acme_issuer: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The stored form: only the PEM and the facts that cannot be derived from it."""
@@ -219,6 +223,7 @@ class CertificateRecord(ParsedCertificate):
             "account_url": self.account_url,
             "ari_cert_id": self.ari_cert_id,
             "ari": self.ari.to_json() if self.ari else None,
+            "acme_issuer": self.acme_issuer,
         }
 
     @classmethod
@@ -231,6 +236,7 @@ class CertificateRecord(ParsedCertificate):
             account_url=doc.get("account_url"),
             ari_cert_id=doc.get("ari_cert_id"),
             ari=AriWindow.from_json(doc["ari"]) if doc.get("ari") else None,
+            acme_issuer=doc.get("acme_issuer"),
         )
 
     def public_json(self) -> dict[str, Any]:
@@ -244,6 +250,7 @@ class CertificateRecord(ParsedCertificate):
             "fingerprint_sha256": self.fingerprint,
             "names": list(self.names),
             "directory_url": self.directory_url,
+            "acme_issuer": self.acme_issuer,
             "ari": self.ari.to_json() if self.ari else None,
         }
 
@@ -257,6 +264,7 @@ def certificate_record(
     account_url: str | None = None,
     ari_cert_id: str | None = None,
     ari: AriWindow | None = None,
+    acme_issuer: str | None = None,
 ) -> CertificateRecord:
     """Parse and check key + chain into a :class:`CertificateRecord` for ``hostname``.
 
@@ -275,6 +283,7 @@ def certificate_record(
         account_url=account_url,
         ari_cert_id=ari_cert_id,
         ari=ari,
+        acme_issuer=acme_issuer,
     )
 
 

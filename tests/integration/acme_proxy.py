@@ -12,6 +12,11 @@ and:
 - records every ``newOrder`` payload (to check ``replaces`` and ``profile``)
   and can answer the next K of them with a ``rateLimited`` problem and
   ``Retry-After: N`` instead of forwarding them;
+- plays other CAs' habits: :attr:`~AcmeDirectoryProxy.rewrite_json` rewrites
+  Pebble's JSON answers (a challenge left ``pending`` with an ``error``, an
+  ``invalid`` authorization without a problem), and
+  :attr:`~AcmeDirectoryProxy.answer_post` answers chosen POSTs itself (a CA
+  that refuses deactivation as ``malformed``);
 - forwards everything else, bodies unchanged.
 
 Why the JWS signatures stay valid: Pebble builds every URL it hands out from
@@ -106,6 +111,11 @@ class AcmeDirectoryProxy:
         ari_explanation_url: Sent as ``explanationURL`` when set.
         new_orders: Every ``newOrder`` payload received, decoded, in order.
         renewal_info_requests: Every certificate ID asked about, in order.
+        rewrite_json: ``(path, doc) -> doc`` applied to every JSON object Pebble answers
+            with (before URLs are rewritten), or None.
+        answer_post: ``(path, payload) -> (status, problem document) | None``: called
+            for every POST with its decoded JWS payload (None for POST-as-GET); a
+            tuple is answered as a problem instead of forwarding, None forwards.
     """
 
     log = Logger()
@@ -124,6 +134,8 @@ class AcmeDirectoryProxy:
     ari_explanation_url: str | None = None
     new_orders: list[dict[str, Any]] = attrs.field(factory=list)
     renewal_info_requests: list[str] = attrs.field(factory=list)
+    rewrite_json: Any = None
+    answer_post: Any = None
     _new_order_path: bytes | None = attrs.field(default=None, repr=False)
     _rate_limited: int = attrs.field(default=0, repr=False)
     _rate_limit_retry_after: int = attrs.field(default=0, repr=False)
@@ -219,6 +231,13 @@ class AcmeDirectoryProxy:
         if request.method == b"GET" and path.startswith(b"/renewalInfo/"):
             self._renewal_info(request, path[len(b"/renewalInfo/"):].decode("ascii"))
             return
+        if request.method == b"POST" and self.answer_post is not None:
+            encoded = json.loads(body).get("payload", "")
+            answer = self.answer_post(path.decode("ascii"), json.loads(_b64decode(encoded)) if encoded else None)
+            if answer is not None:
+                status, problem = answer
+                self._respond(request, status, {b"Content-Type": [b"application/problem+json"]}, json.dumps(problem).encode())
+                return
         if request.method == b"POST" and self._new_order_path is not None and path == self._new_order_path:
             jws = json.loads(body)
             self.new_orders.append(json.loads(_b64decode(jws["payload"])))
@@ -243,6 +262,9 @@ class AcmeDirectoryProxy:
             directory["renewalInfo"] = self.base_url + "/renewalInfo/"
             directory.setdefault("meta", {})["profiles"] = dict(self.profiles)
             content = json.dumps(directory, indent=2).encode()
+        elif self.rewrite_json is not None and content[:1] == b"{":
+            doc = json.loads(content)
+            content = json.dumps(self.rewrite_json(path.decode("ascii"), doc)).encode()
         out: dict[bytes, list[bytes]] = {}
         for name, values in response.headers.getAllRawHeaders():
             if name.lower() not in _HOP_BY_HOP:

@@ -346,3 +346,98 @@ class ProxiedPebbleTests(_PebbleCase):
         self.assertEqual(problem.links["help"], (self.proxy.base_url + "/docs/rate-limits",))
         chain = yield self.obtain(self.client, ["busy.acme-corp.test"])
         _verify_chain(chain.chain_pem, self.pebble.root_pem(0), "busy.acme-corp.test")
+
+
+def _pending_with_error(path: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """A CA that leaves a failed challenge (and its authorization) ``pending``, with the problem attached."""
+    if doc.get("status") == "invalid" and "challenges" in doc:
+        doc["status"] = "pending"
+        for challenge in doc["challenges"]:
+            if challenge.get("status") == "invalid":
+                challenge["status"] = "pending"
+    return doc
+
+
+def _invalid_without_problem(path: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """A CA that marks an authorization ``invalid`` and says nothing about why."""
+    if doc.get("status") == "invalid" and "challenges" in doc:
+        for challenge in doc["challenges"]:
+            challenge.pop("error", None)
+    return doc
+
+
+class CaHabitTests(_PebbleCase):
+    """Habits of RFC 8555 servers other than Pebble, played by the directory proxy in front of it."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.proxy = AcmeDirectoryProxy.start(reactor, self.pebble)
+        self.addCleanup(self.proxy.stop)
+        self.client = self.make_client(self.proxy.directory_url, poll_timeout=60.0)
+
+    def lines(self, level: Any = None) -> list[str]:
+        from twisted.logger import formatEvent
+
+        return [formatEvent(e) for e in self.events if level is None or e.get("log_level") == level]
+
+    @inlineCallbacks
+    def test_a_pending_challenge_with_an_error_ends_the_attempt_at_once(self) -> None:
+        """A challenge left pending with the CA's problem ends the attempt with that problem, without polling
+        out the 60 s poll timeout (AcmeTimeout, the problem lost)."""
+        from jobhost.issuing import describe_failure
+        from twisted.python.failure import Failure
+
+        yield self.register()
+        self.responder.corrupt = True
+        self.proxy.rewrite_json = _pending_with_error
+        started = reactor.seconds()
+        error = yield self.assertFailure(self.obtain(self.client, ["stuck.acme-corp.test"]), AuthorizationFailed)
+        self.assertLess(reactor.seconds() - started, 20.0)
+        self.assertEqual((error.hostname, error.status, error.problem.code), ("stuck.acme-corp.test", "pending", "unauthorized"))
+        self.assertEqual(describe_failure(Failure(error))["problem"]["type"], "urn:ietf:params:acme:error:unauthorized")
+
+    @inlineCallbacks
+    def test_an_invalid_authorization_without_a_problem_says_what_is_known(self) -> None:
+        """An authorization marked invalid with no problem document is reported as "the CA gave no reason"
+        with the challenges' states, never as "None"."""
+        yield self.register()
+        self.responder.corrupt = True
+        self.proxy.rewrite_json = _invalid_without_problem
+        error = yield self.assertFailure(self.obtain(self.client, ["mute.acme-corp.test"]), AuthorizationFailed)
+        self.assertIsNone(error.problem)
+        self.assertEqual(str(error), "authorization for mute.acme-corp.test is invalid: the CA gave no reason "
+                                     "(challenges: http-01 invalid)")
+        (line,) = [line for line in self.lines() if line.startswith("Authorization for mute.acme-corp.test is invalid")]
+        self.assertNotIn("None", line)
+        self.assertIn("the CA gave no reason (challenges: http-01 invalid)", line)
+
+    @inlineCallbacks
+    def test_a_ca_refusing_deactivation_as_malformed_is_logged_once_at_info(self) -> None:
+        """Deactivation answered with malformed on every abandoned attempt: one info line, no warnings."""
+        from twisted.logger import LogLevel
+
+        deactivations = []
+
+        def refuse_deactivation(path: str, payload: Any) -> Any:
+            if payload == {"status": "deactivated"}:
+                deactivations.append(path)
+                return 400, {"type": "urn:ietf:params:acme:error:malformed", "detail": "deactivation is not supported",
+                             "status": 400}
+            return None
+
+        self.proxy.answer_post = refuse_deactivation
+
+        class NotServing(Exception):
+            pass
+
+        def self_check(hostname: str, token: str, key_authorization: str) -> Any:
+            raise NotServing(hostname)
+
+        yield self.register()
+        for name in ("one.acme-corp.test", "two.acme-corp.test"):
+            yield self.assertFailure(self.obtain(self.client, [name], self_check=self_check), NotServing)
+        self.assertEqual(len(deactivations), 2, "each abandoned attempt still asks")
+        self.assertEqual([line for line in self.lines(LogLevel.warn) if "deactivate" in line], [])
+        refused = [line for line in self.lines(LogLevel.info) if "refuses to deactivate" in line]
+        self.assertEqual(len(refused), 1)
+        self.assertIn("deactivation is not supported", refused[0])

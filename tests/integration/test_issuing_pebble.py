@@ -110,3 +110,22 @@ class ProxiedIssuingTests(TestCase):
         await done
         await eventually(lambda: self.store.certificates[HOST].serial != certificate.serial)
         self.assertEqual(self.proxy.new_orders[-1]["replaces"], certificate.ari_cert_id)
+
+    async def test_ari_window_ending_at_expiry_is_not_followed_past_the_lifetime_rule(self) -> None:
+        """A CA whose renewal window ends at expiry (83 minutes before it): the stored window is the CA's,
+        but the renewal is scheduled by the lifetime rule, not in the last 83 minutes."""
+        from jobhost.certs import renewal_due_at, renewal_time
+
+        self.service.startService()
+        await eventually(lambda: self.record().state == DomainState.ACTIVE)
+        issued = self.store.certificates[HOST]
+        self.proxy.ari_window = (issued.not_after - timedelta(hours=1, minutes=23), issued.not_after)
+        asked = len(self.proxy.renewal_info_requests)
+        self.clock.advance(self.proxy.ari_retry_after)  # when the CA said to ask again
+        await eventually(lambda: len(self.proxy.renewal_info_requests) > asked and self.service.when_idle().called)
+        await eventually(lambda: self.store.certificates[HOST].ari.end == issued.not_after.replace(microsecond=0))
+        stored = self.store.certificates[HOST]
+        self.assertEqual(stored.serial, issued.serial)
+        seed = int(stored.fingerprint[:8], 16) / 0x100000000
+        self.assertEqual(renewal_time(stored), renewal_due_at(stored.not_before, stored.not_after, None, seed))
+        self.assertLess(renewal_time(stored), stored.ari.start)
