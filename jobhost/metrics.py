@@ -306,16 +306,46 @@ class Metrics:
         self._sources.sources[base] = _Source(base, help, tuple(labels), read, kind)
 
     def watch_certificate_cache(self, cache) -> None:
-        """Export what the SNI certificate cache knows of unusable certificates.
+        """Export the SNI certificate cache's size, memory, evictions and unusable certificates.
 
         Registers ``jobhost_cert_cache_broken_total`` (reports, once per change of a
-        hostname's certificate) and ``jobhost_cert_cache_broken_hostnames`` (hostnames
-        currently served the fallback for that reason).
+        hostname's certificate), ``jobhost_cert_cache_broken_hostnames`` (hostnames
+        currently served the fallback for that reason), ``jobhost_cert_cache_entries``
+        (by tier: ``hostname``, ``context``, ``negative``), ``jobhost_cert_cache_bytes``
+        (the cache's estimate of the memory it holds), ``jobhost_cert_cache_evictions_total``
+        (by tier) and ``jobhost_cert_cache_context_builds_total``.  Hits and misses are
+        ``jobhost_cert_cache_total``.
 
         Args:
-            cache: A :class:`jobhost.tls.sni.CertificateCache` (its ``broken_reports``
-                and ``broken_count`` are read at scrape time).
+            cache: A :class:`jobhost.tls.sni.CertificateCache` (its counters and sizes
+                are read at scrape time).
         """
+        self.register_gauge_source(
+            "jobhost_cert_cache_entries",
+            "SNI certificate cache entries by tier (hostnames with material, built contexts, negative).",
+            ("tier",),
+            lambda: {("hostname",): cache.size, ("context",): cache.context_count,
+                     ("negative",): cache.negative_count},
+        )
+        self.register_gauge_source(
+            "jobhost_cert_cache_bytes",
+            "Estimated memory held by the SNI certificate cache (PEM held plus measured per-item costs).",
+            (),
+            lambda: cache.bytes,
+        )
+        self.register_counter_source(
+            "jobhost_cert_cache_evictions_total",
+            "SNI certificate cache entries dropped to honour a size cap, by tier.",
+            ("tier",),
+            lambda: {("hostname",): cache.evictions, ("context",): cache.context_evictions,
+                     ("negative",): cache.negative_evictions},
+        )
+        self.register_counter_source(
+            "jobhost_cert_cache_context_builds_total",
+            "SSL contexts built by the SNI certificate cache (after a store read, or again after being dropped).",
+            (),
+            lambda: cache.context_builds,
+        )
         self.register_counter_source(
             "jobhost_cert_cache_broken_total",
             "Unusable stored certificates the SNI cache met and logged (once per change of each).",

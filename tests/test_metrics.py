@@ -256,6 +256,28 @@ def test_certificate_cache_broken_counts_are_exported():
     assert after[("jobhost_cert_cache_broken_hostnames", ())] == 1
 
 
+def test_certificate_cache_size_bytes_and_evictions_are_exported():
+    """watch_certificate_cache exports entries by tier, the estimated bytes, evictions by tier and context builds."""
+    from jobhost.store.memory import MemoryStore
+    from jobhost.tls.sni import CertificateCache
+
+    ca = TestCA.create()
+    store = MemoryStore()
+    for name in ("a.example.com", "b.example.com"):
+        store.put_certificate(certificate_record(name, *ca.issue(name)))
+    cache = CertificateCache(store=store, clock=clock_at_t0(), max_entries=1, max_contexts=1, max_negative=1)
+    metrics = Metrics()
+    metrics.watch_certificate_cache(cache)
+    for name in ("a.example.com", "b.example.com", "x.example.com", "y.example.com"):
+        cache.load(name)
+    got = samples(metrics.exposition().decode())
+    assert [got[("jobhost_cert_cache_entries", (("tier", t),))] for t in ("hostname", "context", "negative")] == [1, 1, 1]
+    assert [got[("jobhost_cert_cache_evictions_total", (("tier", t),))] for t in ("hostname", "context", "negative")] \
+        == [1, 1, 1]
+    assert got[("jobhost_cert_cache_context_builds_total", ())] == 2
+    assert got[("jobhost_cert_cache_bytes", ())] == cache.bytes > 0
+
+
 def test_expiry_windows_include_their_last_second_and_nothing_after():
     """A certificate expiring exactly 7 (14) days from now is inside the 7d (14d) window; one second later is not."""
     clock = clock_at_t0()
