@@ -16,7 +16,8 @@ name                                               type       labels / meaning
 ``jobhost_certificates``                           gauge      certificates in the store
 ``jobhost_store_broken_records``                   gauge      ``record`` (domain, certificate):
                                                               stored records that do not parse
-                                                              or do not verify (cached)
+                                                              or do not verify (cached; not
+                                                              counted by the SQL store)
 ``jobhost_store_stats_refreshed_timestamp_seconds`` gauge     when the three above were counted
                                                               (0: never)
 ``jobhost_issuance_attempts_total``                counter    issuance/renewal attempts started
@@ -174,8 +175,9 @@ class _StoreStatsCollector:
             "Stored records that do not parse or do not verify, by kind (cached).",
             labels=["record"],
         )
-        for kind in BROKEN_RECORD_KINDS:
-            broken.add_metric([kind], float(m.broken_counts.get(kind, 0)))
+        if m.broken_counts is not None:  # None: the store does not count them (SQL)
+            for kind in BROKEN_RECORD_KINDS:
+                broken.add_metric([kind], float(m.broken_counts.get(kind, 0)))
         yield broken
         # A timestamp rather than an age, so a scrape needs no clock: alert on
         # time() - jobhost_store_stats_refreshed_timestamp_seconds.
@@ -203,7 +205,8 @@ class Metrics:
         domain_counts: Cached ``state -> count`` (set by :meth:`refresh_from_store`).
         expiring_counts: Cached ``window -> count``.
         certificate_count: Cached number of certificate records (readable ones).
-        broken_counts: Cached ``record kind -> count`` of stored records that cannot be used.
+        broken_counts: Cached ``record kind -> count`` of stored records that cannot be used, or
+            None when the store does not count them (the SQL store: see :meth:`refresh_from_store`).
         refreshed_at: Unix time of the last successful refresh, or None.
     """
 
@@ -211,7 +214,7 @@ class Metrics:
     domain_counts: dict[str, int] = attrs.field(factory=dict)
     expiring_counts: dict[str, int] = attrs.field(factory=dict)
     certificate_count: int = 0
-    broken_counts: dict[str, int] = attrs.field(factory=dict)
+    broken_counts: dict[str, int] | None = attrs.field(factory=dict)
     refreshed_at: float | None = None
     _sources: _CallbackCollector = attrs.field(init=False, factory=_CallbackCollector)
     issuance_attempts: Counter = attrs.field(init=False)
@@ -369,15 +372,27 @@ class Metrics:
             store: The IStore to count.
             clock: Gives "now" for the expiry windows and :attr:`refreshed_at`.
 
-        Reads the store page by page; the cached numbers change only when the
-        whole count succeeded, so a scrape sees the old or the new numbers,
-        never a half count.
+        A store that counts through its indexes (``IStore.record_counts``: the SQL
+        store) is asked for the counts, and reads no record; it does not count
+        unusable records, so ``jobhost_store_broken_records`` then has no samples.
+        Otherwise the store is read page by page.  The cached numbers change only
+        when the whole count succeeded, so a scrape sees the old or the new
+        numbers, never a half count.
 
         Returns:
             A Deferred firing with None, or failing with the store's error
             (the cached numbers are then left as they were).
         """
         counts = dict.fromkeys(DomainState.ALL, 0)
+        counted = yield store.record_counts(clock_now(clock), EXPIRY_WINDOWS)
+        if counted is not None:
+            counts.update(counted.domains)
+            self.domain_counts = counts
+            self.expiring_counts = dict(counted.expiring)
+            self.certificate_count = counted.certificates
+            self.broken_counts = None if counted.broken is None else dict(counted.broken)
+            self.refreshed_at = clock.seconds()
+            return
         broken = dict.fromkeys(BROKEN_RECORD_KINDS, 0)
         after = None
         while True:

@@ -313,6 +313,27 @@ class StoreContractTests:
         self.assertIsNone(earliest)
 
     @inlineCallbacks
+    def test_record_counts_are_none_or_match_the_records(self):
+        """record_counts fires with None (the caller walks) or with the counts a walk of the records would give."""
+        store = self.make_store()
+        states = yield self._fill_domains(store)
+        now = datetime.now(timezone.utc)
+        for name, days in [("a.example.com", 3), ("b.example.com", 10), ("d.example.com", 60)]:
+            key_pem, chain_pem = shared_ca().issue(name, not_before=now - timedelta(days=1),
+                                                   lifetime=timedelta(days=days + 1))
+            yield store.put_certificate(certificate_record(name, key_pem, chain_pem))
+        windows = {"7d": timedelta(days=7), "14d": timedelta(days=14)}
+        counted = yield store.record_counts(now, windows)
+        if counted is None:
+            return
+        expected_states: dict = {}
+        for state in states.values():
+            expected_states[state] = expected_states.get(state, 0) + 1
+        self.assertEqual(dict(counted.domains), expected_states)
+        self.assertEqual(counted.certificates, 3)
+        self.assertEqual(dict(counted.expiring), {"7d": 1, "14d": 2})
+
+    @inlineCallbacks
     def test_list_with_limit_zero_is_empty(self):
         """limit=0 asks for nothing and gets nothing, broken records or not."""
         store = self.make_store()

@@ -584,6 +584,12 @@ class DirectoryStore:
 
         return self.run_in_thread(self._due_sync, now, cursor, limit).addCallback(report)
 
+    def record_counts(self, now, windows) -> Deferred:
+        """Fire with None: without an index, counting means reading every file (the caller walks)."""
+        from twisted.internet.defer import succeed
+
+        return succeed(None)
+
     # -- certificate records ----------------------------------------------------------------
 
     def _get_certificate_sync(self, hostname: str) -> CertificateRecord:

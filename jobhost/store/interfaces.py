@@ -96,6 +96,17 @@ class IStore(Interface):
         index: it suits thousands of hostnames, not hundreds of thousands).
         """
 
+    def record_counts(now, windows):
+        """Fire with a :class:`jobhost.store.records.RecordCounts`, or None when counting means reading every record.
+
+        For the store metrics: domain records per state, certificate records, and
+        certificates whose ``not_after`` is at most ``now`` + each of ``windows``
+        (``name -> timedelta``).  The SQL store counts through its indexes and does
+        not count unusable rows (``broken`` is None); the directory and memory stores
+        fire with None and the caller walks :meth:`list_domains` and
+        :meth:`list_certificates` instead.
+        """
+
     # -- certificate records -----------------------------------------------------
 
     def get_certificate(hostname):

@@ -176,6 +176,25 @@ class DuePage:
     earliest_later: datetime | None
 
 
+@attrs.frozen
+class RecordCounts:
+    """What :meth:`jobhost.store.interfaces.IStore.record_counts` counted through indexes.
+
+    Attributes:
+        domains: ``state -> number`` of domain records (only states that occur).
+        certificates: Certificate records stored.
+        expiring: ``window name -> number`` of certificates whose ``not_after`` is at most
+            ``now`` + that window.
+        broken: ``record kind -> number`` of unusable records, or None: not counted (that
+            needs every record read; a broken record is reported when it is read).
+    """
+
+    domains: Mapping[str, int]
+    certificates: int
+    expiring: Mapping[str, int]
+    broken: Mapping[str, int] | None = None
+
+
 def is_due(record: DomainRecord, now: datetime) -> bool:
     """True when the issuing service should look at ``record`` at ``now``.
 
@@ -406,6 +425,7 @@ __all__ = [
     "DuePage",
     "HISTORY_LIMIT",
     "Lease",
+    "RecordCounts",
     "StateChange",
     "certificate_record",
     "certificate_change_kinds",

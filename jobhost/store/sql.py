@@ -49,6 +49,7 @@ from jobhost.store.records import (
     DomainRecord,
     DomainState,
     DuePage,
+    RecordCounts,
     certificate_change_kinds,
     domain_change_kinds,
 )
@@ -660,6 +661,26 @@ class SqlStore:
                 next_cursor = ("null", hostname) if next_attempt is None else ("at", next_attempt, hostname)
             soonest = None if later is None else datetime.fromtimestamp(later[0], timezone.utc)
             return DuePage(tuple(records), next_cursor, soonest)
+
+        return self._run(run)
+
+    def record_counts(self, now: datetime, windows) -> Deferred:
+        """Fire with :class:`RecordCounts` from ``COUNT`` queries over the state and ``not_after`` indexes.
+
+        Unusable rows are not counted (``broken`` is None): that needs every row parsed.
+        """
+
+        def run(db):
+            db.execute("SELECT state, COUNT(*) FROM domains GROUP BY state")
+            domains = {state: int(n) for state, n in db.fetchall()}
+            db.execute("SELECT COUNT(*) FROM certificates")
+            certificates = int(db.fetchone()[0])
+            expiring = {}
+            for name, width in windows.items():
+                db.execute(self.engine.sql("SELECT COUNT(*) FROM certificates WHERE not_after <= ?"),
+                           ((now + width).timestamp(),))
+                expiring[name] = int(db.fetchone()[0])
+            return RecordCounts(domains=domains, certificates=certificates, expiring=expiring)
 
         return self._run(run)
 
