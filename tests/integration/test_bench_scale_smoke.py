@@ -53,7 +53,7 @@ def test_scale_run_small() -> None:
     """Seed, serve, touch and sample on each store: no failure, nothing visited, caches bounded and evicting."""
     stores = _stores()
     result = run("run", "--hostnames", str(HOSTNAMES), "--touch", str(TOUCH), "--cache-size", str(CACHE),
-                 "--context-cache-size", str(CONTEXTS), "--p99-cache", str(P99_CACHE), "--samples", "60",
+                 "--context-cache-size", str(CONTEXTS), "--p99-cache", str(P99_CACHE), "--samples", "60", "--warm-names", "5",
                  "--settle", "1", "--stores", stores)
     assert [s["store"] for s in result["stores"]] == stores.split(",")
     for s in result["stores"]:
@@ -69,6 +69,7 @@ def test_scale_run_small() -> None:
         assert m["jobhost_cert_cache_bytes"] > 0, m
         latency = s["latency"]
         assert latency["working_set"] == 4 * P99_CACHE and latency["samples"] == 60
+        assert latency["lookups"]["misses"] <= 60, "a warm name missed: the warm sample is not warm"
         assert 0 < latency["working_set_cache_hit_ratio"] < 0.8, latency
         assert latency["warm_ms"]["p99"] > 0 and latency["working_set_ms"]["p99"] > 0
 
