@@ -212,6 +212,37 @@ class CertificateCacheTests(SynchronousTestCase):
         cache.invalidate(GAMMA)
         self.assertEqual((cache.bytes, cache.material_bytes), (0, 0))
 
+    def test_bytes_counts_broken_entries_and_invalidate_all_empties_every_tier(self):
+        """A broken entry counts in bytes like a negative one; invalidate_all leaves no context, entry or byte."""
+        from jobhost.tls.sni import CONTEXT_BYTES, ENTRY_BYTES
+
+        good, other = record_for(ALPHA), record_for(BETA)
+        cache = self.cache(store_with(good, attrs.evolve(other, key_pem=good.key_pem)))
+        self.successResultOf(cache.load(ALPHA))
+        with capturedLogs():
+            self.successResultOf(cache.load(BETA))  # its key does not match its leaf: broken
+        pem = len(good.key_pem) + len(good.chain_pem)
+        self.assertEqual((cache.size, cache.negative_count, cache.broken_count), (1, 1, 1))
+        self.assertEqual(cache.bytes, pem + CONTEXT_BYTES + 3 * ENTRY_BYTES)
+        cache.invalidate_all()
+        self.assertEqual((cache.size, cache.context_count, cache.negative_count, cache.bytes), (0, 0, 0, 0))
+        self.assertIs(self.successResultOf(cache.load(ALPHA)), True)
+        self.assertEqual((cache.context_count, cache.bytes), (1, pem + CONTEXT_BYTES + ENTRY_BYTES))
+
+    def test_a_shared_certificate_whose_context_was_dropped_is_not_rebuilt_at_load(self):
+        """A second name of a certificate whose context was dropped gets the material only; the context is rebuilt once, at lookup."""
+        shared = record_for(ALPHA, BETA)
+        cache = self.cache(store_with(shared, attrs.evolve(shared, hostname=BETA), record_for(GAMMA)),
+                           max_contexts=1)
+        self.successResultOf(cache.load(ALPHA))
+        self.successResultOf(cache.load(GAMMA))  # drops ALPHA's context
+        self.assertEqual((cache.context_count, cache.context_builds), (1, 2))
+        self.successResultOf(cache.load(BETA))  # same chain as ALPHA: no build now
+        self.assertEqual((cache.context_count, cache.context_builds, cache.certificate_count), (1, 2, 2))
+        context = cache.lookup(BETA)
+        self.assertIs(cache.lookup(ALPHA), context)
+        self.assertEqual((cache.context_count, cache.context_builds), (1, 3))
+
     def test_one_certificate_under_two_names_is_accounted_once(self):
         """A chain stored under two hostnames holds one material and one context, counted once in bytes."""
         from jobhost.tls.sni import CONTEXT_BYTES, ENTRY_BYTES

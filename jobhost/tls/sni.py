@@ -392,8 +392,7 @@ class CertificateCache:
         if material.references <= 0:
             del self._materials[fingerprint]
             self.material_bytes -= material.size
-            if self._contexts.pop(fingerprint, None) is not None:
-                material.context = None
+            self._contexts.pop(fingerprint, None)
 
     def _remember_broken(self, hostname: str, reason: str) -> None:
         """Keep a negative entry for ``hostname`` and report it, unless this fault was reported already."""
