@@ -84,6 +84,7 @@ from jobhost.store.records import (
     certificate_record,
     is_due,
 )
+from jobhost.store.records import earliest as earlier_of
 from jobhost.timeutil import now as clock_now
 from jobhost.timeutil import to_iso
 
@@ -405,8 +406,7 @@ class IssuingService(Service):
                 elif is_due(record, now):
                     self._submit(record.hostname)
                     submitted += 1
-            if page.earliest_later is not None and (earliest is None or page.earliest_later < earliest):
-                earliest = page.earliest_later
+            earliest = earlier_of(earliest, page.earliest_later)
             if page.cursor is None:
                 break
             cursor = page.cursor
