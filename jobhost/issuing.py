@@ -87,7 +87,9 @@ from jobhost.store.records import (
     DomainRecord,
     DomainState,
     certificate_record,
+    is_due,
 )
+from jobhost.store.records import earliest as earlier_of
 from jobhost.timeutil import now as clock_now
 from jobhost.timeutil import to_iso
 
@@ -95,6 +97,9 @@ log = Logger()
 
 #: Problem types after which retrying the same order soon is pointless.
 RATE_LIMITED = "urn:ietf:params:acme:error:rateLimited"
+
+#: Due records read per store call during a scan.
+SCAN_PAGE = 500
 
 
 
@@ -452,13 +457,15 @@ class IssuingService(Service):
     # -- scheduling ------------------------------------------------------------------------
 
     def scan(self) -> Deferred:
-        """Walk every domain record; submit those whose ``next_attempt`` has come.
+        """Submit the hostnames whose ``next_attempt`` has come, read through the store's due index.
 
-        Only the node holding the lease ``scan:<directory URL>`` scans (0 submitted
-        elsewhere): nodes sharing a store take turns instead of all reading every record.
-        Sets a timer for the earliest future ``next_attempt`` so backoffs shorter than the
-        scan interval fire on time.  Fires with the number of hostnames submitted; a failure
-        to read the store is logged and the next scan tries again.
+        Reads only the records due now (``IStore.due_domains``: on the SQL store an
+        index range, so a start with 100,000 active hostnames reads none of them), page by
+        page.  Only the node holding the lease ``scan:<directory URL>`` scans (0 submitted
+        elsewhere): nodes sharing a store take turns.  Sets a timer for the earliest future
+        ``next_attempt`` so backoffs and renewals shorter than the scan interval fire on
+        time.  Fires with the number of hostnames submitted; a failure to read the store is
+        logged and the next scan tries again.
         """
         if self._scanning is not None:
             return self._scanning
@@ -484,33 +491,29 @@ class IssuingService(Service):
 
     async def _scan(self) -> int:
         now = self._now()
-        # One node scans at a time: every node sharing the store would otherwise read every
-        # record and contend for the same hostnames.  The lease outlives two scan intervals,
-        # so a node that died is replaced by another one's periodic scan soon after.
+        # One node scans at a time: every node sharing the store would otherwise contend for
+        # the same hostnames.  The lease outlives two scan intervals, so a node that died is
+        # replaced by another one's periodic scan soon after.
         expires = now + timedelta(seconds=2 * self.scan_interval)
         if not await self.store.acquire_lease(self._scan_lease, self.holder, expires, now):
             log.debug("Another node scans the store; this one only works on what it is asked to")
             return 0
         earliest: datetime | None = None
         submitted = 0
-        after = None
+        cursor = None
         broken: dict[str, str] = {}
         while True:
-            page = await self.store.list_domains(after=after, limit=500, include_broken=True)
-            for record in page:
+            page = await self.store.due_domains(now, cursor, SCAN_PAGE)
+            for record in page.records:
                 if isinstance(record, BrokenRecord):
                     broken[record.key] = record.reason
-                    continue
-                if record.state == DomainState.REMOVED or record.parked:
-                    continue
-                if record.next_attempt is None or record.next_attempt <= now:
+                elif is_due(record, now):
                     self._submit(record.hostname)
                     submitted += 1
-                elif earliest is None or record.next_attempt < earliest:
-                    earliest = record.next_attempt
-            if len(page) < 500:
+            earliest = earlier_of(earliest, page.earliest_later)
+            if page.cursor is None:
                 break
-            after = page[-1].key if isinstance(page[-1], BrokenRecord) else page[-1].hostname
+            cursor = page.cursor
         for hostname, reason in broken.items():
             if self._broken.get(hostname) != reason:
                 log.error("Domain record of {hostname} is unusable and is not worked on: {reason}",

@@ -23,7 +23,8 @@ name                                               type       labels / meaning
                                                               unreachable (0): via a gauge source
 ``jobhost_store_broken_records``                   gauge      ``record`` (domain, certificate):
                                                               stored records that do not parse
-                                                              or do not verify (cached)
+                                                              or do not verify (cached; not
+                                                              counted by the SQL store)
 ``jobhost_store_stats_refreshed_timestamp_seconds`` gauge     when the three above were counted
                                                               (0: never)
 ``jobhost_issuance_attempts_total``                counter    issuance/renewal attempts started
@@ -259,8 +260,9 @@ class _StoreStatsCollector:
             "Stored records that do not parse or do not verify, by kind (cached).",
             labels=["record"],
         )
-        for kind in BROKEN_RECORD_KINDS:
-            broken.add_metric([kind], float(m.broken_counts.get(kind, 0)))
+        if m.broken_counts is not None:  # None: the store does not count them (SQL)
+            for kind in BROKEN_RECORD_KINDS:
+                broken.add_metric([kind], float(m.broken_counts.get(kind, 0)))
         yield broken
         # A timestamp rather than an age, so a scrape needs no clock: alert on
         # time() - jobhost_store_stats_refreshed_timestamp_seconds.
@@ -288,7 +290,8 @@ class Metrics:
         domain_counts: Cached ``state -> count`` (set by :meth:`refresh_from_store`).
         expiring_counts: Cached ``window -> count``.
         certificate_count: Cached number of certificate records (readable ones).
-        broken_counts: Cached ``record kind -> count`` of stored records that cannot be used.
+        broken_counts: Cached ``record kind -> count`` of stored records that cannot be used, or
+            None when the store does not count them (the SQL store: see :meth:`refresh_from_store`).
         refreshed_at: Unix time of the last successful refresh, or None.
         earliest_not_after: Cached Unix time of the soonest certificate expiry, or None.
         failing_counts: Cached ``window -> count`` of domains failing since longer than it.
@@ -298,7 +301,7 @@ class Metrics:
     domain_counts: dict[str, int] = attrs.field(factory=dict)
     expiring_counts: dict[str, int] = attrs.field(factory=dict)
     certificate_count: int = 0
-    broken_counts: dict[str, int] = attrs.field(factory=dict)
+    broken_counts: dict[str, int] | None = attrs.field(factory=dict)
     refreshed_at: float | None = None
     earliest_not_after: float | None = None
     failing_counts: dict[str, int] = attrs.field(factory=dict)
@@ -443,16 +446,46 @@ class Metrics:
         return self._sources.snapshot()
 
     def watch_certificate_cache(self, cache) -> None:
-        """Export what the SNI certificate cache knows of unusable certificates.
+        """Export the SNI certificate cache's size, memory, evictions and unusable certificates.
 
         Registers ``jobhost_cert_cache_broken_total`` (reports, once per change of a
-        hostname's certificate) and ``jobhost_cert_cache_broken_hostnames`` (hostnames
-        currently served the fallback for that reason).
+        hostname's certificate), ``jobhost_cert_cache_broken_hostnames`` (hostnames
+        currently served the fallback for that reason), ``jobhost_cert_cache_entries``
+        (by tier: ``hostname``, ``context``, ``negative``), ``jobhost_cert_cache_bytes``
+        (the cache's estimate of the memory it holds), ``jobhost_cert_cache_evictions_total``
+        (by tier) and ``jobhost_cert_cache_context_builds_total``.  Hits and misses are
+        ``jobhost_cert_cache_total``.
 
         Args:
-            cache: A :class:`jobhost.tls.sni.CertificateCache` (its ``broken_reports``
-                and ``broken_count`` are read at scrape time).
+            cache: A :class:`jobhost.tls.sni.CertificateCache` (its counters and sizes
+                are read at scrape time).
         """
+        self.register_gauge_source(
+            "jobhost_cert_cache_entries",
+            "SNI certificate cache entries by tier (hostnames with material, built contexts, negative).",
+            ("tier",),
+            lambda: {("hostname",): cache.size, ("context",): cache.context_count,
+                     ("negative",): cache.negative_count},
+        )
+        self.register_gauge_source(
+            "jobhost_cert_cache_bytes",
+            "Estimated memory held by the SNI certificate cache (PEM held plus measured per-item costs).",
+            (),
+            lambda: cache.bytes,
+        )
+        self.register_counter_source(
+            "jobhost_cert_cache_evictions_total",
+            "SNI certificate cache entries dropped to honour a size cap, by tier.",
+            ("tier",),
+            lambda: {("hostname",): cache.evictions, ("context",): cache.context_evictions,
+                     ("negative",): cache.negative_evictions},
+        )
+        self.register_counter_source(
+            "jobhost_cert_cache_context_builds_total",
+            "SSL contexts built by the SNI certificate cache (after a store read, or again after being dropped).",
+            (),
+            lambda: cache.context_builds,
+        )
         self.register_counter_source(
             "jobhost_cert_cache_broken_total",
             "Unusable stored certificates the SNI cache met and logged (once per change of each).",
@@ -476,15 +509,27 @@ class Metrics:
             store: The IStore to count.
             clock: Gives "now" for the expiry windows and :attr:`refreshed_at`.
 
-        Reads the store page by page; the cached numbers change only when the
-        whole count succeeded, so a scrape sees the old or the new numbers,
-        never a half count.
+        A store that counts through its indexes (``IStore.record_counts``: the SQL
+        store) is asked for the counts, and reads no record; it does not count
+        unusable records, so ``jobhost_store_broken_records`` then has no samples.
+        Otherwise the store is read page by page.  The cached numbers change only
+        when the whole count succeeded, so a scrape sees the old or the new
+        numbers, never a half count.
 
         Returns:
             A Deferred firing with None, or failing with the store's error
             (the cached numbers are then left as they were).
         """
         counts = dict.fromkeys(DomainState.ALL, 0)
+        counted = yield store.record_counts(clock_now(clock), EXPIRY_WINDOWS)
+        if counted is not None:
+            counts.update(counted.domains)
+            self.domain_counts = counts
+            self.expiring_counts = dict(counted.expiring)
+            self.certificate_count = counted.certificates
+            self.broken_counts = None if counted.broken is None else dict(counted.broken)
+            self.refreshed_at = clock.seconds()
+            return
         broken = dict.fromkeys(BROKEN_RECORD_KINDS, 0)
         failing = dict.fromkeys(FAILING_WINDOWS, 0)
         now = clock_now(clock)

@@ -570,12 +570,13 @@ def _build_limits(reactor, config: Config, metrics):
 
 
 def _build_caches(reactor, config: Config, store, metrics) -> CacheParts:
-    """[tls] cache_size, negative_ttl, poll_interval: the caches and their change poller."""
+    """[tls] cache_size, context_cache_size, negative_cache_size, negative_ttl, poll_interval: the caches and their poller."""
     from jobhost.tls.sni import CertificateCache, ChangePoller
     from jobhost.web.site import PageCache
 
     certificates = CertificateCache(
         store=store, clock=reactor, max_entries=config.tls.cache_size, negative_ttl=config.tls.negative_ttl,
+        max_contexts=config.tls.context_cache_size, max_negative=config.tls.negative_cache_size,
         policy=tls_policy(config),
     )
     pages = PageCache(max_entries=config.tls.cache_size)

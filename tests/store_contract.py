@@ -82,6 +82,9 @@ def make_account(directory_url: str, account_url: str = "https://ca.example/acct
 class StoreContractTests:
     """What every IStore promises; mix into a ``twisted.trial.unittest.TestCase``."""
 
+    #: True for a store whose ``record_counts`` counts (through indexes) rather than firing None.
+    counts_through_indexes = False
+
     def make_store(self):
         """Return a new, empty store (its own data, cleaned up by the test case)."""
         raise NotImplementedError
@@ -289,6 +292,91 @@ class StoreContractTests:
         rest = yield store.list_certificates_by_expiry(after=(first[-1].not_after, first[-1].hostname), limit=5)
         self.assertEqual([r.hostname for r in rest], order[2:])
         self.assertEqual((yield store.list_certificates_by_expiry(limit=0)), [])
+
+    @inlineCallbacks
+    def _fill_due(self, store):
+        """Records due and not due at T0; returns the hostnames due, and the earliest later attempt."""
+        parked_error = {"code": "badCSR", "message": "refused", "retryable": False}
+        plan = [
+            ("a-removed.test", DomainState.REMOVED, {"next_attempt": None}),
+            ("b-pending.test", DomainState.PENDING, {"next_attempt": None}),
+            ("c-later.test", DomainState.FAILING, {"next_attempt": T0 + timedelta(seconds=300)}),
+            ("d-sooner.test", DomainState.ACTIVE, {"next_attempt": T0 + timedelta(seconds=120)}),
+            ("e-now.test", DomainState.FAILING, {"next_attempt": T0}),
+            ("f-past.test", DomainState.ACTIVE, {"next_attempt": T0 - timedelta(days=1)}),
+            ("g-past.test", DomainState.ACTIVE, {"next_attempt": T0 - timedelta(days=1)}),
+            ("h-pending.test", DomainState.PENDING, {"next_attempt": None}),
+            ("i-parked.test", DomainState.FAILING, {"next_attempt": None, "last_error": parked_error}),
+            ("j-removed-later.test", DomainState.REMOVED, {"next_attempt": T0 + timedelta(seconds=60)}),
+        ]
+        for hostname, state, changes in plan:
+            yield store.put_domain(make_domain(hostname, state, **changes))
+        due = {"b-pending.test", "e-now.test", "f-past.test", "g-past.test", "h-pending.test"}
+        return due, T0 + timedelta(seconds=120)
+
+    @inlineCallbacks
+    def _walk_due(self, store, now, limit):
+        seen, soonest, cursor, pages = [], None, None, 0
+        while True:
+            page = yield store.due_domains(now, cursor, limit)
+            pages += 1
+            self.assertLessEqual(len(page.records), limit)
+            seen += [r.hostname for r in page.records if not r.parked]
+            if page.earliest_later is not None:
+                soonest = page.earliest_later if soonest is None else min(soonest, page.earliest_later)
+            if page.cursor is None:
+                return seen, soonest, pages
+            cursor = page.cursor
+            self.assertLess(pages, 20, "due_domains keeps returning a cursor")
+
+    @inlineCallbacks
+    def test_due_domains_lists_what_is_due_once_and_the_earliest_later_attempt(self):
+        """due_domains lists every record due at now once (not removed, not later) and the earliest later attempt."""
+        store = self.make_store()
+        empty = yield store.due_domains(T0)
+        self.assertEqual((empty.records, empty.cursor, empty.earliest_later), ((), None, None))
+        due, soonest = yield self._fill_due(store)
+        for limit in (500, 1, 2, 3):
+            seen, earliest, pages = yield self._walk_due(store, T0, limit)
+            self.assertEqual(sorted(seen), sorted(due), f"limit {limit}")
+            self.assertEqual(len(seen), len(set(seen)), f"limit {limit}: listed twice")
+            self.assertEqual(earliest, soonest, f"limit {limit}")
+            if limit == 1:
+                self.assertGreaterEqual(pages, len(due))
+
+    @inlineCallbacks
+    def test_due_domains_follows_now(self):
+        """A record becomes due when now reaches its next attempt; nothing later is left once all are due."""
+        store = self.make_store()
+        due, _ = yield self._fill_due(store)
+        seen, earliest, _ = yield self._walk_due(store, T0 + timedelta(seconds=120), 2)
+        self.assertEqual(sorted(seen), sorted(due | {"d-sooner.test"}))
+        self.assertEqual(earliest, T0 + timedelta(seconds=300))
+        seen, earliest, _ = yield self._walk_due(store, T0 + timedelta(days=1), 2)
+        self.assertEqual(sorted(seen), sorted(due | {"d-sooner.test", "c-later.test"}))
+        self.assertIsNone(earliest)
+
+    @inlineCallbacks
+    def test_record_counts_are_none_or_match_the_records(self):
+        """record_counts fires with None (the caller walks) or with the counts a walk of the records would give."""
+        store = self.make_store()
+        states = yield self._fill_domains(store)
+        now = datetime.now(timezone.utc)
+        for name, days in [("a.example.com", 3), ("b.example.com", 10), ("d.example.com", 60)]:
+            key_pem, chain_pem = shared_ca().issue(name, not_before=now - timedelta(days=1),
+                                                   lifetime=timedelta(days=days + 1))
+            yield store.put_certificate(certificate_record(name, key_pem, chain_pem))
+        windows = {"7d": timedelta(days=7), "14d": timedelta(days=14)}
+        counted = yield store.record_counts(now, windows)
+        self.assertEqual(counted is not None, self.counts_through_indexes)
+        if counted is None:
+            return
+        expected_states: dict = {}
+        for state in states.values():
+            expected_states[state] = expected_states.get(state, 0) + 1
+        self.assertEqual(dict(counted.domains), expected_states)
+        self.assertEqual(counted.certificates, 3)
+        self.assertEqual(dict(counted.expiring), {"7d": 1, "14d": 2})
 
     @inlineCallbacks
     def test_list_with_limit_zero_is_empty(self):

@@ -41,6 +41,7 @@ def test_defaults(tmp_path):
     """With only the one key jobhost cannot guess (where customers point), the defaults apply."""
     config = parse_config({"preflight": {"addresses": ["203.0.113.10"]}}, tmp_path)
     assert config.tls.cache_size == 10000
+    assert (config.tls.context_cache_size, config.tls.negative_cache_size) == (1000, 10000)
     assert config.tls.fallback == "self-signed"
     assert config.acme.key_type == "ecdsa-p256"
     assert config.preflight.self_check_port == 80
@@ -58,6 +59,9 @@ def test_empty_file_names_preflight(tmp_path):
     [
         ({"tls": {"cache_size": "ten"}}, '[tls] cache_size: expected a positive integer, got "ten"'),
         ({"tls": {"cache_size": 0}}, "[tls] cache_size: expected a positive integer, got 0"),
+        ({"tls": {"context_cache_size": 0}}, "[tls] context_cache_size: expected a positive integer, got 0"),
+        ({"tls": {"negative_cache_size": "many"}},
+         '[tls] negative_cache_size: expected a positive integer, got "many"'),
         ({"tls": {"fallback": "none"}}, '[tls] fallback: expected one of "self-signed", "reject"'),
         ({"tls": {"poll_interval": "soon"}}, "[tls] poll_interval: expected a duration"),
         ({"tls": {"colour": 1}}, "[tls] colour: unknown key"),

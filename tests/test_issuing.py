@@ -185,8 +185,8 @@ class FaultyStore(MemoryStore):
     def release_lease(self, *args, **kwargs):
         return self._call("release_lease", *args, **kwargs)
 
-    def list_domains(self, *args, **kwargs):
-        return self._call("list_domains", *args, **kwargs)
+    def due_domains(self, *args, **kwargs):
+        return self._call("due_domains", *args, **kwargs)
 
     def get_domain(self, *args, **kwargs):
         return self._call("get_domain", *args, **kwargs)
@@ -1127,7 +1127,7 @@ def test_when_idle_waits_for_attempts_and_scans(ca):
     h.register("b.acme-corp.test")
     h.service.kick("b.acme-corp.test")
     gate = Deferred()
-    store.faults["list_domains"].append(gate)
+    store.faults["due_domains"].append(gate)
     h.clock.advance(600)  # the next scan waits on the store
     idle = h.service.when_idle()
     h.client.resume()
@@ -1301,7 +1301,7 @@ def test_a_scan_asked_for_while_one_runs_is_that_scan(ca):
     h = Harness(ca, store=store)
     h.register()
     gate = Deferred()
-    store.faults["list_domains"].append(gate)
+    store.faults["due_domains"].append(gate)
     first = h.service.scan()
     second = h.service.scan()
     assert not second.called
@@ -1316,7 +1316,7 @@ def test_a_scan_asked_for_while_one_runs_is_that_scan(ca):
 def test_a_scan_that_cannot_read_the_store_submits_nothing_and_the_next_one_does(ca):
     """A store failure during a scan is logged and counts 0; the next scan works."""
     store = FaultyStore()
-    store.faults["list_domains"].append(StoreError("database away"))
+    store.faults["due_domains"].append(StoreError("database away"))
     h = Harness(ca, store=store)
     h.register()
     with capturedLogs() as events:
@@ -1958,3 +1958,42 @@ def test_falling_back_is_reported_like_a_failure(ca, ca_b):
     h2.service.startService()
     assert h2.service.ca_reachable is False
     assert h2.metrics.registry.get_sample_value("jobhost_rate_limited_total") == 0
+
+
+class DueOnlyStore(MemoryStore):
+    """A MemoryStore that counts what a scan reads and refuses to list every record."""
+
+    def __init__(self):
+        super().__init__()
+        self.listed = 0
+
+    def list_domains(self, *args, **kwargs):
+        raise AssertionError("the scan listed every domain record")
+
+    def due_domains(self, now, cursor=None, limit=500):
+        d = super().due_domains(now, cursor, limit)
+        d.addCallback(self._count)
+        return d
+
+    def _count(self, page):
+        self.listed += len(page.records)
+        return page
+
+
+def test_scan_reads_only_the_due_records(ca):
+    """A scan over many hostnames that are not due reads none of them, submits nothing and wakes for the first."""
+    store = DueOnlyStore()
+    h = Harness(ca, store=store, scan_interval=DAY)
+    for i in range(1200):
+        name = f"h{i:04d}.acme-corp.test"
+        store.domains[name] = DomainRecord(name, DomainState.ACTIVE, T0, T0,
+                                           next_attempt=T0 + timedelta(hours=1, seconds=i))
+    store.domains["due.acme-corp.test"] = DomainRecord("due.acme-corp.test", DomainState.FAILING, T0, T0,
+                                                       next_attempt=T0)
+    assert h.service.scan().result == 1
+    assert store.listed == 1
+    assert [o["hostnames"] for o in h.client.orders] == [["due.acme-corp.test"]]
+    h.clock.advance(3599)
+    assert len(h.client.orders) == 1
+    h.clock.advance(1)
+    assert h.client.orders[-1]["hostnames"] == ["h0000.acme-corp.test"]

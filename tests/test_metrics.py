@@ -11,7 +11,7 @@ from admin_helpers import T0, ApiClient, RecordingStore, make_domain
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
@@ -254,6 +254,58 @@ def test_certificate_cache_broken_counts_are_exported():
     after = samples(metrics.exposition().decode())
     assert after[("jobhost_cert_cache_broken_total", ())] == 1
     assert after[("jobhost_cert_cache_broken_hostnames", ())] == 1
+
+
+def test_certificate_cache_size_bytes_and_evictions_are_exported():
+    """watch_certificate_cache exports entries by tier, the estimated bytes, evictions by tier and context builds."""
+    from jobhost.store.memory import MemoryStore
+    from jobhost.tls.sni import CertificateCache
+
+    ca = TestCA.create()
+    store = MemoryStore()
+    for name in ("a.example.com", "b.example.com"):
+        store.put_certificate(certificate_record(name, *ca.issue(name)))
+    cache = CertificateCache(store=store, clock=clock_at_t0(), max_entries=1, max_contexts=1, max_negative=1)
+    metrics = Metrics()
+    metrics.watch_certificate_cache(cache)
+    for name in ("a.example.com", "b.example.com", "x.example.com", "y.example.com"):
+        cache.load(name)
+    got = samples(metrics.exposition().decode())
+    assert [got[("jobhost_cert_cache_entries", (("tier", t),))] for t in ("hostname", "context", "negative")] == [1, 1, 1]
+    assert [got[("jobhost_cert_cache_evictions_total", (("tier", t),))] for t in ("hostname", "context", "negative")] \
+        == [1, 1, 1]
+    assert got[("jobhost_cert_cache_context_builds_total", ())] == 2
+    assert got[("jobhost_cert_cache_bytes", ())] == cache.bytes > 0
+
+
+def test_a_store_that_counts_through_indexes_is_asked_and_not_walked():
+    """When the store answers record_counts, the refresh takes its numbers and lists no record; broken is not exported."""
+    from jobhost.store.records import RecordCounts
+
+    class CountingStore(RecordingStore):
+        def record_counts(self, now, windows):
+            self.asked = (now, dict(windows))
+            return succeed(RecordCounts(domains={"active": 7, "failing": 2}, certificates=8,
+                                        expiring={"7d": 1, "14d": 3}))
+
+        def list_domains(self, *args, **kwargs):
+            raise AssertionError("walked the domain records")
+
+        def list_certificates(self, *args, **kwargs):
+            raise AssertionError("walked the certificate records")
+
+    clock = clock_at_t0()
+    store = CountingStore()
+    metrics = Metrics()
+    metrics.refresh_from_store(store, clock)
+    assert store.asked == (T0, {"7d": timedelta(days=7), "14d": timedelta(days=14)})
+    scraped = samples(metrics.exposition().decode())
+    assert scraped[("jobhost_domains", (("state", "active"),))] == 7
+    assert scraped[("jobhost_domains", (("state", "pending"),))] == 0
+    assert scraped[("jobhost_certificates", ())] == 8
+    assert scraped[("jobhost_certificates_expiring", (("window", "14d"),))] == 3
+    assert scraped[("jobhost_store_stats_refreshed_timestamp_seconds", ())] == T0.timestamp()
+    assert not [key for key in scraped if key[0] == "jobhost_store_broken_records"]
 
 
 def test_expiry_windows_include_their_last_second_and_nothing_after():

@@ -138,7 +138,7 @@ class CertificateCacheTests(SynchronousTestCase):
 
     def test_negative_entries_are_bounded_by_recency(self):
         """A name found absent again counts as recent: the bound drops the name recorded longest ago."""
-        cache = self.cache(MemoryStore(), max_entries=2, negative_ttl=60)
+        cache = self.cache(MemoryStore(), max_negative=2, negative_ttl=60)
         self.successResultOf(cache.load(ALPHA))
         self.clock.advance(10)
         self.successResultOf(cache.load(BETA))
@@ -157,11 +157,106 @@ class CertificateCacheTests(SynchronousTestCase):
         self.assertFalse(cache.known_absent(ALPHA))
 
     def test_negative_entries_are_bounded(self):
-        """Negative entries are capped at max_entries, oldest dropped first."""
-        cache = self.cache(MemoryStore(), max_entries=2)
+        """Negative entries are capped at max_negative (not max_entries), oldest dropped first, and counted."""
+        cache = self.cache(MemoryStore(), max_negative=2, max_entries=1)
         for name in (ALPHA, BETA, GAMMA):
             self.successResultOf(cache.load(name))
         self.assertEqual([cache.known_absent(n) for n in (ALPHA, BETA, GAMMA)], [False, True, True])
+        self.assertEqual((cache.negative_count, cache.negative_evictions), (2, 1))
+
+    def test_contexts_are_a_smaller_lru_rebuilt_from_memory(self):
+        """Only max_contexts contexts stay built (least recently used dropped); a dropped one is rebuilt on lookup without a store read."""
+        store = CountingStore(store_with(record_for(ALPHA), record_for(BETA), record_for(GAMMA)))
+        cache = self.cache(store, max_entries=3, max_contexts=2)
+        for name in (ALPHA, BETA, GAMMA):
+            self.assertIs(self.successResultOf(cache.load(name)), True)
+        self.assertEqual((cache.size, cache.context_count, cache.context_builds, cache.context_evictions), (3, 2, 3, 1))
+        beta = cache.lookup(BETA)
+        alpha = cache.lookup(ALPHA)  # dropped when GAMMA came: rebuilt, and GAMMA (least recent) goes
+        self.assertIsInstance(alpha, SSL.Context)
+        self.assertIs(cache.lookup(BETA), beta, "a context kept in the tier is the same object")
+        self.assertEqual((cache.context_count, cache.context_builds, cache.context_evictions), (2, 4, 2))
+        self.assertEqual(store.calls, [ALPHA, BETA, GAMMA], "a rebuild reads nothing from the store")
+        self.assertIsNot(cache.lookup(GAMMA), None)
+        self.assertEqual((cache.hits, cache.misses, cache.context_builds), (4, 0, 5))
+        self.assertIs(cache.lookup(ALPHA), cache.lookup(ALPHA))
+
+    def test_hostname_lru_evicts_least_recently_looked_up(self):
+        """Past max_entries the hostname looked up longest ago is dropped (its material too) and counted."""
+        cache = self.cache(store_with(record_for(ALPHA), record_for(BETA), record_for(GAMMA)), max_entries=2)
+        self.successResultOf(cache.load(ALPHA))
+        self.successResultOf(cache.load(BETA))
+        cache.lookup(ALPHA)
+        self.successResultOf(cache.load(GAMMA))
+        self.assertEqual([cache.peek(n) is not None for n in (ALPHA, BETA, GAMMA)], [True, False, True])
+        self.assertEqual((cache.size, cache.certificate_count, cache.evictions), (2, 2, 1))
+
+    def test_bytes_accounts_pem_contexts_and_entries(self):
+        """bytes is the PEM held plus the measured cost of each context and entry, and returns to 0 when emptied."""
+        from jobhost.tls.sni import CONTEXT_BYTES, ENTRY_BYTES
+
+        alpha, beta = record_for(ALPHA), record_for(BETA)
+        cache = self.cache(store_with(alpha, beta), max_contexts=1)
+        self.assertEqual(cache.bytes, 0)
+        self.successResultOf(cache.load(ALPHA))
+        pem_alpha = len(alpha.key_pem) + len(alpha.chain_pem)
+        self.assertEqual(cache.bytes, pem_alpha + CONTEXT_BYTES + ENTRY_BYTES)
+        self.successResultOf(cache.load(BETA))
+        pem_beta = len(beta.key_pem) + len(beta.chain_pem)
+        self.assertEqual(cache.bytes, pem_alpha + pem_beta + CONTEXT_BYTES + 2 * ENTRY_BYTES)
+        self.successResultOf(cache.load(GAMMA))  # absent: a negative entry
+        self.assertEqual(cache.bytes, pem_alpha + pem_beta + CONTEXT_BYTES + 3 * ENTRY_BYTES)
+        cache.invalidate(BETA)
+        self.assertEqual(cache.bytes, pem_alpha + 2 * ENTRY_BYTES)
+        cache.invalidate(ALPHA)
+        cache.invalidate(GAMMA)
+        self.assertEqual((cache.bytes, cache.material_bytes), (0, 0))
+
+    def test_bytes_counts_broken_entries_and_invalidate_all_empties_every_tier(self):
+        """A broken entry counts in bytes like a negative one; invalidate_all leaves no context, entry or byte."""
+        from jobhost.tls.sni import CONTEXT_BYTES, ENTRY_BYTES
+
+        good, other = record_for(ALPHA), record_for(BETA)
+        cache = self.cache(store_with(good, attrs.evolve(other, key_pem=good.key_pem)))
+        self.successResultOf(cache.load(ALPHA))
+        with capturedLogs():
+            self.successResultOf(cache.load(BETA))  # its key does not match its leaf: broken
+        pem = len(good.key_pem) + len(good.chain_pem)
+        self.assertEqual((cache.size, cache.negative_count, cache.broken_count), (1, 1, 1))
+        self.assertEqual(cache.bytes, pem + CONTEXT_BYTES + 3 * ENTRY_BYTES)
+        cache.invalidate_all()
+        self.assertEqual((cache.size, cache.context_count, cache.negative_count, cache.bytes), (0, 0, 0, 0))
+        self.assertIs(self.successResultOf(cache.load(ALPHA)), True)
+        self.assertEqual((cache.context_count, cache.bytes), (1, pem + CONTEXT_BYTES + ENTRY_BYTES))
+
+    def test_a_shared_certificate_whose_context_was_dropped_is_not_rebuilt_at_load(self):
+        """A second name of a certificate whose context was dropped gets the material only; the context is rebuilt once, at lookup."""
+        shared = record_for(ALPHA, BETA)
+        cache = self.cache(store_with(shared, attrs.evolve(shared, hostname=BETA), record_for(GAMMA)),
+                           max_contexts=1)
+        self.successResultOf(cache.load(ALPHA))
+        self.successResultOf(cache.load(GAMMA))  # drops ALPHA's context
+        self.assertEqual((cache.context_count, cache.context_builds), (1, 2))
+        self.successResultOf(cache.load(BETA))  # same chain as ALPHA: no build now
+        self.assertEqual((cache.context_count, cache.context_builds, cache.certificate_count), (1, 2, 2))
+        context = cache.lookup(BETA)
+        self.assertIs(cache.lookup(ALPHA), context)
+        self.assertEqual((cache.context_count, cache.context_builds), (1, 3))
+
+    def test_one_certificate_under_two_names_is_accounted_once(self):
+        """A chain stored under two hostnames holds one material and one context, counted once in bytes."""
+        from jobhost.tls.sni import CONTEXT_BYTES, ENTRY_BYTES
+
+        shared = record_for(ALPHA, BETA)
+        cache = self.cache(store_with(shared, attrs.evolve(shared, hostname=BETA)))
+        self.successResultOf(cache.load(ALPHA))
+        self.successResultOf(cache.load(BETA))
+        pem = len(shared.key_pem) + len(shared.chain_pem)
+        self.assertEqual(cache.bytes, pem + CONTEXT_BYTES + 2 * ENTRY_BYTES)
+        self.assertEqual((cache.certificate_count, cache.context_count, cache.context_builds), (1, 1, 1))
+        cache.invalidate(ALPHA)
+        self.assertEqual(cache.bytes, pem + CONTEXT_BYTES + ENTRY_BYTES)
+        self.assertIsNotNone(cache.peek(BETA))
 
     def test_invalidate(self):
         """invalidate drops a name's context and its negative entry; invalidate_all drops all."""

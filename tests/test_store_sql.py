@@ -174,6 +174,8 @@ def _log_texts(events, level: str) -> list[str]:
 
 
 class _SqlContract(StoreContractTests):
+    counts_through_indexes = True
+
     def make_engine(self) -> Engine:
         raise NotImplementedError
 

@@ -319,6 +319,17 @@ def test_metrics_cover_caches_and_handshakes(tmp_path):
     assert b"jobhost_webhook_deliveries_total" not in exposition, "no webhooks configured"
 
 
+def test_tls_cache_sizes_reach_the_cache_and_the_session_contexts(tmp_path):
+    """[tls] cache_size, context_cache_size and negative_cache_size size the SNI cache's tiers (and the session contexts)."""
+    parts = _parts(tmp_path, tls={"cache_size": 300, "context_cache_size": 20, "negative_cache_size": 7})
+    cache = parts.caches.certificates
+    assert (cache.max_entries, cache.max_contexts, cache.max_negative) == (300, 20, 7)
+    assert parts.web.https.sessions.max_entries == 20
+    exposition = parts.metrics.exposition()
+    for name in (b"jobhost_cert_cache_entries", b"jobhost_cert_cache_bytes", b"jobhost_cert_cache_evictions_total"):
+        assert name in exposition, name
+
+
 def test_without_webhook_events_are_dropped_quietly(tmp_path):
     """Without [events] webhook_url the issuing service and admin API get a sink that drops events."""
     from jobhost.events import NullEventSink

@@ -93,9 +93,13 @@ from jobhost.store.records import (
     ChangeKind,
     Challenge,
     DomainRecord,
+    DuePage,
     Lease,
     certificate_change_kinds,
     domain_change_kinds,
+    earliest,
+    is_due,
+    later_attempt,
 )
 
 DOMAINS = "domains"
@@ -555,6 +559,41 @@ class DirectoryStore:
         return self.run_in_thread(
             self._list_sync, DOMAINS, DomainRecord, after, limit, keep, broken, prefix
         ).addCallback(self._report_problems)
+
+    def _due_sync(self, now, cursor: str | None, limit: int) -> tuple[DuePage, list[tuple[str, str]]]:
+        soonest = None
+
+        def keep(record: DomainRecord) -> bool:
+            nonlocal soonest
+            soonest = earliest(soonest, later_attempt(record, now))
+            return is_due(record, now)
+
+        records, problems = self._list_sync(DOMAINS, DomainRecord, cursor, limit, keep, True)
+        more = bool(records) and len(records) >= limit
+        last = records[-1] if more else None
+        next_cursor = None if last is None else (last.key if isinstance(last, BrokenRecord) else last.hostname)
+        return DuePage(tuple(records), next_cursor, soonest), problems
+
+    def due_domains(self, now, cursor: str | None = None, limit: int = 500) -> Deferred:
+        """Fire with a :class:`DuePage` (see :meth:`IStore.due_domains`).
+
+        No index: every domain file is read once over the pages of a walk (the
+        cursor is the last hostname listed).  A file that does not parse is listed
+        as its BrokenRecord.
+        """
+
+        def report(result):
+            page, problems = result
+            self._report_problems(([], problems))
+            return page
+
+        return self.run_in_thread(self._due_sync, now, cursor, limit).addCallback(report)
+
+    def record_counts(self, now, windows) -> Deferred:
+        """Fire with None: without an index, counting means reading every file (the caller walks)."""
+        from twisted.internet.defer import succeed
+
+        return succeed(None)
 
     # -- certificate records ----------------------------------------------------------------
 

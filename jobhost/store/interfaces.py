@@ -80,6 +80,36 @@ class IStore(Interface):
                 Otherwise such records are skipped (and may be logged).
         """
 
+    def due_domains(now, cursor=None, limit=500):
+        """Fire with a :class:`jobhost.store.records.DuePage` of the records due at ``now``.
+
+        What the issuing service's scan reads instead of every record: due means
+        not removed and ``next_attempt`` unset or not later than ``now``
+        (:func:`jobhost.store.records.is_due`).  A page holds at most ``limit``
+        records; pass its ``cursor`` back for the next page (None: no more).  Over
+        the pages of one walk every record due at ``now`` and unchanged meanwhile is
+        listed exactly once.  Parked records may be listed (callers skip them), and a
+        record that cannot be used is listed as its :class:`jobhost.errors.BrokenRecord`
+        when the store cannot tell whether it is due.  The page's ``earliest_later``
+        lets the caller wake for the first record that is not due yet.
+
+        Cost: the SQL store reads only the due rows, through its ``next_attempt``
+        index, plus one indexed ``MIN``; the memory store looks at every record in
+        memory; the directory store reads every domain file once per walk (it has no
+        index: it suits thousands of hostnames, not hundreds of thousands).
+        """
+
+    def record_counts(now, windows):
+        """Fire with a :class:`jobhost.store.records.RecordCounts`, or None when counting means reading every record.
+
+        For the store metrics: domain records per state, certificate records, and
+        certificates whose ``not_after`` is at most ``now`` + each of ``windows``
+        (``name -> timedelta``).  The SQL store counts through its indexes and does
+        not count unusable rows (``broken`` is None); the directory and memory stores
+        fire with None and the caller walks :meth:`list_domains` and
+        :meth:`list_certificates` instead.
+        """
+
     # -- certificate records -----------------------------------------------------
 
     def get_certificate(hostname):

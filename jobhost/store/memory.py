@@ -17,9 +17,13 @@ from jobhost.store.records import (
     ChangeKind,
     Challenge,
     DomainRecord,
+    DuePage,
     Lease,
     certificate_change_kinds,
     domain_change_kinds,
+    earliest,
+    is_due,
+    later_attempt,
 )
 
 #: How often ``update_domain`` re-reads and re-applies a change after losing a race.
@@ -125,6 +129,19 @@ class MemoryStore:
         return succeed(
             _page(self.domains, after, limit, lambda r: state is None or r.state == state, prefix)
         )
+
+    def due_domains(self, now, cursor=None, limit=500):
+        # Looks at every record, in memory: pages by hostname.
+        soonest = None
+        for record in self.domains.values():
+            soonest = earliest(soonest, later_attempt(record, now))
+        page = _page(self.domains, cursor, limit, lambda r: is_due(r, now))
+        more = limit is not None and len(page) >= limit
+        return succeed(DuePage(tuple(page), page[-1].hostname if more and page else None, soonest))
+
+    def record_counts(self, now, windows):
+        # Nothing to gain over a walk of what is in memory: the caller walks.
+        return succeed(None)
 
     def get_certificate(self, hostname):
         return self._get(self.certificates, hostname)

@@ -158,6 +158,69 @@ class DomainRecord:
         )
 
 
+@attrs.frozen
+class DuePage:
+    """One page of :meth:`jobhost.store.interfaces.IStore.due_domains`.
+
+    Attributes:
+        records: Due :class:`DomainRecord` s (a record that cannot be used: its
+            :class:`jobhost.errors.BrokenRecord` in its place).
+        cursor: Pass to the next call for the next page; None when this page is the last.
+        earliest_later: The earliest ``next_attempt`` later than ``now`` of a record
+            that is not removed, among those this page covered (the SQL store: of all);
+            the least of every page's value is the earliest of the whole store.
+    """
+
+    records: tuple[Any, ...]
+    cursor: Any
+    earliest_later: datetime | None
+
+
+@attrs.frozen
+class RecordCounts:
+    """What :meth:`jobhost.store.interfaces.IStore.record_counts` counted through indexes.
+
+    Attributes:
+        domains: ``state -> number`` of domain records (only states that occur).
+        certificates: Certificate records stored.
+        expiring: ``window name -> number`` of certificates whose ``not_after`` is at most
+            ``now`` + that window.
+        broken: ``record kind -> number`` of unusable records, or None: not counted (that
+            needs every record read; a broken record is reported when it is read).
+    """
+
+    domains: Mapping[str, int]
+    certificates: int
+    expiring: Mapping[str, int]
+    broken: Mapping[str, int] | None = None
+
+
+def is_due(record: DomainRecord, now: datetime) -> bool:
+    """True when the issuing service should look at ``record`` at ``now``.
+
+    Not removed, not parked, and its ``next_attempt`` is unset or has come.
+    """
+    if record.state == DomainState.REMOVED or record.parked:
+        return False
+    return record.next_attempt is None or record.next_attempt <= now
+
+
+def later_attempt(record: DomainRecord, now: datetime) -> datetime | None:
+    """``record.next_attempt`` when it is later than ``now`` and the record is not removed; else None."""
+    if record.state == DomainState.REMOVED or record.next_attempt is None or record.next_attempt <= now:
+        return None
+    return record.next_attempt
+
+
+def earliest(first: datetime | None, second: datetime | None) -> datetime | None:
+    """The earlier of two optional times (None counts as "never")."""
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return min(first, second)
+
+
 def domain_change_kinds(old: DomainRecord | None, new: DomainRecord | None) -> frozenset[str]:
     """The :class:`ChangeKind` s a domain write from ``old`` to ``new`` reports (None: absent).
 
@@ -380,11 +443,16 @@ __all__ = [
     "Challenge",
     "DomainRecord",
     "DomainState",
+    "DuePage",
     "HISTORY_LIMIT",
     "Lease",
+    "RecordCounts",
     "StateChange",
     "certificate_record",
     "certificate_change_kinds",
     "domain_change_kinds",
+    "earliest",
+    "is_due",
+    "later_attempt",
 ]
 

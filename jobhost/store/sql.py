@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
 
 import attrs
@@ -47,6 +47,9 @@ from jobhost.store.records import (
     ChangeKind,
     Challenge,
     DomainRecord,
+    DomainState,
+    DuePage,
+    RecordCounts,
     certificate_change_kinds,
     domain_change_kinds,
 )
@@ -619,6 +622,79 @@ class SqlStore:
         where, params = " AND ".join(clauses), tuple(args)
         return self._list("domains", DomainRecord, "domain", where, params, after, limit,
                           include_broken and state is None)
+
+    def due_domains(self, now: datetime, cursor: Any = None, limit: int = 500) -> Deferred:
+        """Fire with a :class:`DuePage` (see ``IStore.due_domains``), read through the ``next_attempt`` index.
+
+        Records with no ``next_attempt`` come first (by hostname), then those due
+        by ``(next_attempt, hostname)``; the cursor is the last row's place in that
+        order, so a page costs its own rows, however many hostnames are stored.
+        """
+        at = now.timestamp()
+        limit = max(int(limit), 1)
+        removed = DomainState.REMOVED
+
+        def run(db):
+            rows: list = []
+            if cursor is None or cursor[0] == "null":
+                query = "SELECT hostname, next_attempt, doc FROM domains WHERE next_attempt IS NULL AND state <> ?"
+                args: list = [removed]
+                if cursor is not None:
+                    query += " AND hostname > ?"
+                    args.append(cursor[1])
+                db.execute(self.engine.sql(query + f" ORDER BY next_attempt, hostname LIMIT {limit}"), args)
+                rows = db.fetchall()
+            if len(rows) < limit:
+                query = "SELECT hostname, next_attempt, doc FROM domains WHERE next_attempt <= ? AND state <> ?"
+                args = [at, removed]
+                if cursor is not None and cursor[0] == "at":
+                    # The ">=" lets the index range start at the cursor; the OR picks up after it.
+                    query += " AND next_attempt >= ? AND (next_attempt > ? OR hostname > ?)"
+                    args += [cursor[1], cursor[1], cursor[2]]
+                db.execute(self.engine.sql(query + f" ORDER BY next_attempt, hostname LIMIT {limit - len(rows)}"), args)
+                rows += db.fetchall()
+            db.execute(
+                self.engine.sql(
+                    "SELECT next_attempt FROM domains WHERE next_attempt > ? AND state <> ? "
+                    "ORDER BY next_attempt LIMIT 1"
+                ),
+                (at, removed),
+            )
+            later = db.fetchone()
+            records: list = []
+            for hostname, _, doc in rows:
+                try:
+                    records.append(_parse("domain", hostname, doc, DomainRecord, "hostname"))
+                except BrokenRecord as e:
+                    records.append(e)
+            next_cursor = None
+            if len(rows) >= limit:
+                hostname, next_attempt = rows[-1][0], rows[-1][1]
+                next_cursor = ("null", hostname) if next_attempt is None else ("at", next_attempt, hostname)
+            soonest = None if later is None else datetime.fromtimestamp(later[0], timezone.utc)
+            return DuePage(tuple(records), next_cursor, soonest)
+
+        return self._run(run)
+
+    def record_counts(self, now: datetime, windows) -> Deferred:
+        """Fire with :class:`RecordCounts` from ``COUNT`` queries over the state and ``not_after`` indexes.
+
+        Unusable rows are not counted (``broken`` is None): that needs every row parsed.
+        """
+
+        def run(db):
+            db.execute("SELECT state, COUNT(*) FROM domains GROUP BY state")
+            domains = {state: int(n) for state, n in db.fetchall()}
+            db.execute("SELECT COUNT(*) FROM certificates")
+            certificates = int(db.fetchone()[0])
+            expiring = {}
+            for name, width in windows.items():
+                db.execute(self.engine.sql("SELECT COUNT(*) FROM certificates WHERE not_after <= ?"),
+                           ((now + width).timestamp(),))
+                expiring[name] = int(db.fetchone()[0])
+            return RecordCounts(domains=domains, certificates=certificates, expiring=expiring)
+
+        return self._run(run)
 
     # -- certificate records -------------------------------------------------------------
 

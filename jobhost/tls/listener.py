@@ -396,7 +396,7 @@ class SNIServerFactory(Factory):
         creator = HeldConnectionCreator(fallback_context(key_pem, cert_pem, policy))
         tls_factory = TLSMemoryBIOFactory(creator, False, wrapped_factory, clock=clock)
         sessions = SessionContexts(
-            policy, _switch_to_certificate, clock, max_entries=cache.max_entries, rotate_after=ticket_rotation
+            policy, _switch_to_certificate, clock, max_entries=cache.max_contexts, rotate_after=ticket_rotation
         )
         return cls(
             cache=cache,

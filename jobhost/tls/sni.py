@@ -6,16 +6,25 @@ handshake on the reactor thread, so it may only do a dictionary lookup
 (DESIGN.md, "TLS: choosing the certificate without blocking").  This module
 owns that dictionary:
 
-- :class:`CertificateCache` maps a normalised hostname to a ready
-  ``OpenSSL.SSL.Context`` (key, leaf and chain loaded, ALPN configured).  It
-  is filled asynchronously by :meth:`CertificateCache.load`, which the
-  listener calls while it holds a ClientHello, never from the callback.
-  Contexts are indexed by a fingerprint of the certificate chain plus a
-  hostname -> fingerprint map (certmagic's ``cache.go``), so a certificate
-  stored under several hostnames is held once.  The hostname map is an LRU
-  capped at ``max_entries``; names the store does not know get a short-lived
-  negative entry so a flood of unknown names does not become a flood of
-  store reads.  A stored certificate that cannot be used (it does not parse,
+- :class:`CertificateCache` maps a normalised hostname to its TLS material
+  and hands out a ready ``OpenSSL.SSL.Context`` (key, leaf and chain loaded,
+  ALPN configured).  It is filled asynchronously by
+  :meth:`CertificateCache.load`, which the listener calls while it holds a
+  ClientHello, never from the callback.  Material is indexed by a fingerprint
+  of the certificate chain plus a hostname -> fingerprint map (certmagic's
+  ``cache.go``), so a certificate stored under several hostnames is held once.
+
+  Two tiers, because what is cached is chosen by its measured cost
+  (``python bench/scale.py memory``, docs/benchmarks.md): a built
+  ``SSL.Context`` costs ~27 KB of RSS and ~0.27 ms to build, the PEM key and
+  chain ~2 KB.  So the hostname map (an LRU capped at ``max_entries``) keeps
+  the PEM bytes, and only the ``max_contexts`` most recently used
+  certificates keep a built context (a second LRU); a hostname whose context
+  was dropped gets it rebuilt from memory on its next lookup (no store read).
+  Names the store does not know get a short-lived negative entry (at most
+  ``max_negative`` of them) so a flood of unknown names does not become a
+  flood of store reads.  :attr:`CertificateCache.bytes` estimates what it all
+  holds from the measured per-item costs.  A stored certificate that cannot be used (it does not parse,
   or its key does not match its leaf) gets the same negative entry and is
   remembered as broken: it is logged once, as one line naming the hostname
   and the reason, and not again until the change feed reports that the
@@ -61,12 +70,27 @@ def chain_fingerprint(record: CertificateRecord) -> str:
     return hashlib.sha256(record.chain_pem).hexdigest()
 
 
+#: Measured RSS of one built ``SSL.Context`` with a P-256 key, leaf and intermediate
+#: (``python bench/scale.py memory``: 26,914 bytes per context over 3,000).
+CONTEXT_BYTES = 27_000
+
+#: Measured RSS of one hostname's entries beside its material (the LRU map's node, the name, a
+#: material record shared by fingerprint, less the PEM bytes counted exactly).
+ENTRY_BYTES = 400
+
+
 @attrs.define(eq=False)
 class _Material:
-    """One ready context and how many hostnames point at it."""
+    """One certificate chain's PEM, its context when built, and how many hostnames point at it."""
 
-    context: SSL.Context
+    key_pem: bytes
+    chain_pem: bytes
+    context: SSL.Context | None = None
     references: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.key_pem) + len(self.chain_pem)
 
 
 @attrs.define(eq=False)
@@ -89,14 +113,20 @@ class CertificateCache:
     Attributes:
         store: The :class:`~jobhost.store.interfaces.IStore` to read certificates from.
         clock: Time source for negative entries.
-        max_entries: At most this many hostnames are cached (least recently used go first);
-            at most this many negative entries are kept too.
+        max_entries: At most this many hostnames keep their material (PEM key and chain) in
+            memory (least recently used go first).
+        max_contexts: At most this many certificates keep a built ``SSL.Context`` (least
+            recently used go first; rebuilt from the material on their next lookup).
+        max_negative: At most this many "no usable certificate" entries are kept.
         negative_ttl: Seconds a "the store has no usable certificate for this name" answer is
             trusted (absent, or broken).
         policy: How every context is configured (versions, suites, ALPN, tickets).
-        hits, misses: :meth:`lookup` outcomes.
+        hits, misses: :meth:`lookup` outcomes (a hit may have rebuilt the context).
         loads: Store reads started (shared loads count once).
         evictions: Hostnames dropped to honour ``max_entries``.
+        context_builds: Contexts built (after a store read, or again after being dropped).
+        context_evictions: Built contexts dropped to honour ``max_contexts``.
+        negative_evictions: Negative entries dropped to honour ``max_negative``.
         load_failures: Store reads that failed with something other than "absent" or "broken".
         broken_reports: Times a stored certificate was found unusable and logged (once per
             change of that hostname's certificate).
@@ -106,15 +136,22 @@ class CertificateCache:
     clock: IReactorTime
     max_entries: int = attrs.field(default=10000, validator=attrs.validators.ge(1))
     negative_ttl: float = 60.0
+    max_contexts: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    max_negative: int = attrs.field(default=10000, validator=attrs.validators.ge(1))
     policy: TlsPolicy = attrs.field(factory=TlsPolicy)
     hits: int = attrs.field(default=0, init=False)
     misses: int = attrs.field(default=0, init=False)
     loads: int = attrs.field(default=0, init=False)
     evictions: int = attrs.field(default=0, init=False)
+    context_builds: int = attrs.field(default=0, init=False)
+    context_evictions: int = attrs.field(default=0, init=False)
+    negative_evictions: int = attrs.field(default=0, init=False)
+    material_bytes: int = attrs.field(default=0, init=False, repr=False)
     load_failures: int = attrs.field(default=0, init=False)
     broken_reports: int = attrs.field(default=0, init=False)
     _names: OrderedDict[str, str] = attrs.field(factory=OrderedDict, init=False, repr=False)
     _materials: dict[str, _Material] = attrs.field(factory=dict, init=False, repr=False)
+    _contexts: OrderedDict[str, _Material] = attrs.field(factory=OrderedDict, init=False, repr=False)
     _negative: OrderedDict[str, float] = attrs.field(factory=OrderedDict, init=False, repr=False)
     _inflight: dict[str, _PendingLoad] = attrs.field(factory=dict, init=False, repr=False)
     _broken: OrderedDict[str, str] = attrs.field(factory=OrderedDict, init=False, repr=False)
@@ -162,7 +199,18 @@ class CertificateCache:
                 return None
             hostname = normalised
         self._names.move_to_end(hostname)
-        return self._materials[fingerprint].context
+        material = self._materials[fingerprint]
+        if material.context is not None:
+            self._contexts.move_to_end(fingerprint)
+            return material.context
+        # Dropped from the context tier: rebuild it from memory (~0.3 ms, no store read).
+        # It was built from the same PEM before, so it builds again.
+        try:
+            context = self.policy.context(material.key_pem, material.chain_pem)
+        except InvalidCertificate:  # pragma: no cover - the PEM built a context before
+            return None
+        self._keep_context(fingerprint, material, context)
+        return context
 
     def known_absent(self, hostname: str) -> bool:
         """True while a fresh negative entry says the store has no usable certificate for ``hostname``.
@@ -196,8 +244,28 @@ class CertificateCache:
         return len(self._names)
 
     @property
+    def context_count(self) -> int:
+        """How many built contexts are held."""
+        return len(self._contexts)
+
+    @property
+    def negative_count(self) -> int:
+        """How many negative entries are held (some may have expired)."""
+        return len(self._negative)
+
+    @property
+    def bytes(self) -> int:
+        """An estimate of the memory the cache holds, from measured per-item costs.
+
+        The PEM bytes exactly, plus :data:`CONTEXT_BYTES` per built context and
+        :data:`ENTRY_BYTES` per hostname and per negative or broken entry.
+        """
+        entries = len(self._names) + len(self._negative) + len(self._broken)
+        return self.material_bytes + CONTEXT_BYTES * len(self._contexts) + ENTRY_BYTES * entries
+
+    @property
     def certificate_count(self) -> int:
-        """How many distinct certificate chains (contexts) are held."""
+        """How many distinct certificate chains (materials) are held."""
         return len(self._materials)
 
     # -- the asynchronous side ---------------------------------------------------
@@ -238,12 +306,15 @@ class CertificateCache:
     def _bug(self, failure: Failure, hostname: str) -> None:
         self.log.failure("Caching the certificate for {hostname} failed", failure, hostname=hostname)
 
-    def _material_for(self, record: CertificateRecord) -> tuple[str, SSL.Context]:
+    def _material_for(self, record: CertificateRecord) -> tuple[str, _Material, SSL.Context | None]:
         fingerprint = chain_fingerprint(record)
         existing = self._materials.get(fingerprint)
         if existing is not None:
-            return fingerprint, existing.context
-        return fingerprint, self.policy.context(record.key_pem, record.chain_pem)
+            return fingerprint, existing, None
+        # Built now, not at the first lookup: a key or chain OpenSSL refuses is found here,
+        # and the held connection's lookup right after finds the context ready.
+        context = self.policy.context(record.key_pem, record.chain_pem)
+        return fingerprint, _Material(record.key_pem, record.chain_pem), context
 
     def _loaded(self, result: Any, hostname: str, pending: _PendingLoad) -> None:
         if self._inflight.get(hostname) is not pending:
@@ -258,8 +329,8 @@ class CertificateCache:
         del self._inflight[hostname]
         found = False
         if not isinstance(result, Failure):
-            fingerprint, context = result
-            self._insert(hostname, fingerprint, context)
+            fingerprint, material, context = result
+            self._insert(hostname, fingerprint, material, context)
             self._broken.pop(hostname, None)
             found = True
         elif result.check(KeyError):
@@ -288,14 +359,16 @@ class CertificateCache:
         for waiter in pending.waiters:
             _fire(waiter, found)
 
-    def _insert(self, hostname: str, fingerprint: str, context: SSL.Context) -> None:
+    def _insert(self, hostname: str, fingerprint: str, material: _Material, context: SSL.Context | None) -> None:
         self._negative.pop(hostname, None)
         previous = self._names.pop(hostname, None)
         if previous is not None:
             self._release(previous)
-        material = self._materials.get(fingerprint)
-        if material is None:
-            material = self._materials[fingerprint] = _Material(context)
+        material = self._materials.setdefault(fingerprint, material)
+        if material.references == 0:
+            self.material_bytes += material.size
+        if context is not None and material.context is None:
+            self._keep_context(fingerprint, material, context)
         material.references += 1
         self._names[hostname] = fingerprint
         while len(self._names) > self.max_entries:
@@ -303,11 +376,23 @@ class CertificateCache:
             self._release(evicted)
             self.evictions += 1
 
+    def _keep_context(self, fingerprint: str, material: _Material, context: SSL.Context) -> None:
+        """Put a freshly built context in the context tier, dropping the least recently used."""
+        self.context_builds += 1
+        material.context = context
+        self._contexts[fingerprint] = material
+        while len(self._contexts) > self.max_contexts:
+            _, dropped = self._contexts.popitem(last=False)
+            dropped.context = None
+            self.context_evictions += 1
+
     def _release(self, fingerprint: str) -> None:
         material = self._materials[fingerprint]
         material.references -= 1
         if material.references <= 0:
             del self._materials[fingerprint]
+            self.material_bytes -= material.size
+            self._contexts.pop(fingerprint, None)
 
     def _remember_broken(self, hostname: str, reason: str) -> None:
         """Keep a negative entry for ``hostname`` and report it, unless this fault was reported already."""
@@ -328,8 +413,9 @@ class CertificateCache:
     def _remember_absent(self, hostname: str) -> None:
         self._negative.pop(hostname, None)
         self._negative[hostname] = self.clock.seconds() + self.negative_ttl
-        while len(self._negative) > self.max_entries:
+        while len(self._negative) > self.max_negative:
             self._negative.popitem(last=False)
+            self.negative_evictions += 1
 
     # -- invalidation ------------------------------------------------------------
 
@@ -353,6 +439,8 @@ class CertificateCache:
         """Forget every hostname (used when the change feed cannot say what changed)."""
         self._names.clear()
         self._materials.clear()
+        self._contexts.clear()
+        self.material_bytes = 0
         self._negative.clear()
         self._broken.clear()
         self._inflight.clear()
@@ -467,4 +555,4 @@ class ChangePoller(Service):
         )
 
 
-__all__ = ["CertificateCache", "ChangePoller", "chain_fingerprint"]
+__all__ = ["CONTEXT_BYTES", "CertificateCache", "ChangePoller", "ENTRY_BYTES", "chain_fingerprint"]
