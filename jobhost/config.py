@@ -80,6 +80,9 @@ class AcmeConfig:
     preferred_chain: str | None = None
     profile: str | None = None
     timeout: float = 30.0
+    #: The challenge types to answer, in order of preference; after one fails validation
+    #: the next attempt tries the next ("tls-alpn-01": on the HTTPS listener, port 443).
+    challenges: tuple[str, ...] = ("http-01",)
 
     @property
     def directory_url(self) -> str:
@@ -99,6 +102,8 @@ class PreflightConfig:
     self_check: bool = True
     #: The port the CA connects to for HTTP-01 (always 80 for real CAs; Pebble can be told another).
     self_check_port: int = 80
+    #: The port the CA connects to for TLS-ALPN-01 (always 443 for real CAs; Pebble's ``tlsPort``).
+    tls_self_check_port: int = 443
 
 
 DEFAULT_FALLBACK_CERT = "var/fallback.pem"
@@ -349,6 +354,15 @@ def _list_of(item: Callable[[Any], Any]):
     return parse
 
 
+def _challenges(value):
+    types = _list_of(_one_of("http-01", "tls-alpn-01"))(value)
+    if not types:
+        raise ValueError("expected at least one challenge type")
+    if len(set(types)) != len(types):
+        raise ValueError(f"a challenge type is listed twice in {_quote(value)}")
+    return types
+
+
 def _one_of(*choices: str):
     def parse(value):
         if value not in choices:
@@ -444,6 +458,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "preferred_chain": _optional_string,
             "profile": _optional_string,
             "timeout": _positive_duration,
+            "challenges": _challenges,
         },
     ),
     "preflight": (
@@ -457,6 +472,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "timeout": _positive_duration,
             "self_check": _bool,
             "self_check_port": _port,
+            "tls_self_check_port": _port,
         },
     ),
     "tls": (
