@@ -120,6 +120,9 @@ class AcmeConfig:
     preferred_chain: str | None = None
     profile: str | None = None
     timeout: float = 30.0
+    #: The challenge types to answer, in order of preference; after one fails validation
+    #: the next attempt tries the next ("tls-alpn-01": on the HTTPS listener, port 443).
+    challenges: tuple[str, ...] = ("http-01",)
     issuers: tuple[IssuerConfig, ...] = ()
 
     def __attrs_post_init__(self) -> None:
@@ -146,6 +149,8 @@ class PreflightConfig:
     self_check: bool = True
     #: The port the CA connects to for HTTP-01 (always 80 for real CAs; Pebble can be told another).
     self_check_port: int = 80
+    #: The port the CA connects to for TLS-ALPN-01 (always 443 for real CAs; Pebble's ``tlsPort``).
+    tls_self_check_port: int = 443
 
 
 DEFAULT_FALLBACK_CERT = "var/fallback.pem"
@@ -401,6 +406,15 @@ def _list_of(item: Callable[[Any], Any]):
     return parse
 
 
+def _challenges(value):
+    types = _list_of(_one_of("http-01", "tls-alpn-01"))(value)
+    if not types:
+        raise ValueError("expected at least one challenge type")
+    if len(set(types)) != len(types):
+        raise ValueError(f"a challenge type is listed twice in {_quote(value)}")
+    return types
+
+
 def _one_of(*choices: str):
     def parse(value):
         if value not in choices:
@@ -506,6 +520,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "profile": _optional_string,
             "timeout": _positive_duration,
             "issuers": _issuers,
+            "challenges": _challenges,
         },
     ),
     "preflight": (
@@ -519,6 +534,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "timeout": _positive_duration,
             "self_check": _bool,
             "self_check_port": _port,
+            "tls_self_check_port": _port,
         },
     ),
     "tls": (

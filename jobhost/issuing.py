@@ -83,7 +83,10 @@ from jobhost.store.records import (
     Account,
     CertificateRecord,
     ChangeKind,
+    HTTP_01,
+    TLS_ALPN_01,
     Challenge,
+    tls_alpn01_key,
     DomainRecord,
     DomainState,
     certificate_record,
@@ -146,25 +149,31 @@ def log_panic(hostname: str, certificate: CertificateRecord, failure: Failure) -
 @implementer(IHTTP01Responder)
 @attrs.define
 class StoreResponder:
-    """Answers HTTP-01 by writing the key authorization to the shared store.
+    """Answers HTTP-01 (or TLS-ALPN-01) by writing the key authorization to the shared store.
 
-    Any jobhost process or node sharing the store then serves it from
-    :class:`jobhost.acme.http01.ChallengeResource`.
+    Any jobhost process or node sharing the store then serves it: HTTP-01 from
+    :class:`jobhost.acme.http01.ChallengeResource` (kept under its token), TLS-ALPN-01
+    from the HTTPS listener (:mod:`jobhost.tls.alpn`; kept under
+    :func:`~jobhost.store.records.tls_alpn01_key` of the hostname).
     """
 
     store: IStore
     clock: IReactorTime
+    challenge_type: str = HTTP_01
+
+    def _key(self, hostname: str, token: str) -> str:
+        return tls_alpn01_key(hostname) if self.challenge_type == TLS_ALPN_01 else token
 
     def start_responding(self, hostname: str, token: str, key_authorization: str) -> Deferred:
         """Store the challenge; fires with None once stored."""
         return self.store.put_challenge(
-            Challenge(token=token, key_authorization=key_authorization, hostname=hostname,
-                      created_at=clock_now(self.clock))
+            Challenge(token=self._key(hostname, token), key_authorization=key_authorization, hostname=hostname,
+                      created_at=clock_now(self.clock), challenge_type=self.challenge_type)
         )
 
     def stop_responding(self, hostname: str, token: str) -> Deferred:
         """Forget the challenge; fires with None."""
-        return self.store.delete_challenge(token)
+        return self.store.delete_challenge(self._key(hostname, token))
 
 
 class IIssuer(Interface):
@@ -261,7 +270,13 @@ class IssuingService(Service):
         preflight: The :class:`jobhost.preflight.IPreflight` run before every order (a pass
             from the last minute is reused), or None; told the account URI once known.
         self_check: ``(hostname, token, key_authorization) -> Deferred`` run
-            before the CA is told to validate, or None.
+            before the CA is told to validate over HTTP-01, or None.
+        tls_alpn_self_check: The same for TLS-ALPN-01
+            (:class:`jobhost.selfcheck.TlsAlpnSelfCheck`), or None.
+        challenges: The challenge types to answer, in order of preference.  An attempt
+            uses the first, unless the hostname's last attempt failed validation (the CA
+            said the authorization is invalid, or the self-check failed) with one: then
+            the type after it (cycling).  ``last_error.challenge`` names the type that failed.
         key_type: Key type of certificate keys; account_key_type: of the account key.
         backoff: Delays after the 1st, 2nd, ... failure; the last repeats.
         max_in_flight: Orders worked on at once.
@@ -303,6 +318,8 @@ class IssuingService(Service):
     directory_url: str
     preflight: IPreflight | None = None
     self_check: Callable[[str, str, str], Deferred] | None = None
+    tls_alpn_self_check: Callable[[str, str, str], Deferred] | None = None
+    challenges: tuple[str, ...] = (HTTP_01,)
     key_type: str = "ecdsa-p256"
     account_key_type: str = "ecdsa-p256"
     contact: tuple[str, ...] = ()
@@ -647,19 +664,20 @@ class IssuingService(Service):
             await self._defer_for_budget(hostname, frees_at)
             return
         renewing = current is not None
+        challenge_type = self.challenge_for(record)
         record = await self.domains.start_attempt(hostname, renewing)
         started = self.clock.seconds()
         if self.metrics is not None:
             self.metrics.issuance_started(hostname)
         try:
-            new = await self._obtain(hostname, current, issuer)
+            new = await self._obtain(hostname, current, issuer, challenge_type)
         except (CancelledError, LeaseLost):
             raise
         except _BudgetSpent as e:
             await self._defer_for_budget(hostname, e.frees_at)
             return
         except Exception:
-            await self._record_failure(hostname, Failure(), current, record, issuer)
+            await self._record_failure(hostname, Failure(), current, record, issuer, challenge_type)
             return
         latest = await self._get_domain_or_none(hostname)
         if latest is None or latest.state == DomainState.REMOVED:
@@ -742,7 +760,16 @@ class IssuingService(Service):
                      hostname=current.hostname)
         return updated
 
-    async def _obtain(self, hostname: str, current: CertificateRecord | None, issuer: Issuer) -> CertificateRecord:
+    def challenge_for(self, record: DomainRecord) -> str:
+        """The challenge type the next attempt for ``record`` answers (see :attr:`challenges`)."""
+        failed = (record.last_error or {}).get("challenge")
+        if failed in self.challenges:
+            return self.challenges[(self.challenges.index(failed) + 1) % len(self.challenges)]
+        return self.challenges[0]
+
+    async def _obtain(
+        self, hostname: str, current: CertificateRecord | None, issuer: Issuer, challenge_type: str = HTTP_01
+    ) -> CertificateRecord:
         if self.preflight is not None:
             # A pass from moments ago (the admin API checked at registration) is reused.
             result = await self.preflight.recent_or_check(hostname)
@@ -762,10 +789,11 @@ class IssuingService(Service):
             try:
                 issued = await issuer.client.obtain_certificate(
                     [hostname], csr,
-                    responder=StoreResponder(self.store, self.clock),
-                    self_check=self.self_check,
+                    responder=StoreResponder(self.store, self.clock, challenge_type),
+                    self_check=self.tls_alpn_self_check if challenge_type == TLS_ALPN_01 else self.self_check,
                     replaces=replaces,
                     profile=issuer.profile,
+                    challenge_type=challenge_type,
                 )
                 break
             except AcmeProblem as e:
@@ -839,6 +867,7 @@ class IssuingService(Service):
     async def _record_failure(
         self, hostname: str, failure: Failure, current: CertificateRecord | None, started: DomainRecord,
         issuer: Issuer | None = None,
+        challenge_type: str | None = None,
     ) -> None:
         """Record a failed attempt: backoff (or the CA's Retry-After), or parking for a permanent error.
 
@@ -873,6 +902,8 @@ class IssuingService(Service):
             self._set_ca_reachable(False, str(err))
         error_doc = describe_failure(failure)
         error_doc["at"] = to_iso(now)
+        if challenge_type is not None and isinstance(err, (AuthorizationFailed, SelfCheckFailed)):
+            error_doc["challenge"] = challenge_type  # validation failed: the next attempt tries the next type
         permanent = not paused and is_permanent(err)
         error_doc["retryable"] = not permanent
         error_doc["issuer"] = issuer.name

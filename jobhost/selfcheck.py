@@ -1,12 +1,16 @@
 """
-The HTTP-01 self-check: fetch our own challenge URL the way the CA will, before telling the CA.
+The self-checks: answer our own challenge the way the CA will ask, before telling the CA.
 
 Let's Encrypt allows only 5 failed validations per hostname per hour, so a
 hostname whose challenge we cannot serve must fail here, with a reason, and
 spend nothing at the CA.  The check resolves the hostname through the
 configured resolvers (``twisted.names``, never the blocking system call) and
 GETs ``http://{address}:{port}/.well-known/acme-challenge/{token}`` with the
-hostname as ``Host``.
+hostname as ``Host``.  The TLS-ALPN-01 self-check (:class:`TlsAlpnSelfCheck`)
+resolves the same way and makes the CA's handshake to ``{address}:{port}``
+(443): SNI the hostname, ALPN ``acme-tls/1`` alone, and the certificate must
+name only the hostname and carry the ``acmeIdentifier`` of our key
+authorization (RFC 8737 section 3).
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ from typing import Any
 
 import attrs
 from hyperlink import EncodedURL
+from OpenSSL import SSL
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IHandshakeListener, IOpenSSLClientConnectionCreator, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from zope.interface import implementer
 from twisted.logger import Logger
 
+from jobhost.certs import ACME_TLS_1, tls_alpn01_mismatch
 from jobhost.errors import SelfCheckFailed
 from jobhost.preflight import resolver_servers
 from jobhost.store.records import Challenge
@@ -126,26 +134,7 @@ class HttpSelfCheck:
             )
 
     async def _address(self, hostname: str) -> str | None:
-        """The first IPv4 address of ``hostname`` (else IPv6), following CNAMEs as the answer gives them.
-
-        Asks A and AAAA explicitly: ``getHostByName`` sends an ANY query, which many servers
-        (and pebble-challtestsrv) refuse.
-        """
-        from twisted.names import dns
-
-        for lookup, record_type in ((self.resolver.lookupAddress, dns.A), (self.resolver.lookupIPV6Address, dns.AAAA)):
-            try:
-                answers, _, _ = await lookup(hostname, timeout=(self.timeout,))
-            except Exception:
-                if record_type == dns.AAAA:
-                    raise
-                continue
-            for rr in answers:
-                if rr.type == record_type:
-                    return rr.payload.dottedQuad() if record_type == dns.A else socket.inet_ntop(
-                        socket.AF_INET6, rr.payload.address
-                    )
-        return None
+        return await _first_address(self.resolver, hostname, self.timeout)
 
     def probe(self, store, hostname: str) -> Deferred:
         """Self-check with a throwaway challenge written to ``store`` (for diagnostics).
@@ -167,4 +156,132 @@ class HttpSelfCheck:
             await store.delete_challenge(token)
 
 
-__all__ = ["CHALLENGE_PATH", "HttpSelfCheck"]
+async def _first_address(resolver: Any, hostname: str, timeout: float) -> str | None:
+    """The first IPv4 address of ``hostname`` (else IPv6), following CNAMEs as the answer gives them.
+
+    Asks A and AAAA explicitly: ``getHostByName`` sends an ANY query, which many servers
+    (and pebble-challtestsrv) refuse.
+    """
+    from twisted.names import dns
+
+    for lookup, record_type in ((resolver.lookupAddress, dns.A), (resolver.lookupIPV6Address, dns.AAAA)):
+        try:
+            answers, _, _ = await lookup(hostname, timeout=(timeout,))
+        except Exception:
+            if record_type == dns.AAAA:
+                raise
+            continue
+        for rr in answers:
+            if rr.type == record_type:
+                return rr.payload.dottedQuad() if record_type == dns.A else socket.inet_ntop(
+                    socket.AF_INET6, rr.payload.address
+                )
+    return None
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+@attrs.define
+class _ChallengeHello:
+    """The CA's side of a TLS-ALPN-01 handshake: SNI ``hostname``, ALPN ``acme-tls/1`` only, any certificate."""
+
+    hostname: str
+
+    def clientConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:
+        context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        context.set_min_proto_version(SSL.TLS1_2_VERSION)  # RFC 8737 section 4
+        connection = SSL.Connection(context, None)
+        connection.set_tlsext_host_name(self.hostname.encode("ascii"))
+        connection.set_alpn_protos([ACME_TLS_1])
+        connection.set_connect_state()
+        return connection
+
+
+@implementer(IHandshakeListener)
+class _Handshake(Protocol):
+    """Fires ``done`` with ``(leaf, negotiated protocol)`` once the handshake completes, then closes."""
+
+    def __init__(self, done: Deferred) -> None:
+        self.done = done
+        self.closed: Deferred = Deferred()
+
+    def handshakeCompleted(self) -> None:
+        peer = self.transport.getPeerCertificate()
+        result = (peer.to_cryptography() if peer is not None else None, self.transport.negotiatedProtocol)
+        self.transport.loseConnection()
+        if not self.done.called:
+            self.done.callback(result)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.done.called:
+            self.done.errback(reason)
+        self.closed.callback(None)
+
+
+@attrs.define
+class TlsAlpnSelfCheck:
+    """Checks that ``{hostname}:{port}`` answers ``key_authorization``'s TLS-ALPN-01 challenge.
+
+    Attributes:
+        resolver: A twisted.names IResolver (A and AAAA lookups).
+        reactor: Connects (TCP) and times out.
+        port: The port the CA will connect to (443 in production; tests use the HTTPS listener's).
+        timeout: Seconds for the lookup and the handshake together.
+    """
+
+    resolver: Any
+    reactor: Any
+    port: int = 443
+    timeout: float = 5.0
+
+    def __call__(self, hostname: str, token: str, key_authorization: str) -> Deferred:
+        """Return a Deferred firing with None when the handshake shows our challenge certificate.
+
+        Fails with SelfCheckFailed naming ``tls-alpn-01://hostname:port`` and what went
+        wrong (no address, no connection, an alert, the wrong protocol or certificate).
+        """
+        return Deferred.fromCoroutine(self._check(hostname, key_authorization))
+
+    async def _check(self, hostname: str, key_authorization: str) -> None:
+        from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+
+        display_url = f"tls-alpn-01://{hostname}:{self.port}"
+        try:
+            address = await _first_address(self.resolver, hostname, self.timeout)
+        except Exception as e:
+            raise SelfCheckFailed(hostname, display_url, f"cannot resolve {hostname}: {e.__class__.__name__}") from None
+        if address is None:
+            raise SelfCheckFailed(hostname, display_url, f"{hostname} has no A or AAAA record")
+        endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+        endpoint = wrapClientTLS(
+            _ChallengeHello(hostname), endpoint_type(self.reactor, address, self.port, timeout=self.timeout)
+        )
+        done: Deferred = Deferred()
+        try:
+            protocol = await endpoint.connect(Factory.forProtocol(lambda: _Handshake(done)))
+        except Exception as e:
+            raise SelfCheckFailed(
+                hostname, display_url, f"no connection to {address}:{self.port} ({e.__class__.__name__}: {e})"
+            ) from None
+        done.addTimeout(self.timeout, self.reactor)
+        try:
+            leaf, negotiated = await done
+        except Exception as e:
+            protocol.transport.abortConnection()
+            raise SelfCheckFailed(
+                hostname, display_url,
+                f"no TLS-ALPN-01 handshake with {address}:{self.port} ({e.__class__.__name__}: {e})",
+            ) from None
+        finally:
+            await protocol.closed  # a check leaves no connection behind
+        if negotiated != ACME_TLS_1:
+            raise SelfCheckFailed(hostname, display_url, f"{address}:{self.port} did not negotiate acme-tls/1")
+        problem = tls_alpn01_mismatch(leaf, hostname, key_authorization) if leaf is not None else "no certificate"
+        if problem is not None:
+            raise SelfCheckFailed(
+                hostname, display_url,
+                f"{address}:{self.port} answered, but not with our challenge certificate ({problem}): "
+                f"is {hostname} served by another server?",
+            )
+
+
+__all__ = ["CHALLENGE_PATH", "HttpSelfCheck", "TlsAlpnSelfCheck"]

@@ -381,10 +381,13 @@ class PreflightParts:
     Attributes:
         preflight: DNS and CAA (an ``IPreflight``).
         self_check: Fetches our own challenge URL before the CA is told.
+        tls_alpn_self_check: Makes the CA's TLS-ALPN-01 handshake to us before the CA is
+            told (only when ``[acme] challenges`` lists tls-alpn-01).
     """
 
     preflight: Any
     self_check: Any
+    tls_alpn_self_check: Any = None
 
 
 @attrs.frozen
@@ -648,7 +651,7 @@ def _build_events(reactor, config: Config, metrics):
 def _build_preflight(reactor, config: Config) -> PreflightParts:
     """[preflight]: the DNS/CAA checker and the self-check, each when enabled."""
     from jobhost.preflight import Preflight
-    from jobhost.selfcheck import HttpSelfCheck
+    from jobhost.selfcheck import HttpSelfCheck, TlsAlpnSelfCheck
 
     preflight = None
     if config.preflight.enabled:
@@ -660,13 +663,18 @@ def _build_preflight(reactor, config: Config) -> PreflightParts:
             ca_identifiers=list(config.preflight.ca_identifiers),
             timeout=config.preflight.timeout,
         )
-    self_check = None
+    self_check = tls_alpn_self_check = None
     if config.preflight.self_check:
         self_check = HttpSelfCheck.create(
             reactor, config.preflight.resolvers, port=config.preflight.self_check_port,
             timeout=config.preflight.timeout, resolver=preflight.resolver if preflight is not None else None,
         )
-    return PreflightParts(preflight=preflight, self_check=self_check)
+        if "tls-alpn-01" in config.acme.challenges:
+            tls_alpn_self_check = TlsAlpnSelfCheck(
+                resolver=self_check.resolver, reactor=reactor, port=config.preflight.tls_self_check_port,
+                timeout=config.preflight.timeout,
+            )
+    return PreflightParts(preflight=preflight, self_check=self_check, tls_alpn_self_check=tls_alpn_self_check)
 
 
 def _build_issuing(reactor, config: Config, *, store, domains, client, checks: PreflightParts,
@@ -693,6 +701,8 @@ def _build_issuing(reactor, config: Config, *, store, domains, client, checks: P
         issuers=issuers,
         preflight=checks.preflight,
         self_check=checks.self_check,
+        tls_alpn_self_check=checks.tls_alpn_self_check,
+        challenges=config.acme.challenges,
         contact=config.acme.contact,
         terms_agreed=config.acme.terms_agreed,
         backoff=config.renewal.backoff,

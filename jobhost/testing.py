@@ -232,7 +232,7 @@ class FakeAcmeClient:
         return succeed(self.account_url)
 
     def obtain_certificate(
-        self, hostnames, csr_pem, responder, self_check=None, replaces=None, profile=None
+        self, hostnames, csr_pem, responder, self_check=None, replaces=None, profile=None, challenge_type="http-01"
     ) -> Deferred:
         """Publish, self-check and "validate" every hostname, then issue for the CSR's key."""
 
@@ -240,7 +240,9 @@ class FakeAcmeClient:
             if self.account_key is None:
                 raise RuntimeError("FakeAcmeClient has no account: call register() first")
             names = normalise_all(hostnames)
-            self.orders.append({"hostnames": list(names), "replaces": replaces, "profile": profile})
+            self.orders.append(
+                {"hostnames": list(names), "replaces": replaces, "profile": profile, "challenge_type": challenge_type}
+            )
             thumbprint = jose.b64encode(self.account_key.thumbprint()).decode("ascii")
             answers = [(name, f"token{len(self.orders)}-{i}") for i, name in enumerate(names)]
             started = []

@@ -20,6 +20,9 @@ from jobhost.certs import AriWindow, generate_private_key, private_key_pem
 from jobhost.store.interfaces import IStore
 from jobhost.errors import StoreConflict, StoreError
 from jobhost.store.records import (
+    HTTP_01,
+    TLS_ALPN_01,
+    tls_alpn01_key,
     Account,
     ChangeKind,
     Challenge,
@@ -855,6 +858,29 @@ class StoreContractTests:
         yield self.assertFailure(store.get_challenge(challenge.token), KeyError)
         again = yield store.delete_challenge(challenge.token)
         self.assertIsNone(again)
+
+    @inlineCallbacks
+    def test_tls_alpn01_challenge_is_kept_by_hostname_with_its_type(self):
+        """A TLS-ALPN-01 challenge stored under its hostname's key reads back with its type, beside an HTTP-01 one."""
+        store = self.make_store()
+        alpn = Challenge(
+            token=tls_alpn01_key("jobs.acme-corp.com"),
+            key_authorization="evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA.9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI",
+            hostname="jobs.acme-corp.com",
+            created_at=T0,
+            challenge_type=TLS_ALPN_01,
+        )
+        http = attrs.evolve(alpn, token="evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA", challenge_type=HTTP_01)
+        yield store.put_challenge(alpn)
+        yield store.put_challenge(http)
+        got = yield store.get_challenge(tls_alpn01_key("jobs.acme-corp.com"))
+        self.assertEqual(got, alpn)
+        self.assertEqual(got.challenge_type, TLS_ALPN_01)
+        self.assertEqual((yield store.get_challenge(http.token)).challenge_type, HTTP_01)
+        yield self.assertFailure(store.get_challenge(tls_alpn01_key("other.acme-corp.com")), KeyError)
+        yield store.delete_challenge(alpn.token)
+        yield self.assertFailure(store.get_challenge(alpn.token), KeyError)
+        self.assertEqual((yield store.get_challenge(http.token)), http)
 
     # -- accounts ------------------------------------------------------------------------------------
 

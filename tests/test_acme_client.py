@@ -1223,6 +1223,54 @@ class ObtainTests(_Base):
         self.assertEqual((error.feature, error.requested, error.offered), ("challenge", "http-01", ("dns-01",)))
         self.assertEqual(responder.calls, [])
 
+    def offer_tls_alpn01_instead_of_http01(self, token: str | None = None) -> None:
+        """Make the fake CA offer tls-alpn-01 (validated like its HTTP-01) and dns-01, not http-01."""
+        original = self.server._authz_doc
+
+        def authz_doc(authz_id):
+            doc = original(authz_id)
+            for challenge in doc["challenges"]:
+                if challenge["type"] == "http-01":
+                    challenge["type"] = "tls-alpn-01"
+                    if token is not None:
+                        challenge["token"] = token
+            return doc
+
+        self.server._authz_doc = authz_doc
+
+    def test_tls_alpn01_is_answered_when_asked_for(self) -> None:
+        """With challenge_type tls-alpn-01 the client publishes that challenge's key authorization
+        (token "." thumbprint), answers its URL, and gets the certificate."""
+        client = self.registered()
+        self.offer_tls_alpn01_instead_of_http01()
+        published = []
+
+        class Recording(DictResponder):
+            def start_responding(self, hostname, token, key_authorization):
+                published.append((hostname, token, key_authorization))
+                return super().start_responding(hostname, token, key_authorization)
+
+        responder = Recording(self.server)
+        csr = make_csr(generate_private_key(), ["a.test"])
+        chain = self.result(client.obtain_certificate(["a.test"], csr, responder, challenge_type="tls-alpn-01"))
+        self.assertEqual(split_pem_chain(chain.chain_pem)[0].subject.rfc4514_string(), "CN=a.test")
+        [(hostname, token, key_authorization)] = published
+        thumbprint = jose.b64encode(client.account_key.thumbprint()).decode("ascii")
+        self.assertEqual((hostname, key_authorization), ("a.test", f"{token}.{thumbprint}"))
+        self.assertEqual(len(self.server.posts("/chall/")), 1)
+        # The same CA, asked for HTTP-01, says it offers none.
+        error = self.failure(client.obtain_certificate(["a.test"], csr, DictResponder(self.server)), AcmeUnsupported)
+        self.assertEqual((error.requested, error.offered), ("http-01", ("tls-alpn-01", "dns-01")))
+
+    def test_tls_alpn01_with_a_token_that_is_not_base64url_is_refused(self) -> None:
+        """A tls-alpn-01 challenge whose token is not base64url fails the order before anything is published."""
+        client = self.registered()
+        self.offer_tls_alpn01_instead_of_http01(token="../etc/passwd")
+        responder = DictResponder(self.server)
+        csr = make_csr(generate_private_key(), ["a.test"])
+        self.failure(client.obtain_certificate(["a.test"], csr, responder, challenge_type="tls-alpn-01"), AcmeTransportError)
+        self.assertEqual(responder.calls, [])
+
     def test_stop_failure_is_logged_and_the_certificate_kept(self) -> None:
         """A responder that cannot withdraw a token is logged; the certificate is still returned."""
 

@@ -586,3 +586,35 @@ key_type = "ecdsa-p384"
         "https://acme.zerossl.test/v2/DV90", str(tmp_path / "zerossl-ca.pem"), "ecdsa-p384", None, ("kid-2", "aG1hYw"))
     assert config.acme.directory_url == first.directory_url
     assert config.acme.contact == ("mailto:ops@example.com",)
+
+
+def test_challenges_default_to_http01_and_keep_their_order(tmp_path):
+    """[acme] challenges is HTTP-01 alone by default; a list is kept in its order; the TLS-ALPN-01 self-check port is 443."""
+    config = parse_config({"preflight": {"enabled": False}}, tmp_path)
+    assert config.acme.challenges == ("http-01",)
+    assert config.preflight.tls_self_check_port == 443
+    config = parse_config(
+        {"preflight": {"enabled": False, "tls_self_check_port": 5443}, "acme": {"challenges": ["tls-alpn-01", "http-01"]}},
+        tmp_path,
+    )
+    assert config.acme.challenges == ("tls-alpn-01", "http-01")
+    assert config.preflight.tls_self_check_port == 5443
+
+
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        ({"acme": {"challenges": []}}, "[acme] challenges: expected at least one challenge type"),
+        ({"acme": {"challenges": ["dns-01"]}}, '[acme] challenges: item 0: expected one of "http-01", "tls-alpn-01", got "dns-01"'),
+        ({"acme": {"challenges": ["http-01", "http-01"]}}, "[acme] challenges: a challenge type is listed twice"),
+        ({"acme": {"challenges": "http-01"}}, '[acme] challenges: expected a list, got "http-01"'),
+        ({"preflight": {"enabled": False, "tls_self_check_port": 0}}, "[preflight] tls_self_check_port: expected a port"),
+    ],
+)
+def test_challenge_errors_are_one_line_naming_the_key(document, message):
+    """A bad [acme] challenges or [preflight] tls_self_check_port is one line naming the key."""
+    document.setdefault("preflight", {"enabled": False})
+    with pytest.raises(ConfigError) as info:
+        parse_config(document, Path("/srv"), file="jobhost.toml")
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)

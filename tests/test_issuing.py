@@ -1997,3 +1997,60 @@ def test_scan_reads_only_the_due_records(ca):
     assert len(h.client.orders) == 1
     h.clock.advance(1)
     assert h.client.orders[-1]["hostnames"] == ["h0000.acme-corp.test"]
+
+
+def test_a_failed_validation_makes_the_next_attempt_try_the_next_challenge_type(ca):
+    """With challenges http-01 then tls-alpn-01, an HTTP-01 attempt the CA invalidates is followed by a
+    TLS-ALPN-01 attempt (its key authorization stored under the hostname's key, its own self-check run),
+    and a failed TLS-ALPN-01 self-check sends the next attempt back to HTTP-01."""
+    from jobhost.errors import SelfCheckFailed
+    from jobhost.store.records import Challenge, tls_alpn01_key
+
+    checks = []
+
+    def http_check(hostname, token, key_authorization):
+        checks.append(("http-01", h.store.challenges.get(token)))
+        return succeed(None)
+
+    def tls_check(hostname, token, key_authorization):
+        checks.append(("tls-alpn-01", h.store.challenges.get(tls_alpn01_key(hostname))))
+        if len(checks) == 2:
+            return fail(SelfCheckFailed(hostname, f"tls-alpn-01://{hostname}:443", "alert"))
+        return succeed(None)
+
+    h = Harness(ca, challenges=("http-01", "tls-alpn-01"), self_check=http_check, tls_alpn_self_check=tls_check,
+                backoff=(10.0,))
+    h.client.failures.append(AuthorizationFailed(HOST, "invalid"))
+    h.register()
+    h.service.startService()
+    assert h.client.orders[-1]["challenge_type"] == "http-01"
+    assert h.record().last_error["challenge"] == "http-01"
+    assert checks[0][1].challenge_type == "http-01"
+    h.clock.advance(10)
+    assert h.client.orders[-1]["challenge_type"] == "tls-alpn-01"
+    kind, stored = checks[1]
+    assert kind == "tls-alpn-01"
+    assert stored == Challenge(tls_alpn01_key(HOST), stored.key_authorization, HOST, stored.created_at, "tls-alpn-01")
+    assert stored.key_authorization.startswith("token2-0.")
+    assert h.record().last_error["challenge"] == "tls-alpn-01"
+    assert h.store.challenges == {}, "every challenge is withdrawn"
+    h.clock.advance(10)
+    assert [o["challenge_type"] for o in h.client.orders] == ["http-01", "tls-alpn-01", "http-01"]
+    assert h.record().state == DomainState.ACTIVE
+
+
+def test_a_failure_other_than_validation_keeps_the_preferred_challenge_type(ca):
+    """An attempt failing for another reason (the CA unreachable) names no challenge: the next attempt
+    uses the first type again; one type alone is always used."""
+    from jobhost.errors import AcmeTransportError
+
+    h = Harness(ca, challenges=("tls-alpn-01", "http-01"), backoff=(10.0,))
+    h.client.failures.append(AcmeTransportError("connection refused", url="https://ca.test/dir"))
+    h.register()
+    h.service.startService()
+    assert "challenge" not in h.record().last_error
+    h.clock.advance(10)
+    assert [o["challenge_type"] for o in h.client.orders] == ["tls-alpn-01", "tls-alpn-01"]
+    single = Harness(ca, challenges=("http-01",))
+    record = attrs.evolve(h.record(), last_error={"code": "authorization_failed", "challenge": "http-01"})
+    assert single.service.challenge_for(record) == "http-01"

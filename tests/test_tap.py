@@ -766,3 +766,17 @@ def test_an_admin_listener_reachable_from_other_machines_is_a_warning(tmp_path, 
     if warned:
         assert admin in warnings[0]
         assert ("unencrypted" in warnings[0]) is plain
+
+
+def test_tls_alpn01_gets_its_self_check_on_the_shared_resolver(tmp_path):
+    """[acme] challenges with tls-alpn-01: the issuing service gets the list and a TLS-ALPN-01 self-check on
+    [preflight] tls_self_check_port and the same resolver; without it, no such self-check."""
+    from jobhost.selfcheck import TlsAlpnSelfCheck
+
+    parts = _parts(tmp_path, acme={"challenges": ["http-01", "tls-alpn-01"]}, preflight={"tls_self_check_port": 5443})
+    check = parts.issuing.tls_alpn_self_check
+    assert isinstance(check, TlsAlpnSelfCheck) and check is parts.checks.tls_alpn_self_check
+    assert check.port == 5443 and check.resolver is parts.checks.preflight.resolver
+    assert parts.issuing.challenges == ("http-01", "tls-alpn-01")
+    plain = _parts(tmp_path / "plain")
+    assert plain.issuing.tls_alpn_self_check is None and plain.issuing.challenges == ("http-01",)

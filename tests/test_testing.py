@@ -211,7 +211,8 @@ def test_orders_are_recorded_and_certificates_last_the_lifetime():
     client = _registered()
     issued = _result(_obtain(client, "Jobs.Acme-Corp.TEST", "acme-corp.test", replaces="aki.serial", profile="short"))
     assert client.orders == [
-        {"hostnames": [HOST, "acme-corp.test"], "replaces": "aki.serial", "profile": "short"}
+        {"hostnames": [HOST, "acme-corp.test"], "replaces": "aki.serial", "profile": "short",
+         "challenge_type": "http-01"}
     ]
     assert issued.order_url == "https://fake-ca.invalid/order/1" and issued.cert_url == "https://fake-ca.invalid/cert/1"
     assert issued.alternates == ()

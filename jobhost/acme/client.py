@@ -41,6 +41,7 @@ the CA: a failed self-check costs no CA validation.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Mapping
 
@@ -83,6 +84,8 @@ from jobhost.acme.urls import resolve_directory_url
 
 #: RFC 9773 section 4.3: without a ``Retry-After`` ask again in six hours; clamp what the CA says.
 ARI_DEFAULT_RETRY_AFTER = 6 * 3600.0
+#: A challenge token is base64url text (RFC 8555 section 8.1).
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 ARI_RETRY_AFTER_BOUNDS = (60.0, 24 * 3600.0)
 
 
@@ -638,8 +641,9 @@ class AcmeClient:
         self_check: Callable[[str, str, str], Deferred] | None = None,
         replaces: str | None = None,
         profile: str | None = None,
+        challenge_type: str = "http-01",
     ) -> Any:
-        """Order, validate over HTTP-01, finalize and download a certificate.
+        """Order, validate over HTTP-01 (or ``challenge_type``), finalize and download a certificate.
 
         For the pending authorizations: publish every key authorization
         (``responder.start_responding``), run ``self_check`` on each (a
@@ -659,6 +663,8 @@ class AcmeClient:
                 answer, e.g. :class:`jobhost.selfcheck.HttpSelfCheck`.
             replaces: RFC 9773 certificate ID of the certificate this renews.
             profile: A profile the CA offers.
+            challenge_type: ``"http-01"`` or ``"tls-alpn-01"`` (RFC 8737): the challenge
+                answered; ``responder`` and ``self_check`` must be that type's.
 
         Returns:
             Deferred firing with an :class:`IssuedChain`; failing with
@@ -675,7 +681,7 @@ class AcmeClient:
         try:
             try:
                 if order.status == "pending":
-                    yield self._validate(order, responder, self_check, statuses, started)
+                    yield self._validate(order, responder, self_check, statuses, started, challenge_type)
                     order = yield self.poll_order(order, until="ready")
                 if order.status == "ready":
                     order = yield self.finalize(order, csr_pem)
@@ -701,6 +707,7 @@ class AcmeClient:
         self_check: Callable[[str, str, str], Any] | None,
         statuses: dict[str, str],
         started: list[tuple[str, str]],
+        challenge_type: str = "http-01",
     ) -> Any:
         # Publish every token, then self-check them all, and only then tell the CA about
         # any: one unreachable name must not spend validations for the others.
@@ -712,24 +719,43 @@ class AcmeClient:
                 raise AuthorizationFailed(authz.hostname, authz.status, authz.problem())
         work = []
         for authz in (a for a in authzs if a.status == "pending"):
-            challb = authz.http01()
-            if challb is None:
+            found = self._challenge(authz, challenge_type)
+            if found is None:
                 offered = tuple(str(c.get("type")) for c in authz.challenges)
-                raise AcmeUnsupported("challenge", "http-01", offered, self.directory_url)
-            token = challb.chall.encode("token")
-            key_authorization = challb.chall.key_authorization(self.account_key)
-            work.append((authz, challb.uri, token, key_authorization))
+                raise AcmeUnsupported("challenge", challenge_type, offered, self.directory_url)
+            work.append((authz, *found))
         for authz, _, token, key_authorization in work:
             yield maybeDeferred(responder.start_responding, authz.hostname, token, key_authorization)
             started.append((authz.hostname, token))
         if self_check is not None:
             yield _gather_all([maybeDeferred(self_check, a.hostname, t, k) for a, _, t, k in work])
-        yield _gather_all([self._answer_and_poll(authz, url, statuses) for authz, url, _, _ in work])
+        yield _gather_all([self._answer_and_poll(authz, url, statuses, challenge_type) for authz, url, _, _ in work])
+
+    def _challenge(self, authz: AcmeAuthorization, challenge_type: str) -> tuple[str, str, str] | None:
+        """``(challenge URL, token, key authorization)`` of ``authz``'s ``challenge_type`` challenge, or None."""
+        if challenge_type == "http-01":
+            challb = authz.http01()
+            if challb is None:
+                return None
+            return challb.uri, challb.chall.encode("token"), challb.chall.key_authorization(self.account_key)
+        # certbot's acme package no longer knows tls-alpn-01: read the challenge document.
+        for doc in authz.challenges:
+            if doc.get("type") != challenge_type:
+                continue
+            url, token = doc.get("url"), doc.get("token")
+            if not isinstance(url, str) or not isinstance(token, str) or not _TOKEN.fullmatch(token):
+                raise AcmeTransportError(f"the {challenge_type} challenge has no valid url and token", url=authz.url)
+            thumbprint = jose.b64encode(self.account_key.thumbprint()).decode("ascii")
+            return url, token, f"{token}.{thumbprint}"  # RFC 8555 section 8.1
+        return None
 
     @inlineCallbacks
-    def _answer_and_poll(self, authz: AcmeAuthorization, challenge_url: str, statuses: dict[str, str]) -> Any:
+    def _answer_and_poll(
+        self, authz: AcmeAuthorization, challenge_url: str, statuses: dict[str, str], challenge_type: str = "http-01"
+    ) -> Any:
         self.log.debug(
-            "Asking the CA to validate {hostname} over HTTP-01 ({authz_url})", hostname=authz.hostname, authz_url=authz.url
+            "Asking the CA to validate {hostname} over {challenge} ({authz_url})",
+            hostname=authz.hostname, challenge=challenge_type.upper(), authz_url=authz.url,
         )
         yield self.answer_challenge(challenge_url)
         # The CA is validating now: deactivate it on failure only if it is still pending when we give up.

@@ -20,6 +20,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from jobhost.acme.urls import HTTP01_PATH_PREFIX
 from jobhost.store.interfaces import IStore
+from jobhost.store.records import HTTP_01
 
 #: Where the CA fetches ``/{token}`` (RFC 8555 section 8.3), as the bytes twisted.web compares.
 ACME_CHALLENGE_PATH = HTTP01_PATH_PREFIX.encode("ascii")
@@ -93,6 +94,10 @@ class ChallengeResource(Resource):
 
         def found(challenge) -> None:
             if closed:
+                return
+            if challenge.challenge_type != HTTP_01:
+                # A TLS-ALPN-01 record (kept among the tokens): not for this URL.
+                _plain(request, 404, b"Unknown challenge token\n")
                 return
             self.log.debug(
                 "Answering HTTP-01 challenge {token} for {hostname}",

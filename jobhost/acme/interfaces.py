@@ -78,7 +78,9 @@ class IAcmeClient(Interface):
             :class:`AcmeTransportError`.
         """
 
-    def obtain_certificate(hostnames, csr_pem, responder, self_check=None, replaces=None, profile=None):
+    def obtain_certificate(
+        hostnames, csr_pem, responder, self_check=None, replaces=None, profile=None, challenge_type="http-01"
+    ):
         """Order, validate over HTTP-01, finalize and download a certificate.
 
         ``hostnames`` are normalised first (a name that is not a hostname fails
@@ -102,6 +104,9 @@ class IAcmeClient(Interface):
             replaces: RFC 9773 certificate ID of the certificate this order renews
                 (sent only when the CA offers renewal information).
             profile: A certificate profile the CA offers, or None.
+            challenge_type: The challenge to answer: ``"http-01"`` or ``"tls-alpn-01"``
+                (the responder and self-check are that type's; a CA that does not offer
+                it fails the order with :class:`jobhost.errors.AcmeUnsupported`).
 
         Returns:
             Deferred firing with an :class:`jobhost.acme.resources.IssuedChain`

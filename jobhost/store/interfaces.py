@@ -180,7 +180,12 @@ class IStore(Interface):
     # -- challenges ------------------------------------------------------------
 
     def put_challenge(challenge):
-        """Store an HTTP-01 :class:`Challenge` under its token; fire with None."""
+        """Store a :class:`Challenge` under its ``token``; fire with None.
+
+        An HTTP-01 challenge's token is the CA's; a TLS-ALPN-01 challenge's is
+        :func:`jobhost.store.records.tls_alpn01_key` of its hostname.  The record,
+        ``challenge_type`` included, reads back as it was written.
+        """
 
     def get_challenge(token):
         """Fire with the :class:`Challenge` for ``token``; fail with KeyError if none.

@@ -9,6 +9,8 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from datetime import datetime
 from typing import Any, Mapping
 
@@ -350,14 +352,26 @@ def certificate_record(
     )
 
 
+#: The challenge types jobhost answers (RFC 8555 section 8.3, RFC 8737).
+HTTP_01 = "http-01"
+TLS_ALPN_01 = "tls-alpn-01"
+CHALLENGE_TYPES = (HTTP_01, TLS_ALPN_01)
+
+
 @attrs.frozen
 class Challenge:
-    """An HTTP-01 token and its key authorization, so any process can answer the CA."""
+    """A challenge's key authorization, so any process can answer the CA.
+
+    An HTTP-01 challenge is kept under its token (the CA asks for the token's URL); a
+    TLS-ALPN-01 challenge under :func:`tls_alpn01_key` of its hostname (the CA's
+    handshake names only the hostname), with ``challenge_type`` saying which it is.
+    """
 
     token: str
     key_authorization: str
     hostname: str
     created_at: datetime
+    challenge_type: str = HTTP_01
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -365,6 +379,7 @@ class Challenge:
             "key_authorization": self.key_authorization,
             "hostname": self.hostname,
             "created_at": to_iso(self.created_at),
+            "type": self.challenge_type,
         }
 
     @classmethod
@@ -374,7 +389,20 @@ class Challenge:
             key_authorization=doc["key_authorization"],
             hostname=doc["hostname"],
             created_at=from_iso(doc["created_at"]),
+            challenge_type=doc.get("type", HTTP_01),  # written before TLS-ALPN-01: HTTP-01
         )
+
+
+def tls_alpn01_key(hostname: str) -> str:
+    """The key a TLS-ALPN-01 challenge for ``hostname`` is stored under (a base64url "token").
+
+    ``alpn-`` and the unpadded base64url SHA-256 of the hostname: every store accepts it
+    where it accepts a token, so TLS-ALPN-01 needs no new table or directory.  A CA's
+    random token equal to it is as likely as a SHA-256 collision; the HTTP-01 responder
+    answers only records whose ``challenge_type`` is HTTP-01 anyway.
+    """
+    digest = hashlib.sha256(hostname.encode("ascii")).digest()
+    return "alpn-" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 @attrs.frozen
@@ -438,6 +466,7 @@ __all__ = [
     "by_expiry",
     "Account",
     "AriWindow",
+    "CHALLENGE_TYPES",
     "CertificateRecord",
     "ChangeKind",
     "Challenge",
@@ -445,14 +474,17 @@ __all__ = [
     "DomainState",
     "DuePage",
     "HISTORY_LIMIT",
+    "HTTP_01",
     "Lease",
     "RecordCounts",
     "StateChange",
+    "TLS_ALPN_01",
     "certificate_record",
     "certificate_change_kinds",
     "domain_change_kinds",
     "earliest",
     "is_due",
     "later_attempt",
+    "tls_alpn01_key",
 ]
 

@@ -13,6 +13,8 @@ hold protocol that buffers the client's first bytes and parses them with
                                                             |    certificate, or an
                                                             |    unrecognized_name alert
     reading --not TLS / too big / silent for hello_timeout-----> closed
+    reading --hello offering only acme-tls/1--> loading challenge --+--> handed over (challenge)
+                                                                    +--> no_application_protocol alert
 
 "Handed over" means: a ``TLSMemoryBIOProtocol`` is built from a
 ``TLSMemoryBIOFactory`` wrapping the web factory, connected to the same
@@ -31,6 +33,18 @@ which the cache could change its mind.  A connection with no SNI or a name we do
 not serve starts in the fallback context (the default certificate).  A client
 whose ALPN offer has none of our protocols gets a ``no_application_protocol``
 alert (RFC 7301) before any cryptography is done.
+
+TLS-ALPN-01 (RFC 8737): a hello whose ALPN offer is ``acme-tls/1`` alone is a
+CA validating a challenge.  It is decided apart from every other hello: the
+store is asked for the name's pending challenge
+(:class:`~jobhost.tls.alpn.ChallengeCertificates`); with one, the connection is
+handed over to a TLS protocol that starts, and stays, in the challenge
+certificate's own context (no servername switch, no session tickets) and whose
+application protocol closes it after the handshake; without one (or without a
+name) it gets the ``no_application_protocol`` alert.  Such a connection never
+sees the hostname's certificate or the fallback, and a hello offering anything
+else never sees a challenge certificate (``acme-tls/1`` is in no other
+context's ALPN list).
 
 Plain HTTP sent to the HTTPS port gets a minimal ``HTTP/1.0 400`` response
 telling the user to use https, then the connection is closed: it costs a
@@ -54,6 +68,8 @@ from zope.interface import implementer
 
 from jobhost.errors import InvalidHostname
 from jobhost.hostnames import normalise_hostname
+from jobhost.certs import ACME_TLS_1
+from jobhost.tls.alpn import ChallengeCertificates, ChallengeOnlyFactory
 from jobhost.tls.clienthello import MAX_HELLO_BYTES, ClientHello, NeedMore, NotTLS, parse_client_hello
 from jobhost.tls.policy import SessionContexts, TlsPolicy
 from jobhost.tls.sni import CertificateCache
@@ -203,6 +219,9 @@ class _HelloHold(Protocol):
     def _hello(self, hello: ClientHello) -> None:
         self._unhold()
         factory = self._factory
+        if hello.alpn == (ACME_TLS_1,):
+            self._challenge(hello.server_name)
+            return
         if hello.alpn and factory.policy.alpn_refused(hello.alpn):
             factory.alpn_refused += 1
             self._alert(NO_APPLICATION_PROTOCOL_ALERT)
@@ -230,6 +249,56 @@ class _HelloHold(Protocol):
         d.addTimeout(self._factory.load_timeout, self._factory.clock)
         d.addCallbacks(self._loaded, self._load_failed, callbackArgs=(hostname,), errbackArgs=(hostname,))
         d.addErrback(self._crashed)
+
+    def _challenge(self, name: str | None) -> None:
+        """A CA's TLS-ALPN-01 validation: the challenge certificate, or an alert (module docstring)."""
+        try:
+            hostname = normalise_hostname(name) if name is not None else None
+        except InvalidHostname:
+            hostname = None
+        if hostname is None:
+            self._no_challenge(name)
+            return
+        self._state = self._LOADING
+        d = self._factory.challenges.context_for(hostname)
+        d.addTimeout(self._factory.load_timeout, self._factory.clock)
+        d.addErrback(self._challenge_failed, hostname)
+        d.addCallback(self._challenge_loaded, hostname)
+        d.addErrback(self._crashed)
+
+    def _challenge_failed(self, failure: Failure, hostname: str) -> None:
+        failure.trap(TimeoutError)
+        self._factory.log.warn(
+            "Reading the TLS-ALPN-01 challenge for {hostname} took over {timeout}s; refusing the handshake",
+            hostname=hostname,
+            timeout=self._factory.load_timeout,
+        )
+        return None
+
+    def _challenge_loaded(self, context: SSL.Context | None, hostname: str) -> None:
+        if self._state is not self._LOADING:
+            return  # the client went away while we waited
+        if context is None:
+            self._no_challenge(hostname)
+            return
+        factory = self._factory
+        factory.challenge_served += 1
+        factory.log.debug("Answering the TLS-ALPN-01 challenge for {hostname}", hostname=hostname)
+        tls = factory.challenge_tls_factory.buildProtocol(self._address)
+        # The challenge context is the one the connection starts and ends in: it has no
+        # servername callback, so nothing can switch it to a real certificate.
+        tls.jobhost_session_context = context
+        self._connect(tls)
+
+    def _no_challenge(self, hostname: str | None) -> None:
+        factory = self._factory
+        factory.challenge_refused += 1
+        factory.log.debug(
+            "Refusing acme-tls/1 from {peer}: no TLS-ALPN-01 challenge pending for {hostname}",
+            peer=self._address,
+            hostname=hostname,
+        )
+        self._alert(NO_APPLICATION_PROTOCOL_ALERT)
 
     def _loaded(self, found: bool, hostname: str) -> None:
         if self._state is not self._LOADING:
@@ -288,6 +357,10 @@ class _HelloHold(Protocol):
             tls.jobhost_certificate_context = context
         else:
             factory.fallback += 1
+        self._connect(tls)
+
+    def _connect(self, tls: TLSMemoryBIOProtocol) -> None:
+        """Connect ``tls`` to the transport and give it the buffered hello."""
         self._state = self._HANDED_OVER
         self._tls = tls
         buffered, self._buffer, self._progress = bytes(self._buffer), bytearray(), None
@@ -319,7 +392,14 @@ class SNIServerFactory(Factory):
             a new one drops the oldest.
         budget: Counts this listener's connections against the public caps (None: uncapped).
         reporter: Counts and logs the limits hit (None: not counted).
+        challenges: Finds the context answering a hostname's TLS-ALPN-01 challenge
+            (by default, one reading the cache's store).
+        challenge_tls_factory: The TLS factory of ``acme-tls/1`` connections (by default
+            a :class:`HeldConnectionCreator` without fallback and a
+            :class:`~jobhost.tls.alpn.ChallengeOnlyFactory` as the application).
         served, fallback, rejected, not_tls, timeout, alpn_refused: Connection outcomes.
+        challenge_served, challenge_refused: ``acme-tls/1`` hellos given a challenge
+            certificate, and refused (no challenge pending for the name, or no name).
         connections: The connections not yet closed (hold protocols).
         held: The connections still sending their ClientHello, oldest first, each with its
             ``hello_timeout`` deadline (one sweep for all, not a timer each).
@@ -336,12 +416,16 @@ class SNIServerFactory(Factory):
     max_held: int = 1000
     budget: Any = None
     reporter: Any = None
+    challenges: ChallengeCertificates = None  # type: ignore[assignment]  # made from the cache's store
+    challenge_tls_factory: TLSMemoryBIOFactory = None  # type: ignore[assignment]  # made from tls_factory's creator
     served: int = attrs.field(default=0, init=False)
     fallback: int = attrs.field(default=0, init=False)
     rejected: int = attrs.field(default=0, init=False)
     not_tls: int = attrs.field(default=0, init=False)
     timeout: int = attrs.field(default=0, init=False)
     alpn_refused: int = attrs.field(default=0, init=False)
+    challenge_served: int = attrs.field(default=0, init=False)
+    challenge_refused: int = attrs.field(default=0, init=False)
     connections: set = attrs.field(factory=set, init=False, repr=False)
     held: Deadlines = attrs.field(init=False, repr=False)
 
@@ -350,6 +434,14 @@ class SNIServerFactory(Factory):
 
     def __attrs_post_init__(self) -> None:
         self.held = Deadlines(self.clock, self.hello_timeout, _HelloHold._silent)
+        if self.challenges is None:
+            self.challenges = ChallengeCertificates(self.cache.store, self.clock)
+        if self.challenge_tls_factory is None:
+            # Its connections always carry their challenge context: no fallback to start in.
+            self.challenge_tls_factory = TLSMemoryBIOFactory(
+                HeldConnectionCreator(None), False,
+                ChallengeOnlyFactory(self.clock, timeout=self.hello_timeout), clock=self.clock,
+            )
 
     @property
     def policy(self) -> TlsPolicy:
@@ -385,7 +477,8 @@ class SNIServerFactory(Factory):
                 with ``reject_unknown``.
             ticket_rotation: Seconds after which a hostname's session ticket key is replaced.
 
-        The TLS policy is the cache's (:attr:`CertificateCache.policy`).
+        The TLS policy is the cache's (:attr:`CertificateCache.policy`); TLS-ALPN-01
+        challenges are read from the cache's store.
 
         Raises:
             ValueError: when no fallback certificate is given and ``reject_unknown`` is False.
@@ -403,6 +496,7 @@ class SNIServerFactory(Factory):
             tls_factory=tls_factory,
             clock=clock,
             sessions=sessions,
+
             reject_unknown=reject_unknown,
             hello_timeout=hello_timeout,
             load_timeout=load_timeout,
@@ -421,11 +515,13 @@ class SNIServerFactory(Factory):
     def startFactory(self) -> None:
         """Start the TLS factory, and through it the web factory (e.g. a Site's log timer)."""
         self.tls_factory.doStart()
+        self.challenge_tls_factory.doStart()
 
     def stopFactory(self) -> None:
         """Stop the TLS and web factories, and the hello deadline sweep."""
         self.held.stop()
         self.tls_factory.doStop()
+        self.challenge_tls_factory.doStop()
 
     def logPrefix(self) -> str:
         """The web factory's log prefix, marked as TLS."""

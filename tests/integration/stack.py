@@ -77,13 +77,18 @@ class Stack:
         )
 
     @classmethod
-    def start_with(cls, workdir: Path, make_config, nonce_reject: int = 5, pebble_env=None) -> Stack:
+    def start_with(cls, workdir: Path, make_config, nonce_reject: int = 5, pebble_env=None, tls_alpn: bool = False) -> Stack:
         """Pebble and jobhost with the config ``make_config(http, https, admin, pebble)`` returns.
 
+        With ``tls_alpn``, Pebble validates TLS-ALPN-01 against jobhost's HTTPS listener and
+        HTTP-01 against a port nothing listens on (jobhost's HTTP listener is out of its reach).
         Whatever was started is stopped again if start-up fails.
         """
         http, https, admin = free_port(), free_port(), free_port()
-        pebble = PebbleServer.start(http_port=http, nonce_reject=nonce_reject, env_extra=pebble_env)
+        pebble = PebbleServer.start(
+            http_port=free_port() if tls_alpn else http, tls_port=https if tls_alpn else None,
+            nonce_reject=nonce_reject, env_extra=pebble_env,
+        )
         daemon = None
         try:
             daemon = Daemon(workdir, make_config(http, https, admin, pebble))
