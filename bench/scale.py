@@ -65,7 +65,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import REPO, cpu_seconds, exit_on_sigterm, free_port, machine, percentile  # noqa: E402
+from _harness import REPO, children, cpu_seconds, exit_on_sigterm, free_port, machine, percentile  # noqa: E402
 
 POSTGRES_URL = os.environ.get("JOBHOST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 PAGE = REPO / "etc" / "example-page.json"
@@ -279,7 +279,8 @@ def seed(store_kind: str, target: str, count: int, workers: int, key_pool: int, 
 # -- the daemon ---------------------------------------------------------------------------------------
 
 
-def daemon_config(store_url: str, http: int, https: int, admin: int, cache: int, contexts: int) -> str:
+def daemon_config(store_url: str, http: int, https: int, admin: int, cache: int, contexts: int,
+                  workers: int = 1) -> str:
     from daemon import listen_section  # tests/integration, see _harness
 
     return listen_section(http, https, admin) + f"""
@@ -299,14 +300,25 @@ cache_size = {cache}
 context_cache_size = {contexts}
 
 [server]
-workers = 1   # one process: its RSS and CPU are the figures (each worker process holds its own caches)
+workers = {workers}   # --workers: 1, one process; more: RSS and CPU are summed over the main process and its workers
 """
 
 
-def handshake(port: int, context: ssl.SSLContext, hostname: str) -> float:
+def source_for(slot: int, workers: int) -> str:
+    """A loopback client address the daemon's kernel sends to worker ``slot`` ([server] affinity = "address")."""
+    return next(f"127.0.0.{last}" for last in range(2, 255) if (0x7F000000 + last) % workers == slot)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (the worker processes)."""
+    return [pid, *children(pid)]
+
+
+def handshake(port: int, context: ssl.SSLContext, hostname: str, source: str | None = None) -> float:
     """One TLS handshake with SNI ``hostname`` (chain and name verified); its seconds."""
     started = time.perf_counter()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+    with socket.create_connection(("127.0.0.1", port), timeout=10,
+                                  source_address=(source, 0) if source else None) as raw:
         with context.wrap_socket(raw, server_hostname=hostname):
             pass
     return time.perf_counter() - started
@@ -316,6 +328,19 @@ def client_context(cafile: Path) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(cafile))
     context.options |= ssl.OP_NO_TICKET
     return context
+
+
+def wait_serving_from(port: int, context: ssl.SSLContext, hostname: str, source: str, timeout: float = 30) -> None:
+    """Retry a handshake from ``source`` until it succeeds (that worker serves)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            handshake(port, context, hostname, source)
+            return
+        except (OSError, ssl.SSLError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def start_daemon(workdir: Path, config: str):
@@ -382,33 +407,48 @@ def run_store(kind: str, args: argparse.Namespace, material: dict, top: Path) ->
         # Phase 1: start-up and memory with the production cache size.
         http, https, admin = free_port(), free_port(), free_port()
         daemon, spawned = start_daemon(workdir, daemon_config(store_url, http, https, admin, args.cache_size,
-                                                              args.context_cache_size))
+                                                              args.context_cache_size, args.workers))
         try:
             first = hostname_of(rng.randrange(args.hostnames))
             result["time_to_first_handshake_s"] = round(wait_serving(daemon, https, client, first, spawned), 3)
-            pid = daemon.process.pid
-            result["rss_at_serving_mib"] = round(_rss_bytes(pid) / 2**20, 1)
-            cpu_at_serving = cpu_seconds(pid)
+            main_pid = daemon.process.pid
+            if args.workers > 1:
+                deadline = time.monotonic() + 30
+                while len(children(main_pid)) < args.workers and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                for slot in range(args.workers):  # every worker serves before anything is measured
+                    wait_serving_from(https, client, first, source_for(slot, args.workers))
+            pids = process_tree(main_pid)
+            rss = lambda: sum(_rss_bytes(p) for p in pids)  # noqa: E731
+            cpu = lambda: sum(cpu_seconds(p) for p in pids)  # noqa: E731
+            result["processes"] = len(pids)
+            result["rss_at_serving_mib"] = round(rss() / 2**20, 1)
+            cpu_at_serving = cpu()
             time.sleep(args.settle)
-            result["rss_after_settle_mib"] = round(_rss_bytes(pid) / 2**20, 1)
-            result["cpu_s_during_settle"] = round(cpu_seconds(pid) - cpu_at_serving, 2)
-            result["cpu_s_total_after_settle"] = round(cpu_seconds(pid), 2)
+            result["rss_after_settle_mib"] = round(rss() / 2**20, 1)
+            result["cpu_s_during_settle"] = round(cpu() - cpu_at_serving, 2)
+            result["cpu_s_total_after_settle"] = round(cpu(), 2)
             log = daemon.log()
             result["log_lines_stopped_working"] = log.count("Stopped working on")
             result["log_lines_issued_or_renewed"] = log.count("Issued certificate") + log.count("Renewed certificate")
-            base = _rss_bytes(pid)
+            base = rss()
             touch = [hostname_of(i) for i in rng.sample(range(args.hostnames), min(args.touch, args.hostnames))]
             started = time.monotonic()
             failures = 0
+            # With workers, each name once from an address of each worker: every worker caches them all.
+            sources = [source_for(slot, args.workers) for slot in range(args.workers)] if args.workers > 1 else [None]
             for name in touch:
-                try:
-                    handshake(https, client, name)
-                except (OSError, ssl.SSLError):
-                    failures += 1
+                for source in sources:
+                    try:
+                        handshake(https, client, name, source)
+                    except (OSError, ssl.SSLError):
+                        failures += 1
+            cached = len(touch) * len(sources)
             result["touch"] = {
                 "names": len(touch), "failures": failures, "seconds": round(time.monotonic() - started, 1),
-                "rss_after_mib": round(_rss_bytes(pid) / 2**20, 1),
-                "rss_bytes_per_name": round((_rss_bytes(pid) - base) / max(len(touch), 1)),
+                "rss_after_mib": round(rss() / 2**20, 1),
+                "rss_bytes_per_name": round((rss() - base) / max(cached, 1)),
+                "cached_entries_all_workers": cached,
             }
             result["metrics_after_touch"] = scrape(admin, workdir, ("jobhost_cert_cache_entries",
                                                                     "jobhost_cert_cache_bytes",
@@ -472,7 +512,7 @@ def run_main(args: argparse.Namespace) -> dict:
     top = Path(tempfile.mkdtemp(prefix="jobhost-bench-scale-"))
     result = {"command": "run", "machine": machine(), "config": {
         k: getattr(args, k) for k in ("hostnames", "cache_size", "context_cache_size", "touch", "p99_cache",
-                                      "samples", "warm_names", "settle", "seed_workers", "key_pool", "stores")}}
+                                      "samples", "warm_names", "settle", "seed_workers", "key_pool", "stores", "workers")}}
     started = time.monotonic()
     try:
         result["stores"] = [run_store(kind, args, material, top) for kind in args.stores.split(",")]
@@ -499,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--cache-size", type=int, default=10_000)
     run.add_argument("--context-cache-size", type=int, default=1000)
     run.add_argument("--touch", type=int, default=10_000, help="distinct names to handshake with after start")
+    run.add_argument("--workers", type=int, default=1,
+                     help="[server] workers in the memory phase (1); RSS and CPU summed over all processes, each"
+                          " touched name reaches every worker (their caches are their own)")
     run.add_argument("--p99-cache", type=int, default=1000, help="cache_size of the latency phase")
     run.add_argument("--samples", type=int, default=2000, help="handshakes per latency sample")
     run.add_argument("--warm-names", type=int, default=50, help="names of the warm sample (kept cached)")
