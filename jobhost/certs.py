@@ -201,7 +201,14 @@ def self_signed_certificate(
 ) -> tuple[bytes, bytes]:
     """Make a self-signed certificate for the fallback; return ``(key_pem, cert_pem)``."""
     key = generate_private_key(key_type)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return _self_signed(key, common_name, now, timedelta(days=days),
+                        x509.BasicConstraints(ca=False, path_length=None))
+
+
+def _self_signed(key, hostname: str, now: datetime, lifetime: timedelta, critical_extension) -> tuple[bytes, bytes]:
+    """``(key_pem, cert_pem)``: ``key``'s self-signed certificate naming only ``hostname`` (CN and
+    SAN), valid from an hour before ``now`` for ``lifetime``, with one more critical extension."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -209,9 +216,9 @@ def self_signed_certificate(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .not_valid_after(now + lifetime)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(critical_extension, critical=True)
         .sign(key, hashes.SHA256())
     )
     return private_key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
@@ -240,23 +247,8 @@ def tls_alpn01_certificate(hostname: str, key_authorization: str, now: datetime)
         ``(key_pem, cert_pem)``.
     """
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-        .add_extension(
-            x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, _acme_identifier_value(key_authorization)),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return private_key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
+    return _self_signed(key, hostname, now, timedelta(days=7),
+                        x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, _acme_identifier_value(key_authorization)))
 
 
 def tls_alpn01_mismatch(cert: x509.Certificate, hostname: str, key_authorization: str) -> str | None:
