@@ -592,18 +592,23 @@ class SqlStore:
             if limit is not None:
                 query += f" LIMIT {max(int(limit), 0)}"  # a negative LIMIT is no limit to SQLite
             cursor.execute(self.engine.sql(query), args)
-            out = []
-            for hostname, doc in cursor.fetchall():
-                try:
-                    out.append(_parse(kind, hostname, doc, cls_, "hostname"))
-                except BrokenRecord as e:
-                    if include_broken:
-                        out.append(e)
-                    else:
-                        self._log.error("Skipping a store row: {reason}", reason=e.message)
-            return out
+            return self._rows(kind, cursor.fetchall(), cls_, "hostname", include_broken)
 
         return self._run(run)
+
+    def _rows(self, kind: str, rows, cls_, key_field: str, include_broken: bool = False) -> list:
+        """Parse ``(key, doc)`` rows; a row that cannot be used is kept as its BrokenRecord
+        (``include_broken``) or logged and skipped."""
+        out = []
+        for key, doc in rows:
+            try:
+                out.append(_parse(kind, key, doc, cls_, key_field))
+            except BrokenRecord as e:
+                if include_broken:
+                    out.append(e)
+                else:
+                    self._log.error("Skipping a store row: {reason}", reason=e.message)
+        return out
 
     def list_domains(self, state=None, after=None, limit=None, include_broken=False, prefix=None) -> Deferred:
         """Fire with DomainRecords ordered by hostname (see ``IStore.list_domains``).
@@ -784,13 +789,7 @@ class SqlStore:
             if limit is not None:
                 query += f" LIMIT {max(int(limit), 0)}"
             cursor.execute(self.engine.sql(query), args)
-            out = []
-            for hostname, doc in cursor.fetchall():
-                try:
-                    out.append(_parse("certificate", hostname, doc, CertificateRecord, "hostname"))
-                except BrokenRecord as e:
-                    self._log.error("Skipping a store row: {reason}", reason=e.message)
-            return out
+            return self._rows("certificate", cursor.fetchall(), CertificateRecord, "hostname")
 
         return self._run(run)
 
@@ -876,13 +875,7 @@ class SqlStore:
 
         def run(cursor):
             cursor.execute("SELECT directory_url, doc FROM accounts ORDER BY directory_url")
-            accounts = []
-            for url, doc in cursor.fetchall():
-                try:
-                    accounts.append(_parse("account", url, doc, Account, "directory_url"))
-                except BrokenRecord as e:
-                    self._log.error("Skipping a store row: {reason}", reason=e.message)
-            return accounts
+            return self._rows("account", cursor.fetchall(), Account, "directory_url")
 
         return self._run(run)
 
