@@ -304,11 +304,6 @@ workers = {workers}   # --workers: 1, one process; more: RSS and CPU are summed 
 """
 
 
-def source_for(slot: int, workers: int) -> str:
-    """A loopback client address the daemon's kernel sends to worker ``slot`` ([server] affinity = "address")."""
-    return next(f"127.0.0.{last}" for last in range(2, 255) if (0x7F000000 + last) % workers == slot)
-
-
 def process_tree(pid: int) -> list[int]:
     """``pid`` and its children (the worker processes)."""
     return [pid, *children(pid)]
@@ -416,6 +411,8 @@ def run_store(kind: str, args: argparse.Namespace, material: dict, top: Path) ->
                 deadline = time.monotonic() + 30
                 while len(children(main_pid)) < args.workers and time.monotonic() < deadline:
                     time.sleep(0.05)
+                from daemon import source_for  # tests/integration, see _harness
+
                 for slot in range(args.workers):  # every worker serves before anything is measured
                     wait_serving_from(https, client, first, source_for(slot, args.workers))
             pids = process_tree(main_pid)
@@ -436,6 +433,8 @@ def run_store(kind: str, args: argparse.Namespace, material: dict, top: Path) ->
             started = time.monotonic()
             failures = 0
             # With workers, each name once from an address of each worker: every worker caches them all.
+            from daemon import source_for  # tests/integration, see _harness
+
             sources = [source_for(slot, args.workers) for slot in range(args.workers)] if args.workers > 1 else [None]
             for name in touch:
                 for source in sources:

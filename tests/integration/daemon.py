@@ -106,6 +106,16 @@ class Daemon:
         return self.process.returncode
 
 
+def source_for(slot: int, count: int) -> str:
+    """A loopback client address (127.0.0.2 and up) that a daemon with ``[server] workers = count``
+    and ``affinity = "address"`` hands to worker ``slot``: its kernel picks the worker by the IPv4
+    source address modulo ``count`` (jobhost.workers.address_affinity_program)."""
+    for last in range(2, 255):
+        if (0x7F000000 + last) % count == slot:
+            return f"127.0.0.{last}"
+    raise ValueError(f"no loopback address for worker {slot} of {count}")
+
+
 def listen_section(http: int, https: int, admin: int) -> str:
     """The ``[listen]`` table of a config with all three listeners on 127.0.0.1 ports."""
     return (
@@ -159,6 +169,7 @@ __all__ = [
     "https_request",
     "listen_section",
     "run_twistd",
+    "source_for",
     "status_of",
     "store_tool",
     "twistd_command",

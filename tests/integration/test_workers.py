@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from daemon import Daemon, free_port, listen_section
+from daemon import Daemon, free_port, listen_section, source_for
 from stack import Stack, stack_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -74,14 +74,6 @@ def slots(main: int) -> dict[int, int]:
         if b"--slot" in argv:
             found[int(argv[argv.index(b"--slot") + 1])] = pid
     return found
-
-
-def source_for(slot: int, count: int = 2) -> str:
-    """A loopback source address the kernel sends to worker ``slot`` ([server] affinity = "address")."""
-    for last in range(1, 255):
-        if (0x7F000000 + last) % count == slot:
-            return f"127.0.0.{last}"
-    raise AssertionError(slot)
 
 
 def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
@@ -168,21 +160,21 @@ def test_a_certificate_issued_by_the_main_process_is_served_by_every_worker_with
         # Each worker (reached by a client address it owns) has looked the name up and
         # remembers that it is unknown (negative entries, 60 s).
         for slot in (0, 1):
-            cert = leaf(stack.https, hostname, source=source_for(slot))
+            cert = leaf(stack.https, hostname, source=source_for(slot, 2))
             assert cert.issuer == cert.subject  # the self-signed fallback
         stack.register(hostname)
         stack.wait_state(hostname, ("active",), timeout=30)
         issued = time.monotonic()
         for slot in (0, 1):
             def real(slot=slot):
-                cert = leaf(stack.https, hostname, source=source_for(slot))
+                cert = leaf(stack.https, hostname, source=source_for(slot, 2))
                 return cert if cert.issuer != cert.subject else None
 
             wait_for(real, 1.0, f"worker {slot} to serve the new certificate")
         assert time.monotonic() - issued < 1.5
         # And the chain verifies against the CA's root from every worker.
         for slot in (0, 1):
-            leaf(stack.https, hostname, root_pem=stack.root_pem, source=source_for(slot))
+            leaf(stack.https, hostname, root_pem=stack.root_pem, source=source_for(slot, 2))
     finally:
         stack.stop()
 
@@ -206,8 +198,8 @@ def test_a_worker_killed_with_sigkill_is_replaced_and_connections_keep_being_ser
     assert "1 restarted" in healthz(admin, workers_daemon.token)["components"]["workers"]["message"]
     # The replacement serves (the addresses of its slot), and so does the survivor.
     replacement_slot = next(slot for slot, pid in slots(main).items() if pid not in before)
-    assert fallback_handshake(https, source_for(replacement_slot))
-    assert fallback_handshake(https, source_for(1 - replacement_slot))
+    assert fallback_handshake(https, source_for(replacement_slot, 2))
+    assert fallback_handshake(https, source_for(1 - replacement_slot, 2))
 
 
 def test_sigterm_finishes_in_flight_requests_and_closes_idle_connections(workers_daemon):
