@@ -49,6 +49,7 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.protocols.basic import LineOnlyReceiver
 
 log = Logger(namespace="jobhost.workers")
 
@@ -541,22 +542,26 @@ class DrainService(Service):
 # -- the worker process ---------------------------------------------------------------------------
 
 
-class _Control:
-    """A worker's end of the control channel: invalidations in (stdin), messages out (fd 3)."""
+class _Control(LineOnlyReceiver):
+    """A worker's end of the control channel: invalidations in (stdin), messages out (fd 3).
+
+    Connected by ``StandardIO(control, stdin=0, stdout=CONTROL_FD)``: writes are Twisted's,
+    buffered and non-blocking, so a main process slow to read never stalls the worker.
+    End of file on stdin (the main process is gone) stops the worker.
+    """
+
+    delimiter = b"\n"
+    MAX_LENGTH = 1 << 20
 
     def __init__(self, reactor, caches, metrics) -> None:
         self.reactor = reactor
         self.caches = caches
         self.metrics = metrics
-        self._out = os.fdopen(CONTROL_FD, "wb", buffering=0)
 
     def send(self, message: dict) -> None:
-        try:
-            self._out.write(json.dumps(message).encode() + b"\n")
-        except OSError:  # the main process is gone: stdin's end of file stops us
-            pass
+        self.transport.write(json.dumps(message).encode() + b"\n")
 
-    def line(self, line: bytes) -> None:
+    def lineReceived(self, line: bytes) -> None:
         try:
             message = json.loads(line)
         except ValueError:
@@ -573,23 +578,10 @@ class _Control:
     def report(self) -> None:
         self.send({"metrics": self.metrics.snapshot()})
 
-
-def _stdin_protocol(control: _Control, reactor):
-    from twisted.protocols.basic import LineOnlyReceiver
-
-    class ControlReceiver(LineOnlyReceiver):
-        delimiter = b"\n"
-        MAX_LENGTH = 1 << 20
-
-        def lineReceived(self, line: bytes) -> None:
-            control.line(line)
-
-        def connectionLost(self, reason) -> None:
-            if reactor.running:
-                log.info("The main process is gone: stopping")
-                reactor.stop()
-
-    return ControlReceiver()
+    def connectionLost(self, reason) -> None:
+        if self.reactor.running:
+            log.info("The main process is gone: stopping")
+            self.reactor.stop()
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
@@ -624,8 +616,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"jobhost worker: config error: {e}\n")
         return 1
     control = _Control(reactor, parts.caches.fanout, parts.metrics)
-    StandardIO(_stdin_protocol(control, reactor), stdin=0, stdout=os.open(os.devnull, os.O_WRONLY),
-               reactor=reactor)
+    StandardIO(control, stdin=0, stdout=CONTROL_FD, reactor=reactor)
     reporter = LoopingCall(control.report)
     reporter.clock = reactor
 
