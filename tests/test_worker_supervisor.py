@@ -426,33 +426,23 @@ def test_the_kernel_gives_one_client_address_always_to_the_same_worker_socket():
     assert listener.sockets == [] and not listener.listening
 
 
-def test_a_port_another_process_listens_on_with_so_reuseport_is_taken_too():
+@pytest.mark.parametrize("reuseport, name", [
+    (False, "http"),  # an ordinary listener on the port
+    (True, "https"),  # e.g. a second daemon's listener, which SO_REUSEPORT would otherwise join
+])
+def test_a_taken_port_is_a_config_error_naming_the_key_and_nothing_stays_bound(reuseport, name):
     import socket
 
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
-    with socket.socket() as other:  # e.g. a second daemon's listener, which SO_REUSEPORT would join
-        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    with socket.socket() as other:
+        if reuseport:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         other.bind(("127.0.0.1", 0))
         other.listen(1)
         port = other.getsockname()[1]
-        listener = ReusePortListenerService("https", TCP4ServerEndpoint(None, port, 16, "127.0.0.1"), 2)
-        with pytest.raises(ConfigError, match=r"\[listen\] https: cannot listen on .*Address already in use"):
-            listener.privilegedStartService()
-        assert listener.sockets == []
-
-
-def test_a_taken_port_is_a_cannot_listen_error_and_nothing_stays_bound():
-    import socket
-
-    from twisted.internet.endpoints import TCP4ServerEndpoint
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
-        listener = ReusePortListenerService("http", TCP4ServerEndpoint(None, port, 16, "127.0.0.1"), 2)
-        with pytest.raises(ConfigError, match=r"\[listen\] http: cannot listen"):
+        listener = ReusePortListenerService(name, TCP4ServerEndpoint(None, port, 16, "127.0.0.1"), 2)
+        with pytest.raises(ConfigError, match=rf"\[listen\] {name}: cannot listen on .*Address already in use"):
             listener.privilegedStartService()
         assert listener.sockets == []
 
